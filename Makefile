@@ -1,0 +1,51 @@
+# keyval — build, test, run, benchmark, install.
+#   make          release build, binary also at build/keyval
+#   make run      a leader on port 5000, data in the current directory
+#   make test     fmt check, clippy -D warnings, every unit and integration test
+#   make bench    the load generator against a fresh leader (and Redis, if installed)
+
+CARGO   ?= cargo
+PREFIX  ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+CONFDIR ?= /etc/keyval
+
+.PHONY: all build test lint fmt run bench install clean toolchain
+
+all: build
+
+build:
+	$(CARGO) build --release --bins
+	mkdir -p build
+	cp target/release/keyval target/release/keyval-bench build/
+
+# rustfmt and clippy come with rustup's default profile; add them if absent.
+toolchain:
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+lint: toolchain
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) test --all-targets
+
+fmt: toolchain
+	$(CARGO) fmt --all
+
+run: build
+	./build/keyval --role leader --port 5000 --data-dir .
+
+bench: build
+	./build/keyval-bench suite --keyval-bin ./build/keyval --redis-bin auto
+
+install: build
+	install -D -m 0755 build/keyval $(DESTDIR)$(PREFIX)/bin/keyval
+	install -D -m 0644 conf/keyval-leader.service $(DESTDIR)$(UNITDIR)/keyval-leader.service
+	install -D -m 0640 conf/leader.env $(DESTDIR)$(CONFDIR)/leader.env.example
+	sed -i 's|/usr/local/bin/keyval|$(PREFIX)/bin/keyval|' $(DESTDIR)$(UNITDIR)/keyval-leader.service
+
+clean:
+	$(CARGO) clean
+	rm -rf build

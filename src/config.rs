@@ -1,0 +1,320 @@
+//! Node configuration: the command line and `KEYVAL_*` environment of
+//! SPEC §1, checked into a [`Config`].
+//!
+//! Every flag has an environment twin (`--max-clients` is
+//! `KEYVAL_MAX_CLIENTS`), so a systemd `EnvironmentFile` can carry a whole
+//! configuration. Problems are reported as one line; `main` exits 2.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::wal::FsyncPolicy;
+
+/// The role a node starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Leader,
+    Follower,
+}
+
+/// `--fsync` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncArg {
+    Always,
+    Everysec,
+    No,
+}
+
+/// `--log-level` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// The command line, as clap parses it.
+#[derive(Debug, Parser)]
+#[command(name = "keyval", version, about = "A replicated key-value server")]
+pub struct Cli {
+    /// Node role.
+    #[arg(long, env = "KEYVAL_ROLE", value_enum)]
+    pub role: Role,
+    /// Node id: 1 for a leader, an integer >= 2 for a follower.
+    #[arg(long, env = "KEYVAL_ID")]
+    pub id: Option<u32>,
+    /// TCP port for clients and followers (0 picks a free one).
+    #[arg(long, env = "KEYVAL_PORT", default_value_t = 5000)]
+    pub port: u16,
+    /// Listen address.
+    #[arg(long, env = "KEYVAL_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Where a follower finds its leader.
+    #[arg(
+        long = "leader_host",
+        alias = "leader-host",
+        env = "KEYVAL_LEADER_HOST"
+    )]
+    pub leader_host: Option<String>,
+    /// The leader's port.
+    #[arg(
+        long = "leader_port",
+        alias = "leader-port",
+        env = "KEYVAL_LEADER_PORT"
+    )]
+    pub leader_port: Option<u16>,
+    /// Directory of the log.
+    #[arg(long, env = "KEYVAL_DATA_DIR", default_value = ".")]
+    pub data_dir: PathBuf,
+    /// When the log is fsynced.
+    #[arg(long, env = "KEYVAL_FSYNC", value_enum, default_value = "always")]
+    pub fsync: FsyncArg,
+    /// Answer a write only once this many followers have it durably.
+    #[arg(long, env = "KEYVAL_SYNC_FOLLOWERS", default_value_t = 0)]
+    pub sync_followers: usize,
+    /// How long a write waits for follower acks (0 = forever).
+    #[arg(long, env = "KEYVAL_SYNC_TIMEOUT_MS", default_value_t = 5000)]
+    pub sync_timeout_ms: u64,
+    /// Follower cap.
+    #[arg(long, env = "KEYVAL_MAX_FOLLOWERS", default_value_t = 10)]
+    pub max_followers: usize,
+    /// Client cap.
+    #[arg(long, env = "KEYVAL_MAX_CLIENTS", default_value_t = 10000)]
+    pub max_clients: usize,
+    /// Longest request line, in bytes.
+    #[arg(long, env = "KEYVAL_MAX_LINE_BYTES", default_value_t = 1_048_576)]
+    pub max_line_bytes: usize,
+    /// Compaction is considered once the log is at least this big...
+    #[arg(long, env = "KEYVAL_COMPACT_MIN_BYTES", default_value_t = 67_108_864)]
+    pub compact_min_bytes: u64,
+    /// ...and at least this many times the size of the live data.
+    #[arg(long, env = "KEYVAL_COMPACT_RATIO", default_value_t = 2.0)]
+    pub compact_ratio: f64,
+    /// Read the shared secret from this file instead of `KEYVAL_SECRET`.
+    #[arg(long, env = "KEYVAL_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Log level (logs go to stderr).
+    #[arg(long, env = "KEYVAL_LOG_LEVEL", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+}
+
+/// Where a follower's leader is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub role: Role,
+    pub id: u32,
+    pub bind: IpAddr,
+    pub port: u16,
+    pub leader: Option<LeaderAddr>,
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub sync_followers: usize,
+    pub sync_timeout_ms: u64,
+    pub max_followers: usize,
+    pub max_clients: usize,
+    pub max_line_bytes: usize,
+    pub compact_min_bytes: u64,
+    pub compact_ratio: f64,
+    /// The shared secret, if any. Never logged.
+    pub secret: Option<Vec<u8>>,
+    pub log_level: LogLevel,
+}
+
+/// The longest line the log format can hold comfortably (a record body is
+/// capped at 256 MiB).
+const MAX_LINE_LIMIT: usize = 64 << 20;
+
+impl Config {
+    /// Checks the parsed flags and reads the secret. `env_secret` is the
+    /// value of `KEYVAL_SECRET`, passed in so this stays testable.
+    ///
+    /// # Errors
+    /// A one-line description of the first problem found.
+    pub fn from_cli(cli: Cli, env_secret: Option<String>) -> Result<Config, String> {
+        let id = match (cli.role, cli.id) {
+            (Role::Leader, None | Some(1)) => 1,
+            (Role::Leader, Some(id)) => return Err(format!("--id {id}: a leader's id is 1")),
+            (Role::Follower, Some(id)) if id >= 2 => id,
+            (Role::Follower, Some(id)) => {
+                return Err(format!("--id {id}: a follower's id must be >= 2"))
+            }
+            (Role::Follower, None) => return Err("--role follower needs --id N (N >= 2)".into()),
+        };
+        let leader = match (cli.leader_host, cli.leader_port) {
+            (Some(host), Some(port)) if !host.is_empty() && port != 0 => {
+                Some(LeaderAddr { host, port })
+            }
+            (None, None) => None,
+            _ => return Err(
+                "--leader_host and --leader_port go together (a non-empty host and a port >= 1)"
+                    .into(),
+            ),
+        };
+        if cli.role == Role::Follower && leader.is_none() {
+            return Err("--role follower needs --leader_host and --leader_port".into());
+        }
+        if cli.max_line_bytes < 16 || cli.max_line_bytes > MAX_LINE_LIMIT {
+            return Err(format!(
+                "--max-line-bytes {}: must be between 16 and {MAX_LINE_LIMIT}",
+                cli.max_line_bytes
+            ));
+        }
+        if !(cli.compact_ratio.is_finite() && cli.compact_ratio >= 1.0) {
+            return Err(format!(
+                "--compact-ratio {}: must be a number >= 1.0",
+                cli.compact_ratio
+            ));
+        }
+        if cli.max_clients == 0 {
+            return Err("--max-clients must be at least 1".into());
+        }
+        if cli.sync_followers > cli.max_followers {
+            return Err(format!(
+                "--sync-followers {} is more than --max-followers {}: no write could ever be answered",
+                cli.sync_followers, cli.max_followers
+            ));
+        }
+        let secret = match &cli.secret_file {
+            Some(path) => {
+                let text = std::fs::read(path)
+                    .map_err(|e| format!("--secret-file {}: {e}", path.display()))?;
+                Some(trim_secret(text))
+            }
+            None => env_secret.map(String::into_bytes).map(trim_secret),
+        }
+        .filter(|s| !s.is_empty());
+        if cli.role == Role::Follower && secret.is_none() {
+            return Err(
+                "a follower needs the shared secret: set KEYVAL_SECRET or --secret-file".into(),
+            );
+        }
+        Ok(Config {
+            role: cli.role,
+            id,
+            bind: cli.bind,
+            port: cli.port,
+            leader,
+            data_dir: cli.data_dir,
+            fsync: match cli.fsync {
+                FsyncArg::Always => FsyncPolicy::Always,
+                FsyncArg::Everysec => FsyncPolicy::EverySec,
+                FsyncArg::No => FsyncPolicy::No,
+            },
+            sync_followers: cli.sync_followers,
+            sync_timeout_ms: cli.sync_timeout_ms,
+            max_followers: cli.max_followers,
+            max_clients: cli.max_clients,
+            max_line_bytes: cli.max_line_bytes,
+            compact_min_bytes: cli.compact_min_bytes,
+            compact_ratio: cli.compact_ratio,
+            secret,
+            log_level: cli.log_level,
+        })
+    }
+
+    /// The log file name for this node's role and id.
+    pub fn log_path(&self) -> PathBuf {
+        match self.role {
+            Role::Leader => self.data_dir.join("leader.log"),
+            Role::Follower => self.data_dir.join(format!("follower_{}.log", self.id)),
+        }
+    }
+}
+
+/// Drops one trailing newline (files written by `echo`), nothing else.
+fn trim_secret(mut secret: Vec<u8>) -> Vec<u8> {
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+        if secret.last() == Some(&b'\r') {
+            secret.pop();
+        }
+    }
+    secret
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("keyval").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::from_cli(cli, Some("s3cret\n".into()))
+    }
+
+    #[test]
+    fn leader_defaults() {
+        let c = parse(&["--role", "leader"]).expect("valid");
+        assert_eq!(
+            (c.id, c.port, c.max_followers, c.max_clients),
+            (1, 5000, 10, 10000)
+        );
+        assert_eq!(c.fsync, FsyncPolicy::Always);
+        assert_eq!(c.log_path(), PathBuf::from("./leader.log"));
+        assert_eq!(c.secret.as_deref(), Some(&b"s3cret"[..]));
+    }
+
+    #[test]
+    fn follower_flags_in_both_spellings() {
+        for (h, p) in [
+            ("--leader_host", "--leader_port"),
+            ("--leader-host", "--leader-port"),
+        ] {
+            let c = parse(&["--role", "follower", "--id", "2", h, "127.0.0.1", p, "5000"])
+                .expect("valid");
+            assert_eq!(
+                c.leader,
+                Some(LeaderAddr {
+                    host: "127.0.0.1".into(),
+                    port: 5000
+                })
+            );
+            assert_eq!(c.log_path(), PathBuf::from("./follower_2.log"));
+        }
+    }
+
+    #[test]
+    fn bad_combinations_are_refused() {
+        for args in [
+            &[
+                "--role",
+                "follower",
+                "--leader_host",
+                "h",
+                "--leader_port",
+                "1",
+            ][..],
+            &[
+                "--role",
+                "follower",
+                "--id",
+                "1",
+                "--leader_host",
+                "h",
+                "--leader_port",
+                "1",
+            ],
+            &["--role", "follower", "--id", "2"],
+            &["--role", "leader", "--id", "3"],
+            &["--role", "leader", "--max-line-bytes", "1"],
+            &["--role", "leader", "--compact-ratio", "0.5"],
+            &["--role", "leader", "--sync-followers", "11"],
+            &["--role", "leader", "--leader_host", "h"],
+            &["--role", "boss"],
+            &["--port", "5000"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+}

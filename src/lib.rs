@@ -1,0 +1,29 @@
+//! keyval: a replicated key-value server.
+//!
+//! ```text
+//!            clients (nc, keyval-bench)          followers
+//!                      │ lines                       │
+//!              ┌───────▼─────────────────────────────▼──────┐
+//!  server      │ mio loop: accept, read, parse, execute,     │
+//!              │ group commit, release replies, flush        │
+//!              └───┬──────────────┬──────────────────┬──────┘
+//!   protocol (pure)│    store (pure)│          wal     │ file IO
+//!   lines ⇄ Request│   HashSet map  │  append/commit/replay,
+//!                  │                │  compaction thread
+//! ```
+//!
+//! - [`protocol`]: the client line protocol (SPEC §2), pure.
+//! - [`store`]: the in-memory map, pure.
+//! - [`wal`]: the write-ahead log, its byte format and compaction.
+//! - [`server`]: the event loop and connections; the only user of mio.
+//! - [`config`]: flags and `KEYVAL_*` environment.
+//! - [`error`]: the top-level error.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod config;
+pub mod error;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod wal;

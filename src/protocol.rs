@@ -1,0 +1,533 @@
+//! The client line protocol (SPEC §2): framing, request parsing and reply
+//! encoding.
+//!
+//! Pure: this module takes byte slices and returns values or bytes. It never
+//! touches a socket, a file or a clock, so every rule can be unit-tested and
+//! fuzzed here.
+//!
+//! ```text
+//! HELLO CLIENT            -> HELLO SERVER
+//! PUT <key> <value>       -> OK
+//! GET <key>               -> <value> | NOT_FOUND
+//! DELETE <key>            -> OK | NOT_FOUND
+//! KEYS [<prefix>]         -> <n>, then n keys
+//! ```
+
+/// Longest key, in bytes (SPEC §2).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Where the next line of a buffer ends, as seen by [`next_line`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A whole line without its `\n` (and without a `\r` before it), and the
+    /// number of bytes it used up including the terminator.
+    Complete(&'a [u8], usize),
+    /// No `\n` yet and the buffer is still within the line limit: read more.
+    Incomplete,
+    /// No `\n` within `max_line` bytes: the line is too long. The caller
+    /// answers `LINE_TOO_LONG` and discards input up to the next `\n`.
+    TooLong,
+}
+
+/// Splits the first line off `buf`.
+///
+/// A line is too long when its content (without `\r\n`) is longer than
+/// `max_line`; that is decided as soon as `max_line + 2` bytes have arrived
+/// without a newline, so a reader never buffers more than that.
+pub fn next_line(buf: &[u8], max_line: usize) -> Line<'_> {
+    let window = &buf[..buf.len().min(max_line.saturating_add(2))];
+    match memchr_newline(window) {
+        Some(end) => {
+            let mut line = &buf[..end];
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            if line.len() > max_line {
+                Line::TooLong
+            } else {
+                Line::Complete(line, end + 1)
+            }
+        }
+        None if window.len() > max_line.saturating_add(1) => Line::TooLong,
+        None => Line::Incomplete,
+    }
+}
+
+/// Position of the first `\n`.
+fn memchr_newline(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b == b'\n')
+}
+
+/// The first line a connection sends, which decides what the peer is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hello<'a> {
+    /// `HELLO CLIENT`.
+    Client,
+    /// `HELLO FOLLOWER|<id>:<fnonce>` (SPEC §3); the fields are checked by
+    /// the replication layer.
+    Follower { id: &'a [u8], nonce: &'a [u8] },
+    /// `HELLO ADMIN|<nonce>`: a client that will prove the shared secret.
+    Admin { nonce: &'a [u8] },
+}
+
+/// Parses a handshake line. `None` means `INVALID_HANDSHAKE_MESSAGE`.
+pub fn parse_hello(line: &[u8]) -> Option<Hello<'_>> {
+    let rest = strip_word(line, b"HELLO")?;
+    if rest.eq_ignore_ascii_case(b"CLIENT") {
+        return Some(Hello::Client);
+    }
+    let (word, arg) = split_once(rest, b'|')?;
+    if word.eq_ignore_ascii_case(b"FOLLOWER") {
+        let (id, nonce) = split_once(arg, b':')?;
+        Some(Hello::Follower { id, nonce })
+    } else if word.eq_ignore_ascii_case(b"ADMIN") {
+        Some(Hello::Admin { nonce: arg })
+    } else {
+        None
+    }
+}
+
+/// A client request after the handshake. Keys and values borrow from the
+/// read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// `PUT <key> <value>`: the value is the rest of the line.
+    Put { key: &'a [u8], value: &'a [u8] },
+    /// `GET <key>`.
+    Get { key: &'a [u8] },
+    /// `DELETE <key>`.
+    Delete { key: &'a [u8] },
+    /// `CLOSE`: answer `BYE` and close.
+    Close,
+    /// `PING`: answer `PONG`.
+    Ping,
+    /// `KEYS [<prefix>]`: the matching keys in byte order.
+    Keys { prefix: &'a [u8] },
+    /// `INFO`: node facts as `<field> <value>` lines.
+    Info,
+    /// `DIGEST`: SHA-256 over the whole data set.
+    Digest,
+    /// An admin command (only honoured on an authenticated admin connection).
+    Admin(AdminRequest<'a>),
+}
+
+/// Commands that change what a node is; see the failover section of the
+/// README. Parsed for every connection, executed only after `HELLO ADMIN`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminRequest<'a> {
+    /// `PROMOTE`: a follower becomes a leader of a new history.
+    Promote,
+    /// `FOLLOW <host> <port>`: become a follower of that node.
+    Follow { host: &'a [u8], port: u16 },
+    /// `COMPACT`: start a compaction now.
+    Compact,
+    /// `FENCE`: stop taking writes (planned switchover).
+    Fence,
+}
+
+impl Request<'_> {
+    /// Whether this request changes data (refused on a follower).
+    pub fn is_write(&self) -> bool {
+        matches!(self, Request::Put { .. } | Request::Delete { .. })
+    }
+}
+
+/// Why a line is not a valid request. Every variant is answered with
+/// `INVALID_COMMAND` on the wire; the variants exist for tests and logs.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum ParseError {
+    /// The first word is not a command.
+    UnknownCommand,
+    /// A required argument is missing or empty.
+    MissingArgument,
+    /// More arguments than the command takes.
+    TrailingArgument,
+    /// The key is too long or has whitespace or control bytes.
+    BadKey,
+    /// A port that is not a number in 1..=65535.
+    BadPort,
+}
+
+/// Parses one request line (without its terminator).
+///
+/// # Errors
+/// A [`ParseError`] saying what is wrong; the caller answers
+/// `INVALID_COMMAND` and keeps the connection.
+pub fn parse_request(line: &[u8]) -> Result<Request<'_>, ParseError> {
+    let (word, rest) = match split_once(line, b' ') {
+        Some((word, rest)) => (word, Some(rest)),
+        None => (line, None),
+    };
+    let is = |name: &[u8]| word.eq_ignore_ascii_case(name);
+    if is(b"GET") {
+        Ok(Request::Get {
+            key: only_key(rest)?,
+        })
+    } else if is(b"PUT") {
+        let (key, value) = split_once(rest.ok_or(ParseError::MissingArgument)?, b' ')
+            .ok_or(ParseError::MissingArgument)?;
+        check_key(key)?;
+        if value.is_empty() {
+            return Err(ParseError::MissingArgument);
+        }
+        Ok(Request::Put { key, value })
+    } else if is(b"DELETE") {
+        Ok(Request::Delete {
+            key: only_key(rest)?,
+        })
+    } else if is(b"KEYS") {
+        let prefix = match rest {
+            None => &[][..],
+            Some(prefix) => {
+                check_key(prefix)?;
+                prefix
+            }
+        };
+        Ok(Request::Keys { prefix })
+    } else if is(b"CLOSE") {
+        no_args(rest, Request::Close)
+    } else if is(b"PING") {
+        no_args(rest, Request::Ping)
+    } else if is(b"INFO") {
+        no_args(rest, Request::Info)
+    } else if is(b"DIGEST") {
+        no_args(rest, Request::Digest)
+    } else if is(b"PROMOTE") {
+        no_args(rest, Request::Admin(AdminRequest::Promote))
+    } else if is(b"COMPACT") {
+        no_args(rest, Request::Admin(AdminRequest::Compact))
+    } else if is(b"FENCE") {
+        no_args(rest, Request::Admin(AdminRequest::Fence))
+    } else if is(b"FOLLOW") {
+        let (host, port) = split_once(rest.ok_or(ParseError::MissingArgument)?, b' ')
+            .ok_or(ParseError::MissingArgument)?;
+        check_key(host)?;
+        let port = parse_port(port)?;
+        Ok(Request::Admin(AdminRequest::Follow { host, port }))
+    } else {
+        Err(ParseError::UnknownCommand)
+    }
+}
+
+/// Parses a TCP port, 1..=65535.
+fn parse_port(text: &[u8]) -> Result<u16, ParseError> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse::<u16>().ok())
+        .filter(|&p| p != 0 && !text.starts_with(b"+"))
+        .ok_or(ParseError::BadPort)
+}
+
+fn no_args<'a>(rest: Option<&[u8]>, request: Request<'a>) -> Result<Request<'a>, ParseError> {
+    match rest {
+        None => Ok(request),
+        Some(_) => Err(ParseError::TrailingArgument),
+    }
+}
+
+fn only_key(rest: Option<&[u8]>) -> Result<&[u8], ParseError> {
+    let key = rest.ok_or(ParseError::MissingArgument)?;
+    check_key(key)?;
+    Ok(key)
+}
+
+/// Checks the key rules of SPEC §2: 1 to 1024 bytes, no whitespace, no
+/// control characters.
+///
+/// # Errors
+/// `MissingArgument` for an empty key, `TrailingArgument` when it contains
+/// a space (a second argument), `BadKey` otherwise.
+pub fn check_key(key: &[u8]) -> Result<(), ParseError> {
+    if key.is_empty() {
+        return Err(ParseError::MissingArgument);
+    }
+    if key.contains(&b' ') {
+        return Err(ParseError::TrailingArgument);
+    }
+    if key.len() > MAX_KEY_BYTES
+        || key
+            .iter()
+            .any(|&b| b.is_ascii_whitespace() || b < 0x20 || b == 0x7f)
+    {
+        return Err(ParseError::BadKey);
+    }
+    Ok(())
+}
+
+/// Returns what follows `word` and one space, comparing case-insensitively.
+fn strip_word<'a>(line: &'a [u8], word: &[u8]) -> Option<&'a [u8]> {
+    let (first, rest) = split_once(line, b' ')?;
+    first.eq_ignore_ascii_case(word).then_some(rest)
+}
+
+fn split_once(bytes: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+    let at = bytes.iter().position(|&b| b == sep)?;
+    Some((&bytes[..at], &bytes[at + 1..]))
+}
+
+/// The fixed reply lines. Each encodes to its text plus `\n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    HelloServer,
+    Ok,
+    NotFound,
+    Bye,
+    Pong,
+    InvalidCommand,
+    InvalidHandshake,
+    LineTooLong,
+    TooManyConnections,
+    WriteNotAllowed,
+    ReplicationTimeout,
+    Error,
+}
+
+impl Reply {
+    /// The reply as it goes on the wire, with its `\n`.
+    pub fn as_bytes(self) -> &'static [u8] {
+        match self {
+            Reply::HelloServer => b"HELLO SERVER\n",
+            Reply::Ok => b"OK\n",
+            Reply::NotFound => b"NOT_FOUND\n",
+            Reply::Bye => b"BYE\n",
+            Reply::Pong => b"PONG\n",
+            Reply::InvalidCommand => b"INVALID_COMMAND\n",
+            Reply::InvalidHandshake => b"INVALID_HANDSHAKE_MESSAGE\n",
+            Reply::LineTooLong => b"LINE_TOO_LONG\n",
+            Reply::TooManyConnections => b"TOO_MANY_CONNECTIONS\n",
+            Reply::WriteNotAllowed => b"WRITE_NOT_ALLOWED\n",
+            Reply::ReplicationTimeout => b"REPLICATION_TIMEOUT\n",
+            Reply::Error => b"ERROR\n",
+        }
+    }
+}
+
+/// Appends a value reply (`<value>\n`).
+pub fn encode_value(out: &mut Vec<u8>, value: &[u8]) {
+    out.reserve(value.len() + 1);
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// Appends a counted list (`KEYS`, `INFO`): the count, then one line each.
+pub fn encode_list<'a>(out: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &'a [u8]>) {
+    out.extend_from_slice(items.len().to_string().as_bytes());
+    out.push(b'\n');
+    for item in items {
+        encode_value(out, item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Request<'_>, ParseError> {
+        parse_request(line.as_bytes())
+    }
+
+    #[test]
+    fn lines_end_at_newline_and_drop_carriage_return() {
+        assert_eq!(next_line(b"PING\r\nGET", 100), Line::Complete(b"PING", 6));
+        assert_eq!(next_line(b"PING\nX", 100), Line::Complete(b"PING", 5));
+        assert_eq!(next_line(b"\n", 100), Line::Complete(b"", 1));
+        assert_eq!(next_line(b"PIN", 100), Line::Incomplete);
+        assert_eq!(next_line(b"", 100), Line::Incomplete);
+    }
+
+    #[test]
+    fn line_limit_counts_content_not_terminator() {
+        assert_eq!(next_line(b"abcd\r\n", 4), Line::Complete(b"abcd", 6));
+        assert_eq!(next_line(b"abcd\n", 4), Line::Complete(b"abcd", 5));
+        assert_eq!(next_line(b"abcde\n", 4), Line::TooLong);
+        assert_eq!(next_line(b"abcd\r", 4), Line::Incomplete);
+        assert_eq!(next_line(b"abcde\r", 4), Line::TooLong);
+        assert_eq!(next_line(b"abcdef", 4), Line::TooLong);
+        // A `\r` that is not followed by `\n` is content.
+        assert_eq!(next_line(b"ab\rc\n", 4), Line::Complete(b"ab\rc", 5));
+    }
+
+    #[test]
+    fn hello_forms() {
+        assert_eq!(parse_hello(b"HELLO CLIENT"), Some(Hello::Client));
+        assert_eq!(parse_hello(b"hello client"), Some(Hello::Client));
+        assert_eq!(
+            parse_hello(b"HELLO FOLLOWER|2:abcd"),
+            Some(Hello::Follower {
+                id: b"2",
+                nonce: b"abcd"
+            })
+        );
+        assert_eq!(
+            parse_hello(b"HELLO ADMIN|ab"),
+            Some(Hello::Admin { nonce: b"ab" })
+        );
+        for bad in [
+            "HELLO",
+            "HELLO SERVER",
+            "HELLO CLIENT ",
+            "HELLOCLIENT",
+            "PUT a b",
+            "",
+            "HELLO FOLLOWER|2",
+            "HELLO  CLIENT",
+        ] {
+            assert_eq!(parse_hello(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn put_value_is_rest_of_line() {
+        assert_eq!(
+            parse("PUT k hello world"),
+            Ok(Request::Put {
+                key: b"k",
+                value: b"hello world"
+            })
+        );
+        assert_eq!(
+            parse("put k  two spaces"),
+            Ok(Request::Put {
+                key: b"k",
+                value: b" two spaces"
+            })
+        );
+        assert_eq!(
+            parse("Put k v"),
+            Ok(Request::Put {
+                key: b"k",
+                value: b"v"
+            })
+        );
+    }
+
+    #[test]
+    fn put_errors() {
+        assert_eq!(parse("PUT"), Err(ParseError::MissingArgument));
+        assert_eq!(parse("PUT k"), Err(ParseError::MissingArgument));
+        assert_eq!(parse("PUT k "), Err(ParseError::MissingArgument));
+        assert_eq!(parse("PUT  k v"), Err(ParseError::MissingArgument));
+        assert_eq!(parse("PUT k\tx v"), Err(ParseError::BadKey));
+        let long = format!("PUT {} v", "k".repeat(MAX_KEY_BYTES + 1));
+        assert_eq!(parse(&long), Err(ParseError::BadKey));
+        let max = format!("PUT {} v", "k".repeat(MAX_KEY_BYTES));
+        assert!(parse(&max).is_ok());
+    }
+
+    #[test]
+    fn get_delete_keys() {
+        assert_eq!(parse("GET a"), Ok(Request::Get { key: b"a" }));
+        assert_eq!(parse("get a"), Ok(Request::Get { key: b"a" }));
+        assert_eq!(parse("GET"), Err(ParseError::MissingArgument));
+        assert_eq!(parse("GET "), Err(ParseError::MissingArgument));
+        assert_eq!(parse("GET a b"), Err(ParseError::TrailingArgument));
+        assert_eq!(parse("GET a\x01"), Err(ParseError::BadKey));
+        assert_eq!(parse("DELETE a"), Ok(Request::Delete { key: b"a" }));
+        assert_eq!(parse("DELETE"), Err(ParseError::MissingArgument));
+        assert_eq!(parse("KEYS"), Ok(Request::Keys { prefix: b"" }));
+        assert_eq!(parse("KEYS us"), Ok(Request::Keys { prefix: b"us" }));
+        assert_eq!(parse("KEYS a b"), Err(ParseError::TrailingArgument));
+        assert_eq!(parse("KEYS "), Err(ParseError::MissingArgument));
+    }
+
+    #[test]
+    fn bare_commands() {
+        assert_eq!(parse("PING"), Ok(Request::Ping));
+        assert_eq!(parse("ping"), Ok(Request::Ping));
+        assert_eq!(parse("CLOSE"), Ok(Request::Close));
+        assert_eq!(parse("INFO"), Ok(Request::Info));
+        assert_eq!(parse("DIGEST"), Ok(Request::Digest));
+        assert_eq!(parse("PING x"), Err(ParseError::TrailingArgument));
+        assert_eq!(parse("CLOSE "), Err(ParseError::TrailingArgument));
+        assert_eq!(parse(""), Err(ParseError::UnknownCommand));
+        assert_eq!(parse("FROB"), Err(ParseError::UnknownCommand));
+        assert_eq!(parse("HELLO CLIENT"), Err(ParseError::UnknownCommand));
+    }
+
+    #[test]
+    fn admin_commands() {
+        assert_eq!(parse("PROMOTE"), Ok(Request::Admin(AdminRequest::Promote)));
+        assert_eq!(
+            parse("follow 127.0.0.1 5000"),
+            Ok(Request::Admin(AdminRequest::Follow {
+                host: b"127.0.0.1",
+                port: 5000
+            }))
+        );
+        assert_eq!(parse("FOLLOW h 0"), Err(ParseError::BadPort));
+        assert_eq!(parse("FOLLOW h 70000"), Err(ParseError::BadPort));
+        assert_eq!(parse("FOLLOW h +5"), Err(ParseError::BadPort));
+        assert_eq!(parse("FOLLOW h"), Err(ParseError::MissingArgument));
+    }
+
+    #[test]
+    fn is_write_marks_put_and_delete() {
+        assert!(parse("PUT a b").is_ok_and(|r| r.is_write()));
+        assert!(parse("DELETE a").is_ok_and(|r| r.is_write()));
+        assert!(parse("GET a").is_ok_and(|r| !r.is_write()));
+    }
+
+    #[test]
+    fn list_encoding() {
+        let mut out = Vec::new();
+        encode_list(&mut out, [&b"a"[..], b"b"].into_iter());
+        assert_eq!(out, b"2\na\nb\n");
+        out.clear();
+        encode_list(&mut out, std::iter::empty());
+        assert_eq!(out, b"0\n");
+    }
+
+    /// A deterministic xorshift generator for the fuzz-style tests.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn random_and_mutated_lines_never_panic() {
+        let seeds: [&[u8]; 8] = [
+            b"PUT key value with spaces\r\n",
+            b"GET key\n",
+            b"DELETE key\n",
+            b"KEYS pre\n",
+            b"HELLO FOLLOWER|2:00ff\n",
+            b"FOLLOW 127.0.0.1 5000\n",
+            b"INFO\r\n",
+            b"HELLO CLIENT\n",
+        ];
+        let alphabet = b" \r\n\t\x00\x7fPUTGETDELEkeyHELLO|:0123456789";
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..50_000 {
+            let mut buf: Vec<u8> = seeds[round % seeds.len()].to_vec();
+            for _ in 0..(xorshift(&mut state) % 6) {
+                let r = xorshift(&mut state) as usize;
+                let at = r % (buf.len() + 1);
+                match r % 4 {
+                    0 => buf.insert(at, alphabet[(r >> 8) % alphabet.len()]),
+                    1 if at < buf.len() => {
+                        buf.remove(at);
+                    }
+                    2 if at < buf.len() => buf[at] = (r >> 16) as u8,
+                    _ => buf.truncate(at),
+                }
+            }
+            if round % 7 == 0 {
+                buf = (0..xorshift(&mut state) % 64)
+                    .map(|_| xorshift(&mut state) as u8)
+                    .collect();
+            }
+            let max = 1 + (xorshift(&mut state) % 40) as usize;
+            let mut rest = &buf[..];
+            while let Line::Complete(line, used) = next_line(rest, max) {
+                assert!(line.len() <= max && used <= rest.len() && used > line.len());
+                let _ = parse_hello(line);
+                if let Ok(Request::Put { key, value }) = parse_request(line) {
+                    assert!(check_key(key).is_ok() && !value.is_empty());
+                }
+                rest = &rest[used..];
+            }
+        }
+    }
+}

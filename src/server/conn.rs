@@ -1,0 +1,284 @@
+//! One accepted socket and its buffered IO: reads until `WouldBlock`,
+//! writes what it may, and says which readiness it needs next. It knows
+//! sockets and bytes, not commands.
+//!
+//! Replies to writes are *held* until the write is committed (and, with
+//! `--sync-followers`, acknowledged by followers). Replies that come after a
+//! held one on the same connection wait behind it, so a pipelined client
+//! always sees its replies in request order.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::Interest;
+
+use crate::protocol::Reply;
+
+/// Bytes read from a socket per `read` call.
+pub const READ_CHUNK: usize = 64 << 10;
+
+/// Pending output above which a connection's input is no longer processed
+/// (and so no longer read): a client that does not read its replies costs
+/// at most about this much memory.
+pub const OUTPUT_HIGH: usize = 1 << 20;
+
+/// Writes awaiting commit on one connection above which its input pauses.
+pub const MAX_HELD: usize = 64 << 10;
+
+/// A reply that waits for its write to become durable (or replicated).
+struct Held {
+    /// The write's sequence number.
+    seq: u64,
+    /// When `REPLICATION_TIMEOUT` is answered instead (sync replication).
+    deadline: Option<Instant>,
+    /// Replies to the requests after this one, held behind it.
+    after: Vec<u8>,
+}
+
+/// What the socket said during [`Conn::read_some`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// Got bytes; there may be more.
+    Data,
+    /// `WouldBlock`: everything available was read.
+    Drained,
+    /// The peer shut its side (EOF).
+    Eof,
+}
+
+/// What the peer on a connection turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// Nothing received yet: the first line must be a `HELLO`.
+    AwaitHello,
+    /// Said `HELLO CLIENT`.
+    Client,
+}
+
+/// Buffered state of one connection.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// What the peer is, decided by its first line.
+    pub kind: Peer,
+    /// Read, not yet parsed.
+    pub rbuf: Vec<u8>,
+    /// Dropping input up to the next `\n` after `LINE_TOO_LONG`.
+    pub discarding: bool,
+    /// Released output; `wbuf[wpos..]` is not yet written.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Replies waiting for their write, oldest first.
+    held: VecDeque<Held>,
+    /// Bytes in `held` tails, counted against [`OUTPUT_HIGH`].
+    held_bytes: usize,
+    /// The interest last registered.
+    pub interest: Interest,
+    /// The peer sent EOF: answer what was asked, then close.
+    pub peer_eof: bool,
+    /// Close once the output is written (after `BYE` or a fatal reply).
+    pub closing: bool,
+    /// Input processing stopped for backpressure; resume when output drains.
+    pub paused: bool,
+    /// Already on the loop's list of connections to flush this turn.
+    pub dirty: bool,
+    /// Closed and deregistered; the slot is freed at the end of the turn.
+    pub gone: bool,
+}
+
+impl Conn {
+    /// Wraps an accepted stream.
+    pub fn new(stream: TcpStream, peer: SocketAddr) -> Conn {
+        Conn {
+            stream,
+            peer,
+            kind: Peer::AwaitHello,
+            rbuf: Vec::new(),
+            discarding: false,
+            wbuf: Vec::new(),
+            wpos: 0,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            interest: Interest::READABLE,
+            peer_eof: false,
+            closing: false,
+            paused: false,
+            dirty: false,
+            gone: false,
+        }
+    }
+
+    /// Reads one chunk into `rbuf`.
+    ///
+    /// # Errors
+    /// Socket errors other than `WouldBlock` and `Interrupted`.
+    pub fn read_some(&mut self) -> io::Result<ReadStatus> {
+        let start = self.rbuf.len();
+        self.rbuf.resize(start + READ_CHUNK, 0);
+        let result = loop {
+            match self.stream.read(&mut self.rbuf[start..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match result {
+            Ok(0) => {
+                self.rbuf.truncate(start);
+                self.peer_eof = true;
+                Ok(ReadStatus::Eof)
+            }
+            Ok(n) => {
+                self.rbuf.truncate(start + n);
+                Ok(ReadStatus::Data)
+            }
+            Err(e) => {
+                self.rbuf.truncate(start);
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    Ok(ReadStatus::Drained)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Queues a fixed reply.
+    pub fn reply(&mut self, reply: Reply) {
+        self.reply_with(|out| out.extend_from_slice(reply.as_bytes()));
+    }
+
+    /// Queues a reply that `encode` appends: behind the newest held reply
+    /// if any, else straight to the released output.
+    pub fn reply_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        match self.held.back_mut() {
+            Some(held) => {
+                let before = held.after.len();
+                encode(&mut held.after);
+                self.held_bytes += held.after.len() - before;
+            }
+            None => encode(&mut self.wbuf),
+        }
+    }
+
+    /// Holds the reply to write `seq` until [`Conn::release`] or
+    /// [`Conn::expire`].
+    pub fn hold(&mut self, seq: u64, deadline: Option<Instant>) {
+        self.held.push_back(Held {
+            seq,
+            deadline,
+            after: Vec::new(),
+        });
+    }
+
+    /// Answers every held write with seq <= `through` with `OK`.
+    pub fn release(&mut self, through: u64) {
+        while self.held.front().is_some_and(|h| h.seq <= through) {
+            self.answer_front(Reply::Ok);
+        }
+    }
+
+    /// Answers every held write with `reply` (a failed commit: `ERROR`).
+    pub fn release_all(&mut self, reply: Reply) {
+        while !self.held.is_empty() {
+            self.answer_front(reply);
+        }
+    }
+
+    /// Answers held writes whose deadline has passed with
+    /// `REPLICATION_TIMEOUT`. Deadlines are in request order.
+    pub fn expire(&mut self, now: Instant) {
+        while self
+            .held
+            .front()
+            .is_some_and(|h| h.deadline.is_some_and(|d| d <= now))
+        {
+            self.answer_front(Reply::ReplicationTimeout);
+        }
+    }
+
+    /// The earliest held deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.held.front().and_then(|h| h.deadline)
+    }
+
+    fn answer_front(&mut self, reply: Reply) {
+        if let Some(held) = self.held.pop_front() {
+            self.held_bytes -= held.after.len();
+            self.wbuf.extend_from_slice(reply.as_bytes());
+            self.wbuf.extend_from_slice(&held.after);
+        }
+    }
+
+    /// Whether writes of this connection wait for commit.
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Output bytes not yet written, held or released.
+    pub fn pending_output(&self) -> usize {
+        self.wbuf.len() - self.wpos + self.held_bytes
+    }
+
+    /// Whether input should wait until the output drains.
+    pub fn is_backlogged(&self) -> bool {
+        self.pending_output() >= OUTPUT_HIGH || self.held.len() >= MAX_HELD
+    }
+
+    /// Writes released output until done or `WouldBlock`.
+    ///
+    /// # Errors
+    /// Socket errors; the caller closes the connection.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.wpos < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            if self.wbuf.capacity() > 4 * OUTPUT_HIGH {
+                self.wbuf.shrink_to(READ_CHUNK);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether released output is waiting for the socket.
+    pub fn wants_write(&self) -> bool {
+        self.wpos < self.wbuf.len()
+    }
+
+    /// Whether the connection is finished: it is closing or the peer left,
+    /// and nothing is left to answer or write.
+    pub fn is_done(&self) -> bool {
+        (self.closing || (self.peer_eof && !self.has_unparsed_line()))
+            && self.held.is_empty()
+            && !self.wants_write()
+            && !self.paused
+    }
+
+    fn has_unparsed_line(&self) -> bool {
+        self.rbuf.contains(&b'\n')
+    }
+
+    /// The readiness to register for: reads unless paused or finished,
+    /// writes only while output is pending.
+    pub fn desired_interest(&self) -> Interest {
+        let read = !self.peer_eof && !self.closing && !self.paused;
+        match (read, self.wants_write()) {
+            (_, true) if read => Interest::READABLE | Interest::WRITABLE,
+            (_, true) => Interest::WRITABLE,
+            // mio needs some interest; a paused, drained socket stays
+            // readable-registered but is not read until resumed.
+            _ => Interest::READABLE,
+        }
+    }
+}

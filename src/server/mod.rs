@@ -1,0 +1,456 @@
+//! The event loop: one thread, one `mio::Poll`, every socket non-blocking.
+//!
+//! Each turn of the loop:
+//!
+//! ```text
+//! poll (timeout = nearest deadline)
+//!   accept / read + parse + execute       writes go to the store and the
+//!                                         log buffer; their replies are held
+//! end of turn
+//!   commit: one write + one fsync         group commit
+//!   release held replies with seq <= acknowledged seq
+//!   compaction: start, or put a finished one in place
+//!   flush every connection that has output, fix its interest
+//!   free the slots of closed connections
+//! ```
+//!
+//! No reply leaves before the commit at the end of its turn, so no client
+//! ever sees data that is not yet durable. This module owns the sockets;
+//! what a request means is in [`node`].
+
+pub mod conn;
+mod node;
+pub mod slab;
+mod systemd;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::event::Event;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::protocol::{next_line, Line, Reply};
+use conn::{Conn, ReadStatus};
+use node::Node;
+use slab::Slab;
+
+/// Wakes the loop from the compaction thread.
+const WAKER: Token = Token(usize::MAX);
+/// The listening socket.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// SIGTERM / SIGINT.
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// Chunks read from one socket before the loop moves on to others (the
+/// socket is revisited next turn): one flooding client cannot starve the
+/// rest.
+const READS_PER_TURN: usize = 16;
+
+/// How long a graceful shutdown waits for replies to be written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A bound node, ready to [`Server::run`].
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    signals: Signals,
+    conns: Slab<Conn>,
+    node: Node,
+    /// Connections to flush at the end of this turn.
+    dirty: Vec<usize>,
+    /// Connections with replies held for a commit or follower acks.
+    waiting: Vec<usize>,
+    /// Connections whose input was left unread (backpressure lifted, or
+    /// the per-turn read cap hit); served at the start of the next turn.
+    resume: Vec<usize>,
+    /// Connections to free at the end of this turn.
+    closed: Vec<usize>,
+    /// Set by SIGTERM/SIGINT: the time by which to be gone.
+    shutdown_by: Option<Instant>,
+}
+
+impl Server {
+    /// Opens the log, replays it, and binds the listening socket.
+    ///
+    /// # Errors
+    /// A damaged log, an unusable data directory, or a port in use.
+    pub fn bind(config: Config) -> Result<Server, Error> {
+        let poll = Poll::new().map_err(Error::io("create poll"))?;
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::io("create waker"))?);
+        let node = Node::open(config, waker)?;
+        let addr = SocketAddr::new(node.config.bind, node.config.port);
+        let mut listener = TcpListener::bind(addr).map_err(|e| Error::Io {
+            what: format!("bind {addr}"),
+            source: e,
+        })?;
+        let local_addr = listener.local_addr().map_err(Error::io("local address"))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(Error::io("register listener"))?;
+        let mut signals =
+            Signals::new([SIGTERM, SIGINT]).map_err(Error::io("install signal handlers"))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(Error::io("register signals"))?;
+        info!(
+            "{} {} listening on {local_addr} (seq {}, {} keys, history {})",
+            node.role_name(),
+            node.config.id,
+            node.wal.last_seq(),
+            node.store.len(),
+            hex::encode(node.wal.header().history)
+        );
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            signals,
+            conns: Slab::default(),
+            node,
+            dirty: Vec::new(),
+            waiting: Vec::new(),
+            resume: Vec::new(),
+            closed: Vec::new(),
+            shutdown_by: None,
+        })
+    }
+
+    /// The address the node listens on (useful with `--port 0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until SIGTERM or SIGINT.
+    ///
+    /// # Errors
+    /// Only if polling itself fails; socket errors close that socket.
+    pub fn run(mut self) -> Result<(), Error> {
+        systemd::notify("READY=1");
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::Io {
+                    what: "poll".into(),
+                    source: e,
+                });
+            }
+            for key in std::mem::take(&mut self.resume) {
+                self.serve(key);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    SIGNALS => self.on_signal(),
+                    WAKER => {}
+                    Token(key) => self.on_conn_event(key, event),
+                }
+            }
+            let now = Instant::now();
+            self.end_turn(now);
+            if self
+                .shutdown_by
+                .is_some_and(|by| self.conns.is_empty() || now >= by)
+            {
+                return self.finish_shutdown();
+            }
+        }
+    }
+
+    /// The poll timeout: zero when work is queued, else until the nearest
+    /// deadline, else none.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.resume.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let held = self
+            .waiting
+            .iter()
+            .filter_map(|&k| self.conns.get(k)?.next_deadline())
+            .min();
+        [self.node.next_deadline(), held, self.shutdown_by]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| d.saturating_duration_since(now))
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and retry when readiness comes
+                    // again rather than spin.
+                    warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            if self.conns.len() >= self.node.config.max_clients {
+                warn!(
+                    "{peer}: refused, {} connections already (--max-clients)",
+                    self.conns.len()
+                );
+                let _ = io::Write::write(&mut stream, Reply::TooManyConnections.as_bytes());
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let key = self.conns.vacant_key();
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(key), Interest::READABLE)
+            {
+                warn!("{peer}: cannot register: {e}");
+                continue;
+            }
+            self.conns.insert(Conn::new(stream, peer));
+            debug!("{peer}: connected (conn {key})");
+        }
+    }
+
+    fn on_signal(&mut self) {
+        for signal in self.signals.pending() {
+            if self.shutdown_by.is_none() {
+                info!("signal {signal}: shutting down");
+                self.begin_shutdown();
+            }
+        }
+    }
+
+    /// Stop accepting and reading; answer what was asked; then exit.
+    fn begin_shutdown(&mut self) {
+        systemd::notify("STOPPING=1");
+        self.shutdown_by = Some(Instant::now() + SHUTDOWN_GRACE);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.closing = true;
+            }
+            self.mark_dirty(key);
+        }
+    }
+
+    fn finish_shutdown(mut self) -> Result<(), Error> {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, "shutdown");
+        }
+        self.node.shutdown()?;
+        info!("stopped");
+        Ok(())
+    }
+
+    fn on_conn_event(&mut self, key: usize, event: &Event) {
+        if self.conns.get(key).is_none_or(|c| c.gone) {
+            // A stale event for a connection closed earlier this turn.
+            return;
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.serve(key);
+        }
+        if event.is_writable() {
+            self.mark_dirty(key);
+        }
+    }
+
+    /// Reads and executes what a connection sent, within the per-turn cap.
+    fn serve(&mut self, key: usize) {
+        for _ in 0..READS_PER_TURN {
+            self.process_input(key);
+            let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
+                return;
+            };
+            if conn.paused || conn.closing || conn.peer_eof || self.shutdown_by.is_some() {
+                self.mark_dirty(key);
+                return;
+            }
+            match conn.read_some() {
+                Ok(ReadStatus::Data) => {}
+                Ok(ReadStatus::Drained) => {
+                    self.mark_dirty(key);
+                    return;
+                }
+                Ok(ReadStatus::Eof) => {
+                    debug!("{}: end of input", conn.peer);
+                    self.process_input(key);
+                    self.mark_dirty(key);
+                    return;
+                }
+                Err(e) => {
+                    debug!("{}: read error: {e}", conn.peer);
+                    self.close(key, "read error");
+                    return;
+                }
+            }
+        }
+        self.process_input(key);
+        self.mark_dirty(key);
+        self.resume.push(key);
+    }
+
+    /// Executes the whole lines in a connection's read buffer, until the
+    /// output backs up.
+    fn process_input(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
+            return;
+        };
+        let max_line = self.node.config.max_line_bytes;
+        let mut rbuf = std::mem::take(&mut conn.rbuf);
+        let mut off = 0;
+        while !conn.closing && off < rbuf.len() {
+            if conn.is_backlogged() {
+                conn.paused = true;
+                break;
+            }
+            let rest = &rbuf[off..];
+            if conn.discarding {
+                match rest.iter().position(|&b| b == b'\n') {
+                    Some(at) => {
+                        off += at + 1;
+                        conn.discarding = false;
+                    }
+                    None => off = rbuf.len(),
+                }
+                continue;
+            }
+            match next_line(rest, max_line) {
+                Line::Complete(line, used) => {
+                    self.node.execute_line(conn, line);
+                    off += used;
+                }
+                Line::TooLong => {
+                    debug!("{}: line longer than {max_line} bytes", conn.peer);
+                    conn.reply(Reply::LineTooLong);
+                    conn.discarding = true;
+                }
+                Line::Incomplete if conn.peer_eof => {
+                    // The peer ended without a final newline: take what it
+                    // sent as the last line.
+                    self.node.execute_line(conn, rest);
+                    off = rbuf.len();
+                }
+                Line::Incomplete => break,
+            }
+        }
+        rbuf.drain(..off);
+        if conn.closing {
+            rbuf.clear();
+        }
+        conn.rbuf = rbuf;
+        if conn.has_held() {
+            self.waiting.push(key);
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Group commit, reply release, background work, flushes.
+    fn end_turn(&mut self, now: Instant) {
+        let acked = self.node.commit();
+        self.waiting.sort_unstable();
+        self.waiting.dedup();
+        let mut still_waiting = Vec::new();
+        for key in std::mem::take(&mut self.waiting) {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
+                continue;
+            };
+            match acked {
+                Some(through) => conn.release(through),
+                None => conn.release_all(Reply::Error),
+            }
+            conn.expire(now);
+            if conn.has_held() {
+                still_waiting.push(key);
+            }
+            self.mark_dirty(key);
+        }
+        self.waiting = still_waiting;
+        self.node.maintain(now);
+        for key in std::mem::take(&mut self.dirty) {
+            self.flush(key);
+        }
+        for key in self.closed.drain(..) {
+            self.conns.remove(key);
+        }
+    }
+
+    /// Writes a connection's output and settles its interest; closes it
+    /// once it is done.
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
+            return;
+        };
+        conn.dirty = false;
+        if let Err(e) = conn.flush() {
+            debug!("{}: write error: {e}", conn.peer);
+            self.close(key, "write error");
+            return;
+        }
+        if conn.paused && !conn.is_backlogged() {
+            conn.paused = false;
+            self.resume.push(key);
+        }
+        if conn.is_done() {
+            self.close(key, "done");
+            return;
+        }
+        let interest = conn.desired_interest();
+        if interest != conn.interest {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), interest)
+            {
+                warn!("{}: reregister failed: {e}", conn.peer);
+                self.close(key, "reregister failed");
+                return;
+            }
+            conn.interest = interest;
+        }
+    }
+
+    /// Deregisters a connection; its slot is freed at the end of the turn.
+    fn close(&mut self, key: usize, why: &str) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
+            return;
+        };
+        debug!("{}: closed ({why})", conn.peer);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        conn.gone = true;
+        self.closed.push(key);
+    }
+}
+
+/// Logs a fatal error of the node the way an operator needs it.
+pub fn report_fatal(err: &Error) {
+    error!("{err}");
+}

@@ -1,0 +1,286 @@
+//! The node's state and what requests do to it: the store, the log, the
+//! role, compaction and the fsync timer.
+//!
+//! The loop hands each request line here with the connection it came on;
+//! replies are queued on that connection, and replies to writes are held
+//! until [`Node::commit`] makes the write durable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use mio::Waker;
+
+use super::conn::{Conn, Peer};
+use crate::config::{Config, Role};
+use crate::error::Error;
+use crate::protocol::{self, parse_hello, parse_request, Hello, Reply, Request};
+use crate::store::Store;
+use crate::wal::compact::Compaction;
+use crate::wal::record::Op;
+use crate::wal::{FsyncPolicy, Wal};
+
+/// Wait before retrying a compaction that failed.
+const COMPACTION_RETRY: Duration = Duration::from_secs(30);
+
+/// Period of the `--fsync everysec` flush.
+const EVERYSEC: Duration = Duration::from_secs(1);
+
+/// Everything a request can act on.
+pub struct Node {
+    pub config: Config,
+    pub store: Store,
+    pub wal: Wal,
+    /// Wakes the loop when a compaction finishes.
+    waker: Arc<Waker>,
+    /// The compaction in progress, if any.
+    compaction: Option<Compaction>,
+    /// Finished compactions since start (INFO `compactions`).
+    compactions: u64,
+    /// No new compaction before this (after a failure).
+    compaction_not_before: Option<Instant>,
+    /// Next `--fsync everysec` flush.
+    next_fsync: Option<Instant>,
+}
+
+impl Node {
+    /// Opens and replays the log named by the config.
+    ///
+    /// # Errors
+    /// Log errors (damage, locks, IO) and an unusable data directory.
+    pub fn open(config: Config, waker: Arc<Waker>) -> Result<Node, Error> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io {
+            what: format!("create data dir {}", config.data_dir.display()),
+            source: e,
+        })?;
+        let path = config.log_path();
+        let started = Instant::now();
+        let opened = Wal::open(&path, config.fsync)?;
+        info!(
+            "{}: replayed to seq {} ({} keys, {} bytes) in {:.3}s",
+            path.display(),
+            opened.wal.last_seq(),
+            opened.store.len(),
+            opened.wal.len_bytes(),
+            started.elapsed().as_secs_f64()
+        );
+        if config.role == Role::Leader && config.secret.is_none() {
+            warn!(
+                "no shared secret (KEYVAL_SECRET or --secret-file): every follower will be refused"
+            );
+        }
+        let next_fsync = (config.fsync == FsyncPolicy::EverySec).then(|| Instant::now() + EVERYSEC);
+        Ok(Node {
+            config,
+            store: opened.store,
+            wal: opened.wal,
+            waker,
+            compaction: None,
+            compactions: 0,
+            compaction_not_before: None,
+            next_fsync,
+        })
+    }
+
+    /// `leader` or `follower`.
+    pub fn role_name(&self) -> &'static str {
+        match self.config.role {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+        }
+    }
+
+    /// Executes one request line from `conn`.
+    pub fn execute_line(&mut self, conn: &mut Conn, line: &[u8]) {
+        match conn.kind {
+            Peer::AwaitHello => self.hello(conn, line),
+            Peer::Client => match parse_request(line) {
+                Ok(request) => self.execute(conn, request),
+                Err(_) => conn.reply(Reply::InvalidCommand),
+            },
+        }
+    }
+
+    fn hello(&mut self, conn: &mut Conn, line: &[u8]) {
+        match parse_hello(line) {
+            Some(Hello::Client) => {
+                conn.kind = Peer::Client;
+                conn.reply(Reply::HelloServer);
+            }
+            Some(Hello::Follower { .. } | Hello::Admin { .. }) | None => {
+                info!("{}: invalid handshake", conn.peer);
+                conn.reply(Reply::InvalidHandshake);
+                conn.closing = true;
+            }
+        }
+    }
+
+    fn execute(&mut self, conn: &mut Conn, request: Request<'_>) {
+        if request.is_write() && self.config.role != Role::Leader {
+            conn.reply(Reply::WriteNotAllowed);
+            return;
+        }
+        match request {
+            Request::Put { key, value } => self.write(conn, Op::Put, key, value),
+            Request::Delete { key } => {
+                if self.store.get(key).is_some() {
+                    self.write(conn, Op::Delete, key, b"");
+                } else {
+                    conn.reply(Reply::NotFound);
+                }
+            }
+            Request::Get { key } => match self.store.get(key) {
+                Some(value) => conn.reply_with(|out| protocol::encode_value(out, value)),
+                None => conn.reply(Reply::NotFound),
+            },
+            Request::Keys { prefix } => {
+                let keys = self.store.keys_with_prefix(prefix);
+                conn.reply_with(|out| protocol::encode_list(out, keys.into_iter()));
+            }
+            Request::Info => {
+                let lines = self.info_lines();
+                conn.reply_with(|out| {
+                    protocol::encode_list(out, lines.iter().map(String::as_bytes))
+                });
+            }
+            Request::Digest => {
+                let digest = self.store.digest();
+                conn.reply_with(|out| protocol::encode_value(out, digest.as_bytes()));
+            }
+            Request::Ping => conn.reply(Reply::Pong),
+            Request::Close => {
+                conn.reply(Reply::Bye);
+                conn.closing = true;
+            }
+            // Admin commands need the admin handshake.
+            Request::Admin(_) => conn.reply(Reply::InvalidCommand),
+        }
+    }
+
+    /// Logs and applies a write; its reply waits for the commit.
+    fn write(&mut self, conn: &mut Conn, op: Op, key: &[u8], value: &[u8]) {
+        match self.wal.append(&mut self.store, op, key, value) {
+            Ok(seq) => conn.hold(seq, None),
+            Err(_) => conn.reply(Reply::Error),
+        }
+    }
+
+    /// Commits the turn's writes.
+    ///
+    /// # Returns
+    /// The seq through which held writes may be answered `OK`, or `None`
+    /// when the commit failed and they must be answered `ERROR`.
+    pub fn commit(&mut self) -> Option<u64> {
+        match self.wal.commit(&mut self.store) {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                error!("{e}; the write was not applied and this node takes no more writes (fail-stop) until restarted");
+                None
+            }
+        }
+    }
+
+    /// Between-turn work: the everysec fsync and compaction.
+    pub fn maintain(&mut self, now: Instant) {
+        if self.next_fsync.is_some_and(|at| now >= at) {
+            self.next_fsync = Some(now + EVERYSEC);
+            if let Err(e) = self.wal.sync() {
+                error!("{e}; this node takes no more writes (fail-stop) until restarted");
+            }
+        }
+        if let Some(compaction) = &self.compaction {
+            match compaction.poll() {
+                None => {}
+                Some(result) => {
+                    self.compaction = None;
+                    let result = result.and_then(|done| self.wal.finish_compaction(done));
+                    match result {
+                        Ok(()) => self.compactions += 1,
+                        Err(e) => {
+                            warn!("compaction failed, keeping the current log: {e}");
+                            self.compaction_not_before = Some(now + COMPACTION_RETRY);
+                        }
+                    }
+                }
+            }
+        } else if self.compaction_not_before.is_none_or(|at| now >= at)
+            && !self.wal.has_failed()
+            && self.wal.needs_compaction(
+                &self.store,
+                self.config.compact_min_bytes,
+                self.config.compact_ratio,
+            )
+        {
+            self.start_compaction();
+        }
+    }
+
+    fn start_compaction(&mut self) {
+        info!(
+            "{}: compacting ({} bytes for {} live keys)",
+            self.wal.path().display(),
+            self.wal.len_bytes(),
+            self.store.len()
+        );
+        let waker = Arc::clone(&self.waker);
+        match self.wal.start_compaction(Box::new(move || {
+            let _ = waker.wake();
+        })) {
+            Ok(c) => self.compaction = Some(c),
+            Err(e) => {
+                warn!("cannot start compaction: {e}");
+                self.compaction_not_before = Some(Instant::now() + COMPACTION_RETRY);
+            }
+        }
+    }
+
+    /// The nearest time the node has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.next_fsync,
+            self.compaction_not_before
+                .filter(|_| self.compaction.is_none()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The `INFO` fields.
+    fn info_lines(&self) -> Vec<String> {
+        let header = self.wal.header();
+        let mut lines = vec![
+            format!("role {}", self.role_name()),
+            format!("id {}", self.config.id),
+            format!("seq {}", self.wal.last_seq()),
+            format!("history {}", hex::encode(header.history)),
+            format!("epoch {}", header.epoch),
+            format!("keys {}", self.store.len()),
+            format!("log_bytes {}", self.wal.len_bytes()),
+            format!("durable_seq {}", self.wal.durable_seq()),
+            format!(
+                "writes {}",
+                if self.wal.has_failed() {
+                    "failed"
+                } else {
+                    "ok"
+                }
+            ),
+            format!("compacting {}", u8::from(self.compaction.is_some())),
+            format!("compactions {}", self.compactions),
+        ];
+        match self.config.role {
+            Role::Leader => lines.push("followers 0".into()),
+            Role::Follower => lines.push("leader_link down".into()),
+        }
+        lines
+    }
+
+    /// Final fsync on a graceful stop.
+    ///
+    /// # Errors
+    /// The fsync error.
+    pub fn shutdown(&mut self) -> Result<(), Error> {
+        self.wal.sync().map_err(Error::from)
+    }
+}

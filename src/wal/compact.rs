@@ -1,0 +1,446 @@
+//! Compaction: rewriting the log to just the live data, off the event loop.
+//!
+//! The loop calls [`Wal::start_compaction`] between turns. A background
+//! thread reads the log up to that point (offset `X`, seq `S`) through its
+//! own handle, indexes the last record of every live key, and writes those
+//! records, unchanged, behind a new header with base seq `S` into a temp
+//! file in the same directory. It then copies the records the loop appended
+//! meanwhile, until less than [`HANDOFF_BYTES`] remain, fsyncs, and reports
+//! through a channel and the `notify` callback (the loop's waker).
+//!
+//! [`Wal::finish_compaction`] runs on the loop: it copies the last few
+//! records, fsyncs, renames the temp file over the log and fsyncs the
+//! directory before any later write is acknowledged. A crash at any moment
+//! leaves either the old log or the complete new one, and a stale temp file
+//! that the next start removes.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+
+use log::{info, warn};
+use tempfile::NamedTempFile;
+
+use super::record::{Decoded, Header, Op, Record, HEADER_LEN};
+use super::{io_err, Wal, WalError};
+use crate::store::Store;
+
+/// The background thread hands over once fewer than this many bytes of
+/// new records remain to be copied; the loop copies those itself.
+const HANDOFF_BYTES: u64 = 256 << 10;
+
+/// Size of the reads the compaction thread makes.
+const READ_CHUNK: usize = 1 << 20;
+
+/// A compaction in progress on its thread.
+pub struct Compaction {
+    done: mpsc::Receiver<Result<Compacted, WalError>>,
+}
+
+/// The thread's result: a temp file holding the compacted log plus the
+/// records appended through `copied_to` (an offset in the old log).
+pub struct Compacted {
+    temp: NamedTempFile,
+    copied_to: u64,
+    new_len: u64,
+    header: Header,
+    live_keys: usize,
+}
+
+impl Compaction {
+    /// The thread's result, once it has one.
+    pub fn poll(&self) -> Option<Result<Compacted, WalError>> {
+        match self.done.try_recv() {
+            Ok(result) => Some(result),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err(WalError::Io {
+                path: PathBuf::new(),
+                op: "compaction",
+                source: io::Error::other("compaction thread died"),
+            })),
+        }
+    }
+}
+
+impl Wal {
+    /// Whether the log has grown past `min_bytes` and `ratio` times the size
+    /// a compacted log of `store` would have.
+    pub fn needs_compaction(&self, store: &Store, min_bytes: u64, ratio: f64) -> bool {
+        let compacted = HEADER_LEN as u64 + store.live_bytes() + 19 * store.len() as u64;
+        self.written_end >= min_bytes && self.written_end as f64 >= ratio * compacted as f64
+    }
+
+    /// Starts compacting everything written so far on a background thread;
+    /// `notify` is called once its result is ready for [`Compaction::poll`].
+    ///
+    /// # Errors
+    /// If the log file cannot be shared with the thread.
+    pub fn start_compaction(&self, notify: Box<dyn Fn() + Send>) -> Result<Compaction, WalError> {
+        let file = self.file.try_clone().map_err(io_err(&self.path, "dup"))?;
+        let job = Job {
+            path: self.path.clone(),
+            file,
+            header: Header {
+                base_seq: self.written_seq,
+                ..self.header
+            },
+            upto: self.written_end,
+            shared_end: Arc::clone(&self.shared_end),
+        };
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("compaction".into())
+            .spawn(move || {
+                let _ = tx.send(job.run());
+                notify();
+            })
+            .map_err(io_err(&self.path, "spawn compaction thread"))?;
+        Ok(Compaction { done: rx })
+    }
+
+    /// Puts a finished compaction in place. Call only between turns, when
+    /// [`Wal::is_quiescent`].
+    ///
+    /// # Errors
+    /// IO errors; the old log then stays in use, untouched.
+    pub fn finish_compaction(&mut self, mut done: Compacted) -> Result<(), WalError> {
+        let old_len = self.written_end;
+        let tail = copy_range(&self.file, done.copied_to, old_len, done.temp.as_file_mut())
+            .map_err(io_err(&self.path, "copy log tail"))?;
+        done.temp
+            .as_file()
+            .sync_all()
+            .map_err(io_err(done.temp.path(), "fsync"))?;
+        let file = done
+            .temp
+            .persist(&self.path)
+            .map_err(|e| io_err(&self.path, "rename")(e.error))?;
+        sync_dir(&self.path)?;
+        // Reopen in append mode, as at open.
+        drop(file);
+        self.file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path, "open"))?;
+        self.header = done.header;
+        self.written_end = done.new_len + tail;
+        self.durable_end = self.written_end;
+        self.durable_seq = self.written_seq;
+        self.shared_end.store(self.written_end, Ordering::Release);
+        info!(
+            "{}: compacted {old_len} bytes to {} ({} live keys, base seq {})",
+            self.path.display(),
+            self.written_end,
+            done.live_keys,
+            done.header.base_seq
+        );
+        Ok(())
+    }
+}
+
+/// Everything the compaction thread needs, owned.
+struct Job {
+    path: PathBuf,
+    file: File,
+    header: Header,
+    upto: u64,
+    shared_end: Arc<AtomicU64>,
+}
+
+impl Job {
+    fn run(self) -> Result<Compacted, WalError> {
+        let path = &self.path;
+        let live = index_live_records(&self.file, self.upto).map_err(|source| WalError::Io {
+            path: path.clone(),
+            op: "read for compaction",
+            source,
+        })?;
+        let live_keys = live.len();
+        let mut temp = temp_file_for(path)?;
+        let mut out = BufWriter::with_capacity(READ_CHUNK, temp.as_file_mut());
+        let mut head = Vec::with_capacity(HEADER_LEN);
+        self.header.encode(&mut head);
+        out.write_all(&head).map_err(io_err(path, "write temp"))?;
+        let mut new_len = HEADER_LEN as u64;
+        let mut record = Vec::new();
+        for (offset, len) in live {
+            record.resize(len as usize, 0);
+            self.file
+                .read_exact_at(&mut record, offset)
+                .map_err(io_err(path, "read"))?;
+            out.write_all(&record).map_err(io_err(path, "write temp"))?;
+            new_len += u64::from(len);
+        }
+        out.flush().map_err(io_err(path, "write temp"))?;
+        drop(out);
+        // Follow the records the loop appended meanwhile.
+        let mut copied_to = self.upto;
+        loop {
+            let end = self.shared_end.load(Ordering::Acquire);
+            if end.saturating_sub(copied_to) < HANDOFF_BYTES {
+                break;
+            }
+            new_len += copy_range(&self.file, copied_to, end, temp.as_file_mut())
+                .map_err(io_err(path, "copy"))?;
+            copied_to = end;
+        }
+        temp.as_file()
+            .sync_all()
+            .map_err(io_err(temp.path(), "fsync"))?;
+        Ok(Compacted {
+            temp,
+            copied_to,
+            new_len,
+            header: self.header,
+            live_keys,
+        })
+    }
+}
+
+/// Offset and length of the last `PUT` of every key still present, in file
+/// order.
+fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
+    let mut live: HashMap<Box<[u8]>, (u64, u32)> = HashMap::new();
+    let mut reader = RangeReader {
+        file,
+        pos: HEADER_LEN as u64,
+        end: upto,
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut start = 0usize;
+    let mut offset = HEADER_LEN as u64;
+    loop {
+        match Record::decode(&buf[start..]) {
+            Ok(Decoded::Record(rec, used)) => {
+                match rec.op {
+                    Op::Put => {
+                        let at = (offset, used as u32);
+                        match live.get_mut(rec.key) {
+                            Some(slot) => *slot = at,
+                            None => drop(live.insert(rec.key.into(), at)),
+                        }
+                    }
+                    Op::Delete => drop(live.remove(rec.key)),
+                }
+                start += used;
+                offset += used as u64;
+            }
+            Ok(Decoded::Incomplete { needed }) => {
+                buf.drain(..start);
+                start = 0;
+                let before = buf.len();
+                buf.resize(needed.max(READ_CHUNK), 0);
+                let n = read_full(&mut reader, &mut buf[before..])?;
+                buf.truncate(before + n);
+                if n == 0 {
+                    if buf.is_empty() {
+                        break;
+                    }
+                    return Err(io::Error::other(format!(
+                        "log ends inside a record at offset {offset}"
+                    )));
+                }
+            }
+            Err(e) => return Err(io::Error::other(format!("{e} at offset {offset}"))),
+        }
+    }
+    let mut records: Vec<(u64, u32)> = live.into_values().collect();
+    records.sort_unstable();
+    Ok(records)
+}
+
+/// Reads `file[pos..end]` with positional reads, leaving the file offset
+/// (which the loop appends through) alone.
+pub struct RangeReader<'a> {
+    pub file: &'a File,
+    pub pos: u64,
+    pub end: u64,
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Fills `buf` as far as the reader goes; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Appends `from[start..end]` to `to`; returns the bytes copied.
+fn copy_range(from: &File, start: u64, end: u64, to: &mut File) -> io::Result<u64> {
+    let mut reader = RangeReader {
+        file: from,
+        pos: start,
+        end,
+    };
+    io::copy(&mut reader, to)
+}
+
+/// A temp file beside `log`, named `.<log name>.<random>.tmp`.
+///
+/// # Errors
+/// If the directory does not take new files.
+pub fn temp_file_for(log: &Path) -> Result<NamedTempFile, WalError> {
+    let dir = parent_dir(log);
+    tempfile::Builder::new()
+        .prefix(&temp_prefix(log))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_err(dir, "create temp file"))
+}
+
+fn temp_prefix(log: &Path) -> String {
+    let name = log
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.")
+}
+
+/// Deletes temp files a crash left behind.
+pub fn remove_stale_temp_files(log: &Path) {
+    let prefix = temp_prefix(log);
+    let Ok(entries) = std::fs::read_dir(parent_dir(log)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => info!("removed stale temp file {}", entry.path().display()),
+                Err(e) => warn!(
+                    "cannot remove stale temp file {}: {e}",
+                    entry.path().display()
+                ),
+            }
+        }
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Fsyncs the directory holding `path`, making a rename in it durable.
+///
+/// # Errors
+/// If the directory cannot be opened or synced.
+pub fn sync_dir(path: &Path) -> Result<(), WalError> {
+    let dir = parent_dir(path);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "fsync directory"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{FsyncPolicy, Opened};
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn open(dir: &Path) -> Opened {
+        Wal::open(&dir.join("leader.log"), FsyncPolicy::Always).expect("open")
+    }
+
+    fn wait(c: &Compaction) -> Compacted {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(result) = c.poll() {
+                return result.expect("compaction");
+            }
+            assert!(Instant::now() < deadline, "compaction did not finish");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_live_data_and_later_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = open(dir.path());
+        for round in 0..20 {
+            for k in 0..50 {
+                let value = format!("v{round}");
+                o.wal
+                    .append(
+                        &mut o.store,
+                        Op::Put,
+                        format!("k{k}").as_bytes(),
+                        value.as_bytes(),
+                    )
+                    .expect("put");
+            }
+        }
+        o.wal
+            .append(&mut o.store, Op::Delete, b"k0", b"")
+            .expect("delete");
+        o.wal.commit(&mut o.store).expect("commit");
+        assert!(o.wal.needs_compaction(&o.store, 0, 2.0));
+        let before = o.wal.len_bytes();
+        let c = o.wal.start_compaction(Box::new(|| {})).expect("start");
+        // Writes keep coming while the thread works.
+        o.wal
+            .append(&mut o.store, Op::Put, b"late", b"1")
+            .expect("put");
+        o.wal
+            .append(&mut o.store, Op::Delete, b"k1", b"")
+            .expect("delete");
+        o.wal.commit(&mut o.store).expect("commit");
+        let done = wait(&c);
+        o.wal.finish_compaction(done).expect("finish");
+        assert!(
+            o.wal.len_bytes() < before / 5,
+            "{} vs {before}",
+            o.wal.len_bytes()
+        );
+        o.wal
+            .append(&mut o.store, Op::Put, b"after", b"2")
+            .expect("put");
+        o.wal.commit(&mut o.store).expect("commit");
+        let digest = o.store.digest();
+        let seq = o.wal.last_seq();
+        drop(o);
+        let o = open(dir.path());
+        assert_eq!(o.store.digest(), digest);
+        assert_eq!(o.wal.last_seq(), seq);
+        assert_eq!(o.store.get(b"k0"), None);
+        assert_eq!(o.store.get(b"k2"), Some(&b"v19"[..]));
+        assert_eq!(o.wal.header().base_seq, 1001);
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(dir.path()));
+        let stale = dir.path().join(".leader.log.abc123.tmp");
+        std::fs::write(&stale, b"half a compaction").expect("write");
+        drop(open(dir.path()));
+        assert!(!stale.exists());
+    }
+}
