@@ -24,6 +24,7 @@
 pub mod config;
 pub mod error;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod store;
 pub mod wal;

@@ -46,10 +46,14 @@ pub struct Compaction {
 /// records appended through `copied_to` (an offset in the old log).
 pub struct Compacted {
     temp: NamedTempFile,
+    /// Where the thread started: old-log offset `X`.
+    from: u64,
     copied_to: u64,
     new_len: u64,
     header: Header,
     live_keys: usize,
+    /// The log generation it compacted; stale if the log was replaced since.
+    generation: u64,
 }
 
 impl Compaction {
@@ -91,6 +95,7 @@ impl Wal {
             },
             upto: self.written_end,
             shared_end: Arc::clone(&self.shared_end),
+            generation: self.generation,
         };
         let (tx, rx) = mpsc::channel();
         thread::Builder::new()
@@ -109,6 +114,10 @@ impl Wal {
     /// # Errors
     /// IO errors; the old log then stays in use, untouched.
     pub fn finish_compaction(&mut self, mut done: Compacted) -> Result<(), WalError> {
+        if done.generation != self.generation {
+            info!("{}: dropping a compaction of a log that was replaced since", self.path.display());
+            return Ok(());
+        }
         let old_len = self.written_end;
         let tail = copy_range(&self.file, done.copied_to, old_len, done.temp.as_file_mut())
             .map_err(io_err(&self.path, "copy log tail"))?;
@@ -120,14 +129,30 @@ impl Wal {
             .temp
             .persist(&self.path)
             .map_err(|e| io_err(&self.path, "rename")(e.error))?;
-        sync_dir(&self.path)?;
-        // Reopen in append mode, as at open.
         drop(file);
-        self.file = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(io_err(&self.path, "open"))?;
+        // From here on the old file is gone: failing to use the new one
+        // must stop writes, or they would go to an unlinked file.
+        let reopened = sync_dir(&self.path).and_then(|()| {
+            // Append mode, as at open.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(io_err(&self.path, "open"))
+        });
+        self.file = match reopened {
+            Ok(file) => file,
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
+        };
+        let new_offset = done.new_len - (done.copied_to - done.from);
+        self.next_generation(Some(super::Remap {
+            from: self.generation,
+            old_offset: done.from,
+            new_offset,
+        }));
         self.header = done.header;
         self.written_end = done.new_len + tail;
         self.durable_end = self.written_end;
@@ -151,6 +176,7 @@ struct Job {
     header: Header,
     upto: u64,
     shared_end: Arc<AtomicU64>,
+    generation: u64,
 }
 
 impl Job {
@@ -195,10 +221,12 @@ impl Job {
             .map_err(io_err(temp.path(), "fsync"))?;
         Ok(Compacted {
             temp,
+            from: self.upto,
             copied_to,
             new_len,
             header: self.header,
             live_keys,
+            generation: self.generation,
         })
     }
 }

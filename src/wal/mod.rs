@@ -61,6 +61,8 @@ pub enum WalError {
     Locked { path: PathBuf },
     /// An earlier append or fsync failed; the log takes no more writes.
     Failed,
+    /// A replicated record does not follow the log's last one.
+    OutOfOrder { expected: u64, got: u64 },
 }
 
 impl fmt::Display for WalError {
@@ -88,6 +90,9 @@ impl fmt::Display for WalError {
                 )
             }
             WalError::Failed => write!(f, "the log failed earlier and takes no more writes"),
+            WalError::OutOfOrder { expected, got } => {
+                write!(f, "replicated record seq {got} where seq {expected} was expected")
+            }
         }
     }
 }
@@ -142,6 +147,22 @@ pub struct Wal {
     shared_end: Arc<AtomicU64>,
     /// Set by the first failed write or fsync: fail-stop.
     failed: bool,
+    /// Bumped whenever the file is replaced (compaction, snapshot), so
+    /// readers holding offsets know they must translate them.
+    generation: u64,
+    /// How offsets of the previous generation map into this one.
+    remap: Option<Remap>,
+}
+
+/// Offsets at or past `old_offset` in generation `from` are at
+/// `offset - old_offset + new_offset` in the next generation (compaction
+/// copies the records after its snapshot point verbatim). Offsets before
+/// `old_offset` do not exist in the new file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remap {
+    pub from: u64,
+    pub old_offset: u64,
+    pub new_offset: u64,
 }
 
 /// What [`Wal::open`] found in the file.
@@ -225,6 +246,8 @@ impl Wal {
             durable_end: replayed.end,
             shared_end: Arc::new(AtomicU64::new(replayed.end)),
             failed: false,
+            generation: 0,
+            remap: None,
         };
         Ok(Opened {
             wal,
@@ -400,6 +423,110 @@ impl Wal {
     pub fn is_quiescent(&self) -> bool {
         self.pending.is_empty()
     }
+
+    /// End of the written records: what readers (followers) may be sent.
+    pub fn written_end(&self) -> u64 {
+        self.written_end
+    }
+
+    /// Seq of the last record written to the file.
+    pub fn written_seq(&self) -> u64 {
+        self.written_seq
+    }
+
+    /// Which file generation offsets refer to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// How the previous generation's offsets map into this one.
+    pub fn remap(&self) -> Option<Remap> {
+        self.remap
+    }
+
+    /// A second handle on the current file, for a reader that must keep
+    /// reading it even after it is replaced.
+    ///
+    /// # Errors
+    /// If the descriptor cannot be duplicated.
+    pub fn reader(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Marks the file as replaced.
+    pub(crate) fn next_generation(&mut self, remap: Option<Remap>) {
+        self.generation += 1;
+        self.remap = remap;
+    }
+
+    /// Replaces the whole log with a snapshot received from the leader: the
+    /// complete, fsynced `temp` file is renamed over the log and the
+    /// directory fsynced. Call only when quiescent.
+    ///
+    /// # Errors
+    /// IO errors. Before the rename the old log is untouched; after it, the
+    /// log is marked failed if the new file cannot be opened.
+    pub fn install_snapshot(&mut self, temp: tempfile::NamedTempFile, header: Header, last_seq: u64) -> Result<(), WalError> {
+        temp.persist(&self.path).map_err(|e| io_err(&self.path, "rename")(e.error))?;
+        let reopened = compact::sync_dir(&self.path).and_then(|()| {
+            OpenOptions::new().read(true).append(true).open(&self.path).map_err(io_err(&self.path, "open"))
+        });
+        let file = match reopened {
+            Ok(file) => file,
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
+        };
+        let len = file.metadata().map_err(io_err(&self.path, "stat"))?.len();
+        self.file = file;
+        self.header = header;
+        self.last_seq = last_seq;
+        self.written_seq = last_seq;
+        self.durable_seq = last_seq;
+        self.written_end = len;
+        self.durable_end = len;
+        self.shared_end.store(len, Ordering::Release);
+        self.next_generation(None);
+        Ok(())
+    }
+}
+
+/// The order rule of a log file: records with seq up to the header's base
+/// seq form the snapshot part (one per live key, any order); after them,
+/// every record's seq is one more than the previous one.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqCheck {
+    base: u64,
+    last: u64,
+}
+
+impl SeqCheck {
+    /// The rule for a file whose header says `base_seq`.
+    pub fn new(base_seq: u64) -> SeqCheck {
+        SeqCheck { base: base_seq, last: base_seq }
+    }
+
+    /// Checks the next record's seq.
+    ///
+    /// # Errors
+    /// A description of the break in the order.
+    pub fn accept(&mut self, seq: u64) -> Result<(), String> {
+        let in_snapshot_part = seq <= self.base && self.last == self.base;
+        if in_snapshot_part {
+            Ok(())
+        } else if seq == self.last + 1 {
+            self.last = seq;
+            Ok(())
+        } else {
+            Err(format!("seq {seq} follows seq {}", self.last))
+        }
+    }
+
+    /// The seq the records so far bring the data to.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
 }
 
 /// Fresh random history id.
@@ -462,7 +589,7 @@ fn replay(path: &Path, file: &mut File) -> Result<Replayed, WalError> {
     })?;
     let mut store = Store::new();
     let mut offset = HEADER_LEN as u64;
-    let mut last_seq = header.base_seq;
+    let mut seqs = SeqCheck::new(header.base_seq);
     let mut buf: Vec<u8> = Vec::with_capacity(REPLAY_CHUNK);
     let mut start = 0usize;
     let mut eof = false;
@@ -470,20 +597,14 @@ fn replay(path: &Path, file: &mut File) -> Result<Replayed, WalError> {
         let outcome = Record::decode(&buf[start..]);
         match outcome {
             Ok(Decoded::Record(rec, used)) => {
-                let in_snapshot = rec.seq <= header.base_seq && last_seq == header.base_seq;
-                if !in_snapshot && rec.seq != last_seq + 1 {
-                    return Err(WalError::Corrupt {
-                        path: path.to_path_buf(),
-                        offset,
-                        reason: format!("seq {} follows seq {last_seq}", rec.seq),
-                    });
-                }
+                seqs.accept(rec.seq).map_err(|reason| WalError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset,
+                    reason,
+                })?;
                 match rec.op {
                     Op::Put => drop(store.put(rec.key, rec.value)),
                     Op::Delete => drop(store.delete(rec.key)),
-                }
-                if !in_snapshot {
-                    last_seq = rec.seq;
                 }
                 start += used;
                 offset += used as u64;
@@ -513,7 +634,7 @@ fn replay(path: &Path, file: &mut File) -> Result<Replayed, WalError> {
                 buf.truncate(filled);
             }
             Err(reason) => {
-                if let Some(next) = find_record_after(file, offset + 1, file_len, last_seq)
+                if let Some(next) = find_record_after(file, offset + 1, file_len, seqs.last())
                     .map_err(io_err(path, "read"))?
                 {
                     return Err(WalError::Corrupt {
@@ -529,7 +650,7 @@ fn replay(path: &Path, file: &mut File) -> Result<Replayed, WalError> {
     Ok(Replayed {
         header,
         store,
-        last_seq,
+        last_seq: seqs.last(),
         end: offset,
         file_len,
     })

@@ -1,0 +1,29 @@
+//! Replication: followers dial the leader, prove the shared secret, and
+//! receive either the writes they missed or a snapshot, then the live
+//! stream; they acknowledge what they made durable.
+//!
+//! - [`auth`]: the HMAC challenge-response of the handshake (pure).
+//! - [`wire`]: the binary frames after `HELLO LEADER` (pure).
+//! - [`leader`]: the leader's cursor into its own log for each follower.
+//! - [`follower`]: the follower's link state, its acceptance rule, backoff,
+//!   and the snapshot builder.
+//!
+//! This module never owns a socket: the event loop in `server` does the IO
+//! and calls in with bytes.
+
+pub mod auth;
+pub mod follower;
+pub mod leader;
+pub mod wire;
+
+use std::time::Duration;
+
+/// How often each side sends a heartbeat (`HEARTBEAT` / `ACK`).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Silence after which a link is declared dead.
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Output buffered for one follower before the leader stops reading the
+/// log for it (the feed resumes as the socket drains).
+pub const FOLLOWER_BUF_LOW: usize = 1 << 20;
