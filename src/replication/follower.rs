@@ -34,7 +34,10 @@ pub enum LinkState {
 impl LinkState {
     /// Whether bytes on the link are frames rather than lines.
     pub fn is_framed(&self) -> bool {
-        matches!(self, LinkState::AwaitPlan | LinkState::Snapshot(_) | LinkState::Streaming)
+        matches!(
+            self,
+            LinkState::AwaitPlan | LinkState::Snapshot(_) | LinkState::Streaming
+        )
     }
 }
 
@@ -72,13 +75,21 @@ impl std::fmt::Display for Refusal {
 ///
 /// # Errors
 /// The [`Refusal`] to log and show as `leader_link refused`.
-pub fn check_leader(mine: HistoryId, my_seq: u64, leader: HistoryId, leader_seq: u64) -> Result<(), Refusal> {
+pub fn check_leader(
+    mine: HistoryId,
+    my_seq: u64,
+    leader: HistoryId,
+    leader_seq: u64,
+) -> Result<(), Refusal> {
     if my_seq == 0 {
         Ok(())
     } else if mine != leader {
         Err(Refusal::UnrelatedHistory { mine, leader })
     } else if leader_seq < my_seq {
-        Err(Refusal::LeaderBehind { mine: my_seq, leader: leader_seq })
+        Err(Refusal::LeaderBehind {
+            mine: my_seq,
+            leader: leader_seq,
+        })
     } else {
         Ok(())
     }
@@ -159,7 +170,10 @@ impl SnapshotBuilder {
     /// # Errors
     /// A description of what is wrong with the bytes or the disk.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
-        self.temp.as_file_mut().write_all(chunk).map_err(|e| format!("writing snapshot: {e}"))?;
+        self.temp
+            .as_file_mut()
+            .write_all(chunk)
+            .map_err(|e| format!("writing snapshot: {e}"))?;
         self.received += chunk.len() as u64;
         self.carry.extend_from_slice(chunk);
         let mut off = 0;
@@ -167,7 +181,8 @@ impl SnapshotBuilder {
             if self.carry.len() < HEADER_LEN {
                 return Ok(());
             }
-            let header = Header::decode(&self.carry).map_err(|e| format!("snapshot header: {e}"))?;
+            let header =
+                Header::decode(&self.carry).map_err(|e| format!("snapshot header: {e}"))?;
             self.seqs = Some(SeqCheck::new(header.base_seq));
             self.header = Some(header);
             off = HEADER_LEN;
@@ -205,13 +220,28 @@ impl SnapshotBuilder {
             return Err("snapshot ended before its header".into());
         };
         if !self.carry.is_empty() {
-            return Err(format!("snapshot ends inside a record ({} bytes left)", self.carry.len()));
+            return Err(format!(
+                "snapshot ends inside a record ({} bytes left)",
+                self.carry.len()
+            ));
         }
         if seqs.last() != seq {
-            return Err(format!("snapshot ends at seq {} but the leader said {seq}", seqs.last()));
+            return Err(format!(
+                "snapshot ends at seq {} but the leader said {seq}",
+                seqs.last()
+            ));
         }
-        self.temp.as_file().sync_all().map_err(|e| format!("fsync snapshot: {e}"))?;
-        Ok(Snapshot { temp: self.temp, header, last_seq: seq, store: self.store, bytes: self.received })
+        self.temp
+            .as_file()
+            .sync_all()
+            .map_err(|e| format!("fsync snapshot: {e}"))?;
+        Ok(Snapshot {
+            temp: self.temp,
+            header,
+            last_seq: seq,
+            store: self.store,
+            bytes: self.received,
+        })
     }
 }
 
@@ -230,9 +260,15 @@ mod tests {
         assert_eq!(check_leader([1; 16], 5, [1; 16], 9), Ok(()));
         assert_eq!(
             check_leader([1; 16], 5, [2; 16], 100),
-            Err(Refusal::UnrelatedHistory { mine: [1; 16], leader: [2; 16] })
+            Err(Refusal::UnrelatedHistory {
+                mine: [1; 16],
+                leader: [2; 16]
+            })
         );
-        assert_eq!(check_leader([1; 16], 5, [1; 16], 4), Err(Refusal::LeaderBehind { mine: 5, leader: 4 }));
+        assert_eq!(
+            check_leader([1; 16], 5, [1; 16], 4),
+            Err(Refusal::LeaderBehind { mine: 5, leader: 4 })
+        );
     }
 
     #[test]
@@ -247,12 +283,29 @@ mod tests {
     #[test]
     fn snapshot_builder_accepts_a_log_in_any_chunking() {
         let mut log = Vec::new();
-        Header { history: [9; 16], base_seq: 0, epoch: 1 }.encode(&mut log);
+        Header {
+            history: [9; 16],
+            base_seq: 0,
+            epoch: 1,
+        }
+        .encode(&mut log);
         for seq in 1..=20u64 {
             let key = format!("k{}", seq % 7);
-            Record { seq, op: Op::Put, key: key.as_bytes(), value: b"value" }.encode(&mut log);
+            Record {
+                seq,
+                op: Op::Put,
+                key: key.as_bytes(),
+                value: b"value",
+            }
+            .encode(&mut log);
         }
-        Record { seq: 21, op: Op::Delete, key: b"k0", value: b"" }.encode(&mut log);
+        Record {
+            seq: 21,
+            op: Op::Delete,
+            key: b"k0",
+            value: b"",
+        }
+        .encode(&mut log);
         let dir = tempfile::tempdir().expect("tempdir");
         for chunk in [1, 7, 48, 1000] {
             let mut b = SnapshotBuilder::new(&dir.path().join("follower_2.log")).expect("builder");

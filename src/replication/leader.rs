@@ -33,7 +33,10 @@ pub struct FollowerPosition {
 /// this history, not ahead of it, and not behind the start of this log
 /// file (older records were compacted away).
 pub fn plan(header: &Header, written_seq: u64, follower: FollowerPosition) -> Mode {
-    if follower.history == header.history && follower.seq >= header.base_seq && follower.seq <= written_seq {
+    if follower.history == header.history
+        && follower.seq >= header.base_seq
+        && follower.seq <= written_seq
+    {
         Mode::CatchUp
     } else {
         Mode::Snapshot
@@ -73,7 +76,9 @@ impl std::fmt::Display for FeedError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FeedError::Io(e) => write!(f, "reading the log: {e}"),
-            FeedError::Overtaken => write!(f, "the log was compacted twice while this follower lagged"),
+            FeedError::Overtaken => {
+                write!(f, "the log was compacted twice while this follower lagged")
+            }
             FeedError::Corrupt(at) => write!(f, "unreadable record in the log at offset {at}"),
         }
     }
@@ -95,11 +100,21 @@ impl Feed {
         let (cursor, skip_through, snapshot) = match mode {
             Mode::CatchUp => (HEADER_LEN as u64, follower_seq, None),
             Mode::Snapshot => {
-                let part = SnapshotPart { end: wal.written_end(), seq: wal.written_seq() };
+                let part = SnapshotPart {
+                    end: wal.written_end(),
+                    seq: wal.written_seq(),
+                };
                 (0, part.seq, Some(part))
             }
         };
-        Ok(Feed { file, generation: wal.generation(), cursor, skip_through, snapshot, scratch: Vec::new() })
+        Ok(Feed {
+            file,
+            generation: wal.generation(),
+            cursor,
+            skip_through,
+            snapshot,
+            scratch: Vec::new(),
+        })
     }
 
     /// Whether the snapshot part is still being sent.
@@ -144,7 +159,11 @@ impl Feed {
             return Ok(Some(wal.written_end()));
         }
         match wal.remap() {
-            Some(Remap { from, old_offset, new_offset }) if from == self.generation => {
+            Some(Remap {
+                from,
+                old_offset,
+                new_offset,
+            }) if from == self.generation => {
                 if self.snapshot.is_none() && self.cursor >= old_offset {
                     self.cursor = self.cursor - old_offset + new_offset;
                     self.generation = wal.generation();
@@ -237,7 +256,11 @@ mod tests {
 
     #[test]
     fn plan_prefers_catch_up_within_the_history() {
-        let header = Header { history: [1; 16], base_seq: 10, epoch: 1 };
+        let header = Header {
+            history: [1; 16],
+            base_seq: 10,
+            epoch: 1,
+        };
         let at = |history, seq| plan(&header, 50, FollowerPosition { history, seq });
         assert_eq!(at([1; 16], 10), Mode::CatchUp);
         assert_eq!(at([1; 16], 50), Mode::CatchUp);
@@ -252,7 +275,9 @@ mod tests {
         let mut o = Wal::open(&dir.path().join("leader.log"), FsyncPolicy::Always).expect("open");
         let mut store = Store::new();
         for i in 0..10 {
-            o.wal.append(&mut store, Op::Put, format!("k{i}").as_bytes(), b"v").expect("put");
+            o.wal
+                .append(&mut store, Op::Put, format!("k{i}").as_bytes(), b"v")
+                .expect("put");
         }
         o.wal.commit(&mut store).expect("commit");
         let mut feed = Feed::new(&o.wal, Mode::CatchUp, 6).expect("feed");
@@ -262,7 +287,9 @@ mod tests {
         out.clear();
         feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
         assert!(out.is_empty());
-        o.wal.append(&mut store, Op::Put, b"late", b"v").expect("put");
+        o.wal
+            .append(&mut store, Op::Put, b"late", b"v")
+            .expect("put");
         o.wal.commit(&mut store).expect("commit");
         feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
         assert_eq!(record_seqs(&frames(&out)), vec![11]);
@@ -283,7 +310,9 @@ mod tests {
         feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
         let got = frames(&out);
         let file = std::fs::read(&path).expect("read");
-        let Frame::Chunk(chunk) = got[0] else { panic!("chunk first: {got:?}") };
+        let Frame::Chunk(chunk) = got[0] else {
+            panic!("chunk first: {got:?}")
+        };
         assert_eq!(chunk, &file[..chunk.len()]);
         assert_eq!(got[1], Frame::End { seq: 1 });
         assert_eq!(record_seqs(&got[2..]), vec![2]);
@@ -295,7 +324,9 @@ mod tests {
         let mut o = Wal::open(&dir.path().join("leader.log"), FsyncPolicy::Always).expect("open");
         let mut store = Store::new();
         for i in 0..100 {
-            o.wal.append(&mut store, Op::Put, b"same", format!("v{i}").as_bytes()).expect("put");
+            o.wal
+                .append(&mut store, Op::Put, b"same", format!("v{i}").as_bytes())
+                .expect("put");
         }
         o.wal.commit(&mut store).expect("commit");
         let mut feed = Feed::new(&o.wal, Mode::CatchUp, 100).expect("feed");

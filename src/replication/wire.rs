@@ -41,13 +41,29 @@ pub enum Mode {
 /// One decoded frame; byte payloads borrow from the input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
-    Sync { history: HistoryId, seq: u64, epoch: u64 },
-    Ack { seq: u64 },
-    Plan { mode: Mode, history: HistoryId, epoch: u64, seq: u64 },
+    Sync {
+        history: HistoryId,
+        seq: u64,
+        epoch: u64,
+    },
+    Ack {
+        seq: u64,
+    },
+    Plan {
+        mode: Mode,
+        history: HistoryId,
+        epoch: u64,
+        seq: u64,
+    },
     Chunk(&'a [u8]),
-    End { seq: u64 },
+    End {
+        seq: u64,
+    },
     Records(&'a [u8]),
-    Heartbeat { seq: u64, epoch: u64 },
+    Heartbeat {
+        seq: u64,
+        epoch: u64,
+    },
 }
 
 /// Why bytes are not a frame.
@@ -76,13 +92,22 @@ impl Frame<'_> {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let at = begin(out, self.kind());
         match *self {
-            Frame::Sync { history, seq, epoch } => {
+            Frame::Sync {
+                history,
+                seq,
+                epoch,
+            } => {
                 out.extend_from_slice(&history);
                 out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(&epoch.to_le_bytes());
             }
             Frame::Ack { seq } | Frame::End { seq } => out.extend_from_slice(&seq.to_le_bytes()),
-            Frame::Plan { mode, history, epoch, seq } => {
+            Frame::Plan {
+                mode,
+                history,
+                epoch,
+                seq,
+            } => {
                 out.push(match mode {
                     Mode::CatchUp => 1,
                     Mode::Snapshot => 2,
@@ -118,7 +143,9 @@ impl Frame<'_> {
     /// # Errors
     /// A [`WireError`]; the connection is then dropped.
     pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, WireError> {
-        let Some(head) = buf.get(..FRAME_HEADER_LEN) else { return Ok(None) };
+        let Some(head) = buf.get(..FRAME_HEADER_LEN) else {
+            return Ok(None);
+        };
         let kind = head[0];
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
         if len > MAX_FRAME_LEN {
@@ -135,9 +162,15 @@ impl Frame<'_> {
         if fixed.is_some_and(|f| f != len) {
             return Err(WireError::BadLength);
         }
-        let Some(p) = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else { return Ok(None) };
+        let Some(p) = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
+            return Ok(None);
+        };
         let frame = match kind {
-            b'S' => Frame::Sync { history: history(&p[..16]), seq: u64_at(p, 16), epoch: u64_at(p, 24) },
+            b'S' => Frame::Sync {
+                history: history(&p[..16]),
+                seq: u64_at(p, 16),
+                epoch: u64_at(p, 24),
+            },
             b'A' => Frame::Ack { seq: u64_at(p, 0) },
             b'E' => Frame::End { seq: u64_at(p, 0) },
             b'P' => Frame::Plan {
@@ -150,7 +183,10 @@ impl Frame<'_> {
                 epoch: u64_at(p, 17),
                 seq: u64_at(p, 25),
             },
-            b'H' => Frame::Heartbeat { seq: u64_at(p, 0), epoch: u64_at(p, 8) },
+            b'H' => Frame::Heartbeat {
+                seq: u64_at(p, 0),
+                epoch: u64_at(p, 8),
+            },
             b'F' => Frame::Chunk(p),
             _ => Frame::Records(p),
         };
@@ -191,10 +227,24 @@ mod tests {
 
     fn all_frames() -> Vec<Frame<'static>> {
         vec![
-            Frame::Sync { history: [1; 16], seq: 7, epoch: 2 },
+            Frame::Sync {
+                history: [1; 16],
+                seq: 7,
+                epoch: 2,
+            },
             Frame::Ack { seq: 99 },
-            Frame::Plan { mode: Mode::CatchUp, history: [3; 16], epoch: 1, seq: 5 },
-            Frame::Plan { mode: Mode::Snapshot, history: [4; 16], epoch: 9, seq: 0 },
+            Frame::Plan {
+                mode: Mode::CatchUp,
+                history: [3; 16],
+                epoch: 1,
+                seq: 5,
+            },
+            Frame::Plan {
+                mode: Mode::Snapshot,
+                history: [4; 16],
+                epoch: 9,
+                seq: 0,
+            },
             Frame::Chunk(b"KEYVALOG..."),
             Frame::End { seq: 12 },
             Frame::Records(b""),
@@ -228,7 +278,13 @@ mod tests {
     #[test]
     fn partial_frames_wait_for_more() {
         let mut buf = Vec::new();
-        Frame::Plan { mode: Mode::CatchUp, history: [3; 16], epoch: 1, seq: 5 }.encode(&mut buf);
+        Frame::Plan {
+            mode: Mode::CatchUp,
+            history: [3; 16],
+            epoch: 1,
+            seq: 5,
+        }
+        .encode(&mut buf);
         for cut in 0..buf.len() {
             assert_eq!(Frame::decode(&buf[..cut]), Ok(None), "cut {cut}");
         }
@@ -236,11 +292,23 @@ mod tests {
 
     #[test]
     fn bad_frames_are_errors() {
-        assert_eq!(Frame::decode(b"Z\0\0\0\0"), Err(WireError::UnknownKind(b'Z')));
+        assert_eq!(
+            Frame::decode(b"Z\0\0\0\0"),
+            Err(WireError::UnknownKind(b'Z'))
+        );
         assert_eq!(Frame::decode(b"A\x07\0\0\0"), Err(WireError::BadLength));
-        assert_eq!(Frame::decode(b"R\xff\xff\xff\xff"), Err(WireError::BadLength));
+        assert_eq!(
+            Frame::decode(b"R\xff\xff\xff\xff"),
+            Err(WireError::BadLength)
+        );
         let mut plan = Vec::new();
-        Frame::Plan { mode: Mode::CatchUp, history: [0; 16], epoch: 0, seq: 0 }.encode(&mut plan);
+        Frame::Plan {
+            mode: Mode::CatchUp,
+            history: [0; 16],
+            epoch: 0,
+            seq: 0,
+        }
+        .encode(&mut plan);
         plan[5] = 7;
         assert_eq!(Frame::decode(&plan), Err(WireError::BadField));
     }

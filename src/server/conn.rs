@@ -16,6 +16,8 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::protocol::Reply;
+use crate::replication::follower::LinkState;
+use crate::replication::leader::Feed;
 
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK: usize = 64 << 10;
@@ -50,12 +52,47 @@ pub enum ReadStatus {
 }
 
 /// What the peer on a connection turned out to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
     /// Nothing received yet: the first line must be a `HELLO`.
     AwaitHello,
     /// Said `HELLO CLIENT`.
     Client,
+    /// On a leader: a follower that was challenged and must send `AUTH`.
+    FollowerAuth {
+        id: u32,
+        fnonce: String,
+        lnonce: String,
+    },
+    /// On a leader: an authenticated follower, fed from the log.
+    Follower(Box<FollowerSession>),
+    /// On a follower: the link to the leader, which this node dialled.
+    Leader(LinkState),
+}
+
+impl Peer {
+    /// Whether the bytes on this connection are frames rather than lines.
+    pub fn is_framed(&self) -> bool {
+        match self {
+            Peer::Follower(_) => true,
+            Peer::Leader(state) => state.is_framed(),
+            _ => false,
+        }
+    }
+}
+
+/// The leader's state for one authenticated follower.
+pub struct FollowerSession {
+    /// The follower's `--id`.
+    pub id: u32,
+    /// Its cursor into the log, once it said what it has (`SYNC`).
+    pub feed: Option<Feed>,
+    /// The last seq it acknowledged as durable.
+    pub acked: u64,
+    /// When it was last heard from (any frame).
+    pub last_heard: Instant,
+    /// `written_total` at the last check, and since when it has not moved
+    /// while output was pending: a follower that stops reading is dropped.
+    pub stall_mark: (u64, Instant),
 }
 
 /// Buffered state of one connection.
@@ -87,6 +124,8 @@ pub struct Conn {
     pub dirty: bool,
     /// Closed and deregistered; the slot is freed at the end of the turn.
     pub gone: bool,
+    /// Bytes written to the socket since it opened.
+    pub written_total: u64,
 }
 
 impl Conn {
@@ -108,6 +147,7 @@ impl Conn {
             paused: false,
             dirty: false,
             gone: false,
+            written_total: 0,
         }
     }
 
@@ -235,7 +275,10 @@ impl Conn {
         while self.wpos < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.wpos += n,
+                Ok(n) => {
+                    self.wpos += n;
+                    self.written_total += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -249,6 +292,12 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// The released output buffer, for peers that never hold replies
+    /// (replication frames).
+    pub fn raw_out(&mut self) -> &mut Vec<u8> {
+        &mut self.wbuf
     }
 
     /// Whether released output is waiting for the socket.

@@ -20,6 +20,7 @@
 
 pub mod conn;
 mod node;
+mod replica;
 pub mod slab;
 mod systemd;
 
@@ -36,11 +37,16 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
+use crate::config::Role;
 use crate::error::Error;
 use crate::protocol::{next_line, Line, Reply};
-use conn::{Conn, ReadStatus};
+use crate::replication::follower::LinkState;
+use crate::replication::HEARTBEAT_INTERVAL;
+use conn::{Conn, Peer, ReadStatus};
+use mio::net::TcpStream;
 use node::Node;
 use slab::Slab;
+use std::net::ToSocketAddrs;
 
 /// Wakes the loop from the compaction thread.
 const WAKER: Token = Token(usize::MAX);
@@ -263,8 +269,12 @@ impl Server {
     }
 
     fn on_conn_event(&mut self, key: usize, event: &Event) {
-        if self.conns.get(key).is_none_or(|c| c.gone) {
+        let Some(conn) = self.conns.get(key).filter(|c| !c.gone) else {
             // A stale event for a connection closed earlier this turn.
+            return;
+        };
+        if matches!(conn.kind, Peer::Leader(LinkState::Connecting)) {
+            self.finish_connect(key);
             return;
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -320,6 +330,10 @@ impl Server {
         let mut rbuf = std::mem::take(&mut conn.rbuf);
         let mut off = 0;
         while !conn.closing && off < rbuf.len() {
+            if conn.kind.is_framed() {
+                off += self.node.process_frames(conn, key, &rbuf[off..]);
+                break;
+            }
             if conn.is_backlogged() {
                 conn.paused = true;
                 break;
@@ -337,7 +351,7 @@ impl Server {
             }
             match next_line(rest, max_line) {
                 Line::Complete(line, used) => {
-                    self.node.execute_line(conn, line);
+                    self.node.execute_line(conn, key, line);
                     off += used;
                 }
                 Line::TooLong => {
@@ -348,7 +362,7 @@ impl Server {
                 Line::Incomplete if conn.peer_eof => {
                     // The peer ended without a final newline: take what it
                     // sent as the last line.
-                    self.node.execute_line(conn, rest);
+                    self.node.execute_line(conn, key, rest);
                     off = rbuf.len();
                 }
                 Line::Incomplete => break,
@@ -376,6 +390,14 @@ impl Server {
     /// Group commit, reply release, background work, flushes.
     fn end_turn(&mut self, now: Instant) {
         let acked = self.node.commit();
+        if let Some(local) = acked {
+            self.replicate(local);
+        }
+        self.tick(now);
+        for key in std::mem::take(&mut self.node.repl.evict) {
+            self.close(key, "evicted");
+        }
+        let acked = acked.map(|local| self.node.release_point(local));
         self.waiting.sort_unstable();
         self.waiting.dedup();
         let mut still_waiting = Vec::new();
@@ -400,6 +422,121 @@ impl Server {
         }
         for key in self.closed.drain(..) {
             self.conns.remove(key);
+        }
+    }
+
+    /// The connections that carry replication: followers on a leader, the
+    /// link on a follower.
+    fn replication_keys(&self) -> Vec<usize> {
+        let repl = &self.node.repl;
+        repl.followers
+            .values()
+            .map(|e| e.key)
+            .chain(repl.link.key)
+            .collect()
+    }
+
+    /// Feeds followers what the commit made durable, or acks it to the
+    /// leader.
+    fn replicate(&mut self, local: u64) {
+        for key in self.replication_keys() {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
+                continue;
+            };
+            self.node.after_commit(conn, key, local);
+            self.mark_dirty(key);
+        }
+    }
+
+    /// Timers: heartbeats and dead links once a second; dialling the leader.
+    fn tick(&mut self, now: Instant) {
+        if self.node.repl.next_tick.is_some_and(|at| now >= at) {
+            self.node.repl.next_tick = Some(now + HEARTBEAT_INTERVAL);
+            for key in self.replication_keys() {
+                let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
+                    continue;
+                };
+                self.node.tick(conn, key, now);
+                self.mark_dirty(key);
+            }
+        }
+        let link = &self.node.repl.link;
+        if self.node.config.role == Role::Follower
+            && link.key.is_none()
+            && link.reconnect_at.is_some_and(|at| now >= at)
+            && self.shutdown_by.is_none()
+        {
+            self.dial_leader(now);
+        }
+    }
+
+    /// Starts a non-blocking connect to the leader.
+    fn dial_leader(&mut self, now: Instant) {
+        self.node.repl.link.reconnect_at = None;
+        let Some(leader) = self.node.config.leader.clone() else {
+            return;
+        };
+        let addr = (leader.host.as_str(), leader.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next());
+        let stream = match addr.map(TcpStream::connect) {
+            Some(Ok(stream)) => stream,
+            failed => {
+                let why = match failed {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "cannot resolve the address".into(),
+                };
+                debug!("{}:{}: connect failed: {why}", leader.host, leader.port);
+                let delay = self.node.repl.link.backoff.next_delay();
+                self.node.repl.link.reconnect_at = Some(now + delay);
+                return;
+            }
+        };
+        let Some(addr) = addr else { return };
+        let key = self.conns.vacant_key();
+        let mut conn = Conn::new(stream, addr);
+        conn.kind = Peer::Leader(LinkState::Connecting);
+        conn.interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut conn.stream, Token(key), conn.interest)
+        {
+            warn!("{addr}: cannot register the link: {e}");
+            self.node.repl.link.reconnect_at = Some(now + self.node.repl.link.backoff.next_delay());
+            return;
+        }
+        self.conns.insert(conn);
+        self.node.repl.link.key = Some(key);
+        self.node.repl.link.last_heard = Some(now);
+        debug!("{addr}: dialling the leader");
+    }
+
+    /// A connect in progress finished (mio's steps: writable, then
+    /// `take_error`, then `peer_addr`).
+    fn finish_connect(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
+            return;
+        };
+        match conn.stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => {
+                debug!("{}: connect failed: {e}", conn.peer);
+                self.close(key, "connect failed");
+                return;
+            }
+        }
+        match conn.stream.peer_addr() {
+            Ok(_) => {
+                self.node.link_connected(conn);
+                self.mark_dirty(key);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => {
+                debug!("{}: connect failed: {e}", conn.peer);
+                self.close(key, "connect failed");
+            }
         }
     }
 
@@ -447,6 +584,7 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.gone = true;
         self.closed.push(key);
+        self.node.on_close(conn, key, Instant::now());
     }
 }
 

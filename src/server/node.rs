@@ -12,9 +12,11 @@ use log::{error, info, warn};
 use mio::Waker;
 
 use super::conn::{Conn, Peer};
+use super::replica::{LinkInfo, Replication};
 use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::protocol::{self, parse_hello, parse_request, Hello, Reply, Request};
+use crate::replication::HEARTBEAT_INTERVAL;
 use crate::store::Store;
 use crate::wal::compact::Compaction;
 use crate::wal::record::Op;
@@ -41,6 +43,8 @@ pub struct Node {
     compaction_not_before: Option<Instant>,
     /// Next `--fsync everysec` flush.
     next_fsync: Option<Instant>,
+    /// Followers (on a leader) or the link to the leader (on a follower).
+    pub repl: Replication,
 }
 
 impl Node {
@@ -79,6 +83,14 @@ impl Node {
             compactions: 0,
             compaction_not_before: None,
             next_fsync,
+            repl: Replication {
+                next_tick: Some(Instant::now() + HEARTBEAT_INTERVAL),
+                link: LinkInfo {
+                    reconnect_at: Some(Instant::now()),
+                    ..LinkInfo::default()
+                },
+                ..Replication::default()
+            },
         })
     }
 
@@ -90,14 +102,18 @@ impl Node {
         }
     }
 
-    /// Executes one request line from `conn`.
-    pub fn execute_line(&mut self, conn: &mut Conn, line: &[u8]) {
+    /// Executes one request line from `conn` (connection `key`).
+    pub fn execute_line(&mut self, conn: &mut Conn, key: usize, line: &[u8]) {
         match conn.kind {
             Peer::AwaitHello => self.hello(conn, line),
             Peer::Client => match parse_request(line) {
                 Ok(request) => self.execute(conn, request),
                 Err(_) => conn.reply(Reply::InvalidCommand),
             },
+            Peer::FollowerAuth { .. } => self.follower_auth(conn, key, line),
+            Peer::Leader(_) => self.link_line(conn, line),
+            // Frames, not lines, flow on these.
+            Peer::Follower(_) => {}
         }
     }
 
@@ -107,7 +123,8 @@ impl Node {
                 conn.kind = Peer::Client;
                 conn.reply(Reply::HelloServer);
             }
-            Some(Hello::Follower { .. } | Hello::Admin { .. }) | None => {
+            Some(Hello::Follower { id, nonce }) => self.follower_hello(conn, id, nonce),
+            Some(Hello::Admin { .. }) | None => {
                 info!("{}: invalid handshake", conn.peer);
                 conn.reply(Reply::InvalidHandshake);
                 conn.closing = true;
@@ -234,12 +251,24 @@ impl Node {
         }
     }
 
+    /// Forgets a running compaction (the log was replaced under it).
+    pub fn cancel_compaction(&mut self) {
+        self.compaction = None;
+    }
+
     /// The nearest time the node has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let reconnect = self
+            .repl
+            .link
+            .reconnect_at
+            .filter(|_| self.config.role == Role::Follower);
         [
             self.next_fsync,
             self.compaction_not_before
                 .filter(|_| self.compaction.is_none()),
+            self.repl.next_tick,
+            reconnect,
         ]
         .into_iter()
         .flatten()
@@ -269,10 +298,7 @@ impl Node {
             format!("compacting {}", u8::from(self.compaction.is_some())),
             format!("compactions {}", self.compactions),
         ];
-        match self.config.role {
-            Role::Leader => lines.push("followers 0".into()),
-            Role::Follower => lines.push("leader_link down".into()),
-        }
+        self.replication_info(&mut lines);
         lines
     }
 

@@ -115,7 +115,10 @@ impl Wal {
     /// IO errors; the old log then stays in use, untouched.
     pub fn finish_compaction(&mut self, mut done: Compacted) -> Result<(), WalError> {
         if done.generation != self.generation {
-            info!("{}: dropping a compaction of a log that was replaced since", self.path.display());
+            info!(
+                "{}: dropping a compaction of a log that was replaced since",
+                self.path.display()
+            );
             return Ok(());
         }
         let old_len = self.written_end;

@@ -91,7 +91,10 @@ impl fmt::Display for WalError {
             }
             WalError::Failed => write!(f, "the log failed earlier and takes no more writes"),
             WalError::OutOfOrder { expected, got } => {
-                write!(f, "replicated record seq {got} where seq {expected} was expected")
+                write!(
+                    f,
+                    "replicated record seq {got} where seq {expected} was expected"
+                )
             }
         }
     }
@@ -293,6 +296,37 @@ impl Wal {
         Ok(seq)
     }
 
+    /// Logs and applies a record received from the leader, keeping its seq.
+    ///
+    /// # Errors
+    /// [`WalError::Failed`] once the log has failed; `OutOfOrder` when the
+    /// record does not directly follow the last one, or deletes a key this
+    /// copy does not have (the copies differ: refuse rather than hide it).
+    pub fn append_replicated(
+        &mut self,
+        store: &mut Store,
+        rec: &Record<'_>,
+    ) -> Result<(), WalError> {
+        if self.failed {
+            return Err(WalError::Failed);
+        }
+        let out_of_order = WalError::OutOfOrder {
+            expected: self.last_seq + 1,
+            got: rec.seq,
+        };
+        if rec.seq != self.last_seq + 1 {
+            return Err(out_of_order);
+        }
+        let undo = match rec.op {
+            Op::Put => store.put(rec.key, rec.value),
+            Op::Delete => store.delete(rec.key).ok_or(out_of_order)?,
+        };
+        rec.encode(&mut self.pending);
+        self.uncommitted.push(undo);
+        self.last_seq = rec.seq;
+        Ok(())
+    }
+
     /// Writes the buffered records with one `write` and (under
     /// `--fsync always`) one `fsync`.
     ///
@@ -466,10 +500,20 @@ impl Wal {
     /// # Errors
     /// IO errors. Before the rename the old log is untouched; after it, the
     /// log is marked failed if the new file cannot be opened.
-    pub fn install_snapshot(&mut self, temp: tempfile::NamedTempFile, header: Header, last_seq: u64) -> Result<(), WalError> {
-        temp.persist(&self.path).map_err(|e| io_err(&self.path, "rename")(e.error))?;
+    pub fn install_snapshot(
+        &mut self,
+        temp: tempfile::NamedTempFile,
+        header: Header,
+        last_seq: u64,
+    ) -> Result<(), WalError> {
+        temp.persist(&self.path)
+            .map_err(|e| io_err(&self.path, "rename")(e.error))?;
         let reopened = compact::sync_dir(&self.path).and_then(|()| {
-            OpenOptions::new().read(true).append(true).open(&self.path).map_err(io_err(&self.path, "open"))
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(io_err(&self.path, "open"))
         });
         let file = match reopened {
             Ok(file) => file,
@@ -504,7 +548,10 @@ pub struct SeqCheck {
 impl SeqCheck {
     /// The rule for a file whose header says `base_seq`.
     pub fn new(base_seq: u64) -> SeqCheck {
-        SeqCheck { base: base_seq, last: base_seq }
+        SeqCheck {
+            base: base_seq,
+            last: base_seq,
+        }
     }
 
     /// Checks the next record's seq.

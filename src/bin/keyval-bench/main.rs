@@ -1,0 +1,187 @@
+//! `keyval-bench`: a load generator for the keyval server (and, for
+//! comparison, Redis), plus a benchmark suite that starts fresh servers and
+//! runs a standard set of cases against them.
+//!
+//! This file owns the command line only; see `load` for the mio driver,
+//! `wire` for the protocols, `histogram` for latency recording, and
+//! `suite`/`process` for orchestrating server processes.
+
+mod client;
+mod histogram;
+mod load;
+mod process;
+mod rng;
+mod suite;
+mod wire;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
+
+use crate::load::{Limit, LoadConfig, Workload};
+use crate::wire::Protocol;
+
+/// Command line of `keyval-bench`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "keyval-bench",
+    version,
+    about = "Load generator and benchmark suite for keyval"
+)]
+struct Cli {
+    /// Log level for progress messages on stderr (error, warn, info, debug).
+    #[arg(long, global = true, default_value = "info", env = "KEYVAL_BENCH_LOG")]
+    log_level: LevelFilter,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Drive one load against a running server and print one result line.
+    Run(RunArgs),
+    /// Start fresh servers and run the standard benchmark cases.
+    Suite(SuiteArgs),
+}
+
+/// Options of `keyval-bench run`.
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Server host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Server port.
+    #[arg(long)]
+    port: u16,
+    /// Protocol to speak.
+    #[arg(long, value_enum, default_value_t = Protocol::Keyval)]
+    protocol: Protocol,
+    /// Number of connections.
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Request mix.
+    #[arg(long, value_enum, default_value_t = Workload::Put)]
+    workload: Workload,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Measure for this many seconds (default 10 unless --requests is given).
+    #[arg(long, conflicts_with = "requests")]
+    duration_secs: Option<f64>,
+    /// Measure exactly this many requests instead of a duration.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// PUT every key once before measuring.
+    #[arg(long)]
+    preload: bool,
+}
+
+/// Options of `keyval-bench suite`.
+#[derive(Args, Debug)]
+struct SuiteArgs {
+    /// Path of the keyval server binary.
+    #[arg(long)]
+    keyval_bin: PathBuf,
+    /// `auto` (look for redis-server on PATH), a command name, or a path.
+    #[arg(long, default_value = "auto")]
+    redis_bin: String,
+    /// Skip the slow extra cases (compaction, restart, memory).
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per standard case (default 10, or 3 with --quick).
+    #[arg(long)]
+    case_secs: Option<f64>,
+}
+
+/// Converts a seconds argument into a positive [`Duration`].
+fn secs(value: f64, flag: &str) -> Result<Duration, String> {
+    if value.is_finite() && value > 0.0 && value < 1e7 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("{flag} must be a positive number of seconds"))
+    }
+}
+
+/// Resolves `host:port` to the first socket address.
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to no address"))
+}
+
+/// `keyval-bench run`.
+fn cmd_run(args: &RunArgs) -> Result<(), String> {
+    let limit = match (args.requests, args.duration_secs) {
+        (Some(n), _) => Limit::Requests(n),
+        (None, Some(s)) => Limit::Duration(secs(s, "--duration-secs")?),
+        (None, None) => Limit::Duration(Duration::from_secs(10)),
+    };
+    let cfg = LoadConfig {
+        addr: resolve(&args.host, args.port)?,
+        protocol: args.protocol,
+        connections: args.connections,
+        pipeline: args.pipeline,
+        workload: args.workload,
+        keys: args.keys,
+        value_size: args.value_size,
+        limit,
+        preload: args.preload,
+    };
+    let report = load::run(&cfg).map_err(|e| format!("load against {} failed: {e}", cfg.addr))?;
+    println!(
+        "{} {} c={} p={}: {report}",
+        cfg.protocol, cfg.workload, cfg.connections, cfg.pipeline
+    );
+    Ok(())
+}
+
+/// `keyval-bench suite`.
+fn cmd_suite(args: &SuiteArgs) -> Result<(), String> {
+    let default = if args.quick { 3.0 } else { 10.0 };
+    let opts = suite::SuiteOptions {
+        keyval_bin: args.keyval_bin.clone(),
+        redis_bin: args.redis_bin.clone(),
+        quick: args.quick,
+        case_duration: secs(args.case_secs.unwrap_or(default), "--case-secs")?,
+    };
+    suite::run(&opts).map_err(|e| format!("suite: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_config = ConfigBuilder::new()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .build();
+    // A logger that cannot be installed only costs progress messages.
+    let _ = TermLogger::init(
+        cli.log_level,
+        log_config,
+        TerminalMode::Stderr,
+        ColorChoice::Never,
+    );
+    let result = match &cli.command {
+        Command::Run(args) => cmd_run(args),
+        Command::Suite(args) => cmd_suite(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyval-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

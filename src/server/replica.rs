@@ -1,0 +1,634 @@
+//! Replication as the node sees it: the leader's handshake with followers
+//! and their feeds and acks, and the follower's link to its leader. The
+//! loop (`server`) owns the sockets and calls in here with lines, frames
+//! and ticks; this file decides what they mean.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use log::{error, info, warn};
+
+use super::conn::{Conn, FollowerSession, Peer};
+use super::node::Node;
+use crate::config::Role;
+use crate::protocol::Reply;
+use crate::replication::auth::{self, Prover};
+use crate::replication::follower::{check_leader, Backoff, LinkState, SnapshotBuilder};
+use crate::replication::leader::{plan, Feed, FollowerPosition};
+use crate::replication::wire::{Frame, Mode};
+use crate::replication::{FOLLOWER_BUF_LOW, LINK_TIMEOUT};
+use crate::wal::record::{Decoded, Record};
+
+/// Leader-side facts about one follower, for `INFO`, the follower cap and
+/// the output rule.
+#[derive(Debug, Clone)]
+pub struct FollowerEntry {
+    /// The connection it is on.
+    pub key: usize,
+    pub addr: SocketAddr,
+    /// Last seq acknowledged durable.
+    pub acked: u64,
+    /// It accepted the plan (sent its first `ACK`): counted as connected.
+    pub accepted: bool,
+}
+
+/// `leader_link` in `INFO` on a follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkStatus {
+    Down,
+    Up,
+    Refused,
+}
+
+/// A follower's view of its link to the leader.
+#[derive(Debug, Default)]
+pub struct LinkInfo {
+    /// The connection, while there is one.
+    pub key: Option<usize>,
+    pub status: Option<LinkStatus>,
+    /// When to dial again.
+    pub reconnect_at: Option<Instant>,
+    pub backoff: Backoff,
+    /// The leader's last reported seq.
+    pub leader_seq: u64,
+    /// Last seq acknowledged to the leader.
+    pub acked_sent: u64,
+    /// When the leader was last heard from.
+    pub last_heard: Option<Instant>,
+}
+
+/// Replication state of a node.
+#[derive(Default)]
+pub struct Replication {
+    /// On a leader: followers past `HELLO LEADER`, by id.
+    pub followers: BTreeMap<u32, FollowerEntry>,
+    /// On a follower: the link.
+    pub link: LinkInfo,
+    /// Connections the loop must close (replaced or failed peers).
+    pub evict: Vec<usize>,
+    /// Acks arrived this turn: re-check held replies.
+    pub acks_changed: bool,
+    /// Next heartbeat tick.
+    pub next_tick: Option<Instant>,
+}
+
+impl Node {
+    /// `HELLO FOLLOWER|<id>:<fnonce>` on a leader: challenge it.
+    pub fn follower_hello(&mut self, conn: &mut Conn, id: &[u8], fnonce: &[u8]) {
+        let fail = |conn: &mut Conn, reply: &[u8], why: &str| {
+            warn!("{}: follower refused: {why}", conn.peer);
+            conn.reply_with(|out| out.extend_from_slice(reply));
+            conn.closing = true;
+        };
+        if self.config.role != Role::Leader {
+            return fail(
+                conn,
+                b"CANNOT_ACCEPT_FOLLOWER_CONNECTION\n",
+                "this node is not a leader",
+            );
+        }
+        let id = std::str::from_utf8(id)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
+            .filter(|&id| id >= 2);
+        let (Some(id), true) = (id, auth::is_nonce(fnonce)) else {
+            return fail(
+                conn,
+                Reply::InvalidHandshake.as_bytes(),
+                "malformed HELLO FOLLOWER",
+            );
+        };
+        let Some(secret) = &self.config.secret else {
+            return fail(
+                conn,
+                b"INVALID_SECRET_KEY\n",
+                "this leader has no secret configured",
+            );
+        };
+        let fnonce = String::from_utf8_lossy(fnonce).into_owned();
+        let lnonce = auth::new_nonce();
+        let lproof = auth::proof(secret, Prover::Leader, &id.to_string(), &fnonce, &lnonce);
+        conn.reply_with(|out| {
+            out.extend_from_slice(format!("CHALLENGE {lnonce} {lproof}\n").as_bytes())
+        });
+        conn.kind = Peer::FollowerAuth { id, fnonce, lnonce };
+    }
+
+    /// `AUTH <fproof>` from a challenged follower.
+    pub fn follower_auth(&mut self, conn: &mut Conn, key: usize, line: &[u8]) {
+        let Peer::FollowerAuth { id, fnonce, lnonce } = &conn.kind else {
+            return;
+        };
+        let id = *id;
+        let proof = line
+            .strip_prefix(b"AUTH ")
+            .or_else(|| line.strip_prefix(b"auth "));
+        let secret = self.config.secret.as_deref().unwrap_or_default();
+        let reply: Option<&[u8]> = match proof {
+            None => Some(Reply::InvalidHandshake.as_bytes()),
+            Some(p)
+                if !auth::verify(secret, Prover::Follower, &id.to_string(), fnonce, lnonce, p) =>
+            {
+                Some(b"INVALID_SECRET_KEY\n")
+            }
+            Some(_) => {
+                let others = self
+                    .repl
+                    .followers
+                    .keys()
+                    .filter(|&&other| other != id)
+                    .count();
+                (others >= self.config.max_followers).then_some(&b"MAX_SIZE_EXCEEDED\n"[..])
+            }
+        };
+        if let Some(reply) = reply {
+            warn!(
+                "{}: follower {id} refused: {}",
+                conn.peer,
+                String::from_utf8_lossy(reply).trim_end()
+            );
+            conn.reply_with(|out| out.extend_from_slice(reply));
+            conn.closing = true;
+            return;
+        }
+        if let Some(old) = self.repl.followers.remove(&id) {
+            info!(
+                "follower {id}: reconnected from {}, replacing the connection from {}",
+                conn.peer, old.addr
+            );
+            self.repl.evict.push(old.key);
+        }
+        info!("{}: follower {id} authenticated", conn.peer);
+        conn.reply_with(|out| out.extend_from_slice(b"HELLO LEADER\n"));
+        let now = Instant::now();
+        conn.kind = Peer::Follower(Box::new(FollowerSession {
+            id,
+            feed: None,
+            acked: 0,
+            last_heard: now,
+            stall_mark: (0, now),
+        }));
+        self.repl.followers.insert(
+            id,
+            FollowerEntry {
+                key,
+                addr: conn.peer,
+                acked: 0,
+                accepted: false,
+            },
+        );
+    }
+
+    /// Frames from a follower (on a leader) or from the leader (on a
+    /// follower). Returns the bytes consumed; a protocol error marks the
+    /// connection for closing.
+    pub fn process_frames(&mut self, conn: &mut Conn, key: usize, bytes: &[u8]) -> usize {
+        let mut off = 0;
+        while !conn.closing && conn.kind.is_framed() {
+            match Frame::decode(&bytes[off..]) {
+                Ok(Some((frame, used))) => {
+                    off += used;
+                    let result = match &conn.kind {
+                        Peer::Follower(_) => self.on_follower_frame(conn, key, frame),
+                        _ => self.on_leader_frame(conn, frame),
+                    };
+                    if let Err(why) = result {
+                        error!("{}: replication stream: {why}; closing the link", conn.peer);
+                        conn.closing = true;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error!("{}: replication stream: {e}; closing the link", conn.peer);
+                    conn.closing = true;
+                }
+            }
+        }
+        off
+    }
+
+    fn on_follower_frame(
+        &mut self,
+        conn: &mut Conn,
+        key: usize,
+        frame: Frame<'_>,
+    ) -> Result<(), String> {
+        let Peer::Follower(session) = &mut conn.kind else {
+            return Ok(());
+        };
+        session.last_heard = Instant::now();
+        match frame {
+            Frame::Sync { history, seq, .. } if session.feed.is_none() => {
+                let header = *self.wal.header();
+                let mode = plan(
+                    &header,
+                    self.wal.written_seq(),
+                    FollowerPosition { history, seq },
+                );
+                let feed =
+                    Feed::new(&self.wal, mode, seq).map_err(|e| format!("opening the log: {e}"))?;
+                match mode {
+                    Mode::CatchUp => info!(
+                        "{}: follower {} catching up from seq {seq} to {}",
+                        conn.peer,
+                        session.id,
+                        self.wal.written_seq()
+                    ),
+                    Mode::Snapshot => info!(
+                        "{}: follower {} gets a snapshot ({} bytes, seq {}; it had history {} seq {seq})",
+                        conn.peer,
+                        session.id,
+                        self.wal.written_end(),
+                        self.wal.written_seq(),
+                        hex::encode(history)
+                    ),
+                }
+                session.feed = Some(feed);
+                let plan_frame = Frame::Plan {
+                    mode,
+                    history: header.history,
+                    epoch: header.epoch,
+                    seq: self.wal.written_seq(),
+                };
+                plan_frame.encode(conn.raw_out());
+                Ok(())
+            }
+            Frame::Ack { seq } if session.feed.is_some() => {
+                session.acked = seq;
+                if let Some(entry) = self
+                    .repl
+                    .followers
+                    .get_mut(&session.id)
+                    .filter(|e| e.key == key)
+                {
+                    if !entry.accepted {
+                        info!("{}: follower {} connected", conn.peer, session.id);
+                    }
+                    entry.accepted = true;
+                    entry.acked = seq;
+                    self.repl.acks_changed = true;
+                }
+                Ok(())
+            }
+            other => Err(format!("unexpected frame from a follower: {other:?}")),
+        }
+    }
+
+    fn on_leader_frame(&mut self, conn: &mut Conn, frame: Frame<'_>) -> Result<(), String> {
+        let Peer::Leader(state) = &mut conn.kind else {
+            return Ok(());
+        };
+        self.repl.link.last_heard = Some(Instant::now());
+        match (state, frame) {
+            (
+                LinkState::AwaitPlan,
+                Frame::Plan {
+                    mode, history, seq, ..
+                },
+            ) => {
+                self.repl.link.leader_seq = seq;
+                let mine = self.wal.header().history;
+                if let Err(refusal) = check_leader(mine, self.wal.last_seq(), history, seq) {
+                    error!(
+                        "{}: refusing this leader: {refusal}. This follower keeps its data and keeps \
+                         serving reads. To make it the leader, promote it; to resync it from this \
+                         leader, stop it and empty its data directory.",
+                        conn.peer
+                    );
+                    self.repl.link.status = Some(LinkStatus::Refused);
+                    conn.closing = true;
+                    return Ok(());
+                }
+                self.repl.link.status = Some(LinkStatus::Up);
+                self.repl.link.backoff.reset();
+                match mode {
+                    Mode::CatchUp => {
+                        info!(
+                            "{}: leader accepted; catching up from seq {} to {seq}",
+                            conn.peer,
+                            self.wal.last_seq()
+                        );
+                        conn.kind = Peer::Leader(LinkState::Streaming);
+                        self.repl.link.acked_sent = self.wal.durable_seq();
+                        Frame::Ack {
+                            seq: self.wal.durable_seq(),
+                        }
+                        .encode(conn.raw_out());
+                    }
+                    Mode::Snapshot => {
+                        info!(
+                            "{}: leader accepted; receiving a snapshot through seq {seq}",
+                            conn.peer
+                        );
+                        let builder =
+                            SnapshotBuilder::new(self.wal.path()).map_err(|e| e.to_string())?;
+                        conn.kind = Peer::Leader(LinkState::Snapshot(Box::new(builder)));
+                        Frame::Ack { seq: 0 }.encode(conn.raw_out());
+                    }
+                }
+                Ok(())
+            }
+            (LinkState::Snapshot(builder), Frame::Chunk(bytes)) => builder.feed(bytes),
+            (LinkState::Snapshot(_), Frame::End { seq }) => {
+                let Peer::Leader(LinkState::Snapshot(builder)) =
+                    std::mem::replace(&mut conn.kind, Peer::Leader(LinkState::Streaming))
+                else {
+                    return Ok(());
+                };
+                let snapshot = builder.finish(seq)?;
+                let (keys, bytes) = (snapshot.store.len(), snapshot.bytes);
+                self.wal
+                    .install_snapshot(snapshot.temp, snapshot.header, snapshot.last_seq)
+                    .map_err(|e| format!("installing the snapshot: {e}"))?;
+                self.store = snapshot.store;
+                self.cancel_compaction();
+                info!(
+                    "{}: installed a snapshot: seq {seq}, {keys} keys, {bytes} bytes",
+                    conn.peer
+                );
+                self.repl.link.acked_sent = seq;
+                Frame::Ack { seq }.encode(conn.raw_out());
+                Ok(())
+            }
+            (LinkState::Streaming, Frame::Records(mut bytes)) => {
+                while !bytes.is_empty() {
+                    let Ok(Decoded::Record(rec, used)) = Record::decode(bytes) else {
+                        return Err("a damaged record in the stream".into());
+                    };
+                    self.wal
+                        .append_replicated(&mut self.store, &rec)
+                        .map_err(|e| e.to_string())?;
+                    self.repl.link.leader_seq = self.repl.link.leader_seq.max(rec.seq);
+                    bytes = &bytes[used..];
+                }
+                Ok(())
+            }
+            (_, Frame::Heartbeat { seq, .. }) => {
+                self.repl.link.leader_seq = seq;
+                Ok(())
+            }
+            (_, other) => Err(format!("unexpected frame from the leader: {other:?}")),
+        }
+    }
+
+    /// A line on the follower's link during the handshake.
+    pub fn link_line(&mut self, conn: &mut Conn, line: &[u8]) {
+        let mut kind = std::mem::replace(&mut conn.kind, Peer::AwaitHello);
+        if let Peer::Leader(state) = &mut kind {
+            self.link_handshake(conn, state, line);
+        }
+        conn.kind = kind;
+    }
+
+    fn link_handshake(&mut self, conn: &mut Conn, state: &mut LinkState, line: &[u8]) {
+        let text = String::from_utf8_lossy(line).into_owned();
+        let id = self.config.id.to_string();
+        let secret = self.config.secret.clone().unwrap_or_default();
+        match state {
+            LinkState::AwaitChallenge { fnonce } => {
+                let mut parts = text.splitn(3, ' ');
+                let (Some("CHALLENGE"), Some(lnonce), Some(lproof)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return self.link_refused_by_leader(conn, &text);
+                };
+                if !auth::verify(
+                    &secret,
+                    Prover::Leader,
+                    &id,
+                    fnonce,
+                    lnonce,
+                    lproof.as_bytes(),
+                ) {
+                    error!(
+                        "{}: the leader could not prove the shared secret (an impostor, or a different \
+                         KEYVAL_SECRET); not following it",
+                        conn.peer
+                    );
+                    conn.closing = true;
+                    return;
+                }
+                let fproof = auth::proof(&secret, Prover::Follower, &id, fnonce, lnonce);
+                conn.reply_with(|out| out.extend_from_slice(format!("AUTH {fproof}\n").as_bytes()));
+                *state = LinkState::AwaitWelcome;
+            }
+            LinkState::AwaitWelcome if text == "HELLO LEADER" => {
+                let header = self.wal.header();
+                Frame::Sync {
+                    history: header.history,
+                    seq: self.wal.last_seq(),
+                    epoch: header.epoch,
+                }
+                .encode(conn.raw_out());
+                *state = LinkState::AwaitPlan;
+            }
+            _ => self.link_refused_by_leader(conn, &text),
+        }
+    }
+
+    fn link_refused_by_leader(&mut self, conn: &mut Conn, text: &str) {
+        let hint = match text {
+            "INVALID_SECRET_KEY" => "the leader does not share this follower's secret",
+            "MAX_SIZE_EXCEEDED" => "the leader has its maximum number of followers",
+            "CANNOT_ACCEPT_FOLLOWER_CONNECTION" => "that node is not a leader",
+            _ => "unexpected reply",
+        };
+        error!(
+            "{}: the leader refused the handshake: {text:?} ({hint}); retrying",
+            conn.peer
+        );
+        conn.closing = true;
+    }
+
+    /// The link's socket connected: start the handshake.
+    pub fn link_connected(&mut self, conn: &mut Conn) {
+        let fnonce = auth::new_nonce();
+        let hello = format!("HELLO FOLLOWER|{}:{fnonce}\n", self.config.id);
+        conn.reply_with(|out| out.extend_from_slice(hello.as_bytes()));
+        conn.kind = Peer::Leader(LinkState::AwaitChallenge { fnonce });
+        info!("{}: connected to the leader", conn.peer);
+    }
+
+    /// A replication connection closed.
+    pub fn on_close(&mut self, conn: &Conn, key: usize, now: Instant) {
+        match &conn.kind {
+            Peer::Follower(session)
+                if self
+                    .repl
+                    .followers
+                    .get(&session.id)
+                    .is_some_and(|e| e.key == key) =>
+            {
+                self.repl.followers.remove(&session.id);
+                self.repl.acks_changed = true;
+                info!("{}: follower {} disconnected", conn.peer, session.id);
+            }
+            Peer::Leader(_) => {
+                let link = &mut self.repl.link;
+                link.key = None;
+                if link.status != Some(LinkStatus::Refused) {
+                    if link.status == Some(LinkStatus::Up) {
+                        warn!("{}: lost the link to the leader", conn.peer);
+                    }
+                    link.status = Some(LinkStatus::Down);
+                }
+                link.reconnect_at = Some(now + link.backoff.next_delay());
+            }
+            _ => {}
+        }
+    }
+
+    /// After the commit: feed every follower (leader), ack what became
+    /// durable, `local` being the seq the commit made acknowledgeable
+    /// (follower).
+    pub fn after_commit(&mut self, conn: &mut Conn, key: usize, local: u64) {
+        let mut kind = std::mem::replace(&mut conn.kind, Peer::AwaitHello);
+        self.feed_peer(conn, &mut kind, key, local);
+        conn.kind = kind;
+    }
+
+    fn feed_peer(&mut self, conn: &mut Conn, kind: &mut Peer, key: usize, local: u64) {
+        match kind {
+            Peer::Follower(session) => {
+                let Some(feed) = &mut session.feed else {
+                    return;
+                };
+                if let Err(e) = feed.pump(&self.wal, conn.raw_out(), FOLLOWER_BUF_LOW) {
+                    error!(
+                        "{}: follower {}: {e}; disconnecting it",
+                        conn.peer, session.id
+                    );
+                    self.repl.evict.push(key);
+                }
+            }
+            Peer::Leader(LinkState::Streaming) if local > self.repl.link.acked_sent => {
+                self.repl.link.acked_sent = local;
+                Frame::Ack { seq: local }.encode(conn.raw_out());
+            }
+            _ => {}
+        }
+    }
+
+    /// Once a second: heartbeats, and dropping peers that went silent or
+    /// stopped reading.
+    pub fn tick(&mut self, conn: &mut Conn, key: usize, now: Instant) {
+        let mut kind = std::mem::replace(&mut conn.kind, Peer::AwaitHello);
+        self.tick_peer(conn, &mut kind, key, now);
+        conn.kind = kind;
+    }
+
+    fn tick_peer(&mut self, conn: &mut Conn, kind: &mut Peer, key: usize, now: Instant) {
+        let header = *self.wal.header();
+        match kind {
+            Peer::Follower(session) => {
+                if now.duration_since(session.last_heard) > LINK_TIMEOUT {
+                    warn!(
+                        "{}: follower {} silent for {:?}; disconnecting it",
+                        conn.peer, session.id, LINK_TIMEOUT
+                    );
+                    self.repl.evict.push(key);
+                    return;
+                }
+                let (mark, since) = session.stall_mark;
+                if conn.wants_write() && conn.written_total == mark {
+                    if now.duration_since(since) > LINK_TIMEOUT {
+                        warn!(
+                            "{}: follower {} stopped reading ({} bytes waiting); disconnecting it, it \
+                             catches up when it reconnects",
+                            conn.peer,
+                            session.id,
+                            conn.pending_output()
+                        );
+                        self.repl.evict.push(key);
+                        return;
+                    }
+                } else {
+                    session.stall_mark = (conn.written_total, now);
+                }
+                Frame::Heartbeat {
+                    seq: self.wal.written_seq(),
+                    epoch: header.epoch,
+                }
+                .encode(conn.raw_out());
+            }
+            Peer::Leader(state) => {
+                let silent = self
+                    .repl
+                    .link
+                    .last_heard
+                    .is_some_and(|t| now.duration_since(t) > LINK_TIMEOUT);
+                if silent {
+                    warn!(
+                        "{}: leader silent for {:?}; reconnecting",
+                        conn.peer, LINK_TIMEOUT
+                    );
+                    self.repl.evict.push(key);
+                } else if matches!(state, LinkState::Streaming | LinkState::Snapshot(_)) {
+                    Frame::Ack {
+                        seq: self.repl.link.acked_sent,
+                    }
+                    .encode(conn.raw_out());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The seq through which held writes may be answered: the local ack
+    /// point, and with `--sync-followers N` the N-th highest follower ack.
+    pub fn release_point(&self, local: u64) -> u64 {
+        let n = self.config.sync_followers;
+        if n == 0 {
+            return local;
+        }
+        let mut acks: Vec<u64> = self
+            .repl
+            .followers
+            .values()
+            .filter(|e| e.accepted)
+            .map(|e| e.acked)
+            .collect();
+        if acks.len() < n {
+            return 0;
+        }
+        acks.sort_unstable_by(|a, b| b.cmp(a));
+        local.min(acks[n - 1])
+    }
+
+    /// `INFO` lines about replication.
+    pub fn replication_info(&self, lines: &mut Vec<String>) {
+        match self.config.role {
+            Role::Leader => {
+                let connected: Vec<(&u32, &FollowerEntry)> = self
+                    .repl
+                    .followers
+                    .iter()
+                    .filter(|(_, e)| e.accepted)
+                    .collect();
+                lines.push(format!("followers {}", connected.len()));
+                for (id, e) in connected {
+                    let lag = self.wal.last_seq().saturating_sub(e.acked);
+                    lines.push(format!(
+                        "follower_{id} addr={} acked={} lag={lag}",
+                        e.addr, e.acked
+                    ));
+                }
+            }
+            Role::Follower => {
+                let link = &self.repl.link;
+                let status = match link.status {
+                    Some(LinkStatus::Up) => "up",
+                    Some(LinkStatus::Refused) => "refused",
+                    _ => "down",
+                };
+                lines.push(format!("leader_link {status}"));
+                lines.push(format!("leader_seq {}", link.leader_seq));
+                lines.push(format!(
+                    "lag {}",
+                    link.leader_seq.saturating_sub(self.wal.last_seq())
+                ));
+            }
+        }
+    }
+}
