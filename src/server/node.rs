@@ -177,7 +177,12 @@ impl Node {
     /// Logs and applies a write; its reply waits for the commit.
     fn write(&mut self, conn: &mut Conn, op: Op, key: &[u8], value: &[u8]) {
         match self.wal.append(&mut self.store, op, key, value) {
-            Ok(seq) => conn.hold(seq, None),
+            Ok(seq) => {
+                let wait = self.config.sync_followers > 0 && self.config.sync_timeout_ms > 0;
+                let deadline = wait
+                    .then(|| Instant::now() + Duration::from_millis(self.config.sync_timeout_ms));
+                conn.hold(seq, deadline);
+            }
             Err(_) => conn.reply(Reply::Error),
         }
     }
