@@ -43,8 +43,12 @@ bench: build
 install: build
 	install -D -m 0755 build/keyval $(DESTDIR)$(PREFIX)/bin/keyval
 	install -D -m 0644 conf/keyval-leader.service $(DESTDIR)$(UNITDIR)/keyval-leader.service
+	install -D -m 0644 conf/keyval-follower@.service $(DESTDIR)$(UNITDIR)/keyval-follower@.service
 	install -D -m 0640 conf/leader.env $(DESTDIR)$(CONFDIR)/leader.env.example
-	sed -i 's|/usr/local/bin/keyval|$(PREFIX)/bin/keyval|' $(DESTDIR)$(UNITDIR)/keyval-leader.service
+	install -D -m 0640 conf/follower.env $(DESTDIR)$(CONFDIR)/follower.env.example
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/keyval/README.md
+	sed -i 's|/usr/local/bin/keyval|$(PREFIX)/bin/keyval|' \
+		$(DESTDIR)$(UNITDIR)/keyval-leader.service $(DESTDIR)$(UNITDIR)/keyval-follower@.service
 
 clean:
 	$(CARGO) clean
