@@ -45,6 +45,8 @@ struct Held {
 pub enum ReadStatus {
     /// Got bytes; there may be more.
     Data,
+    /// Got bytes, and the socket had no more.
+    DataDrained,
     /// `WouldBlock`: everything available was read.
     Drained,
     /// The peer shut its side (EOF).
@@ -151,37 +153,36 @@ impl Conn {
         }
     }
 
-    /// Reads one chunk into `rbuf`.
+    /// Reads one chunk (through the loop's shared `scratch` buffer, so an
+    /// idle connection holds no read buffer) and appends it to `rbuf`.
     ///
     /// # Errors
     /// Socket errors other than `WouldBlock` and `Interrupted`.
-    pub fn read_some(&mut self) -> io::Result<ReadStatus> {
-        let start = self.rbuf.len();
-        self.rbuf.resize(start + READ_CHUNK, 0);
+    pub fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<ReadStatus> {
         let result = loop {
-            match self.stream.read(&mut self.rbuf[start..]) {
+            match self.stream.read(scratch) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
         };
         match result {
             Ok(0) => {
-                self.rbuf.truncate(start);
                 self.peer_eof = true;
                 Ok(ReadStatus::Eof)
             }
             Ok(n) => {
-                self.rbuf.truncate(start + n);
-                Ok(ReadStatus::Data)
-            }
-            Err(e) => {
-                self.rbuf.truncate(start);
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    Ok(ReadStatus::Drained)
+                self.rbuf.extend_from_slice(&scratch[..n]);
+                // A short read of a stream socket emptied its receive
+                // buffer: more data will raise a new edge, so the loop need
+                // not pay for a read that only says WouldBlock.
+                Ok(if n < scratch.len() {
+                    ReadStatus::DataDrained
                 } else {
-                    Err(e)
-                }
+                    ReadStatus::Data
+                })
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadStatus::Drained),
+            Err(e) => Err(e),
         }
     }
 

@@ -82,6 +82,8 @@ pub struct Server {
     closed: Vec<usize>,
     /// Set by SIGTERM/SIGINT: the time by which to be gone.
     shutdown_by: Option<Instant>,
+    /// The buffer every socket read goes through.
+    scratch: Vec<u8>,
 }
 
 impl Server {
@@ -128,6 +130,7 @@ impl Server {
             resume: Vec::new(),
             closed: Vec::new(),
             shutdown_by: None,
+            scratch: vec![0; conn::READ_CHUNK],
         })
     }
 
@@ -155,7 +158,7 @@ impl Server {
                 });
             }
             for key in std::mem::take(&mut self.resume) {
-                self.serve(key);
+                self.serve(key, false);
             }
             for event in events.iter() {
                 match event.token() {
@@ -278,7 +281,7 @@ impl Server {
             return;
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.serve(key);
+            self.serve(key, event.is_read_closed() || event.is_error());
         }
         if event.is_writable() {
             self.mark_dirty(key);
@@ -286,7 +289,9 @@ impl Server {
     }
 
     /// Reads and executes what a connection sent, within the per-turn cap.
-    fn serve(&mut self, key: usize) {
+    /// `hangup` (the peer's FIN came with this event) means reading on past
+    /// a short read, to see the EOF no later event will announce.
+    fn serve(&mut self, key: usize, hangup: bool) {
         for _ in 0..READS_PER_TURN {
             self.process_input(key);
             let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
@@ -296,8 +301,13 @@ impl Server {
                 self.mark_dirty(key);
                 return;
             }
-            match conn.read_some() {
-                Ok(ReadStatus::Data) => {}
+            match conn.read_some(&mut self.scratch) {
+                Ok(ReadStatus::DataDrained) if !hangup => {
+                    self.process_input(key);
+                    self.mark_dirty(key);
+                    return;
+                }
+                Ok(ReadStatus::Data | ReadStatus::DataDrained) => {}
                 Ok(ReadStatus::Drained) => {
                     self.mark_dirty(key);
                     return;
