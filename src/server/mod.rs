@@ -255,7 +255,15 @@ impl Server {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             if let Some(conn) = self.conns.get_mut(key) {
-                conn.closing = true;
+                // Answer every whole request already read, then close: as
+                // if the peer had ended its input after its last full line.
+                let whole = conn
+                    .rbuf
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |at| at + 1);
+                conn.rbuf.truncate(whole);
+                conn.peer_eof = true;
             }
             self.mark_dirty(key);
         }

@@ -357,3 +357,56 @@ impl Client {
         matches!(self.reader.read(&mut byte), Ok(0))
     }
 }
+
+impl Client {
+    /// Reads one reply line like [`Client::line`], but returns `None` when
+    /// the connection ends or fails instead of panicking (for tests that
+    /// kill the server under a client).
+    pub fn try_line(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(n) if n > 0 && buf.last() == Some(&b'\n') => {
+                buf.pop();
+                Some(String::from_utf8(buf).expect("utf8 reply"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends a request and returns its reply, or `None` if the connection
+    /// broke on the way.
+    pub fn try_call(&mut self, line: &str) -> Option<String> {
+        self.stream.write_all(format!("{line}\n").as_bytes()).ok()?;
+        self.try_line()
+    }
+}
+
+/// Runs `command` to completion, bounded by [`WAIT`] (killed past it), with
+/// stdin closed; returns its status and its stderr.
+pub fn run_to_exit(command: &mut Command) -> (ExitStatus, String) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let drain = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not exit within {WAIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    (status, drain.join().expect("stderr drain"))
+}
