@@ -1,0 +1,1030 @@
+//! Replication (SPEC §3) between real processes on loopback: writes reach
+//! followers, late and restarted followers get a snapshot or only what
+//! they missed, nodes start and restart in any order, a follower never
+//! throws away data its leader does not have, the HMAC handshake keeps out
+//! wrong secrets and impostors, the follower cap, a crash mid-snapshot,
+//! the output rule of `--sync-followers`, and stalled followers.
+//!
+//! Fake peers (a follower or a leader scripted over a plain `TcpStream`)
+//! speak the handshake of SPEC §3 and the frames of
+//! `src/replication/wire.rs`, computed here independently of the server's
+//! code.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Client, Node, SECRET, WAIT};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// Nodes
+
+/// A follower node in a temp dir of its own (the node is dropped, and so
+/// killed, before the dir).
+struct Follower {
+    node: Node,
+    dir: TempDir,
+}
+
+impl Deref for Follower {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl DerefMut for Follower {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+}
+
+impl Follower {
+    /// Its log file.
+    fn log_path(&self) -> PathBuf {
+        let id = self.info_field("id");
+        self.dir.path().join(format!("follower_{id}.log"))
+    }
+}
+
+/// Starts follower `id` of the leader on `leader_port`, with `extra` flags.
+fn start_follower(leader_port: u16, id: u32, extra: &[&str]) -> Follower {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (id, port) = (id.to_string(), leader_port.to_string());
+    let mut args = vec![
+        "--role",
+        "follower",
+        "--id",
+        &id,
+        "--leader_host",
+        "127.0.0.1",
+        "--leader_port",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    let node = Node::start_in(dir.path(), &args);
+    Follower { node, dir }
+}
+
+/// A port nobody listens on right now, for nodes that must come back on
+/// the same port.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A leader on a fixed port, so followers find it again after a restart.
+fn leader_on(port: u16, extra: &[&str]) -> Node {
+    let port = port.to_string();
+    Node::leader(&[&["--port", port.as_str()], extra].concat())
+}
+
+/// SIGTERM and wait for a clean exit.
+fn stop(node: &mut Node) {
+    node.signal("TERM");
+    let status = node.wait_exit();
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        node.log_text()
+    );
+}
+
+fn digest(node: &Node) -> String {
+    node.client().call("DIGEST")
+}
+
+fn seq(node: &Node) -> u64 {
+    node.info_field("seq").parse().expect("INFO seq")
+}
+
+/// Log lines of the node's current process containing `needle`.
+fn count_log(node: &Node, needle: &str) -> usize {
+    node.log_text()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Waits until every follower holds exactly the leader's data.
+fn wait_synced(leader: &Node, followers: &[&Node]) {
+    let (want_digest, want_seq) = (digest(leader), seq(leader));
+    wait_until("the followers to match the leader", || {
+        followers
+            .iter()
+            .all(|f| seq(f) == want_seq && digest(f) == want_digest)
+    });
+}
+
+/// Waits until the leader counts `n` connected followers.
+fn wait_followers(leader: &Node, n: usize) {
+    let want = n.to_string();
+    wait_until(&format!("{n} followers on the leader"), || {
+        leader.info_field("followers") == want
+    });
+}
+
+/// PUTs `<prefix><i>` = `<i>-<value>` for every i in `range`, pipelined in
+/// batches; every reply must be `OK`.
+fn put_many(node: &Node, prefix: &str, range: std::ops::Range<usize>, value: &str) {
+    let mut c = node.client();
+    let ids: Vec<usize> = range.collect();
+    for batch in ids.chunks(200) {
+        let mut requests = String::new();
+        for i in batch {
+            requests.push_str(&format!("PUT {prefix}{i} {i}-{value}\n"));
+        }
+        c.send_raw(requests.as_bytes());
+        for i in batch {
+            assert_eq!(c.line(), "OK", "PUT {prefix}{i}");
+        }
+    }
+}
+
+/// A file holding `secret`, for `--secret-file` (`Node::spawn` always sets
+/// `KEYVAL_SECRET` to [`SECRET`], and the file takes precedence).
+fn secret_file(dir: &Path, secret: &str) -> PathBuf {
+    let path = dir.join("other.secret");
+    fs::write(&path, format!("{secret}\n")).expect("write secret file");
+    path
+}
+
+/// Snapshot temp files (`.<log>.*.tmp`) in `dir`.
+fn temp_files(dir: &Path) -> Vec<(String, u64)> {
+    fs::read_dir(dir)
+        .expect("read data dir")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let len = e.metadata().ok()?.len();
+            (name.starts_with('.') && name.ends_with(".tmp")).then_some((name, len))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Fake peers
+
+/// lower-case hex of HMAC-SHA256(secret, message).
+fn hmac_hex(secret: &[u8], message: &str) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("hmac key");
+    mac.update(message.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A fresh 32-hex-digit nonce.
+fn nonce() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = format!(
+        "{}-{}-{:?}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        Instant::now()
+    );
+    hex::encode(Sha256::digest(seed.as_bytes()))[..32].to_string()
+}
+
+/// One end of a replication connection, scripted by the test.
+struct Peer {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Peer {
+    fn new(stream: TcpStream) -> Peer {
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        Peer { stream, reader }
+    }
+
+    fn connect(addr: SocketAddr) -> Peer {
+        Peer::new(TcpStream::connect(addr).expect("connect"))
+    }
+
+    fn send_line(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("send line");
+    }
+
+    fn line(&mut self) -> String {
+        let mut buf = String::new();
+        let n = self.reader.read_line(&mut buf).expect("read line");
+        assert!(n > 0, "connection closed while waiting for a line");
+        assert_eq!(buf.pop(), Some('\n'), "line without newline: {buf:?}");
+        buf
+    }
+
+    /// `[kind u8][len u32 LE][payload]`.
+    fn send_frame(&mut self, kind: u8, payload: &[u8]) {
+        let mut frame = vec![kind];
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(payload);
+        self.stream.write_all(&frame).expect("send frame");
+    }
+
+    fn frame(&mut self) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 5];
+        self.reader.read_exact(&mut head).expect("frame header");
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut payload = vec![0u8; len];
+        self.reader.read_exact(&mut payload).expect("frame payload");
+        (head[0], payload)
+    }
+
+    /// Whether the other side closes the connection (reading and dropping
+    /// whatever comes first), within [`WAIT`].
+    fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 64 << 10];
+        loop {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A fake follower after `HELLO FOLLOWER`: the nonces of its handshake.
+struct Challenged {
+    peer: Peer,
+    id: String,
+    fnonce: String,
+    lnonce: String,
+    lproof: String,
+}
+
+impl Challenged {
+    /// The `fproof` for `secret`.
+    fn fproof(&self, secret: &str) -> String {
+        let message = format!(
+            "keyval-follower|{}|{}|{}",
+            self.id, self.fnonce, self.lnonce
+        );
+        hmac_hex(secret.as_bytes(), &message)
+    }
+
+    /// Sends `line` (the `AUTH`) and returns the leader's reply.
+    fn answer(mut self, line: &str) -> (Peer, String) {
+        self.peer.send_line(line);
+        let reply = self.peer.line();
+        (self.peer, reply)
+    }
+}
+
+/// Says `HELLO FOLLOWER|<id>:<fnonce>` and checks the leader's challenge
+/// proves [`SECRET`].
+fn hello_follower(addr: SocketAddr, id: u32) -> Challenged {
+    let mut peer = Peer::connect(addr);
+    let fnonce = nonce();
+    peer.send_line(&format!("HELLO FOLLOWER|{id}:{fnonce}"));
+    let challenge = peer.line();
+    let parts: Vec<&str> = challenge.split(' ').collect();
+    assert!(
+        parts.len() == 3 && parts[0] == "CHALLENGE",
+        "not a challenge: {challenge:?}"
+    );
+    let (lnonce, lproof) = (parts[1].to_string(), parts[2].to_string());
+    assert!(
+        lnonce.len() == 32 && lnonce.bytes().all(|b| b.is_ascii_hexdigit()),
+        "lnonce {lnonce:?}"
+    );
+    let expected = hmac_hex(
+        SECRET.as_bytes(),
+        &format!("keyval-leader|{id}|{fnonce}|{lnonce}"),
+    );
+    assert_eq!(lproof, expected, "the leader's proof");
+    Challenged {
+        peer,
+        id: id.to_string(),
+        fnonce,
+        lnonce,
+        lproof,
+    }
+}
+
+/// A whole handshake with the right secret; returns the reply to `AUTH`.
+fn fake_follower(addr: SocketAddr, id: u32) -> (Peer, String) {
+    let challenged = hello_follower(addr, id);
+    let auth = format!("AUTH {}", challenged.fproof(SECRET));
+    challenged.answer(&auth)
+}
+
+/// A fake follower the leader counts as connected: handshake, an empty
+/// `SYNC`, the `PLAN`, and an `ACK`.
+fn join_fake_follower(addr: SocketAddr, id: u32) -> Peer {
+    let (mut peer, reply) = fake_follower(addr, id);
+    assert_eq!(reply, "HELLO LEADER", "follower {id}");
+    let mut sync = vec![0u8; 16];
+    sync.extend_from_slice(&0u64.to_le_bytes());
+    sync.extend_from_slice(&0u64.to_le_bytes());
+    peer.send_frame(b'S', &sync);
+    let (kind, payload) = peer.frame();
+    assert_eq!(kind, b'P', "the first frame after SYNC is the plan");
+    assert_eq!(payload.len(), 33);
+    assert_eq!(payload[0], 2, "an unknown history gets a snapshot");
+    peer.send_frame(b'A', &0u64.to_le_bytes());
+    peer
+}
+
+// ---------------------------------------------------------------------------
+// 1. The basics
+
+#[test]
+fn writes_and_deletes_replicate_to_two_followers() {
+    let leader = Node::leader(&[]);
+    let port = leader.addr.port();
+    let f2 = start_follower(port, 2, &[]);
+    let f3 = start_follower(port, 3, &[]);
+    wait_followers(&leader, 2);
+
+    let mut c = leader.client();
+    for i in 0..50 {
+        assert_eq!(c.call(&format!("PUT key{i} value {i} with spaces")), "OK");
+    }
+    for i in 0..10 {
+        assert_eq!(c.call(&format!("DELETE key{i}")), "OK");
+    }
+    assert_eq!(c.call("PUT key10 overwritten"), "OK");
+    wait_synced(&leader, &[&f2, &f3]);
+
+    let leader_seq = seq(&leader);
+    assert_eq!(leader_seq, 61);
+    let history = leader.info_field("history");
+    for f in [&f2, &f3] {
+        let mut fc = f.client();
+        assert_eq!(fc.call("GET key10"), "overwritten");
+        assert_eq!(fc.call("GET key0"), "NOT_FOUND");
+        assert_eq!(fc.call("GET key20"), "value 20 with spaces");
+        fc.send("KEYS key");
+        assert_eq!(fc.list().len(), 40);
+        assert_eq!(fc.call("PUT x y"), "WRITE_NOT_ALLOWED");
+        assert_eq!(fc.call("DELETE key20"), "WRITE_NOT_ALLOWED");
+        assert_eq!(fc.call("GET key20"), "value 20 with spaces");
+        assert_eq!(fc.call("GET x"), "NOT_FOUND");
+        assert_eq!(fc.info_field("role"), "follower");
+        assert_eq!(fc.info_field("leader_link"), "up");
+        assert_eq!(fc.info_field("history"), history);
+        assert_eq!(fc.info_field("keys"), "40");
+        wait_until("the follower to see the leader's seq", || {
+            f.info_field("leader_seq") == leader_seq.to_string() && f.info_field("lag") == "0"
+        });
+    }
+    // The leader sees both acks catch up, from their addresses.
+    wait_until("acks on the leader", || {
+        let info = leader.info();
+        ["follower_2", "follower_3"].iter().all(|name| {
+            info.iter().any(|(k, v)| {
+                k == name
+                    && v.starts_with("addr=127.0.0.1:")
+                    && v.ends_with(&format!(" acked={leader_seq} lag=0"))
+            })
+        })
+    });
+    // The stream is live: a later write arrives too.
+    assert_eq!(c.call("PUT late yes"), "OK");
+    wait_synced(&leader, &[&f2, &f3]);
+    assert_eq!(f3.client().call("GET late"), "yes");
+}
+
+#[test]
+fn a_follower_started_late_gets_a_snapshot() {
+    let leader = Node::leader(&[]);
+    put_many(&leader, "k", 0..100, "v");
+    assert_eq!(leader.client().call("DELETE k7"), "OK");
+    let f2 = start_follower(leader.addr.port(), 2, &[]);
+    wait_synced(&leader, &[&f2]);
+
+    leader.wait_log("follower 2 gets a snapshot (");
+    leader.wait_log("follower 2 connected");
+    f2.wait_log("leader accepted; receiving a snapshot");
+    let installed = f2.wait_log("installed a snapshot: ");
+    assert!(
+        installed.contains("installed a snapshot: seq 101, 99 keys, "),
+        "{installed}"
+    );
+    assert_eq!(f2.info_field("history"), leader.info_field("history"));
+    assert_eq!(f2.client().call("GET k99"), "99-v");
+    // After the snapshot the live stream goes on.
+    put_many(&leader, "after", 0..10, "w");
+    wait_synced(&leader, &[&f2]);
+    assert_eq!(f2.client().call("GET after9"), "9-w");
+}
+
+#[test]
+fn a_restarted_follower_gets_only_what_it_missed() {
+    let leader = Node::leader(&[]);
+    let mut f2 = start_follower(leader.addr.port(), 2, &[]);
+    wait_followers(&leader, 1);
+    put_many(&leader, "a", 0..20, "v");
+    wait_synced(&leader, &[&f2]);
+    assert_eq!(count_log(&leader, "follower 2 gets a snapshot"), 1);
+
+    f2.kill9();
+    leader.wait_log("follower 2 disconnected");
+    put_many(&leader, "b", 0..30, "v");
+    assert_eq!(seq(&leader), 50);
+    f2.restart();
+    wait_synced(&leader, &[&f2]);
+
+    leader.wait_log("follower 2 catching up from seq 20 to 50");
+    f2.wait_log("leader accepted; catching up from seq 20 to 50");
+    assert_eq!(
+        count_log(&leader, "follower 2 gets a snapshot"),
+        1,
+        "a second snapshot; log:\n{}",
+        leader.log_text()
+    );
+    assert_eq!(count_log(&f2, "receiving a snapshot"), 0);
+    assert_eq!(f2.client().call("GET b29"), "29-v");
+}
+
+#[test]
+fn a_follower_behind_the_compacted_log_gets_a_snapshot() {
+    let leader = Node::leader(&["--compact-min-bytes", "4096"]);
+    let mut f2 = start_follower(leader.addr.port(), 2, &[]);
+    wait_followers(&leader, 1);
+    put_many(&leader, "k", 0..5, "v");
+    wait_synced(&leader, &[&f2]);
+    f2.kill9();
+    leader.wait_log("follower 2 disconnected");
+
+    // Overwrite a few keys until the log is compacted past the follower.
+    let mut c = leader.client();
+    let mut i = 0;
+    wait_until("a compaction", || {
+        for _ in 0..50 {
+            i += 1;
+            let put = format!("PUT hot{} {i}-{}", i % 4, "x".repeat(60));
+            assert_eq!(c.call(&put), "OK");
+        }
+        leader.info_field("compactions") != "0" && leader.info_field("compacting") == "0"
+    });
+    assert_eq!(c.call("PUT tail end"), "OK");
+
+    f2.restart();
+    wait_synced(&leader, &[&f2]);
+    assert_eq!(count_log(&leader, "follower 2 gets a snapshot"), 2);
+    f2.wait_log("installed a snapshot: ");
+    assert_eq!(f2.client().call("GET k4"), "4-v");
+    assert_eq!(f2.client().call("GET tail"), "end");
+}
+
+// ---------------------------------------------------------------------------
+// 2. Start and restart in any order
+
+#[test]
+fn a_restarted_leader_is_found_again_by_its_followers() {
+    let port = free_port();
+    let mut leader = leader_on(port, &[]);
+    let f2 = start_follower(port, 2, &[]);
+    let f3 = start_follower(port, 3, &[]);
+    wait_followers(&leader, 2);
+    put_many(&leader, "before", 0..10, "v");
+    wait_synced(&leader, &[&f2, &f3]);
+
+    stop(&mut leader);
+    wait_until("the followers to see the leader gone", || {
+        f2.info_field("leader_link") == "down" && f3.info_field("leader_link") == "down"
+    });
+    assert_eq!(f2.client().call("GET before3"), "3-v", "reads go on");
+    leader.restart();
+    assert_eq!(leader.addr.port(), port);
+    wait_followers(&leader, 2);
+    leader.wait_log("follower 2 catching up from seq 10 to 10");
+    leader.wait_log("follower 3 catching up from seq 10 to 10");
+
+    put_many(&leader, "after", 0..10, "w");
+    wait_synced(&leader, &[&f2, &f3]);
+    for f in [&f2, &f3] {
+        assert_eq!(f.client().call("GET after9"), "9-w");
+        assert_eq!(f.info_field("leader_link"), "up");
+    }
+}
+
+#[test]
+fn followers_started_before_the_leader_find_it() {
+    let port = free_port();
+    let f2 = start_follower(port, 2, &[]);
+    let f3 = start_follower(port, 3, &[]);
+    assert_eq!(f2.info_field("leader_link"), "down");
+    let leader = leader_on(port, &[]);
+    wait_followers(&leader, 2);
+    put_many(&leader, "k", 0..20, "v");
+    wait_synced(&leader, &[&f2, &f3]);
+    assert_eq!(f3.client().call("GET k19"), "19-v");
+    assert_eq!(f2.info_field("leader_link"), "up");
+}
+
+// ---------------------------------------------------------------------------
+// 3. A follower never throws away data its leader does not have
+
+#[test]
+fn a_leader_restarted_on_an_empty_disk_is_refused_until_the_follower_is_emptied() {
+    let port = free_port();
+    let mut old_leader = leader_on(port, &[]);
+    let mut f2 = start_follower(port, 2, &[]);
+    wait_followers(&old_leader, 1);
+    put_many(&old_leader, "old", 0..10, "v");
+    wait_synced(&old_leader, &[&f2]);
+    let (kept_digest, kept_seq) = (digest(&f2), seq(&f2));
+    stop(&mut old_leader);
+    drop(old_leader);
+
+    let leader = leader_on(port, &[]);
+    assert_eq!(leader.client().call("PUT new 1"), "OK");
+    let refusal = f2.wait_log("refusing this leader: ");
+    assert!(refusal.contains("unrelated"), "{refusal}");
+    assert!(refusal.contains("empty its data directory"), "{refusal}");
+    wait_until("leader_link refused", || {
+        f2.info_field("leader_link") == "refused"
+    });
+    // It keeps retrying, and keeps refusing.
+    wait_until("a second refusal", || {
+        count_log(&f2, "refusing this leader: ") >= 2
+    });
+    assert_eq!(digest(&f2), kept_digest);
+    assert_eq!(seq(&f2), kept_seq);
+    let mut fc = f2.client();
+    assert_eq!(fc.call("GET old5"), "5-v");
+    assert_eq!(fc.call("GET new"), "NOT_FOUND");
+    assert_eq!(leader.info_field("followers"), "0");
+    assert!(!leader.info().iter().any(|(k, _)| k == "follower_2"));
+    drop(fc);
+
+    // The operator empties the follower: it resyncs from the new leader.
+    stop(&mut f2);
+    for entry in fs::read_dir(f2.dir.path()).expect("read dir").flatten() {
+        fs::remove_file(entry.path()).expect("remove");
+    }
+    f2.restart();
+    wait_synced(&leader, &[&f2]);
+    wait_followers(&leader, 1);
+    assert_eq!(f2.client().call("GET new"), "1");
+    assert_eq!(f2.client().call("GET old5"), "NOT_FOUND");
+    assert_eq!(f2.info_field("leader_link"), "up");
+}
+
+#[test]
+fn a_leader_behind_the_follower_in_the_same_history_is_refused() {
+    let port = free_port();
+    let mut leader = leader_on(port, &[]);
+    let f2 = start_follower(port, 2, &[]);
+    wait_followers(&leader, 1);
+    put_many(&leader, "k", 0..10, "v");
+    wait_synced(&leader, &[&f2]);
+    stop(&mut leader);
+    let log = leader.data_dir.join("leader.log");
+    let at_seq_10 = fs::read(&log).expect("read leader log");
+
+    leader.restart();
+    put_many(&leader, "more", 0..5, "v");
+    wait_synced(&leader, &[&f2]);
+    let (kept_digest, kept_seq) = (digest(&f2), seq(&f2));
+    assert_eq!(kept_seq, 15);
+
+    // The leader loses its last five writes.
+    stop(&mut leader);
+    fs::write(&log, &at_seq_10).expect("write leader log");
+    leader.restart();
+    assert_eq!(seq(&leader), 10);
+    let refusal = f2.wait_log("refusing this leader: ");
+    assert!(
+        refusal.contains("at seq 10, behind this follower's seq 15"),
+        "{refusal}"
+    );
+    wait_until("leader_link refused", || {
+        f2.info_field("leader_link") == "refused"
+    });
+    assert_eq!(digest(&f2), kept_digest);
+    assert_eq!(seq(&f2), kept_seq);
+    assert_eq!(f2.client().call("GET more4"), "4-v");
+    assert_eq!(leader.info_field("followers"), "0");
+}
+
+// ---------------------------------------------------------------------------
+// 4. Authentication
+
+#[test]
+fn a_follower_with_another_secret_is_refused() {
+    let leader = Node::leader(&[]);
+    assert_eq!(leader.client().call("PUT k v"), "OK");
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let other = secret_file(secrets.path(), "another-secret");
+    let f2 = start_follower(
+        leader.addr.port(),
+        2,
+        &["--secret-file", other.to_str().expect("utf8 path")],
+    );
+    // The follower checks the leader's proof first, and drops it.
+    f2.wait_log("the leader could not prove the shared secret");
+    wait_until("a retry", || {
+        count_log(&f2, "could not prove the shared secret") >= 2
+    });
+    assert_eq!(leader.info_field("followers"), "0");
+    assert!(leader.find_log("follower 2 authenticated").is_none());
+    assert_ne!(f2.info_field("leader_link"), "up");
+    assert_eq!(f2.info_field("keys"), "0");
+    assert_eq!(f2.client().call("GET k"), "NOT_FOUND");
+}
+
+#[test]
+fn a_fake_follower_with_a_wrong_proof_gets_invalid_secret_key() {
+    let leader = Node::leader(&[]);
+    let addr = leader.addr;
+
+    // A proof made with another secret.
+    let challenged = hello_follower(addr, 7);
+    let auth = format!("AUTH {}", challenged.fproof("wrong-secret"));
+    let (mut peer, reply) = challenged.answer(&auth);
+    assert_eq!(reply, "INVALID_SECRET_KEY");
+    assert!(peer.is_closed());
+
+    // The leader's own proof sent back (a reflection).
+    let challenged = hello_follower(addr, 7);
+    let auth = format!("AUTH {}", challenged.lproof);
+    let (mut peer, reply) = challenged.answer(&auth);
+    assert_eq!(reply, "INVALID_SECRET_KEY");
+    assert!(peer.is_closed());
+
+    // The right secret but proved for another id.
+    let mut challenged = hello_follower(addr, 7);
+    challenged.id = "8".into();
+    let auth = format!("AUTH {}", challenged.fproof(SECRET));
+    let (mut peer, reply) = challenged.answer(&auth);
+    assert_eq!(reply, "INVALID_SECRET_KEY");
+    assert!(peer.is_closed());
+
+    // Not hex at all.
+    let (mut peer, reply) = hello_follower(addr, 7).answer("AUTH not-hex");
+    assert_eq!(reply, "INVALID_SECRET_KEY");
+    assert!(peer.is_closed());
+
+    // Not an AUTH line.
+    let (mut peer, reply) = hello_follower(addr, 7).answer("HELLO LEADER");
+    assert_eq!(reply, "INVALID_HANDSHAKE_MESSAGE");
+    assert!(peer.is_closed());
+
+    assert_eq!(
+        count_log(&leader, "follower 7 refused: INVALID_SECRET_KEY"),
+        4
+    );
+    assert_eq!(leader.info_field("followers"), "0");
+
+    // And the right proof is let in.
+    let (_peer, reply) = fake_follower(addr, 7);
+    assert_eq!(reply, "HELLO LEADER");
+}
+
+#[test]
+fn malformed_follower_hellos_and_hellos_to_a_follower_are_refused() {
+    let leader = Node::leader(&[]);
+    let good = nonce();
+    for hello in [
+        format!("HELLO FOLLOWER|1:{good}"),
+        format!("HELLO FOLLOWER|0:{good}"),
+        format!("HELLO FOLLOWER|x:{good}"),
+        format!("HELLO FOLLOWER|:{good}"),
+        "HELLO FOLLOWER|2:0011".to_string(),
+        format!("HELLO FOLLOWER|2:{}", "z".repeat(32)),
+        format!("HELLO FOLLOWER|2:{good}0"),
+    ] {
+        let mut peer = Peer::connect(leader.addr);
+        peer.send_line(&hello);
+        assert_eq!(peer.line(), "INVALID_HANDSHAKE_MESSAGE", "{hello:?}");
+        assert!(peer.is_closed(), "{hello:?}");
+    }
+    let f2 = start_follower(leader.addr.port(), 2, &[]);
+    let mut peer = Peer::connect(f2.addr);
+    peer.send_line(&format!("HELLO FOLLOWER|3:{good}"));
+    assert_eq!(peer.line(), "CANNOT_ACCEPT_FOLLOWER_CONNECTION");
+    assert!(peer.is_closed());
+    // The follower itself is still fine.
+    wait_followers(&leader, 1);
+    assert_eq!(f2.info_field("leader_link"), "up");
+}
+
+#[test]
+fn an_impostor_leader_with_another_secret_is_refused() {
+    let port = free_port();
+    let mut leader = leader_on(port, &[]);
+    let f2 = start_follower(port, 2, &[]);
+    wait_followers(&leader, 1);
+    put_many(&leader, "real", 0..10, "v");
+    wait_synced(&leader, &[&f2]);
+    let (kept_digest, kept_seq) = (digest(&f2), seq(&f2));
+    stop(&mut leader);
+
+    // An impostor with data of its own, then on the leader's port.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = secret_file(dir.path(), "impostor-secret");
+    let other = other.to_str().expect("utf8 path");
+    let mut impostor = Node::start_in(dir.path(), &["--role", "leader", "--secret-file", other]);
+    put_many(&impostor, "fake", 0..20, "x");
+    stop(&mut impostor);
+    drop(impostor);
+    let port_arg = port.to_string();
+    let impostor = Node::start_in(
+        dir.path(),
+        &[
+            "--role",
+            "leader",
+            "--port",
+            &port_arg,
+            "--secret-file",
+            other,
+        ],
+    );
+    assert_eq!(seq(&impostor), 20);
+
+    f2.wait_log("the leader could not prove the shared secret");
+    wait_until("a retry", || {
+        count_log(&f2, "could not prove the shared secret") >= 2
+    });
+    assert_eq!(digest(&f2), kept_digest);
+    assert_eq!(seq(&f2), kept_seq);
+    assert_ne!(f2.info_field("leader_link"), "up");
+    assert_eq!(f2.client().call("GET fake1"), "NOT_FOUND");
+    assert_eq!(impostor.info_field("followers"), "0");
+    assert!(impostor.find_log("follower 2 authenticated").is_none());
+    drop(impostor);
+
+    // The real leader comes back and the follower follows it again.
+    leader.restart();
+    wait_followers(&leader, 1);
+    assert_eq!(leader.client().call("PUT back 1"), "OK");
+    wait_synced(&leader, &[&f2]);
+}
+
+// ---------------------------------------------------------------------------
+// 5. The follower cap
+
+#[test]
+fn the_eleventh_follower_gets_max_size_exceeded() {
+    let leader = Node::leader(&[]);
+    assert_eq!(leader.client().call("PUT k v"), "OK");
+    let addr = leader.addr;
+    let mut fakes: Vec<(u32, Peer)> = (2..12)
+        .map(|id| (id, join_fake_follower(addr, id)))
+        .collect();
+    wait_followers(&leader, 10);
+
+    let (mut peer, reply) = fake_follower(addr, 12);
+    assert_eq!(reply, "MAX_SIZE_EXCEEDED");
+    assert!(peer.is_closed());
+    leader.wait_log("follower 12 refused: MAX_SIZE_EXCEEDED");
+
+    // An id that is already connected replaces its old connection.
+    let replacement = join_fake_follower(addr, 5);
+    leader.wait_log("follower 5: reconnected from");
+    let at = fakes.iter().position(|(id, _)| *id == 5).expect("id 5");
+    let (_, mut old) = fakes.remove(at);
+    assert!(old.is_closed(), "the replaced connection is closed");
+    fakes.push((5, replacement));
+    wait_followers(&leader, 10);
+
+    // One leaves: there is room again.
+    fakes.retain(|(id, _)| *id != 3);
+    wait_followers(&leader, 9);
+    let _twelfth = join_fake_follower(addr, 12);
+    wait_followers(&leader, 10);
+}
+
+#[test]
+fn max_followers_one_refuses_a_second_real_follower() {
+    let leader = Node::leader(&["--max-followers", "1"]);
+    let port = leader.addr.port();
+    let f2 = start_follower(port, 2, &[]);
+    wait_followers(&leader, 1);
+    let f3 = start_follower(port, 3, &[]);
+    let line = f3.wait_log("the leader refused the handshake");
+    assert!(line.contains("MAX_SIZE_EXCEEDED"), "{line}");
+    assert_eq!(f3.info_field("leader_link"), "down");
+    assert_eq!(leader.info_field("followers"), "1");
+    assert_eq!(leader.client().call("PUT k v"), "OK");
+    wait_synced(&leader, &[&f2]);
+    assert_eq!(f3.client().call("GET k"), "NOT_FOUND");
+}
+
+// ---------------------------------------------------------------------------
+// 6. A crash mid-snapshot
+
+#[test]
+fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
+    let port = free_port();
+    let mut leader = leader_on(port, &[]);
+    let mut f2 = start_follower(port, 2, &[]);
+    wait_followers(&leader, 1);
+    put_many(&leader, "k", 0..200, "some value");
+    wait_synced(&leader, &[&f2]);
+    let (kept_digest, kept_seq) = (digest(&f2), seq(&f2));
+    let kept_history = f2.info_field("history");
+    let log_path = f2.log_path();
+    f2.kill9();
+    let kept_log = fs::read(&log_path).expect("read follower log");
+    stop(&mut leader);
+    let leader_log = fs::read(leader.data_dir.join("leader.log")).expect("read leader log");
+
+    // A scripted leader on the same port starts a snapshot and stops
+    // half-way.
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the leader's port");
+    listener.set_nonblocking(true).expect("nonblocking");
+    f2.restart();
+    let deadline = Instant::now() + WAIT;
+    let stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "the follower did not dial");
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).expect("blocking");
+    let mut peer = Peer::new(stream);
+    let hello = peer.line();
+    let fnonce = hello
+        .strip_prefix("HELLO FOLLOWER|2:")
+        .unwrap_or_else(|| panic!("hello {hello:?}"))
+        .to_string();
+    let lnonce = nonce();
+    let lproof = hmac_hex(
+        SECRET.as_bytes(),
+        &format!("keyval-leader|2|{fnonce}|{lnonce}"),
+    );
+    peer.send_line(&format!("CHALLENGE {lnonce} {lproof}"));
+    let fproof = hmac_hex(
+        SECRET.as_bytes(),
+        &format!("keyval-follower|2|{fnonce}|{lnonce}"),
+    );
+    assert_eq!(peer.line(), format!("AUTH {fproof}"));
+    peer.send_line("HELLO LEADER");
+    let (kind, sync) = peer.frame();
+    assert_eq!(kind, b'S');
+    assert_eq!(sync.len(), 32);
+    assert_eq!(
+        hex::encode(&sync[..16]),
+        kept_history,
+        "SYNC carries the history"
+    );
+    assert_eq!(
+        u64::from_le_bytes(sync[16..24].try_into().expect("8")),
+        kept_seq
+    );
+    // PLAN: mode 2 (snapshot), the same history and epoch, the same seq.
+    let mut plan = vec![2u8];
+    plan.extend_from_slice(&sync[..16]);
+    plan.extend_from_slice(&sync[24..32]);
+    plan.extend_from_slice(&sync[16..24]);
+    peer.send_frame(b'P', &plan);
+    let half = leader_log.len() / 2;
+    peer.send_frame(b'F', &leader_log[..half]);
+
+    f2.wait_log("leader accepted; receiving a snapshot");
+    let dir = f2.dir.path().to_path_buf();
+    wait_until("the snapshot temp file", || {
+        temp_files(&dir).iter().any(|(_, len)| *len == half as u64)
+    });
+    // Mid-snapshot the follower still serves its old data.
+    assert_eq!(f2.client().call("GET k150"), "150-some value");
+    assert_eq!(seq(&f2), kept_seq);
+
+    f2.kill9();
+    drop(peer);
+    drop(listener);
+    assert_eq!(
+        fs::read(&log_path).expect("read follower log"),
+        kept_log,
+        "the log changed"
+    );
+    f2.restart();
+    assert_eq!(digest(&f2), kept_digest);
+    assert_eq!(seq(&f2), kept_seq);
+    assert_eq!(temp_files(&dir), vec![], "a temp file survived the restart");
+    assert_eq!(fs::read(&log_path).expect("read follower log"), kept_log);
+}
+
+// ---------------------------------------------------------------------------
+// 7. The output rule
+
+#[test]
+fn sync_followers_acknowledged_writes_survive_losing_the_leader() {
+    let mut leader = Node::leader(&["--sync-followers", "1"]);
+    let mut f2 = start_follower(leader.addr.port(), 2, &[]);
+    wait_followers(&leader, 1);
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let acked = Arc::clone(&acked);
+        let addr = leader.addr;
+        thread::spawn(move || -> Result<(), String> {
+            let mut c = Client::connect(addr);
+            assert_eq!(c.call("HELLO CLIENT"), "HELLO SERVER");
+            for i in 0..100_000 {
+                match c.try_call(&format!("PUT k{i} v{i}")) {
+                    Some(reply) if reply == "OK" => acked.lock().expect("lock").push(i),
+                    Some(reply) => return Err(format!("PUT k{i}: {reply}")),
+                    None => return Ok(()),
+                }
+            }
+            Err("the writer was never cut off".into())
+        })
+    };
+    wait_until("some acknowledged writes", || {
+        acked.lock().expect("lock").len() >= 100
+    });
+    leader.kill9();
+    writer.join().expect("writer").expect("writer");
+    let acked = acked.lock().expect("lock").clone();
+
+    let check = |f: &Node| {
+        let mut c = f.client();
+        for i in &acked {
+            assert_eq!(c.call(&format!("GET k{i}")), format!("v{i}"), "k{i}");
+        }
+    };
+    check(&f2);
+    // Durably: the follower crashing too does not lose them.
+    f2.kill9();
+    f2.restart();
+    check(&f2);
+    assert!(seq(&f2) >= acked.len() as u64);
+}
+
+#[test]
+fn replication_timeout_without_followers_and_the_write_is_durable() {
+    let mut leader = Node::leader(&["--sync-followers", "1", "--sync-timeout-ms", "200"]);
+    let mut c = leader.client();
+    let start = Instant::now();
+    assert_eq!(c.call("PUT a 1"), "REPLICATION_TIMEOUT");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(c.call("GET a"), "1");
+    drop(c);
+
+    stop(&mut leader);
+    leader.restart();
+    assert_eq!(leader.client().call("GET a"), "1");
+
+    // It still reaches a follower that comes later, and with one the
+    // writes are OK again.
+    let f2 = start_follower(leader.addr.port(), 2, &[]);
+    wait_synced(&leader, &[&f2]);
+    assert_eq!(f2.client().call("GET a"), "1");
+    wait_followers(&leader, 1);
+    assert_eq!(leader.client().call("PUT b 2"), "OK");
+    assert_eq!(f2.client().call("GET b"), "2");
+}
+
+// ---------------------------------------------------------------------------
+// 8. A follower that stops reading
+
+#[test]
+fn a_stalled_follower_is_cut_off_and_catches_up() {
+    let leader = Node::leader(&[]);
+    let f2 = start_follower(leader.addr.port(), 2, &[]);
+    wait_followers(&leader, 1);
+    put_many(&leader, "small", 0..10, "v");
+    wait_synced(&leader, &[&f2]);
+
+    f2.signal("STOP");
+    let big = "x".repeat(4000);
+    put_many(&leader, "big", 0..2000, &big);
+    wait_until("the leader to cut the follower off", || {
+        leader.find_log("follower 2 stopped reading").is_some()
+            || leader.find_log("follower 2 silent for").is_some()
+    });
+    wait_followers(&leader, 0);
+    f2.signal("CONT");
+
+    wait_synced(&leader, &[&f2]);
+    wait_followers(&leader, 1);
+    assert!(
+        count_log(&leader, "follower 2 catching up from seq") >= 1,
+        "log:\n{}",
+        leader.log_text()
+    );
+    assert_eq!(count_log(&leader, "follower 2 gets a snapshot"), 1);
+    assert_eq!(f2.client().call("GET big1999"), format!("1999-{big}"));
+    eprintln!("LEADER\n{}\nFOLLOWER\n{}", leader.log_text(), f2.log_text());
+}
