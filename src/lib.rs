@@ -28,3 +28,6 @@ pub mod replication;
 pub mod server;
 pub mod store;
 pub mod wal;
+
+#[cfg(test)]
+mod testutil;

@@ -321,6 +321,7 @@ pub fn encode_list<'a>(out: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::xorshift;
 
     fn parse(line: &str) -> Result<Request<'_>, ParseError> {
         parse_request(line.as_bytes())
@@ -475,14 +476,6 @@ mod tests {
         out.clear();
         encode_list(&mut out, std::iter::empty());
         assert_eq!(out, b"0\n");
-    }
-
-    /// A deterministic xorshift generator for the fuzz-style tests.
-    fn xorshift(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
     }
 
     #[test]

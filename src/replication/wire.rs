@@ -316,12 +316,7 @@ mod tests {
     #[test]
     fn random_bytes_never_panic() {
         let mut state = 0x1234_5678_9abc_def1_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = || crate::testutil::xorshift(&mut state);
         let mut valid = Vec::new();
         for f in all_frames() {
             f.encode(&mut valid);

@@ -408,12 +408,7 @@ mod tests {
     #[test]
     fn random_bytes_never_panic() {
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = || crate::testutil::xorshift(&mut state);
         let mut valid = Vec::new();
         put(5, b"key", b"value").encode(&mut valid);
         for round in 0..20_000 {
