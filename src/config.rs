@@ -185,15 +185,7 @@ impl Config {
                 cli.sync_followers, cli.max_followers
             ));
         }
-        let secret = match &cli.secret_file {
-            Some(path) => {
-                let text = std::fs::read(path)
-                    .map_err(|e| format!("--secret-file {}: {e}", path.display()))?;
-                Some(trim_secret(text))
-            }
-            None => env_secret.map(String::into_bytes).map(trim_secret),
-        }
-        .filter(|s| !s.is_empty());
+        let secret = load_secret(cli.secret_file.as_deref(), env_secret)?;
         if cli.role == Role::Follower && secret.is_none() {
             return Err(
                 "a follower needs the shared secret: set KEYVAL_SECRET or --secret-file".into(),
@@ -230,6 +222,26 @@ impl Config {
             Role::Follower => self.data_dir.join(format!("follower_{}.log", self.id)),
         }
     }
+}
+
+/// The shared secret from `--secret-file` if given, else from
+/// `KEYVAL_SECRET` (`env_secret`); `None` when neither gives a non-empty one.
+///
+/// # Errors
+/// An unreadable secret file, named.
+pub fn load_secret(
+    file: Option<&std::path::Path>,
+    env_secret: Option<String>,
+) -> Result<Option<Vec<u8>>, String> {
+    let secret = match file {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .map_err(|e| format!("--secret-file {}: {e}", path.display()))?;
+            Some(trim_secret(text))
+        }
+        None => env_secret.map(String::into_bytes).map(trim_secret),
+    };
+    Ok(secret.filter(|s| !s.is_empty()))
 }
 
 /// Drops one trailing newline (files written by `echo`), nothing else.

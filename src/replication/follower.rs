@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use tempfile::NamedTempFile;
 
+use super::wire::{Mode, Plan};
 use crate::store::Store;
-use crate::wal::record::{Decoded, Header, HistoryId, Op, Record, HEADER_LEN};
-use crate::wal::{compact, SeqCheck, WalError};
+use crate::wal::lineage::Lineage;
+use crate::wal::record::{Decoded, Header, HistoryId, Record, HEADER_LEN};
+use crate::wal::{apply_logged, compact, SeqCheck, WalError};
 
 /// Where the link to the leader stands.
 pub enum LinkState {
@@ -45,54 +47,95 @@ impl LinkState {
 /// leader does not have).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// The leader's history is not this follower's.
-    UnrelatedHistory { mine: HistoryId, leader: HistoryId },
-    /// Same history, but the leader has fewer writes than this follower.
-    LeaderBehind { mine: u64, leader: u64 },
+    /// The leader's epoch is below one this follower knows: it was deposed.
+    StaleEpoch { mine: u64, leader: u64 },
+    /// The leader's history is unrelated to this follower's.
+    Unrelated { leader: HistoryId },
+    /// This follower holds writes `common + 1 ..= mine` that the leader
+    /// does not have.
+    Diverged { common: u64, mine: u64 },
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::UnrelatedHistory { mine, leader } => write!(
+            Refusal::StaleEpoch { mine, leader } => write!(
                 f,
-                "the leader's history {} is unrelated to this follower's history {} (was the leader \
-                 restarted on an empty disk, or is it another cluster?)",
-                hex::encode(leader),
-                hex::encode(mine)
+                "the leader is at epoch {leader}, but epoch {mine} exists: it was replaced by a \
+                 promotion and must not be followed"
             ),
-            Refusal::LeaderBehind { mine, leader } => write!(
+            Refusal::Unrelated { leader } => write!(
                 f,
-                "the leader is at seq {leader}, behind this follower's seq {mine} in the same history \
-                 (did the leader lose its log tail?)"
+                "the leader's history {} is unrelated to this node's data (was the leader \
+                 started on an empty disk, or is it another cluster?)",
+                hex::encode(leader)
+            ),
+            Refusal::Diverged { common, mine } => write!(
+                f,
+                "this node holds {} writes (seq {}..={mine}) that the leader does not have; the \
+                 two logs agree only through seq {common} (did the leader lose its log tail, or \
+                 was this node a leader whose last writes never replicated?)",
+                mine - common,
+                common + 1
             ),
         }
     }
 }
 
-/// Accepts a leader unless following it would discard writes this follower
-/// holds. An empty follower (seq 0) accepts any leader.
+/// What this follower holds, for judging a leader's plan.
+#[derive(Debug, Clone, Copy)]
+pub struct Holding {
+    pub seq: u64,
+    pub forks: usize,
+    /// The highest epoch this node knows of.
+    pub epoch: u64,
+    /// The operator asked this node to follow this leader (`FOLLOW`):
+    /// writes the leader lacks may be dropped.
+    pub may_discard: bool,
+}
+
+/// What accepting a plan does to this follower's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acceptance {
+    /// Cut the log back to this seq and this many fork records first.
+    pub rewind: Option<(u64, usize)>,
+    /// Writes this follower drops (first and last seq).
+    pub dropped: Option<(u64, u64)>,
+}
+
+/// Accepts a leader's plan unless following it would discard writes this
+/// follower holds without the operator asking for it, or the leader was
+/// deposed. An empty follower accepts any current leader.
 ///
 /// # Errors
 /// The [`Refusal`] to log and show as `leader_link refused`.
-pub fn check_leader(
-    mine: HistoryId,
-    my_seq: u64,
-    leader: HistoryId,
-    leader_seq: u64,
-) -> Result<(), Refusal> {
-    if my_seq == 0 {
-        Ok(())
-    } else if mine != leader {
-        Err(Refusal::UnrelatedHistory { mine, leader })
-    } else if leader_seq < my_seq {
-        Err(Refusal::LeaderBehind {
-            mine: my_seq,
-            leader: leader_seq,
-        })
-    } else {
-        Ok(())
+pub fn check_plan(plan: &Plan, mine: Holding) -> Result<Acceptance, Refusal> {
+    if plan.epoch < mine.epoch {
+        return Err(Refusal::StaleEpoch {
+            mine: mine.epoch,
+            leader: plan.epoch,
+        });
     }
+    let common = match (plan.mode, plan.common) {
+        _ if mine.seq == 0 && plan.mode == Mode::Snapshot => mine.seq,
+        (_, Some(common)) => common,
+        (_, None) => {
+            return Err(Refusal::Unrelated {
+                leader: plan.history,
+            })
+        }
+    };
+    let dropped = (mine.seq > common).then_some((common + 1, mine.seq));
+    if dropped.is_some() && !mine.may_discard {
+        return Err(Refusal::Diverged {
+            common,
+            mine: mine.seq,
+        });
+    }
+    let keep = plan.keep_forks as usize;
+    let rewind = (plan.mode == Mode::CatchUp && (dropped.is_some() || mine.forks > keep))
+        .then_some((common, keep));
+    Ok(Acceptance { rewind, dropped })
 }
 
 /// Capped exponential backoff for reconnecting.
@@ -134,8 +177,8 @@ pub struct SnapshotBuilder {
     temp: NamedTempFile,
     /// Bytes not yet decoded (a partial header or record).
     carry: Vec<u8>,
-    header: Option<Header>,
-    seqs: Option<SeqCheck>,
+    /// Set once the header is in.
+    state: Option<(Header, SeqCheck, Lineage)>,
     store: Store,
     received: u64,
 }
@@ -144,6 +187,7 @@ pub struct SnapshotBuilder {
 pub struct Snapshot {
     pub temp: NamedTempFile,
     pub header: Header,
+    pub lineage: Lineage,
     pub last_seq: u64,
     pub store: Store,
     pub bytes: u64,
@@ -158,8 +202,7 @@ impl SnapshotBuilder {
         Ok(SnapshotBuilder {
             temp: compact::temp_file_for(log)?,
             carry: Vec::new(),
-            header: None,
-            seqs: None,
+            state: None,
             store: Store::new(),
             received: 0,
         })
@@ -177,25 +220,21 @@ impl SnapshotBuilder {
         self.received += chunk.len() as u64;
         self.carry.extend_from_slice(chunk);
         let mut off = 0;
-        if self.header.is_none() {
+        if self.state.is_none() {
             if self.carry.len() < HEADER_LEN {
                 return Ok(());
             }
             let header =
                 Header::decode(&self.carry).map_err(|e| format!("snapshot header: {e}"))?;
-            self.seqs = Some(SeqCheck::new(header.base_seq));
-            self.header = Some(header);
+            let lineage = Lineage::new(header.history, header.epoch);
+            self.state = Some((header, SeqCheck::new(header.base_seq), lineage));
             off = HEADER_LEN;
         }
-        let seqs = self.seqs.as_mut().ok_or("snapshot without header")?;
+        let (_, seqs, lineage) = self.state.as_mut().ok_or("snapshot without header")?;
         loop {
             match Record::decode(&self.carry[off..]) {
                 Ok(Decoded::Record(rec, used)) => {
-                    seqs.accept(rec.seq)?;
-                    match rec.op {
-                        Op::Put => drop(self.store.put(rec.key, rec.value)),
-                        Op::Delete => drop(self.store.delete(rec.key)),
-                    }
+                    apply_logged(&rec, seqs, &mut self.store, lineage)?;
                     off += used;
                 }
                 Ok(Decoded::Incomplete { .. }) => break,
@@ -216,7 +255,7 @@ impl SnapshotBuilder {
     /// # Errors
     /// A snapshot that is incomplete, ends elsewhere, or cannot be synced.
     pub fn finish(self, seq: u64) -> Result<Snapshot, String> {
-        let (Some(header), Some(seqs)) = (self.header, self.seqs) else {
+        let Some((header, seqs, lineage)) = self.state else {
             return Err("snapshot ended before its header".into());
         };
         if !self.carry.is_empty() {
@@ -238,6 +277,7 @@ impl SnapshotBuilder {
         Ok(Snapshot {
             temp: self.temp,
             header,
+            lineage,
             last_seq: seq,
             store: self.store,
             bytes: self.received,
@@ -248,26 +288,85 @@ impl SnapshotBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::record::Op;
+
+    fn plan(mode: Mode, epoch: u64, common: Option<u64>, keep_forks: u32) -> Plan {
+        Plan {
+            mode,
+            history: [2; 16],
+            epoch,
+            seq: 50,
+            common,
+            keep_forks,
+        }
+    }
+
+    fn holding(seq: u64, forks: usize, may_discard: bool) -> Holding {
+        Holding {
+            seq,
+            forks,
+            epoch: 2,
+            may_discard,
+        }
+    }
 
     #[test]
-    fn an_empty_follower_accepts_any_leader() {
-        assert_eq!(check_leader([1; 16], 0, [2; 16], 0), Ok(()));
+    fn an_empty_follower_accepts_any_current_leader() {
+        let accepted = Acceptance {
+            rewind: None,
+            dropped: None,
+        };
+        let empty = holding(0, 0, false);
+        assert_eq!(
+            check_plan(&plan(Mode::Snapshot, 2, None, 0), empty),
+            Ok(accepted)
+        );
+        assert_eq!(
+            check_plan(&plan(Mode::Snapshot, 1, None, 0), empty),
+            Err(Refusal::StaleEpoch { mine: 2, leader: 1 })
+        );
     }
 
     #[test]
     fn a_follower_with_data_refuses_unrelated_or_shorter_histories() {
-        assert_eq!(check_leader([1; 16], 5, [1; 16], 5), Ok(()));
-        assert_eq!(check_leader([1; 16], 5, [1; 16], 9), Ok(()));
+        let five = holding(5, 0, false);
+        assert!(check_plan(&plan(Mode::CatchUp, 2, Some(5), 0), five).is_ok());
+        assert!(check_plan(&plan(Mode::Snapshot, 3, Some(5), 0), five).is_ok());
         assert_eq!(
-            check_leader([1; 16], 5, [2; 16], 100),
-            Err(Refusal::UnrelatedHistory {
-                mine: [1; 16],
-                leader: [2; 16]
+            check_plan(&plan(Mode::Snapshot, 2, None, 0), five),
+            Err(Refusal::Unrelated { leader: [2; 16] })
+        );
+        assert_eq!(
+            check_plan(&plan(Mode::CatchUp, 2, Some(4), 0), five),
+            Err(Refusal::Diverged { common: 4, mine: 5 })
+        );
+        // Even when asked to follow, unrelated data is not wiped.
+        assert!(check_plan(&plan(Mode::Snapshot, 2, None, 0), holding(5, 0, true)).is_err());
+    }
+
+    #[test]
+    fn a_follower_asked_to_follow_rewinds_exactly_its_extra_writes() {
+        assert_eq!(
+            check_plan(&plan(Mode::CatchUp, 3, Some(40), 1), holding(45, 2, true)),
+            Ok(Acceptance {
+                rewind: Some((40, 1)),
+                dropped: Some((41, 45)),
             })
         );
         assert_eq!(
-            check_leader([1; 16], 5, [1; 16], 4),
-            Err(Refusal::LeaderBehind { mine: 5, leader: 4 })
+            check_plan(&plan(Mode::Snapshot, 3, Some(40), 0), holding(45, 0, true)),
+            Ok(Acceptance {
+                rewind: None,
+                dropped: Some((41, 45)),
+            })
+        );
+        // A fork of its own but no extra writes: dropped silently.
+        assert_eq!(
+            check_plan(&plan(Mode::CatchUp, 3, Some(45), 0), holding(45, 1, false)),
+            Ok(Acceptance {
+                rewind: Some((45, 0)),
+                dropped: None,
+            })
         );
     }
 

@@ -2,9 +2,10 @@
 //!
 //! The leader's own log file is the replication backlog. A [`Feed`] is a
 //! cursor into it: a snapshot is the file's bytes from offset 0 to the
-//! point the plan was made, a catch-up is the records after the follower's
-//! seq, and the live stream is the same cursor following the file as it
-//! grows. The feed reads only while the follower's output buffer is below
+//! point the plan was made, a catch-up is the records after the point
+//! where the follower's log and the leader's part (see
+//! [`lineage::plan`](crate::wal::lineage::plan)), and the live stream is
+//! the same cursor following the file as it grows. The feed reads only while the follower's output buffer is below
 //! a bound, so a slow follower costs disk reads later, not leader memory,
 //! and nothing is ever skipped.
 //!
@@ -15,33 +16,13 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::wire::{self, Frame, Mode};
-use crate::wal::record::{Decoded, Header, Record, HEADER_LEN};
+use super::wire::{self, Frame};
+use crate::wal::lineage::Plan;
+use crate::wal::record::{Decoded, Op, Record, HEADER_LEN};
 use crate::wal::{Remap, Wal};
 
 /// Bytes read from the log per step.
 const READ_CHUNK: usize = 256 << 10;
-
-/// What the follower said it holds (its `SYNC` frame).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FollowerPosition {
-    pub history: [u8; 16],
-    pub seq: u64,
-}
-
-/// Decides between catch-up and snapshot: catch-up when the follower is in
-/// this history, not ahead of it, and not behind the start of this log
-/// file (older records were compacted away).
-pub fn plan(header: &Header, written_seq: u64, follower: FollowerPosition) -> Mode {
-    if follower.history == header.history
-        && follower.seq >= header.base_seq
-        && follower.seq <= written_seq
-    {
-        Mode::CatchUp
-    } else {
-        Mode::Snapshot
-    }
-}
 
 /// A snapshot in progress: raw file bytes up to `end`, then `END seq`.
 #[derive(Debug, Clone, Copy)]
@@ -55,8 +36,11 @@ pub struct Feed {
     file: File,
     generation: u64,
     cursor: u64,
-    /// Records with seq up to this are not sent (the follower has them).
+    /// Writes with seq up to this are not sent (the follower has them).
     skip_through: u64,
+    /// Fork records still to pass over before sending any (the follower
+    /// has them).
+    skip_forks: usize,
     snapshot: Option<SnapshotPart>,
     scratch: Vec<u8>,
 }
@@ -91,20 +75,22 @@ impl From<io::Error> for FeedError {
 }
 
 impl Feed {
-    /// A feed for `mode`, from the log as it is now.
+    /// A feed for `plan`, from the log as it is now.
     ///
     /// # Errors
     /// If the log file cannot be opened a second time.
-    pub fn new(wal: &Wal, mode: Mode, follower_seq: u64) -> io::Result<Feed> {
+    pub fn new(wal: &Wal, plan: Plan) -> io::Result<Feed> {
         let file = wal.reader()?;
-        let (cursor, skip_through, snapshot) = match mode {
-            Mode::CatchUp => (HEADER_LEN as u64, follower_seq, None),
-            Mode::Snapshot => {
+        let (cursor, skip_through, skip_forks, snapshot) = match plan {
+            Plan::CatchUp {
+                from, skip_forks, ..
+            } => (HEADER_LEN as u64, from, skip_forks, None),
+            Plan::Snapshot { .. } => {
                 let part = SnapshotPart {
                     end: wal.written_end(),
                     seq: wal.written_seq(),
                 };
-                (0, part.seq, Some(part))
+                (0, part.seq, 0, Some(part))
             }
         };
         Ok(Feed {
@@ -112,6 +98,7 @@ impl Feed {
             generation: wal.generation(),
             cursor,
             skip_through,
+            skip_forks,
             snapshot,
             scratch: Vec::new(),
         })
@@ -204,7 +191,14 @@ impl Feed {
         while off < n {
             match Record::decode(&self.scratch[off..n]) {
                 Ok(Decoded::Record(rec, used)) => {
-                    if rec.seq > self.skip_through {
+                    let send = if rec.op == Op::Fork {
+                        let known = self.skip_forks > 0;
+                        self.skip_forks = self.skip_forks.saturating_sub(1);
+                        !known
+                    } else {
+                        rec.seq > self.skip_through
+                    };
+                    if send {
                         out.extend_from_slice(&self.scratch[off..off + used]);
                     }
                     off += used;
@@ -254,19 +248,44 @@ mod tests {
         seqs
     }
 
+    fn catch_up(from: u64, skip_forks: usize) -> Plan {
+        Plan::CatchUp {
+            from,
+            keep_forks: 0,
+            skip_forks,
+        }
+    }
+
     #[test]
-    fn plan_prefers_catch_up_within_the_history() {
-        let header = Header {
-            history: [1; 16],
-            base_seq: 10,
-            epoch: 1,
+    fn catch_up_skips_the_forks_the_follower_has_and_sends_later_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = Wal::open(&dir.path().join("leader.log"), FsyncPolicy::Always).expect("open");
+        let mut store = Store::new();
+        o.wal.append(&mut store, Op::Put, b"a", b"1").expect("put");
+        o.wal.fork(&mut store, 1).expect("fork");
+        o.wal.append(&mut store, Op::Put, b"b", b"2").expect("put");
+        o.wal.fork(&mut store, 2).expect("fork");
+        o.wal.append(&mut store, Op::Put, b"c", b"3").expect("put");
+        o.wal.commit(&mut store).expect("commit");
+        let forks = |bytes: &[u8]| -> Vec<u64> {
+            let mut epochs = Vec::new();
+            for f in frames(bytes) {
+                if let Frame::Records(mut b) = f {
+                    while let Ok(Decoded::Record(rec, used)) = Record::decode(b) {
+                        epochs.extend(rec.as_fork().map(|(_, epoch)| epoch));
+                        b = &b[used..];
+                    }
+                }
+            }
+            epochs
         };
-        let at = |history, seq| plan(&header, 50, FollowerPosition { history, seq });
-        assert_eq!(at([1; 16], 10), Mode::CatchUp);
-        assert_eq!(at([1; 16], 50), Mode::CatchUp);
-        assert_eq!(at([1; 16], 9), Mode::Snapshot);
-        assert_eq!(at([1; 16], 51), Mode::Snapshot);
-        assert_eq!(at([2; 16], 20), Mode::Snapshot);
+        for (skip, want) in [(0, vec![1, 2]), (1, vec![2]), (2, vec![])] {
+            let mut feed = Feed::new(&o.wal, catch_up(1, skip)).expect("feed");
+            let mut out = Vec::new();
+            feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
+            assert_eq!(forks(&out), want, "skipping {skip}");
+            assert_eq!(record_seqs(&frames(&out)).last(), Some(&3));
+        }
     }
 
     #[test]
@@ -280,7 +299,7 @@ mod tests {
                 .expect("put");
         }
         o.wal.commit(&mut store).expect("commit");
-        let mut feed = Feed::new(&o.wal, Mode::CatchUp, 6).expect("feed");
+        let mut feed = Feed::new(&o.wal, catch_up(6, 0)).expect("feed");
         let mut out = Vec::new();
         feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
         assert_eq!(record_seqs(&frames(&out)), vec![7, 8, 9, 10]);
@@ -303,7 +322,7 @@ mod tests {
         let mut store = Store::new();
         o.wal.append(&mut store, Op::Put, b"a", b"1").expect("put");
         o.wal.commit(&mut store).expect("commit");
-        let mut feed = Feed::new(&o.wal, Mode::Snapshot, 0).expect("feed");
+        let mut feed = Feed::new(&o.wal, Plan::Snapshot { common: None }).expect("feed");
         o.wal.append(&mut store, Op::Put, b"b", b"2").expect("put");
         o.wal.commit(&mut store).expect("commit");
         let mut out = Vec::new();
@@ -329,7 +348,7 @@ mod tests {
                 .expect("put");
         }
         o.wal.commit(&mut store).expect("commit");
-        let mut feed = Feed::new(&o.wal, Mode::CatchUp, 100).expect("feed");
+        let mut feed = Feed::new(&o.wal, catch_up(100, 0)).expect("feed");
         let compaction = o.wal.start_compaction(Box::new(|| {})).expect("start");
         o.wal.append(&mut store, Op::Put, b"x", b"1").expect("put");
         o.wal.commit(&mut store).expect("commit");

@@ -6,20 +6,27 @@
 //! frame:  [kind: u8][length: u32 LE][payload: length bytes]
 //!
 //! follower -> leader
-//!   'S' SYNC       history[16] seq:u64 epoch:u64   what the follower's log holds
-//!   'A' ACK        seq:u64                         durable through seq (also the heartbeat)
+//!   'S' SYNC       seq:u64 epoch:u64 n:u32 n × (history[16] epoch:u64 start:u64)
+//!                  what the follower's log holds: its last seq, the highest
+//!                  epoch it knows, and its lineage (wal::lineage), oldest first
+//!   'A' ACK        seq:u64 epoch:u64               durable through seq (also the heartbeat)
 //! leader -> follower
-//!   'P' PLAN       mode:u8 history[16] epoch:u64 seq:u64
-//!                  mode 1 = catch-up (records follow), 2 = snapshot (file chunks follow);
-//!                  history/epoch/seq are the leader's
+//!   'P' PLAN       mode:u8 history[16] epoch:u64 seq:u64 related:u8 common:u64 keep:u32
+//!                  mode 1 = catch-up (records after seq `common` follow; the
+//!                  follower first cuts its log back to `common` and its first
+//!                  `keep` fork records), 2 = snapshot (file chunks follow; the
+//!                  follower's data agrees with the leader's through `common`
+//!                  if `related` is 1, not at all if 0);
+//!                  history/epoch/seq are the leader's current ones
 //!   'F' CHUNK      bytes of the leader's log file, from offset 0 (snapshot only)
 //!   'E' END        seq:u64                         the snapshot is complete through seq
 //!   'R' RECORDS    whole log records, byte for byte as in the log (see wal::record)
-//!   'H' HEARTBEAT  seq:u64 epoch:u64               the leader's committed seq
+//!   'H' HEARTBEAT  seq:u64 epoch:u64               the leader's committed seq and epoch
 //! ```
 //!
 //! All integers are little-endian.
 
+use crate::wal::lineage::Segment;
 use crate::wal::record::{HistoryId, MAX_BODY_LEN};
 
 /// Bytes before a frame's payload.
@@ -38,23 +45,41 @@ pub enum Mode {
     Snapshot,
 }
 
+/// Most lineage segments a `SYNC` may carry.
+pub const MAX_SEGMENTS: usize = 1 << 16;
+
+/// Bytes of one lineage segment in a `SYNC`.
+const SEGMENT_LEN: usize = 32;
+
+/// The leader's answer to `SYNC`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub mode: Mode,
+    /// The leader's current history, epoch and seq.
+    pub history: HistoryId,
+    pub epoch: u64,
+    pub seq: u64,
+    /// Catch-up: the seq the records continue after. Snapshot: the seq
+    /// through which the follower's data agrees with the leader's, `None`
+    /// when they are unrelated.
+    pub common: Option<u64>,
+    /// Catch-up: the follower's fork records to keep.
+    pub keep_forks: u32,
+}
+
 /// One decoded frame; byte payloads borrow from the input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
     Sync {
-        history: HistoryId,
         seq: u64,
         epoch: u64,
+        lineage: Vec<Segment>,
     },
     Ack {
         seq: u64,
-    },
-    Plan {
-        mode: Mode,
-        history: HistoryId,
         epoch: u64,
-        seq: u64,
     },
+    Plan(Plan),
     Chunk(&'a [u8]),
     End {
         seq: u64,
@@ -91,33 +116,39 @@ impl Frame<'_> {
     /// Appends the encoded frame.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let at = begin(out, self.kind());
-        match *self {
+        match self {
             Frame::Sync {
-                history,
                 seq,
                 epoch,
+                lineage,
             } => {
-                out.extend_from_slice(&history);
                 out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(&epoch.to_le_bytes());
+                let n = lineage.len().min(MAX_SEGMENTS);
+                out.extend_from_slice(&(n as u32).to_le_bytes());
+                // The newest segments matter; an absurdly long lineage
+                // loses its oldest ones.
+                for s in &lineage[lineage.len() - n..] {
+                    out.extend_from_slice(&s.history);
+                    out.extend_from_slice(&s.epoch.to_le_bytes());
+                    out.extend_from_slice(&s.start.to_le_bytes());
+                }
             }
-            Frame::Ack { seq } | Frame::End { seq } => out.extend_from_slice(&seq.to_le_bytes()),
-            Frame::Plan {
-                mode,
-                history,
-                epoch,
-                seq,
-            } => {
-                out.push(match mode {
+            Frame::End { seq } => out.extend_from_slice(&seq.to_le_bytes()),
+            Frame::Plan(plan) => {
+                out.push(match plan.mode {
                     Mode::CatchUp => 1,
                     Mode::Snapshot => 2,
                 });
-                out.extend_from_slice(&history);
-                out.extend_from_slice(&epoch.to_le_bytes());
-                out.extend_from_slice(&seq.to_le_bytes());
+                out.extend_from_slice(&plan.history);
+                out.extend_from_slice(&plan.epoch.to_le_bytes());
+                out.extend_from_slice(&plan.seq.to_le_bytes());
+                out.push(u8::from(plan.common.is_some()));
+                out.extend_from_slice(&plan.common.unwrap_or(0).to_le_bytes());
+                out.extend_from_slice(&plan.keep_forks.to_le_bytes());
             }
             Frame::Chunk(bytes) | Frame::Records(bytes) => out.extend_from_slice(bytes),
-            Frame::Heartbeat { seq, epoch } => {
+            Frame::Ack { seq, epoch } | Frame::Heartbeat { seq, epoch } => {
                 out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(&epoch.to_le_bytes());
             }
@@ -129,7 +160,7 @@ impl Frame<'_> {
         match self {
             Frame::Sync { .. } => b'S',
             Frame::Ack { .. } => b'A',
-            Frame::Plan { .. } => b'P',
+            Frame::Plan(_) => b'P',
             Frame::Chunk(_) => b'F',
             Frame::End { .. } => b'E',
             Frame::Records(_) => b'R',
@@ -152,37 +183,29 @@ impl Frame<'_> {
             return Err(WireError::BadLength);
         }
         let fixed = match kind {
-            b'S' => Some(32),
-            b'A' | b'E' => Some(8),
-            b'P' => Some(33),
-            b'H' => Some(16),
-            b'F' | b'R' => None,
+            b'E' => Some(8),
+            b'A' | b'H' => Some(16),
+            b'P' => Some(46),
+            b'S' | b'F' | b'R' => None,
             other => return Err(WireError::UnknownKind(other)),
         };
         if fixed.is_some_and(|f| f != len) {
+            return Err(WireError::BadLength);
+        }
+        if kind == b'S' && (len < 20 || !(len - 20).is_multiple_of(SEGMENT_LEN)) {
             return Err(WireError::BadLength);
         }
         let Some(p) = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
             return Ok(None);
         };
         let frame = match kind {
-            b'S' => Frame::Sync {
-                history: history(&p[..16]),
-                seq: u64_at(p, 16),
-                epoch: u64_at(p, 24),
+            b'S' => decode_sync(p)?,
+            b'A' => Frame::Ack {
+                seq: u64_at(p, 0),
+                epoch: u64_at(p, 8),
             },
-            b'A' => Frame::Ack { seq: u64_at(p, 0) },
             b'E' => Frame::End { seq: u64_at(p, 0) },
-            b'P' => Frame::Plan {
-                mode: match p[0] {
-                    1 => Mode::CatchUp,
-                    2 => Mode::Snapshot,
-                    _ => return Err(WireError::BadField),
-                },
-                history: history(&p[1..17]),
-                epoch: u64_at(p, 17),
-                seq: u64_at(p, 25),
-            },
+            b'P' => Frame::Plan(decode_plan(p)?),
             b'H' => Frame::Heartbeat {
                 seq: u64_at(p, 0),
                 epoch: u64_at(p, 8),
@@ -192,6 +215,47 @@ impl Frame<'_> {
         };
         Ok(Some((frame, FRAME_HEADER_LEN + len)))
     }
+}
+
+fn decode_sync(p: &[u8]) -> Result<Frame<'_>, WireError> {
+    let n = u32_at(p, 16) as usize;
+    if n == 0 || n > MAX_SEGMENTS || p.len() != 20 + n * SEGMENT_LEN {
+        return Err(WireError::BadField);
+    }
+    let lineage = p[20..]
+        .chunks_exact(SEGMENT_LEN)
+        .map(|s| Segment {
+            history: history(s),
+            epoch: u64_at(s, 16),
+            start: u64_at(s, 24),
+        })
+        .collect();
+    Ok(Frame::Sync {
+        seq: u64_at(p, 0),
+        epoch: u64_at(p, 8),
+        lineage,
+    })
+}
+
+fn decode_plan(p: &[u8]) -> Result<Plan, WireError> {
+    let mode = match p[0] {
+        1 => Mode::CatchUp,
+        2 => Mode::Snapshot,
+        _ => return Err(WireError::BadField),
+    };
+    let common = match p[33] {
+        0 if mode == Mode::Snapshot => None,
+        1 => Some(u64_at(p, 34)),
+        _ => return Err(WireError::BadField),
+    };
+    Ok(Plan {
+        mode,
+        history: history(&p[1..17]),
+        epoch: u64_at(p, 17),
+        seq: u64_at(p, 25),
+        common,
+        keep_forks: u32_at(p, 42),
+    })
 }
 
 /// Starts a frame of `kind` whose payload the caller appends; returns the
@@ -215,6 +279,12 @@ fn history(bytes: &[u8]) -> HistoryId {
     h
 }
 
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&bytes[at..at + 8]);
@@ -225,26 +295,39 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 mod tests {
     use super::*;
 
+    fn plan(mode: Mode, common: Option<u64>) -> Plan {
+        Plan {
+            mode,
+            history: [3; 16],
+            epoch: 1,
+            seq: 5,
+            common,
+            keep_forks: 2,
+        }
+    }
+
     fn all_frames() -> Vec<Frame<'static>> {
         vec![
             Frame::Sync {
-                history: [1; 16],
                 seq: 7,
                 epoch: 2,
+                lineage: vec![
+                    Segment {
+                        history: [1; 16],
+                        epoch: 1,
+                        start: 0,
+                    },
+                    Segment {
+                        history: [2; 16],
+                        epoch: 2,
+                        start: 5,
+                    },
+                ],
             },
-            Frame::Ack { seq: 99 },
-            Frame::Plan {
-                mode: Mode::CatchUp,
-                history: [3; 16],
-                epoch: 1,
-                seq: 5,
-            },
-            Frame::Plan {
-                mode: Mode::Snapshot,
-                history: [4; 16],
-                epoch: 9,
-                seq: 0,
-            },
+            Frame::Ack { seq: 99, epoch: 3 },
+            Frame::Plan(plan(Mode::CatchUp, Some(4))),
+            Frame::Plan(plan(Mode::Snapshot, None)),
+            Frame::Plan(plan(Mode::Snapshot, Some(0))),
             Frame::Chunk(b"KEYVALOG..."),
             Frame::End { seq: 12 },
             Frame::Records(b""),
@@ -271,20 +354,21 @@ mod tests {
     #[test]
     fn layout_of_an_ack() {
         let mut buf = Vec::new();
-        Frame::Ack { seq: 0x0102 }.encode(&mut buf);
-        assert_eq!(buf, [b'A', 8, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0]);
+        Frame::Ack {
+            seq: 0x0102,
+            epoch: 3,
+        }
+        .encode(&mut buf);
+        assert_eq!(
+            buf,
+            [b'A', 16, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
     fn partial_frames_wait_for_more() {
         let mut buf = Vec::new();
-        Frame::Plan {
-            mode: Mode::CatchUp,
-            history: [3; 16],
-            epoch: 1,
-            seq: 5,
-        }
-        .encode(&mut buf);
+        Frame::Plan(plan(Mode::CatchUp, Some(1))).encode(&mut buf);
         for cut in 0..buf.len() {
             assert_eq!(Frame::decode(&buf[..cut]), Ok(None), "cut {cut}");
         }
@@ -297,20 +381,23 @@ mod tests {
             Err(WireError::UnknownKind(b'Z'))
         );
         assert_eq!(Frame::decode(b"A\x07\0\0\0"), Err(WireError::BadLength));
+        assert_eq!(Frame::decode(b"S\x15\0\0\0"), Err(WireError::BadLength));
+        let mut empty_sync = b"S\x14\0\0\0".to_vec();
+        empty_sync.extend_from_slice(&[0; 20]);
+        assert_eq!(Frame::decode(&empty_sync), Err(WireError::BadField));
         assert_eq!(
             Frame::decode(b"R\xff\xff\xff\xff"),
             Err(WireError::BadLength)
         );
-        let mut plan = Vec::new();
-        Frame::Plan {
-            mode: Mode::CatchUp,
-            history: [0; 16],
-            epoch: 0,
-            seq: 0,
-        }
-        .encode(&mut plan);
-        plan[5] = 7;
-        assert_eq!(Frame::decode(&plan), Err(WireError::BadField));
+        let mut bytes = Vec::new();
+        Frame::Plan(plan(Mode::CatchUp, Some(0))).encode(&mut bytes);
+        bytes[5] = 7;
+        assert_eq!(Frame::decode(&bytes), Err(WireError::BadField));
+        // A catch-up must say where it continues.
+        let mut bytes = Vec::new();
+        Frame::Plan(plan(Mode::CatchUp, Some(0))).encode(&mut bytes);
+        bytes[5 + 33] = 0;
+        assert_eq!(Frame::decode(&bytes), Err(WireError::BadField));
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub enum Peer {
     Follower(Box<FollowerSession>),
     /// On a follower: the link to the leader, which this node dialled.
     Leader(LinkState),
+    /// Said `HELLO ADMIN`, was challenged, and must send `AUTH`.
+    AdminAuth { anonce: String, nnonce: String },
+    /// An authenticated admin: a client that may also change the role.
+    Admin,
 }
 
 impl Peer {

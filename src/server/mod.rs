@@ -18,9 +18,11 @@
 //! ever sees data that is not yet durable. This module owns the sockets;
 //! what a request means is in [`node`].
 
+mod admin;
 pub mod conn;
 mod node;
 mod replica;
+mod role;
 pub mod slab;
 mod systemd;
 
@@ -416,6 +418,8 @@ impl Server {
             self.close(key, "evicted");
         }
         let acked = acked.map(|local| self.node.release_point(local));
+        // A leader that stepped down can no longer collect follower acks.
+        let acked = acked.filter(|_| !std::mem::take(&mut self.node.drop_held));
         self.waiting.sort_unstable();
         self.waiting.dedup();
         let mut still_waiting = Vec::new();
@@ -479,7 +483,7 @@ impl Server {
             }
         }
         let link = &self.node.repl.link;
-        if self.node.config.role == Role::Follower
+        if self.node.role.role == Role::Follower
             && link.key.is_none()
             && link.reconnect_at.is_some_and(|at| now >= at)
             && self.shutdown_by.is_none()
@@ -491,7 +495,7 @@ impl Server {
     /// Starts a non-blocking connect to the leader.
     fn dial_leader(&mut self, now: Instant) {
         self.node.repl.link.reconnect_at = None;
-        let Some(leader) = self.node.config.leader.clone() else {
+        let Some(leader) = self.node.role.leader.clone() else {
             return;
         };
         let addr = (leader.host.as_str(), leader.port)

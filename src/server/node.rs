@@ -13,6 +13,7 @@ use mio::Waker;
 
 use super::conn::{Conn, Peer};
 use super::replica::{LinkInfo, Replication};
+use super::role::{role_word, RoleState};
 use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::protocol::{self, parse_hello, parse_request, Hello, Reply, Request};
@@ -45,6 +46,11 @@ pub struct Node {
     next_fsync: Option<Instant>,
     /// Followers (on a leader) or the link to the leader (on a follower).
     pub repl: Replication,
+    /// The role now (flags, then the state file, then admin commands).
+    pub role: RoleState,
+    /// The role changed away from leader this turn: held writes can no
+    /// longer be confirmed and are answered `ERROR`.
+    pub drop_held: bool,
 }
 
 impl Node {
@@ -57,9 +63,10 @@ impl Node {
             what: format!("create data dir {}", config.data_dir.display()),
             source: e,
         })?;
-        let path = config.log_path();
+        let role = Node::starting_role(&config)?;
+        let path = config.data_dir.join(&role.log);
         let started = Instant::now();
-        let opened = Wal::open(&path, config.fsync)?;
+        let mut opened = Wal::open(&path, config.fsync)?;
         info!(
             "{}: replayed to seq {} ({} keys, {} bytes) in {:.3}s",
             path.display(),
@@ -68,9 +75,21 @@ impl Node {
             opened.wal.len_bytes(),
             started.elapsed().as_secs_f64()
         );
-        if config.role == Role::Leader && config.secret.is_none() {
+        if role.role == Role::Leader && config.secret.is_none() {
             warn!(
                 "no shared secret (KEYVAL_SECRET or --secret-file): every follower will be refused"
+            );
+        }
+        if role.role == Role::Leader && !role.fenced && opened.wal.last_seq() > 0 {
+            // Whatever this log lost at the last stop (an unsynced tail, a
+            // restore from backup) was never written in the new history,
+            // so no follower can mistake it for what comes next.
+            let epoch = opened.wal.lineage().current().epoch;
+            let segment = opened.wal.fork(&mut opened.store, epoch)?;
+            info!(
+                "leader started history {} at seq {} (epoch {epoch})",
+                hex::encode(segment.history),
+                segment.start
             );
         }
         let next_fsync = (config.fsync == FsyncPolicy::EverySec).then(|| Instant::now() + EVERYSEC);
@@ -91,26 +110,69 @@ impl Node {
                 },
                 ..Replication::default()
             },
+            role,
+            drop_held: false,
         })
+    }
+
+    /// The flags' role, unless the data directory's state file (written by
+    /// an earlier promotion, re-pointing or fencing) says otherwise.
+    fn starting_role(config: &Config) -> Result<RoleState, Error> {
+        let flags = RoleState::from_config(config);
+        let Some(saved) = RoleState::load(&config.data_dir, config.id)? else {
+            return Ok(flags);
+        };
+        if saved.role != flags.role || saved.leader != flags.leader || saved.fenced {
+            let following = saved
+                .leader
+                .as_ref()
+                .map(|l| format!(" of {}:{}", l.host, l.port))
+                .unwrap_or_default();
+            warn!(
+                "{} says this node is a {}{following}{} since a role change; that wins over the \
+                 flags (--role {}). Use keyval-ctl to change it.",
+                RoleState::path(&config.data_dir, config.id).display(),
+                role_word(saved.role),
+                if saved.fenced { ", fenced" } else { "" },
+                role_word(flags.role),
+            );
+        }
+        Ok(saved)
+    }
+
+    /// Whether this node takes writes.
+    pub fn is_writable_leader(&self) -> bool {
+        self.role.role == Role::Leader && !self.role.fenced
+    }
+
+    /// The highest epoch this node knows of.
+    pub fn known_epoch(&self) -> u64 {
+        self.role.epoch_seen.max(self.wal.lineage().current().epoch)
+    }
+
+    /// Persists the role; a failure is logged (the change still holds in
+    /// memory, and the operator is told it may not survive a restart).
+    pub fn save_role(&self) {
+        if let Err(e) = self.role.save(&self.config.data_dir, self.config.id) {
+            error!("{e}; the role change holds until this node restarts, but may not after");
+        }
     }
 
     /// `leader` or `follower`.
     pub fn role_name(&self) -> &'static str {
-        match self.config.role {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-        }
+        role_word(self.role.role)
     }
 
     /// Executes one request line from `conn` (connection `key`).
     pub fn execute_line(&mut self, conn: &mut Conn, key: usize, line: &[u8]) {
         match conn.kind {
             Peer::AwaitHello => self.hello(conn, line),
-            Peer::Client => match parse_request(line) {
+            Peer::Client | Peer::Admin => match parse_request(line) {
                 Ok(request) => self.execute(conn, request),
                 Err(_) => conn.reply(Reply::InvalidCommand),
             },
             Peer::FollowerAuth { .. } => self.follower_auth(conn, key, line),
+            Peer::AdminAuth { .. } => self.admin_auth(conn, line),
             Peer::Leader(_) => self.link_line(conn, line),
             // Frames, not lines, flow on these.
             Peer::Follower(_) => {}
@@ -124,7 +186,8 @@ impl Node {
                 conn.reply(Reply::HelloServer);
             }
             Some(Hello::Follower { id, nonce }) => self.follower_hello(conn, id, nonce),
-            Some(Hello::Admin { .. }) | None => {
+            Some(Hello::Admin { nonce }) => self.admin_hello(conn, nonce),
+            None => {
                 info!("{}: invalid handshake", conn.peer);
                 conn.reply(Reply::InvalidHandshake);
                 conn.closing = true;
@@ -133,8 +196,14 @@ impl Node {
     }
 
     fn execute(&mut self, conn: &mut Conn, request: Request<'_>) {
-        if request.is_write() && self.config.role != Role::Leader {
-            conn.reply(Reply::WriteNotAllowed);
+        if request.is_write() && !self.is_writable_leader() {
+            let reply = match (&self.role.leader, self.role.role) {
+                (Some(leader), Role::Follower) => {
+                    format!("WRITE_NOT_ALLOWED {}:{}\n", leader.host, leader.port)
+                }
+                _ => "WRITE_NOT_ALLOWED\n".to_string(),
+            };
+            conn.reply_with(|out| out.extend_from_slice(reply.as_bytes()));
             return;
         }
         match request {
@@ -170,6 +239,7 @@ impl Node {
                 conn.closing = true;
             }
             // Admin commands need the admin handshake.
+            Request::Admin(admin) if matches!(conn.kind, Peer::Admin) => self.admin(conn, admin),
             Request::Admin(_) => conn.reply(Reply::InvalidCommand),
         }
     }
@@ -237,6 +307,15 @@ impl Node {
         }
     }
 
+    /// Starts a compaction now unless one is running (`COMPACT`).
+    pub fn compact_now(&mut self) -> bool {
+        if self.compaction.is_some() || self.wal.has_failed() {
+            return false;
+        }
+        self.start_compaction();
+        self.compaction.is_some()
+    }
+
     fn start_compaction(&mut self) {
         info!(
             "{}: compacting ({} bytes for {} live keys)",
@@ -267,7 +346,7 @@ impl Node {
             .repl
             .link
             .reconnect_at
-            .filter(|_| self.config.role == Role::Follower);
+            .filter(|_| self.role.role == Role::Follower);
         [
             self.next_fsync,
             self.compaction_not_before
@@ -282,13 +361,15 @@ impl Node {
 
     /// The `INFO` fields.
     fn info_lines(&self) -> Vec<String> {
-        let header = self.wal.header();
+        let current = self.wal.lineage().current();
         let mut lines = vec![
             format!("role {}", self.role_name()),
             format!("id {}", self.config.id),
             format!("seq {}", self.wal.last_seq()),
-            format!("history {}", hex::encode(header.history)),
-            format!("epoch {}", header.epoch),
+            format!("history {}", hex::encode(current.history)),
+            format!("epoch {}", current.epoch),
+            format!("epoch_seen {}", self.known_epoch()),
+            format!("history_start {}", current.start),
             format!("keys {}", self.store.len()),
             format!("log_bytes {}", self.wal.len_bytes()),
             format!("durable_seq {}", self.wal.durable_seq()),
@@ -296,6 +377,8 @@ impl Node {
                 "writes {}",
                 if self.wal.has_failed() {
                     "failed"
+                } else if self.role.fenced {
+                    "fenced"
                 } else {
                     "ok"
                 }

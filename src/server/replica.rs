@@ -14,11 +14,13 @@ use super::node::Node;
 use crate::config::Role;
 use crate::protocol::Reply;
 use crate::replication::auth::{self, Prover};
-use crate::replication::follower::{check_leader, Backoff, LinkState, SnapshotBuilder};
-use crate::replication::leader::{plan, Feed, FollowerPosition};
-use crate::replication::wire::{Frame, Mode};
+use crate::replication::follower::{check_plan, Backoff, Holding, LinkState, SnapshotBuilder};
+use crate::replication::leader::Feed;
+use crate::replication::wire::{self, Frame, Mode};
 use crate::replication::{FOLLOWER_BUF_LOW, LINK_TIMEOUT};
+use crate::wal::lineage::{self, Lineage, Plan};
 use crate::wal::record::{Decoded, Record};
+use crate::wal::WalError;
 
 /// Leader-side facts about one follower, for `INFO`, the follower cap and
 /// the output rule.
@@ -81,17 +83,19 @@ impl Node {
             conn.reply_with(|out| out.extend_from_slice(reply));
             conn.closing = true;
         };
-        if self.config.role != Role::Leader {
+        if self.role.role != Role::Leader {
             return fail(
                 conn,
                 b"CANNOT_ACCEPT_FOLLOWER_CONNECTION\n",
                 "this node is not a leader",
             );
         }
+        // Any id but this node's own: a deposed leader follows under its id 1.
+        let own = self.config.id;
         let id = std::str::from_utf8(id)
             .ok()
             .and_then(|s| s.parse::<u32>().ok())
-            .filter(|&id| id >= 2);
+            .filter(|&id| id >= 1 && id != own);
         let (Some(id), true) = (id, auth::is_nonce(fnonce)) else {
             return fail(
                 conn,
@@ -131,6 +135,9 @@ impl Node {
                 if !auth::verify(secret, Prover::Follower, &id.to_string(), fnonce, lnonce, p) =>
             {
                 Some(b"INVALID_SECRET_KEY\n")
+            }
+            Some(_) if self.role.role != Role::Leader => {
+                Some(&b"CANNOT_ACCEPT_FOLLOWER_CONNECTION\n"[..])
             }
             Some(_) => {
                 let others = self
@@ -219,60 +226,85 @@ impl Node {
         };
         session.last_heard = Instant::now();
         match frame {
-            Frame::Sync { history, seq, .. } if session.feed.is_none() => {
-                let header = *self.wal.header();
-                let mode = plan(
-                    &header,
+            Frame::Sync {
+                seq,
+                epoch,
+                lineage: segments,
+            } if session.feed.is_none() => {
+                let id = session.id;
+                let follower = Lineage::from_segments(&segments)
+                    .map_err(|e| format!("the follower's lineage: {e}"))?;
+                let plan = lineage::plan(
+                    self.wal.lineage(),
+                    self.wal.header().base_seq,
                     self.wal.written_seq(),
-                    FollowerPosition { history, seq },
+                    &follower,
+                    seq,
                 );
                 let feed =
-                    Feed::new(&self.wal, mode, seq).map_err(|e| format!("opening the log: {e}"))?;
-                match mode {
-                    Mode::CatchUp => info!(
-                        "{}: follower {} catching up from seq {seq} to {}",
-                        conn.peer,
-                        session.id,
-                        self.wal.written_seq()
-                    ),
-                    Mode::Snapshot => info!(
-                        "{}: follower {} gets a snapshot ({} bytes, seq {}; it had history {} seq {seq})",
-                        conn.peer,
-                        session.id,
-                        self.wal.written_end(),
-                        self.wal.written_seq(),
-                        hex::encode(history)
-                    ),
-                }
+                    Feed::new(&self.wal, plan).map_err(|e| format!("opening the log: {e}"))?;
                 session.feed = Some(feed);
-                let plan_frame = Frame::Plan {
-                    mode,
-                    history: header.history,
-                    epoch: header.epoch,
-                    seq: self.wal.written_seq(),
-                };
-                plan_frame.encode(conn.raw_out());
+                self.learn_epoch(epoch, &format!("follower {id} at {}", conn.peer));
+                self.send_plan(conn, id, plan, &follower, seq);
                 Ok(())
             }
-            Frame::Ack { seq } if session.feed.is_some() => {
+            Frame::Ack { seq, epoch } if session.feed.is_some() => {
                 session.acked = seq;
-                if let Some(entry) = self
-                    .repl
-                    .followers
-                    .get_mut(&session.id)
-                    .filter(|e| e.key == key)
-                {
+                let id = session.id;
+                if let Some(entry) = self.repl.followers.get_mut(&id).filter(|e| e.key == key) {
                     if !entry.accepted {
-                        info!("{}: follower {} connected", conn.peer, session.id);
+                        info!("{}: follower {id} connected", conn.peer);
                     }
                     entry.accepted = true;
                     entry.acked = seq;
                     self.repl.acks_changed = true;
                 }
+                self.learn_epoch(epoch, &format!("follower {id} at {}", conn.peer));
                 Ok(())
             }
             other => Err(format!("unexpected frame from a follower: {other:?}")),
         }
+    }
+
+    /// Logs the plan for follower `id` and sends it.
+    fn send_plan(&mut self, conn: &mut Conn, id: u32, plan: Plan, follower: &Lineage, seq: u64) {
+        let written = self.wal.written_seq();
+        let (mode, common, keep_forks) = match plan {
+            Plan::CatchUp {
+                from, keep_forks, ..
+            } => {
+                info!(
+                    "{}: follower {id} catching up from seq {from} to {written}{}",
+                    conn.peer,
+                    if from < seq {
+                        format!(" (it holds seq {seq}: it must drop {} writes)", seq - from)
+                    } else {
+                        String::new()
+                    }
+                );
+                (Mode::CatchUp, Some(from), keep_forks)
+            }
+            Plan::Snapshot { common } => {
+                info!(
+                    "{}: follower {id} gets a snapshot ({} bytes, seq {written}; it had history {} \
+                     seq {seq})",
+                    conn.peer,
+                    self.wal.written_end(),
+                    hex::encode(follower.current().history)
+                );
+                (Mode::Snapshot, common, 0)
+            }
+        };
+        let current = self.wal.lineage().current();
+        Frame::Plan(wire::Plan {
+            mode,
+            history: current.history,
+            epoch: current.epoch,
+            seq: written,
+            common,
+            keep_forks: u32::try_from(keep_forks).unwrap_or(u32::MAX),
+        })
+        .encode(conn.raw_out());
     }
 
     fn on_leader_frame(&mut self, conn: &mut Conn, frame: Frame<'_>) -> Result<(), String> {
@@ -281,28 +313,52 @@ impl Node {
         };
         self.repl.link.last_heard = Some(Instant::now());
         match (state, frame) {
-            (
-                LinkState::AwaitPlan,
-                Frame::Plan {
-                    mode, history, seq, ..
-                },
-            ) => {
-                self.repl.link.leader_seq = seq;
-                let mine = self.wal.header().history;
-                if let Err(refusal) = check_leader(mine, self.wal.last_seq(), history, seq) {
-                    error!(
-                        "{}: refusing this leader: {refusal}. This follower keeps its data and keeps \
-                         serving reads. To make it the leader, promote it; to resync it from this \
-                         leader, stop it and empty its data directory.",
-                        conn.peer
+            (LinkState::AwaitPlan, Frame::Plan(plan)) => {
+                self.repl.link.leader_seq = plan.seq;
+                let holding = Holding {
+                    seq: self.wal.last_seq(),
+                    forks: self.wal.lineage().forks(),
+                    epoch: self.known_epoch(),
+                    may_discard: self.role.may_discard,
+                };
+                let acceptance = match check_plan(&plan, holding) {
+                    Ok(acceptance) => acceptance,
+                    Err(refusal) => {
+                        error!(
+                            "{}: refusing this leader: {refusal}. This node keeps its data and keeps \
+                             serving reads. To make it the leader, promote it (keyval-ctl promote); \
+                             to follow this leader anyway, run keyval-ctl follow (drops the writes \
+                             the leader lacks), or stop it and empty its data directory.",
+                            conn.peer
+                        );
+                        self.repl.link.status = Some(LinkStatus::Refused);
+                        conn.closing = true;
+                        return Ok(());
+                    }
+                };
+                self.learn_epoch(plan.epoch, &format!("the leader at {}", conn.peer));
+                if let Some((first, last)) = acceptance.dropped {
+                    warn!(
+                        "{}: dropping {} writes (seq {first}..={last}) that the leader does not \
+                         have, as FOLLOW allowed",
+                        conn.peer,
+                        last - first + 1
                     );
-                    self.repl.link.status = Some(LinkStatus::Refused);
-                    conn.closing = true;
-                    return Ok(());
+                }
+                if let Some((to, keep_forks)) = acceptance.rewind {
+                    self.rewind(conn, to, keep_forks)?;
+                    if conn.closing {
+                        return Ok(());
+                    }
+                }
+                if self.role.may_discard {
+                    self.role.may_discard = false;
+                    self.save_role();
                 }
                 self.repl.link.status = Some(LinkStatus::Up);
                 self.repl.link.backoff.reset();
-                match mode {
+                let seq = plan.seq;
+                match plan.mode {
                     Mode::CatchUp => {
                         info!(
                             "{}: leader accepted; catching up from seq {} to {seq}",
@@ -311,10 +367,7 @@ impl Node {
                         );
                         conn.kind = Peer::Leader(LinkState::Streaming);
                         self.repl.link.acked_sent = self.wal.durable_seq();
-                        Frame::Ack {
-                            seq: self.wal.durable_seq(),
-                        }
-                        .encode(conn.raw_out());
+                        self.ack(conn, self.wal.durable_seq());
                     }
                     Mode::Snapshot => {
                         info!(
@@ -324,7 +377,7 @@ impl Node {
                         let builder =
                             SnapshotBuilder::new(self.wal.path()).map_err(|e| e.to_string())?;
                         conn.kind = Peer::Leader(LinkState::Snapshot(Box::new(builder)));
-                        Frame::Ack { seq: 0 }.encode(conn.raw_out());
+                        self.ack(conn, 0);
                     }
                 }
                 Ok(())
@@ -339,7 +392,12 @@ impl Node {
                 let snapshot = builder.finish(seq)?;
                 let (keys, bytes) = (snapshot.store.len(), snapshot.bytes);
                 self.wal
-                    .install_snapshot(snapshot.temp, snapshot.header, snapshot.last_seq)
+                    .install_snapshot(
+                        snapshot.temp,
+                        snapshot.header,
+                        snapshot.lineage,
+                        snapshot.last_seq,
+                    )
                     .map_err(|e| format!("installing the snapshot: {e}"))?;
                 self.store = snapshot.store;
                 self.cancel_compaction();
@@ -348,7 +406,7 @@ impl Node {
                     conn.peer
                 );
                 self.repl.link.acked_sent = seq;
-                Frame::Ack { seq }.encode(conn.raw_out());
+                self.ack(conn, seq);
                 Ok(())
             }
             (LinkState::Streaming, Frame::Records(mut bytes)) => {
@@ -364,8 +422,18 @@ impl Node {
                 }
                 Ok(())
             }
-            (_, Frame::Heartbeat { seq, .. }) => {
+            (_, Frame::Heartbeat { seq, epoch }) => {
                 self.repl.link.leader_seq = seq;
+                if epoch < self.known_epoch() {
+                    error!(
+                        "{}: the leader is at epoch {epoch}, but epoch {} exists: it was replaced; \
+                         not following it",
+                        conn.peer,
+                        self.known_epoch()
+                    );
+                    self.repl.link.status = Some(LinkStatus::Refused);
+                    conn.closing = true;
+                }
                 Ok(())
             }
             (_, other) => Err(format!("unexpected frame from the leader: {other:?}")),
@@ -414,11 +482,10 @@ impl Node {
                 *state = LinkState::AwaitWelcome;
             }
             LinkState::AwaitWelcome if text == "HELLO LEADER" => {
-                let header = self.wal.header();
                 Frame::Sync {
-                    history: header.history,
                     seq: self.wal.last_seq(),
-                    epoch: header.epoch,
+                    epoch: self.known_epoch(),
+                    lineage: self.wal.lineage().segments().to_vec(),
                 }
                 .encode(conn.raw_out());
                 *state = LinkState::AwaitPlan;
@@ -504,7 +571,7 @@ impl Node {
             }
             Peer::Leader(LinkState::Streaming) if local > self.repl.link.acked_sent => {
                 self.repl.link.acked_sent = local;
-                Frame::Ack { seq: local }.encode(conn.raw_out());
+                self.ack(conn, local);
             }
             _ => {}
         }
@@ -519,7 +586,7 @@ impl Node {
     }
 
     fn tick_peer(&mut self, conn: &mut Conn, kind: &mut Peer, key: usize, now: Instant) {
-        let header = *self.wal.header();
+        let epoch = self.wal.lineage().current().epoch;
         match kind {
             Peer::Follower(session) => {
                 if now.duration_since(session.last_heard) > LINK_TIMEOUT {
@@ -548,7 +615,7 @@ impl Node {
                 }
                 Frame::Heartbeat {
                     seq: self.wal.written_seq(),
-                    epoch: header.epoch,
+                    epoch,
                 }
                 .encode(conn.raw_out());
             }
@@ -565,13 +632,49 @@ impl Node {
                     );
                     self.repl.evict.push(key);
                 } else if matches!(state, LinkState::Streaming | LinkState::Snapshot(_)) {
-                    Frame::Ack {
-                        seq: self.repl.link.acked_sent,
-                    }
-                    .encode(conn.raw_out());
+                    self.ack(conn, self.repl.link.acked_sent);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Acknowledges `seq` to the leader, with the highest epoch known.
+    fn ack(&self, conn: &mut Conn, seq: u64) {
+        Frame::Ack {
+            seq,
+            epoch: self.known_epoch(),
+        }
+        .encode(conn.raw_out());
+    }
+
+    /// Cuts this follower's log back to where the leader's continues.
+    fn rewind(&mut self, conn: &mut Conn, to: u64, keep_forks: usize) -> Result<(), String> {
+        match self.wal.rewind(&mut self.store, to, keep_forks) {
+            Ok((store, dropped)) => {
+                self.store = store;
+                self.cancel_compaction();
+                match dropped {
+                    Some((first, last)) => warn!(
+                        "{}: rewound the log to seq {to}: dropped {} writes, seq {first}..={last}",
+                        conn.peer,
+                        last - first + 1
+                    ),
+                    None => info!("{}: rewound the log's history to seq {to}", conn.peer),
+                }
+                Ok(())
+            }
+            Err(e @ WalError::CannotRewind { .. }) => {
+                error!(
+                    "{}: {e}; stop this node and empty its data directory to resync it with a \
+                     snapshot",
+                    conn.peer
+                );
+                self.repl.link.status = Some(LinkStatus::Refused);
+                conn.closing = true;
+                Ok(())
+            }
+            Err(e) => Err(format!("rewinding the log: {e}")),
         }
     }
 
@@ -598,7 +701,7 @@ impl Node {
 
     /// `INFO` lines about replication.
     pub fn replication_info(&self, lines: &mut Vec<String>) {
-        match self.config.role {
+        match self.role.role {
             Role::Leader => {
                 let connected: Vec<(&u32, &FollowerEntry)> = self
                     .repl
@@ -623,6 +726,9 @@ impl Node {
                     _ => "down",
                 };
                 lines.push(format!("leader_link {status}"));
+                if let Some(leader) = &self.role.leader {
+                    lines.push(format!("leader {}:{}", leader.host, leader.port));
+                }
                 lines.push(format!("leader_seq {}", link.leader_seq));
                 lines.push(format!(
                     "lag {}",

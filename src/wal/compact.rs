@@ -234,10 +234,11 @@ impl Job {
     }
 }
 
-/// Offset and length of the last `PUT` of every key still present, in file
-/// order.
+/// Offset and length of the last `PUT` of every key still present, and of
+/// every fork record, in file order.
 fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
     let mut live: HashMap<Box<[u8]>, (u64, u32)> = HashMap::new();
+    let mut forks: Vec<(u64, u32)> = Vec::new();
     let mut reader = RangeReader {
         file,
         pos: HEADER_LEN as u64,
@@ -258,6 +259,8 @@ fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
                         }
                     }
                     Op::Delete => drop(live.remove(rec.key)),
+                    // The lineage is kept whole.
+                    Op::Fork => forks.push((offset, used as u32)),
                 }
                 start += used;
                 offset += used as u64;
@@ -281,7 +284,7 @@ fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
             Err(e) => return Err(io::Error::other(format!("{e} at offset {offset}"))),
         }
     }
-    let mut records: Vec<(u64, u32)> = live.into_values().collect();
+    let mut records: Vec<(u64, u32)> = live.into_values().chain(forks).collect();
     records.sort_unstable();
     Ok(records)
 }

@@ -10,6 +10,7 @@
 //! Byte layout: see [`record`].
 
 pub mod compact;
+pub mod lineage;
 pub mod record;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use crate::store::{Store, Undo};
+use lineage::{Lineage, Segment};
 use record::{Decoded, Header, HistoryId, Op, Record, HEADER_LEN};
 
 /// When the log is fsynced (`--fsync`).
@@ -63,6 +65,10 @@ pub enum WalError {
     Failed,
     /// A replicated record does not follow the log's last one.
     OutOfOrder { expected: u64, got: u64 },
+    /// A fork record that does not fit the log's lineage.
+    BadFork(String),
+    /// A rewind to a seq the log no longer holds record by record.
+    CannotRewind { to: u64, base_seq: u64 },
 }
 
 impl fmt::Display for WalError {
@@ -96,6 +102,11 @@ impl fmt::Display for WalError {
                     "replicated record seq {got} where seq {expected} was expected"
                 )
             }
+            WalError::BadFork(reason) => write!(f, "replicated fork record: {reason}"),
+            WalError::CannotRewind { to, base_seq } => write!(
+                f,
+                "cannot rewind to seq {to}: the log was compacted through seq {base_seq}"
+            ),
         }
     }
 }
@@ -129,6 +140,8 @@ pub struct Wal {
     _lock: File,
     file: File,
     header: Header,
+    /// The histories the log holds (the header's, then its fork records).
+    lineage: Lineage,
     policy: FsyncPolicy,
     /// Encoded records not yet written.
     pending: Vec<u8>,
@@ -221,7 +234,7 @@ impl Wal {
             .append(true)
             .open(path)
             .map_err(io_err(path, "open"))?;
-        let replayed = replay(path, &mut file)?;
+        let replayed = replay(path, &mut file, None)?;
         let truncated = replayed.file_len - replayed.end;
         if truncated > 0 {
             warn!(
@@ -239,6 +252,7 @@ impl Wal {
             _lock: lock,
             file,
             header: replayed.header,
+            lineage: replayed.lineage,
             policy,
             pending: Vec::new(),
             uncommitted: Vec::new(),
@@ -282,6 +296,7 @@ impl Wal {
                 Some(undo) => undo,
                 None => return Ok(self.last_seq),
             },
+            Op::Fork => return Err(WalError::BadFork("forks go through Wal::fork".into())),
         };
         let seq = self.last_seq + 1;
         Record {
@@ -310,6 +325,19 @@ impl Wal {
         if self.failed {
             return Err(WalError::Failed);
         }
+        if let Some((history, epoch)) = rec.as_fork() {
+            if rec.seq != self.last_seq {
+                return Err(WalError::OutOfOrder {
+                    expected: self.last_seq,
+                    got: rec.seq,
+                });
+            }
+            self.lineage
+                .fork(history, epoch, rec.seq)
+                .map_err(WalError::BadFork)?;
+            rec.encode(&mut self.pending);
+            return Ok(());
+        }
         let out_of_order = WalError::OutOfOrder {
             expected: self.last_seq + 1,
             got: rec.seq,
@@ -320,6 +348,7 @@ impl Wal {
         let undo = match rec.op {
             Op::Put => store.put(rec.key, rec.value),
             Op::Delete => store.delete(rec.key).ok_or(out_of_order)?,
+            Op::Fork => return Err(WalError::BadFork("a malformed fork record".into())),
         };
         rec.encode(&mut self.pending);
         self.uncommitted.push(undo);
@@ -427,9 +456,98 @@ impl Wal {
         self.durable_seq
     }
 
-    /// The file header (history, base seq, epoch).
+    /// The file header (first history, base seq, its epoch).
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The histories this log holds; the last is the one new writes join.
+    pub fn lineage(&self) -> &Lineage {
+        &self.lineage
+    }
+
+    /// Begins a new history at `epoch` after the last write: a fork record,
+    /// written and fsynced before this returns. A leader forks when it
+    /// starts (so a tail it may have lost can never be mistaken for the
+    /// writes it makes next) and when it is promoted (with a higher epoch).
+    ///
+    /// # Errors
+    /// IO errors (the log then fails), a failed log, or an epoch below the
+    /// current one.
+    pub fn fork(&mut self, store: &mut Store, epoch: u64) -> Result<Segment, WalError> {
+        self.commit(store)?;
+        if self.failed {
+            return Err(WalError::Failed);
+        }
+        let history = new_history_id();
+        let mut candidate = self.lineage.clone();
+        candidate
+            .fork(history, epoch, self.last_seq)
+            .map_err(WalError::BadFork)?;
+        let mut bytes = Vec::new();
+        Record::encode_fork(&mut bytes, self.last_seq, &history, epoch);
+        let written = self
+            .file
+            .write_all(&bytes)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            self.fail(store);
+            return Err(io_err(&self.path, "write fork record")(e));
+        }
+        self.written_end += bytes.len() as u64;
+        self.durable_end = self.written_end;
+        self.durable_seq = self.written_seq;
+        self.shared_end.store(self.written_end, Ordering::Release);
+        self.lineage = candidate;
+        Ok(self.lineage.current())
+    }
+
+    /// Cuts the log back to seq `to` and its first `keep_forks` fork
+    /// records, dropping the writes after them (a follower's writes its new
+    /// leader does not have), and rebuilds the store from what is left.
+    ///
+    /// # Returns
+    /// The new store and the seqs of the dropped writes, if any.
+    ///
+    /// # Errors
+    /// [`WalError::CannotRewind`] when `to` is inside the compacted part or
+    /// what must go is not a tail; IO errors (the log then fails).
+    pub fn rewind(
+        &mut self,
+        store: &mut Store,
+        to: u64,
+        keep_forks: usize,
+    ) -> Result<(Store, Option<(u64, u64)>), WalError> {
+        self.commit(store)?;
+        let cannot = WalError::CannotRewind {
+            to,
+            base_seq: self.header.base_seq,
+        };
+        if to < self.header.base_seq {
+            return Err(cannot);
+        }
+        let mut reader = File::open(&self.path).map_err(io_err(&self.path, "open"))?;
+        let replayed = replay(&self.path, &mut reader, Some(Cut { to, keep_forks }))?;
+        if replayed.uncut {
+            return Err(cannot);
+        }
+        let cut = self
+            .file
+            .set_len(replayed.end)
+            .and_then(|()| self.file.sync_all());
+        if let Err(e) = cut {
+            self.failed = true;
+            return Err(io_err(&self.path, "truncate")(e));
+        }
+        self.lineage = replayed.lineage;
+        self.last_seq = replayed.last_seq;
+        self.written_seq = replayed.last_seq;
+        self.durable_seq = replayed.last_seq;
+        self.written_end = replayed.end;
+        self.durable_end = replayed.end;
+        self.shared_end.store(replayed.end, Ordering::Release);
+        self.next_generation(None);
+        Ok((replayed.store, replayed.dropped))
     }
 
     /// Bytes in the file.
@@ -504,6 +622,7 @@ impl Wal {
         &mut self,
         temp: tempfile::NamedTempFile,
         header: Header,
+        lineage: Lineage,
         last_seq: u64,
     ) -> Result<(), WalError> {
         temp.persist(&self.path)
@@ -525,6 +644,7 @@ impl Wal {
         let len = file.metadata().map_err(io_err(&self.path, "stat"))?.len();
         self.file = file;
         self.header = header;
+        self.lineage = lineage;
         self.last_seq = last_seq;
         self.written_seq = last_seq;
         self.durable_seq = last_seq;
@@ -570,10 +690,48 @@ impl SeqCheck {
         }
     }
 
+    /// Checks a fork record's seq: it begins a history after the last
+    /// write, so it repeats that write's seq.
+    ///
+    /// # Errors
+    /// A description of the break in the order.
+    pub fn accept_fork(&mut self, seq: u64) -> Result<(), String> {
+        let in_snapshot_part = seq <= self.base && self.last == self.base;
+        if in_snapshot_part || seq == self.last {
+            Ok(())
+        } else {
+            Err(format!("a fork at seq {seq} after seq {}", self.last))
+        }
+    }
+
     /// The seq the records so far bring the data to.
     pub fn last(&self) -> u64 {
         self.last
     }
+}
+
+/// Applies one record read from a log file (at open, or from a snapshot)
+/// to the store and lineage it describes.
+///
+/// # Errors
+/// A description of a record out of order.
+pub fn apply_logged(
+    rec: &Record<'_>,
+    seqs: &mut SeqCheck,
+    store: &mut Store,
+    lineage: &mut Lineage,
+) -> Result<(), String> {
+    if let Some((history, epoch)) = rec.as_fork() {
+        seqs.accept_fork(rec.seq)?;
+        return lineage.fork(history, epoch, rec.seq);
+    }
+    seqs.accept(rec.seq)?;
+    match rec.op {
+        Op::Put => drop(store.put(rec.key, rec.value)),
+        Op::Delete => drop(store.delete(rec.key)),
+        Op::Fork => return Err("a malformed fork record".into()),
+    }
+    Ok(())
 }
 
 /// Fresh random history id.
@@ -607,11 +765,23 @@ fn create_log(path: &Path, header: &Header) -> Result<(), WalError> {
 /// The result of reading a log from start to end.
 struct Replayed {
     header: Header,
+    lineage: Lineage,
     store: Store,
     last_seq: u64,
-    /// End of the last whole record.
+    /// End of the last whole record (or where a [`Cut`] falls).
     end: u64,
     file_len: u64,
+    /// First and last seq of the writes a cut dropped.
+    dropped: Option<(u64, u64)>,
+    /// A cut found records to keep after records to drop.
+    uncut: bool,
+}
+
+/// Where a rewind cuts: after seq `to` and `keep_forks` fork records.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    to: u64,
+    keep_forks: usize,
 }
 
 /// Read size for replay.
@@ -620,7 +790,7 @@ const REPLAY_CHUNK: usize = 4 << 20;
 /// Replays the log into a store. Stops at the first damaged or incomplete
 /// record; if that is the tail, `end` marks where to cut, otherwise it is an
 /// error.
-fn replay(path: &Path, file: &mut File) -> Result<Replayed, WalError> {
+fn replay(path: &Path, file: &mut File, cut: Option<Cut>) -> Result<Replayed, WalError> {
     let file_len = file.metadata().map_err(io_err(path, "stat"))?.len();
     let mut reader = io::BufReader::with_capacity(REPLAY_CHUNK, &*file);
     let mut head = [0u8; HEADER_LEN];
@@ -635,8 +805,12 @@ fn replay(path: &Path, file: &mut File) -> Result<Replayed, WalError> {
         reason,
     })?;
     let mut store = Store::new();
+    let mut lineage = Lineage::new(header.history, header.epoch);
     let mut offset = HEADER_LEN as u64;
     let mut seqs = SeqCheck::new(header.base_seq);
+    let mut cut_at: Option<u64> = None;
+    let mut dropped: Option<(u64, u64)> = None;
+    let mut uncut = false;
     let mut buf: Vec<u8> = Vec::with_capacity(REPLAY_CHUNK);
     let mut start = 0usize;
     let mut eof = false;
@@ -644,14 +818,26 @@ fn replay(path: &Path, file: &mut File) -> Result<Replayed, WalError> {
         let outcome = Record::decode(&buf[start..]);
         match outcome {
             Ok(Decoded::Record(rec, used)) => {
-                seqs.accept(rec.seq).map_err(|reason| WalError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset,
-                    reason,
-                })?;
-                match rec.op {
-                    Op::Put => drop(store.put(rec.key, rec.value)),
-                    Op::Delete => drop(store.delete(rec.key)),
+                let keep = cut.is_none_or(|c| match rec.op {
+                    Op::Fork => lineage.forks() < c.keep_forks,
+                    Op::Put | Op::Delete => rec.seq <= c.to,
+                });
+                if !keep {
+                    cut_at.get_or_insert(offset);
+                    if rec.op != Op::Fork {
+                        let first = dropped.map_or(rec.seq, |d| d.0);
+                        dropped = Some((first, rec.seq));
+                    }
+                } else if cut_at.is_some() {
+                    uncut = true;
+                } else {
+                    apply_logged(&rec, &mut seqs, &mut store, &mut lineage).map_err(|reason| {
+                        WalError::Corrupt {
+                            path: path.to_path_buf(),
+                            offset,
+                            reason,
+                        }
+                    })?;
                 }
                 start += used;
                 offset += used as u64;
@@ -696,10 +882,13 @@ fn replay(path: &Path, file: &mut File) -> Result<Replayed, WalError> {
     }
     Ok(Replayed {
         header,
+        lineage,
         store,
         last_seq: seqs.last(),
-        end: offset,
+        end: cut_at.unwrap_or(offset),
         file_len,
+        dropped,
+        uncut,
     })
 }
 
@@ -848,6 +1037,97 @@ mod tests {
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a damaged log opened"),
         }
+    }
+
+    #[test]
+    fn forks_survive_reopen_and_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leader.log");
+        let lineage;
+        {
+            let mut o = open(dir.path());
+            put(&mut o, "a", "1");
+            let first = o.wal.fork(&mut o.store, 1).expect("fork");
+            assert_eq!(first.start, 1);
+            put(&mut o, "a", "2");
+            put(&mut o, "b", "3");
+            o.wal.fork(&mut o.store, 4).expect("fork");
+            assert!(o.wal.fork(&mut o.store, 3).is_err(), "epochs never go back");
+            put(&mut o, "c", "5");
+            o.wal.commit(&mut o.store).expect("commit");
+            assert_eq!(o.wal.lineage().forks(), 2);
+            lineage = o.wal.lineage().clone();
+            let compaction = o.wal.start_compaction(Box::new(|| {})).expect("start");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let done = loop {
+                if let Some(done) = compaction.poll() {
+                    break done.expect("compaction");
+                }
+                assert!(std::time::Instant::now() < deadline, "compaction hangs");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            };
+            o.wal.finish_compaction(done).expect("finish");
+            assert_eq!(o.wal.lineage(), &lineage);
+        }
+        let o = Wal::open(&path, FsyncPolicy::Always).expect("reopen");
+        assert_eq!(o.wal.lineage(), &lineage);
+        assert_eq!(o.wal.last_seq(), 4);
+        assert_eq!(o.store.get(b"a"), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn rewind_drops_exactly_the_tail_after_the_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = open(dir.path());
+        put(&mut o, "a", "1");
+        put(&mut o, "b", "2");
+        o.wal.fork(&mut o.store, 1).expect("fork");
+        put(&mut o, "a", "changed");
+        put(&mut o, "c", "3");
+        o.wal.commit(&mut o.store).expect("commit");
+        let (store, dropped) = o.wal.rewind(&mut o.store, 2, 0).expect("rewind");
+        assert_eq!(dropped, Some((3, 4)));
+        assert_eq!(o.wal.last_seq(), 2);
+        assert_eq!(o.wal.lineage().forks(), 0);
+        assert_eq!(store.get(b"a"), Some(&b"1"[..]));
+        assert_eq!(store.get(b"c"), None);
+        o.store = store;
+        assert_eq!(put(&mut o, "d", "4"), 3);
+        o.wal.commit(&mut o.store).expect("commit");
+        drop(o);
+        let o = open(dir.path());
+        assert_eq!(o.wal.last_seq(), 3);
+        assert_eq!(o.store.get(b"a"), Some(&b"1"[..]));
+        assert_eq!(o.store.get(b"d"), Some(&b"4"[..]));
+    }
+
+    #[test]
+    fn rewind_into_the_compacted_part_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leader.log");
+        let mut bytes = Vec::new();
+        Header {
+            history: [1; 16],
+            base_seq: 5,
+            epoch: 1,
+        }
+        .encode(&mut bytes);
+        for seq in [2, 5] {
+            Record {
+                seq,
+                op: Op::Put,
+                key: format!("k{seq}").as_bytes(),
+                value: b"v",
+            }
+            .encode(&mut bytes);
+        }
+        std::fs::write(&path, &bytes).expect("write");
+        let mut o = open(dir.path());
+        assert!(matches!(
+            o.wal.rewind(&mut o.store, 3, 0),
+            Err(WalError::CannotRewind { to: 3, base_seq: 5 })
+        ));
+        assert_eq!(o.wal.last_seq(), 5, "nothing changed");
     }
 
     #[test]

@@ -18,10 +18,15 @@
 //!   0   4  body length  u32: bytes after the crc field
 //!   4   4  crc          u32: CRC-32 (IEEE) of the body
 //!   8   8  seq          u64: sequence number of the write
-//!  16   1  op           1 = PUT, 2 = DELETE
+//!  16   1  op           1 = PUT, 2 = DELETE, 3 = FORK
 //!  17   2  key length   u16
 //!  19   k  key
 //!  19+k v  value        rest of the body (empty for DELETE)
+//!
+//! FORK (a new history begins after this log's last write; see `lineage`)
+//!   seq   = the last seq of the old history (a fork takes no seq of its own)
+//!   key   = the new history id (16 bytes)
+//!   value = the new history's epoch (u64, 8 bytes)
 //! ```
 
 /// The first eight bytes of every log file.
@@ -126,6 +131,8 @@ impl Header {
 pub enum Op {
     Put,
     Delete,
+    /// A new history begins: no data changes.
+    Fork,
 }
 
 impl Op {
@@ -133,9 +140,13 @@ impl Op {
         match self {
             Op::Put => 1,
             Op::Delete => 2,
+            Op::Fork => 3,
         }
     }
 }
+
+/// Bytes of a fork record's value: the epoch.
+const FORK_VALUE_LEN: usize = 8;
 
 /// One logged write, borrowing its key and value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +190,26 @@ impl std::fmt::Display for RecordError {
 }
 
 impl Record<'_> {
+    /// Appends a fork record: `history` (at `epoch`) begins after `seq`.
+    pub fn encode_fork(out: &mut Vec<u8>, seq: u64, history: &HistoryId, epoch: u64) {
+        Record {
+            seq,
+            op: Op::Fork,
+            key: history,
+            value: &epoch.to_le_bytes(),
+        }
+        .encode(out);
+    }
+
+    /// The new history and its epoch, if this is a fork record.
+    pub fn as_fork(&self) -> Option<(HistoryId, u64)> {
+        if self.op != Op::Fork {
+            return None;
+        }
+        let history = HistoryId::try_from(self.key).ok()?;
+        Some((history, le_u64(self.value)))
+    }
+
     /// Bytes this record takes when encoded.
     pub fn encoded_len(&self) -> usize {
         RECORD_PREFIX_LEN + BODY_FIXED_LEN + self.key.len() + self.value.len()
@@ -230,6 +261,7 @@ impl Record<'_> {
         let op = match body[8] {
             1 => Op::Put,
             2 => Op::Delete,
+            3 => Op::Fork,
             _ => return Err(RecordError::BadBody),
         };
         let key_len = usize::from(u16::from_le_bytes([body[9], body[10]]));
@@ -239,6 +271,7 @@ impl Record<'_> {
         let valid = match op {
             Op::Put => !value.is_empty(),
             Op::Delete => value.is_empty(),
+            Op::Fork => key.len() == 16 && value.len() == FORK_VALUE_LEN,
         };
         if key.is_empty() || !valid {
             return Err(RecordError::BadBody);
@@ -402,6 +435,29 @@ mod tests {
             buf.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
             buf.extend_from_slice(body);
             assert_eq!(Record::decode(&buf), Err(RecordError::BadBody));
+        }
+    }
+
+    #[test]
+    fn fork_records_round_trip_and_need_exact_sizes() {
+        let mut buf = Vec::new();
+        Record::encode_fork(&mut buf, 42, &[7; 16], 3);
+        let Ok(Decoded::Record(rec, used)) = Record::decode(&buf) else {
+            panic!("not a record");
+        };
+        assert_eq!(used, buf.len());
+        assert_eq!((rec.seq, rec.as_fork()), (42, Some(([7; 16], 3))));
+        assert_eq!(put(1, b"k", b"v").as_fork(), None);
+        for (key, value) in [(&[7u8; 15][..], &[0u8; 8][..]), (&[7; 16], &[0; 7])] {
+            let mut bad = Vec::new();
+            Record {
+                seq: 1,
+                op: Op::Fork,
+                key,
+                value,
+            }
+            .encode(&mut bad);
+            assert_eq!(Record::decode(&bad), Err(RecordError::BadBody));
         }
     }
 

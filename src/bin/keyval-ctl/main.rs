@@ -1,0 +1,110 @@
+//! `keyval-ctl`: the operator's tool for a keyval cluster, in the manner of
+//! `redis-cli` and `pg_ctl`: node facts, promotion, re-pointing, fencing,
+//! compaction, and the guided failover. It speaks the authenticated admin
+//! channel (`HELLO ADMIN`, see the README), with the secret from
+//! `KEYVAL_SECRET` or `--secret-file`.
+//!
+//! This file owns the command line; `session` the admin connection,
+//! `failover` the guided failover. Exit status: 0 on success, 1 with a
+//! one-line reason on stderr otherwise, 2 for bad usage.
+
+mod failover;
+mod session;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::session::Session;
+
+/// Command line of `keyval-ctl`.
+#[derive(Parser, Debug)]
+#[command(name = "keyval-ctl", version, about = "Administer keyval nodes")]
+struct Cli {
+    /// The node's host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The node's port.
+    #[arg(long, default_value_t = 5000)]
+    port: u16,
+    /// Read the shared secret from this file instead of `KEYVAL_SECRET`.
+    #[arg(long, env = "KEYVAL_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// How long to wait for a node to connect or answer, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What to do.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the node's INFO fields.
+    Info,
+    /// Make a follower the leader of a new history, one epoch up.
+    Promote,
+    /// Make the node a follower of HOST PORT (dropping writes that leader lacks).
+    Follow { host: String, port: u16 },
+    /// Stop a leader taking writes (the first step of a planned switchover).
+    Fence,
+    /// Start a compaction of the node's log now.
+    Compact,
+    /// Guided failover: promote the most advanced follower and re-point the rest.
+    Failover {
+        /// Every node of the cluster, as host:port, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// How long the chosen follower may take to catch up with a
+        /// reachable old leader, in seconds.
+        #[arg(long, default_value_t = 30)]
+        catch_up_secs: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyval-ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let secret = keyval::config::load_secret(
+        cli.secret_file.as_deref(),
+        std::env::var("KEYVAL_SECRET").ok(),
+    )?
+    .ok_or("no secret: set KEYVAL_SECRET or --secret-file")?;
+    let timeout = Duration::from_millis(cli.timeout_ms.max(1));
+    let addr = format!("{}:{}", cli.host, cli.port);
+    let request = match cli.command {
+        Command::Failover {
+            nodes,
+            catch_up_secs,
+        } => return failover::run(&nodes, &secret, timeout, Duration::from_secs(catch_up_secs)),
+        Command::Info => {
+            let info = Session::open(&addr, &secret, timeout)?.info()?;
+            for (field, value) in &info.fields {
+                println!("{field} {value}");
+            }
+            return Ok(());
+        }
+        Command::Promote => "PROMOTE".to_string(),
+        Command::Follow { host, port } => format!("FOLLOW {host} {port}"),
+        Command::Fence => "FENCE".to_string(),
+        Command::Compact => "COMPACT".to_string(),
+    };
+    let reply = Session::open(&addr, &secret, timeout)?.call(&request)?;
+    if reply.starts_with("OK") {
+        println!("{addr}: {reply}");
+        Ok(())
+    } else {
+        Err(format!("{addr}: {request} answered {reply}"))
+    }
+}
