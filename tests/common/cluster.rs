@@ -1,0 +1,145 @@
+//! A cluster on loopback for the tests: followers in temp dirs of their
+//! own, leaders on fixed ports (so followers find them after a restart),
+//! and the waits and bulk writes that replication and failover tests share.
+
+use std::net::TcpListener;
+use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+
+use super::{wait_until, Node};
+
+/// A follower node in a temp dir of its own (the node is dropped, and so
+/// killed, before the dir).
+pub struct Follower {
+    pub node: Node,
+    pub dir: TempDir,
+}
+
+impl Deref for Follower {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl DerefMut for Follower {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+}
+
+impl Follower {
+    /// Its log file.
+    pub fn log_path(&self) -> PathBuf {
+        let id = self.info_field("id");
+        self.dir.path().join(format!("follower_{id}.log"))
+    }
+}
+
+/// Starts follower `id` of the leader on `leader_port`, with `extra` flags.
+pub fn start_follower(leader_port: u16, id: u32, extra: &[&str]) -> Follower {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (id, port) = (id.to_string(), leader_port.to_string());
+    let mut args = vec![
+        "--role",
+        "follower",
+        "--id",
+        &id,
+        "--leader_host",
+        "127.0.0.1",
+        "--leader_port",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    let node = Node::start_in(dir.path(), &args);
+    Follower { node, dir }
+}
+
+/// A port nobody listens on right now, for nodes that must come back on
+/// the same port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A leader on a fixed port, so followers find it again after a restart.
+pub fn leader_on(port: u16, extra: &[&str]) -> Node {
+    let port = port.to_string();
+    Node::leader(&[&["--port", port.as_str()], extra].concat())
+}
+
+/// SIGTERM and wait for a clean exit.
+pub fn stop(node: &mut Node) {
+    node.signal("TERM");
+    let status = node.wait_exit();
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        node.log_text()
+    );
+}
+
+pub fn digest(node: &Node) -> String {
+    node.client().call("DIGEST")
+}
+
+pub fn seq(node: &Node) -> u64 {
+    node.info_field("seq").parse().expect("INFO seq")
+}
+
+/// Log lines of the node's current process containing `needle`.
+pub fn count_log(node: &Node, needle: &str) -> usize {
+    node.log_text()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Waits until `n` log lines of the node contain `needle` (stderr is read
+/// by a thread, so a line may trail the reply it came with), and checks
+/// there are no more.
+pub fn wait_log_count(node: &Node, needle: &str, n: usize) {
+    wait_until(&format!("{n} log lines with {needle:?}"), || {
+        count_log(node, needle) >= n
+    });
+    assert_eq!(count_log(node, needle), n, "log:\n{}", node.log_text());
+}
+
+/// Waits until every follower holds exactly the leader's data.
+pub fn wait_synced(leader: &Node, followers: &[&Node]) {
+    let (want_digest, want_seq) = (digest(leader), seq(leader));
+    wait_until("the followers to match the leader", || {
+        followers
+            .iter()
+            .all(|f| seq(f) == want_seq && digest(f) == want_digest)
+    });
+}
+
+/// Waits until the leader counts `n` connected followers.
+pub fn wait_followers(leader: &Node, n: usize) {
+    let want = n.to_string();
+    wait_until(&format!("{n} followers on the leader"), || {
+        leader.info_field("followers") == want
+    });
+}
+
+/// PUTs `<prefix><i>` = `<i>-<value>` for every i in `range`, pipelined in
+/// batches; every reply must be `OK`.
+pub fn put_many(node: &Node, prefix: &str, range: std::ops::Range<usize>, value: &str) {
+    let mut c = node.client();
+    let ids: Vec<usize> = range.collect();
+    for batch in ids.chunks(200) {
+        let mut requests = String::new();
+        for i in batch {
+            requests.push_str(&format!("PUT {prefix}{i} {i}-{value}\n"));
+        }
+        c.send_raw(requests.as_bytes());
+        for i in batch {
+            assert_eq!(c.line(), "OK", "PUT {prefix}{i}");
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Failover between real processes on loopback, driven through
+//! `keyval-ctl` as an operator would: the disk-melt drill, a planned
+//! switchover, an old leader cut off by a partition (it cannot acknowledge
+//! writes, steps down on news of the higher epoch, and rewinds its
+//! divergent tail when it rejoins), role changes surviving restarts with
+//! the old flags, and admin commands needing the admin handshake.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Output};
+
+use common::cluster::{
+    digest, free_port, leader_on, put_many, seq, start_follower, wait_followers, wait_synced,
+    Follower,
+};
+use common::{wait_until, Node, SECRET};
+
+/// Runs `keyval-ctl --port <port> <args>` with the cluster's secret.
+fn ctl(port: u16, args: &[&str]) -> Output {
+    ctl_with_secret(port, args, SECRET)
+}
+
+fn ctl_with_secret(port: u16, args: &[&str], secret: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyval-ctl"))
+        .env("KEYVAL_SECRET", secret)
+        .env_remove("KEYVAL_SECRET_FILE")
+        .args(["--port", &port.to_string(), "--timeout-ms", "1500"])
+        .args(args)
+        .output()
+        .expect("run keyval-ctl")
+}
+
+/// Asserts `keyval-ctl` succeeded; returns its stdout.
+fn ok(output: Output) -> String {
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    );
+    assert!(
+        output.status.success(),
+        "keyval-ctl failed ({}):\n{stdout}{stderr}",
+        output.status
+    );
+    stdout
+}
+
+/// A leader on a fixed port and followers 2 and 3 on fixed ports too, so
+/// every node can be restarted where the others look for it.
+struct Cluster {
+    leader: Node,
+    f2: Follower,
+    f3: Follower,
+}
+
+impl Cluster {
+    fn start(leader_flags: &[&str]) -> Cluster {
+        let leader = leader_on(free_port(), leader_flags);
+        let lp = leader.addr.port();
+        let (p2, p3) = (free_port().to_string(), free_port().to_string());
+        let f2 = start_follower(lp, 2, &["--port", &p2]);
+        let f3 = start_follower(lp, 3, &["--port", &p3]);
+        wait_followers(&leader, 2);
+        Cluster { leader, f2, f3 }
+    }
+
+    /// `--nodes` for `keyval-ctl failover`.
+    fn nodes(&self) -> String {
+        [&self.leader, &*self.f2, &*self.f3]
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.addr.port()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn assert_present(node: &Node, prefix: &str, range: std::ops::Range<usize>, value: &str) {
+    let mut c = node.client();
+    for i in range {
+        assert_eq!(
+            c.call(&format!("GET {prefix}{i}")),
+            format!("{i}-{value}"),
+            "{prefix}{i} on port {}",
+            node.addr.port()
+        );
+    }
+}
+
+#[test]
+fn the_disk_melt_drill_keeps_every_acknowledged_write() {
+    let mut c = Cluster::start(&["--sync-followers", "1"]);
+    put_many(&c.leader, "k", 0..300, "acked");
+    let old_port = c.leader.addr.port();
+    let nodes = c.nodes();
+
+    // The leader's disk melts.
+    c.leader.kill9();
+    fs::remove_dir_all(&c.leader.data_dir).expect("delete the leader's data");
+
+    let out = ok(ctl(old_port, &["failover", "--nodes", &nodes]));
+    assert!(out.contains("unreachable"), "{out}");
+    let new_port = c.f2.addr.port();
+    assert!(
+        out.contains(&format!("127.0.0.1:{new_port}: promoted")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("follow 127.0.0.1 {new_port}")),
+        "prints how to re-point the lost node: {out}"
+    );
+    assert_eq!(c.f2.info_field("role"), "leader");
+    assert_eq!(c.f2.info_field("epoch"), "2");
+    assert_present(&c.f2, "k", 0..300, "acked");
+    wait_followers(&c.f2, 1);
+    put_many(&c.f2, "after", 0..20, "failover");
+    wait_synced(&c.f2, &[&c.f3]);
+    assert_present(&c.f3, "k", 0..300, "acked");
+
+    // The old node comes back on an empty disk and is told to follow.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = old_port.to_string();
+    let old = Node::start_in(dir.path(), &["--role", "leader", "--port", &port]);
+    ok(ctl(
+        old_port,
+        &["follow", "127.0.0.1", &new_port.to_string()],
+    ));
+    wait_synced(&c.f2, &[&old, &c.f3]);
+    assert_eq!(digest(&old), digest(&c.f2));
+    c.f2.wait_log("follower 1 gets a snapshot");
+    assert_eq!(old.info_field("role"), "follower");
+}
+
+#[test]
+fn a_planned_switchover_loses_nothing_and_needs_no_snapshot() {
+    let c = Cluster::start(&[]);
+    put_many(&c.leader, "k", 0..500, "v");
+    let out = ok(ctl(
+        c.leader.addr.port(),
+        &["failover", "--nodes", &c.nodes()],
+    ));
+    assert!(out.contains("fenced"), "{out}");
+    let new = &c.f2;
+    let np = new.addr.port();
+    assert_eq!(new.info_field("role"), "leader");
+    assert_eq!(seq(new), 500);
+    // The old leader refuses writes and says where the leader is now.
+    assert_eq!(
+        c.leader.client().call("PUT x 1"),
+        format!("WRITE_NOT_ALLOWED 127.0.0.1:{np}")
+    );
+    wait_followers(new, 2);
+    put_many(new, "new", 0..50, "v");
+    wait_synced(new, &[&c.leader, &c.f3]);
+    assert_present(&c.leader, "k", 0..500, "v");
+    assert_eq!(digest(&c.leader), digest(new));
+    new.wait_log("follower 1 catching up from seq 500");
+    new.wait_log("follower 3 catching up from seq");
+    assert!(
+        new.find_log("gets a snapshot").is_none(),
+        "{}",
+        new.log_text()
+    );
+}
+
+#[test]
+fn a_partitioned_old_leader_cannot_ack_steps_down_and_rewinds_when_it_rejoins() {
+    let c = Cluster::start(&["--sync-followers", "1", "--sync-timeout-ms", "300"]);
+    put_many(&c.leader, "k", 0..100, "v");
+    wait_synced(&c.leader, &[&c.f2, &c.f3]);
+
+    // The leader is cut off (stopped); the operator fails over.
+    c.leader.signal("STOP");
+    let out = ok(ctl(c.f2.addr.port(), &["failover", "--nodes", &c.nodes()]));
+    assert!(out.contains("unreachable"), "{out}");
+    c.leader.signal("CONT");
+    let np = c.f2.addr.port();
+    wait_followers(&c.f2, 1);
+
+    // The old leader still thinks it leads, but cannot acknowledge: its
+    // followers are gone.
+    wait_followers(&c.leader, 0);
+    let mut old = c.leader.client();
+    for i in 0..5 {
+        assert_eq!(
+            old.call(&format!("PUT stale{i} never-acked")),
+            "REPLICATION_TIMEOUT"
+        );
+    }
+    put_many(&c.f2, "new", 0..10, "v");
+
+    // A node that knows epoch 2 reaches it: it steps down.
+    ok(ctl(
+        c.f3.addr.port(),
+        &["follow", "127.0.0.1", &c.leader.addr.port().to_string()],
+    ));
+    c.leader.wait_log("knows epoch 2");
+    wait_until("the old leader to fence itself", || {
+        c.leader.info_field("writes") == "fenced"
+    });
+    assert_eq!(old.call("PUT late 1"), "WRITE_NOT_ALLOWED");
+    wait_until("follower 3 to refuse the deposed leader", || {
+        c.f3.info_field("leader_link") == "refused"
+    });
+    c.f3.wait_log("it was replaced by a promotion");
+
+    // Both rejoin the new leader; the old one drops exactly its tail.
+    for node in [&*c.f3, &c.leader] {
+        ok(ctl(
+            node.addr.port(),
+            &["follow", "127.0.0.1", &np.to_string()],
+        ));
+    }
+    wait_synced(&c.f2, &[&c.leader, &c.f3]);
+    let rewound = c.leader.wait_log("rewound the log to seq 100");
+    assert!(
+        rewound.contains("dropped 5 writes, seq 101..=105"),
+        "{rewound}"
+    );
+    assert_eq!(old.call("GET stale0"), "NOT_FOUND");
+    assert_present(&c.leader, "new", 0..10, "v");
+    assert_eq!(digest(&c.leader), digest(&c.f2));
+    assert!(c.f2.find_log("gets a snapshot").is_none());
+}
+
+#[test]
+fn role_changes_survive_restarts_with_the_old_flags() {
+    let mut c = Cluster::start(&[]);
+    put_many(&c.leader, "k", 0..20, "v");
+    ok(ctl(
+        c.leader.addr.port(),
+        &["failover", "--nodes", &c.nodes()],
+    ));
+    let np = c.f2.addr.port();
+    wait_followers(&c.f2, 2);
+
+    // The old leader's unit restarts it as `--role leader`.
+    c.leader.kill9();
+    c.leader.restart();
+    c.leader.wait_log("wins over the flags");
+    assert_eq!(c.leader.info_field("role"), "follower");
+    assert_eq!(
+        c.leader.client().call("PUT x 1"),
+        format!("WRITE_NOT_ALLOWED 127.0.0.1:{np}")
+    );
+    // The promoted node's unit restarts it as `--role follower`.
+    c.f2.kill9();
+    c.f2.restart();
+    assert_eq!(c.f2.info_field("role"), "leader");
+    assert_eq!(c.f2.info_field("epoch"), "2");
+    put_many(&c.f2, "after", 0..10, "restart");
+    wait_synced(&c.f2, &[&c.leader, &c.f3]);
+}
+
+#[test]
+fn a_fenced_leader_stays_fenced_across_a_restart() {
+    let mut leader = Node::leader(&[]);
+    ok(ctl(leader.addr.port(), &["fence"]));
+    assert_eq!(leader.client().call("PUT a 1"), "WRITE_NOT_ALLOWED");
+    leader.kill9();
+    leader.restart();
+    assert_eq!(leader.info_field("writes"), "fenced");
+    assert_eq!(leader.client().call("PUT a 1"), "WRITE_NOT_ALLOWED");
+    // Promoting it takes it back, one epoch up.
+    let out = ok(ctl(leader.addr.port(), &["promote"]));
+    assert!(out.contains("OK epoch 2"), "{out}");
+    assert_eq!(leader.client().call("PUT a 1"), "OK");
+}
+
+#[test]
+fn admin_commands_need_the_admin_handshake() {
+    let leader = Node::leader(&[]);
+    let mut c = leader.client();
+    for command in ["PROMOTE", "FOLLOW 127.0.0.1 1", "FENCE", "COMPACT"] {
+        assert_eq!(c.call(command), "INVALID_COMMAND", "{command}");
+    }
+    assert_eq!(c.call("PUT a 1"), "OK");
+
+    let out = ctl_with_secret(leader.addr.port(), &["fence"], "not-the-secret");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("could not prove the shared secret"),
+        "{stderr}"
+    );
+    assert_eq!(c.call("PUT b 2"), "OK", "still writable");
+
+    // A tool that cannot prove the secret is refused by the node.
+    let mut raw = common::Client::connect(leader.addr);
+    raw.send("HELLO ADMIN|0123456789abcdef0123456789abcdef");
+    assert!(raw.line().starts_with("CHALLENGE "));
+    raw.send(&format!("AUTH {}", "0".repeat(64)));
+    assert_eq!(raw.line(), "INVALID_SECRET_KEY");
+
+    let out = ctl(free_port(), &["info"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable"));
+    let out = ok(ctl(leader.addr.port(), &["info"]));
+    assert!(out.contains("role leader"), "{out}");
+    let out = ctl(leader.addr.port(), &["promote"]);
+    assert!(!out.status.success(), "promoting a leader is a wrong role");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WRONG_ROLE leader"));
+}
