@@ -17,7 +17,7 @@ all: build
 build:
 	$(CARGO) build --release --bins
 	mkdir -p build
-	cp target/release/keyval target/release/keyval-bench build/
+	cp target/release/keyval target/release/keyval-ctl target/release/keyval-bench build/
 
 # rustfmt and clippy come with rustup's default profile; add them if absent.
 toolchain:
@@ -42,6 +42,7 @@ bench: build
 
 install: build
 	install -D -m 0755 build/keyval $(DESTDIR)$(PREFIX)/bin/keyval
+	install -D -m 0755 build/keyval-ctl $(DESTDIR)$(PREFIX)/bin/keyval-ctl
 	install -D -m 0644 conf/keyval-leader.service $(DESTDIR)$(UNITDIR)/keyval-leader.service
 	install -D -m 0644 conf/keyval-follower@.service $(DESTDIR)$(UNITDIR)/keyval-follower@.service
 	install -D -m 0640 conf/leader.env $(DESTDIR)$(CONFDIR)/leader.env.example
