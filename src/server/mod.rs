@@ -22,6 +22,7 @@ mod admin;
 pub mod conn;
 mod node;
 mod replica;
+mod resolve;
 mod role;
 pub mod slab;
 mod systemd;
@@ -47,8 +48,8 @@ use crate::replication::HEARTBEAT_INTERVAL;
 use conn::{Conn, Peer, ReadStatus};
 use mio::net::TcpStream;
 use node::Node;
+use resolve::{Resolution, Resolver};
 use slab::Slab;
-use std::net::ToSocketAddrs;
 
 /// Wakes the loop from the compaction thread.
 const WAKER: Token = Token(usize::MAX);
@@ -61,6 +62,9 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 /// socket is revisited next turn): one flooding client cannot starve the
 /// rest.
 const READS_PER_TURN: usize = 16;
+
+/// How often the loop checks on a host name lookup in progress.
+const RESOLVE_POLL: Duration = Duration::from_millis(20);
 
 /// How long a graceful shutdown waits for replies to be written.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -86,6 +90,8 @@ pub struct Server {
     shutdown_by: Option<Instant>,
     /// The buffer every socket read goes through.
     scratch: Vec<u8>,
+    /// Looks up the leader's host name off the loop.
+    resolver: Resolver,
 }
 
 impl Server {
@@ -133,6 +139,7 @@ impl Server {
             closed: Vec::new(),
             shutdown_by: None,
             scratch: vec![0; conn::READ_CHUNK],
+            resolver: Resolver::default(),
         })
     }
 
@@ -498,24 +505,28 @@ impl Server {
         let Some(leader) = self.node.role.leader.clone() else {
             return;
         };
-        let addr = (leader.host.as_str(), leader.port)
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next());
-        let stream = match addr.map(TcpStream::connect) {
-            Some(Ok(stream)) => stream,
-            failed => {
-                let why = match failed {
-                    Some(Err(e)) => e.to_string(),
-                    _ => "cannot resolve the address".into(),
-                };
-                debug!("{}:{}: connect failed: {why}", leader.host, leader.port);
+        let addr = match self.resolver.resolve(&leader.host, leader.port) {
+            Resolution::Ready(addr) => addr,
+            Resolution::Pending => {
+                self.node.repl.link.reconnect_at = Some(now + RESOLVE_POLL);
+                return;
+            }
+            Resolution::Failed(why) => {
+                warn!("{}:{}: cannot resolve: {why}", leader.host, leader.port);
                 let delay = self.node.repl.link.backoff.next_delay();
                 self.node.repl.link.reconnect_at = Some(now + delay);
                 return;
             }
         };
-        let Some(addr) = addr else { return };
+        let stream = match TcpStream::connect(addr) {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!("{addr}: connect failed: {e}");
+                let delay = self.node.repl.link.backoff.next_delay();
+                self.node.repl.link.reconnect_at = Some(now + delay);
+                return;
+            }
+        };
         let key = self.conns.vacant_key();
         let mut conn = Conn::new(stream, addr);
         conn.kind = Peer::Leader(LinkState::Connecting);
