@@ -112,9 +112,12 @@ impl Feed {
     /// Appends frames to `out` until it holds `limit` bytes or the follower
     /// has everything written so far.
     ///
+    /// # Returns
+    /// Whether it stopped at `limit`, with more to send.
+    ///
     /// # Errors
     /// A [`FeedError`]; the caller drops the follower.
-    pub fn pump(&mut self, wal: &Wal, out: &mut Vec<u8>, limit: usize) -> Result<(), FeedError> {
+    pub fn pump(&mut self, wal: &Wal, out: &mut Vec<u8>, limit: usize) -> Result<bool, FeedError> {
         while out.len() < limit {
             let end = match self.follow_generation(wal)? {
                 Some(end) => end,
@@ -135,7 +138,7 @@ impl Feed {
             }
             self.send_records(end, out)?;
         }
-        Ok(())
+        Ok(out.len() >= limit)
     }
 
     /// Moves the cursor into the current file generation when it can.

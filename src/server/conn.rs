@@ -94,6 +94,9 @@ pub struct FollowerSession {
     pub feed: Option<Feed>,
     /// The last seq it acknowledged as durable.
     pub acked: u64,
+    /// The feed stopped at the output bound with more to send: pump again
+    /// as soon as the output drains, not at the next event.
+    pub behind: bool,
     /// When it was last heard from (any frame).
     pub last_heard: Instant,
     /// `written_total` at the last check, and since when it has not moved

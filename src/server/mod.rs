@@ -92,6 +92,9 @@ pub struct Server {
     scratch: Vec<u8>,
     /// Looks up the leader's host name off the loop.
     resolver: Resolver,
+    /// A follower's feed has more to send and room for it: turn again
+    /// at once.
+    pump_again: bool,
 }
 
 impl Server {
@@ -140,6 +143,7 @@ impl Server {
             shutdown_by: None,
             scratch: vec![0; conn::READ_CHUNK],
             resolver: Resolver::default(),
+            pump_again: false,
         })
     }
 
@@ -191,7 +195,7 @@ impl Server {
     /// The poll timeout: zero when work is queued, else until the nearest
     /// deadline, else none.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.resume.is_empty() {
+        if !self.resume.is_empty() || self.pump_again {
             return Some(Duration::ZERO);
         }
         let held = self
@@ -449,6 +453,11 @@ impl Server {
         for key in std::mem::take(&mut self.dirty) {
             self.flush(key);
         }
+        self.pump_again = self.node.repl.followers.values().any(|e| {
+            self.conns
+                .get(e.key)
+                .is_some_and(|c| !c.gone && Node::wants_pump(c))
+        });
         for key in self.closed.drain(..) {
             self.conns.remove(key);
         }

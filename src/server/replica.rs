@@ -173,6 +173,7 @@ impl Node {
             id,
             feed: None,
             acked: 0,
+            behind: false,
             last_heard: now,
             stall_mark: (0, now),
         }));
@@ -561,12 +562,15 @@ impl Node {
                 let Some(feed) = &mut session.feed else {
                     return;
                 };
-                if let Err(e) = feed.pump(&self.wal, conn.raw_out(), FOLLOWER_BUF_LOW) {
-                    error!(
-                        "{}: follower {}: {e}; disconnecting it",
-                        conn.peer, session.id
-                    );
-                    self.repl.evict.push(key);
+                match feed.pump(&self.wal, conn.raw_out(), FOLLOWER_BUF_LOW) {
+                    Ok(more) => session.behind = more,
+                    Err(e) => {
+                        error!(
+                            "{}: follower {}: {e}; disconnecting it",
+                            conn.peer, session.id
+                        );
+                        self.repl.evict.push(key);
+                    }
                 }
             }
             Peer::Leader(LinkState::Streaming) if local > self.repl.link.acked_sent => {
@@ -676,6 +680,14 @@ impl Node {
             }
             Err(e) => Err(format!("rewinding the log: {e}")),
         }
+    }
+
+    /// Whether a follower on `conn` has more to be sent and room for it: the
+    /// loop must come round again without waiting for an event (a socket
+    /// that took everything raises none).
+    pub fn wants_pump(conn: &Conn) -> bool {
+        matches!(&conn.kind, Peer::Follower(s) if s.behind)
+            && conn.pending_output() < FOLLOWER_BUF_LOW
     }
 
     /// The seq through which held writes may be answered: the local ack
