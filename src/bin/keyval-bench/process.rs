@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -108,6 +109,13 @@ impl ChildGuard {
             return "(no output)".to_string();
         }
         tail.into_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The last line the child printed that contains `needle`, if it is
+    /// still among the kept tail lines.
+    pub fn find_output(&self, needle: &str) -> Option<String> {
+        let tail = self.tail.lock().ok()?;
+        tail.iter().rev().find(|l| l.contains(needle)).cloned()
     }
 
     /// Sends SIGTERM (via `kill`) and waits up to `timeout` for the child to
@@ -213,6 +221,75 @@ pub struct Server {
     pub dir: TempDir,
 }
 
+/// The role a keyval node starts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `--role leader`.
+    Leader,
+    /// `--role follower --id <id>`, dialling the leader at `leader`.
+    Follower {
+        /// The follower's id (2 or more).
+        id: u32,
+        /// Where its leader listens.
+        leader: SocketAddr,
+    },
+}
+
+/// Everything needed to start (or restart) a keyval node except its data
+/// directory, so a stopped node can be started again on the same one.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyvalSpec<'a> {
+    /// Path of the keyval binary.
+    pub bin: &'a Path,
+    /// Leader or follower.
+    pub role: Role,
+    /// The `--fsync` policy.
+    pub fsync: &'a str,
+    /// More flags, appended last.
+    pub extra: &'a [&'a str],
+    /// Passed as `KEYVAL_SECRET`: a leader without it refuses followers,
+    /// and a follower without it does not start.
+    pub secret: Option<&'a str>,
+}
+
+impl KeyvalSpec<'_> {
+    /// Starts `bin --role .. --port 0 --data-dir <dir> --fsync .. <extra..>`
+    /// and waits up to `wait` for it to log its listening address.
+    pub fn start(&self, dir: TempDir, wait: Duration) -> io::Result<Server> {
+        let mut cmd = Command::new(self.bin);
+        let name = match self.role {
+            Role::Leader => {
+                cmd.args(["--role", "leader"]);
+                "keyval".to_string()
+            }
+            Role::Follower { id, leader } => {
+                cmd.args(["--role", "follower", "--id", &id.to_string()])
+                    .args(["--leader_host", &leader.ip().to_string()])
+                    .args(["--leader_port", &leader.port().to_string()]);
+                format!("keyval follower {id}")
+            }
+        };
+        cmd.args(["--port", "0", "--fsync", self.fsync])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(self.extra);
+        if let Some(secret) = self.secret {
+            cmd.env("KEYVAL_SECRET", secret);
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut child = ChildGuard::spawn(&name, cmd, Some(tx))?;
+        let addr = wait_for_listening(&mut child, &rx, wait)?;
+        log::info!(
+            "{name} (pid {}, --fsync {}{}{}) listening on {addr}",
+            child.pid(),
+            self.fsync,
+            if self.extra.is_empty() { "" } else { " " },
+            self.extra.join(" ")
+        );
+        Ok(Server { child, addr, dir })
+    }
+}
+
 /// Starts `bin --role leader --port 0 --data-dir <dir> --fsync <fsync>
 /// <extra..>` and waits up to `wait` for it to log its listening address.
 pub fn start_keyval(
@@ -222,26 +299,14 @@ pub fn start_keyval(
     extra: &[&str],
     wait: Duration,
 ) -> io::Result<Server> {
-    let mut cmd = Command::new(bin);
-    cmd.arg("--role")
-        .arg("leader")
-        .arg("--port")
-        .arg("0")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--fsync")
-        .arg(fsync)
-        .args(extra);
-    let (tx, rx) = mpsc::channel();
-    let mut child = ChildGuard::spawn("keyval", cmd, Some(tx))?;
-    let addr = wait_for_listening(&mut child, &rx, wait)?;
-    log::info!(
-        "keyval (pid {}, --fsync {fsync}{}{}) listening on {addr}",
-        child.pid(),
-        if extra.is_empty() { "" } else { " " },
-        extra.join(" ")
-    );
-    Ok(Server { child, addr, dir })
+    let spec = KeyvalSpec {
+        bin,
+        role: Role::Leader,
+        fsync,
+        extra,
+        secret: None,
+    };
+    spec.start(dir, wait)
 }
 
 /// Waits until the child's output names its listening address.
@@ -269,6 +334,31 @@ pub fn wait_for_listening(
                 ),
             ));
         }
+    }
+}
+
+/// Calls `check` every `interval` until it breaks with a value, for at
+/// most `wait`. `check` continues with a description of the state it saw,
+/// which the timeout error quotes; an error from `check` ends the wait.
+pub fn wait_for<T>(
+    what: &str,
+    wait: Duration,
+    interval: Duration,
+    mut check: impl FnMut() -> io::Result<ControlFlow<T, String>>,
+) -> io::Result<T> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let state = match check()? {
+            ControlFlow::Break(done) => return Ok(done),
+            ControlFlow::Continue(state) => state,
+        };
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{what}: not done within {wait:?}; last seen: {state}"),
+            ));
+        }
+        thread::sleep(interval);
     }
 }
 
