@@ -1,8 +1,9 @@
-//! Child-process orchestration for the suite: starting fresh keyval and
-//! Redis servers in temporary directories, waiting (bounded) until they
-//! serve, draining their output, reading their resident memory, and making
-//! sure every child is killed and reaped whatever path the suite takes
-//! ([`ChildGuard`] kills on drop).
+//! Child-process orchestration for the suite: starting fresh keyval
+//! leaders and followers ([`KeyvalSpec`]) and Redis servers in temporary
+//! directories, waiting (bounded) until they serve or reach a state
+//! ([`wait_for`]), draining their output and searching its tail, reading
+//! their resident memory, and making sure every child is killed and reaped
+//! whatever path the suite takes ([`ChildGuard`] kills on drop).
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
@@ -501,6 +502,46 @@ mod tests {
         );
         assert_eq!(parse_listening("starting up"), None);
         assert_eq!(parse_listening("listening on nowhere"), None);
+    }
+
+    #[test]
+    fn wait_for_polls_until_done_and_times_out_with_the_last_state() {
+        let mut calls = 0;
+        let n = wait_for("counting", Duration::from_secs(5), Duration::ZERO, || {
+            calls += 1;
+            Ok(if calls == 3 {
+                ControlFlow::Break(calls)
+            } else {
+                ControlFlow::Continue(format!("at {calls}"))
+            })
+        })
+        .unwrap();
+        assert_eq!(n, 3);
+
+        let err = wait_for::<()>("never", Duration::from_millis(20), PROBE_INTERVAL, || {
+            Ok(ControlFlow::Continue("still waiting".to_string()))
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("never"), "{err}");
+        assert!(err.to_string().contains("still waiting"), "{err}");
+    }
+
+    #[test]
+    fn finds_output_lines() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo one; echo 'two: catching up'; echo three"]);
+        let mut guard = ChildGuard::spawn("sh", cmd, None).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while guard.find_output("three").is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            guard.find_output("catching up").as_deref(),
+            Some("two: catching up")
+        );
+        assert_eq!(guard.find_output("snapshot"), None);
+        guard.kill();
     }
 
     #[test]

@@ -238,11 +238,7 @@ pub fn run(opts: &SuiteOptions) -> io::Result<()> {
             failed = true;
         }
     }
-    if failed {
-        Err(io::Error::other("some suite cases failed"))
-    } else {
-        Ok(())
-    }
+    failed_if(failed, "some suite cases failed")
 }
 
 /// The standard cases (against Redis too, if found) and the extra cases,
@@ -293,8 +289,13 @@ fn run_standard_and_extras(opts: &SuiteOptions) -> io::Result<()> {
             }
         }
     }
+    failed_if(failed, "some suite cases failed")
+}
+
+/// `Err(msg)` if `failed`: the cases have printed their own errors.
+fn failed_if(failed: bool, msg: &str) -> io::Result<()> {
     if failed {
-        Err(io::Error::other("some suite cases failed"))
+        Err(io::Error::other(msg.to_string()))
     } else {
         Ok(())
     }

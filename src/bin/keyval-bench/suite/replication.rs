@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{latencies, SetOnDrop, CONNECTIONS, KEYS, LOAD_PIPELINE, RESTART_WAIT, START_WAIT};
+use super::{
+    failed_if, latencies, SetOnDrop, CONNECTIONS, KEYS, LOAD_PIPELINE, RESTART_WAIT, START_WAIT,
+};
 use super::{STOP_WAIT, VALUE_SIZE};
 use crate::client::{info_u64, Client};
 use crate::filecopy::{self, CopyReport};
@@ -104,11 +106,7 @@ pub fn run(opts: &ReplicationOptions) -> io::Result<()> {
         println!("snapshot / catch-up cases failed: {e}");
         failed = true;
     }
-    if failed {
-        Err(io::Error::other("some replication cases failed"))
-    } else {
-        Ok(())
-    }
+    failed_if(failed, "some replication cases failed")
 }
 
 /// How a throughput row's leader replicates.
@@ -173,15 +171,10 @@ fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
 
     let first = (|| -> io::Result<()> {
         let mut cluster = Cluster::start(&opts.keyval_bin, secret, &[])?;
-        for (i, &p) in PIPELINES.iter().enumerate() {
-            alone[i] = Ok(cluster.measure("leader alone", p, opts.case_duration)?);
-        }
+        cluster.measure_each("leader alone", opts.case_duration, &mut alone)?;
         cluster.add_followers(&FOLLOWERS)?;
-        for (i, &p) in PIPELINES.iter().enumerate() {
-            let name = Replication::Async.name();
-            with_async[i] = Ok(cluster.measure(name, p, opts.case_duration)?);
-        }
-        Ok(())
+        let name = Replication::Async.name();
+        cluster.measure_each(name, opts.case_duration, &mut with_async)
     })();
     if let Err(e) = first {
         println!("leader alone / async followers: FAILED: {e}");
@@ -193,11 +186,8 @@ fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
         let flags = Replication::SyncOne.leader_flags();
         let mut cluster = Cluster::start(&opts.keyval_bin, secret, flags)?;
         cluster.add_followers(&FOLLOWERS)?;
-        for (i, &p) in PIPELINES.iter().enumerate() {
-            let name = Replication::SyncOne.name();
-            with_sync[i] = Ok(cluster.measure(name, p, opts.case_duration)?);
-        }
-        Ok(())
+        let name = Replication::SyncOne.name();
+        cluster.measure_each(name, opts.case_duration, &mut with_sync)
     })();
     if let Err(e) = second {
         println!("--sync-followers 1: FAILED: {e}");
@@ -350,6 +340,20 @@ impl<'a> Cluster<'a> {
                 ControlFlow::Continue(state)
             })
         })
+    }
+
+    /// Measures each of [`PIPELINES`] in turn into `outcomes` (same order),
+    /// stopping at the first failure.
+    fn measure_each(
+        &mut self,
+        name: &str,
+        duration: Duration,
+        outcomes: &mut [Outcome],
+    ) -> io::Result<()> {
+        for (outcome, &pipeline) in outcomes.iter_mut().zip(&PIPELINES) {
+            *outcome = Ok(self.measure(name, pipeline, duration)?);
+        }
+        Ok(())
     }
 
     /// Drives the standard PUT load at `pipeline` for `duration`, sampling
