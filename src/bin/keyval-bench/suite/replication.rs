@@ -164,10 +164,9 @@ struct Row {
 /// async followers, and a second leader with `--sync-followers 1` and two
 /// followers. Both modes are compared with the same alone figures.
 fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
-    let not_run = || Err::<Measured, String>("not run".to_string());
-    let mut alone: Vec<Outcome> = PIPELINES.iter().map(|_| not_run()).collect();
-    let mut with_async: Vec<Outcome> = PIPELINES.iter().map(|_| not_run()).collect();
-    let mut with_sync: Vec<Outcome> = PIPELINES.iter().map(|_| not_run()).collect();
+    let mut alone: Vec<Outcome> = Vec::new();
+    let mut with_async: Vec<Outcome> = Vec::new();
+    let mut with_sync: Vec<Outcome> = Vec::new();
 
     let first = (|| -> io::Result<()> {
         let mut cluster = Cluster::start(&opts.keyval_bin, secret, &[])?;
@@ -199,8 +198,9 @@ fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
         (Replication::Async, with_async),
         (Replication::SyncOne, with_sync),
     ] {
-        for (i, replicated) in outcomes.into_iter().enumerate() {
-            let alone = match &alone[i] {
+        let cases = PIPELINES.iter().zip(&alone).zip(outcomes);
+        for ((&pipeline, alone), replicated) in cases {
+            let alone = match alone {
                 Ok(m) => Ok(Measured {
                     report: m.report.clone(),
                     lag: None,
@@ -209,7 +209,7 @@ fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
             };
             rows.push(Row {
                 replication,
-                pipeline: PIPELINES[i],
+                pipeline,
                 alone,
                 replicated,
             });
@@ -218,13 +218,10 @@ fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
     rows
 }
 
-/// Replaces every outcome still "not run" with the error that stopped them.
-fn fail_unrun(outcomes: &mut [Outcome], e: &io::Error) {
-    for o in outcomes {
-        if matches!(o, Err(msg) if msg == "not run") {
-            *o = Err(e.to_string());
-        }
-    }
+/// Gives every pipeline depth not measured yet the error that stopped the
+/// run.
+fn fail_unrun(outcomes: &mut Vec<Outcome>, e: &io::Error) {
+    outcomes.resize_with(PIPELINES.len(), || Err(e.to_string()));
 }
 
 /// A leader and its followers, all started with the same secret.
@@ -342,16 +339,16 @@ impl<'a> Cluster<'a> {
         })
     }
 
-    /// Measures each of [`PIPELINES`] in turn into `outcomes` (same order),
-    /// stopping at the first failure.
+    /// Measures each of [`PIPELINES`] in turn, appending to `outcomes`,
+    /// and stops at the first failure.
     fn measure_each(
         &mut self,
         name: &str,
         duration: Duration,
-        outcomes: &mut [Outcome],
+        outcomes: &mut Vec<Outcome>,
     ) -> io::Result<()> {
-        for (outcome, &pipeline) in outcomes.iter_mut().zip(&PIPELINES) {
-            *outcome = Ok(self.measure(name, pipeline, duration)?);
+        for &pipeline in &PIPELINES {
+            outcomes.push(Ok(self.measure(name, pipeline, duration)?));
         }
         Ok(())
     }
