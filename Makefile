@@ -2,7 +2,7 @@
 #   make          release build, binary also at build/keyval
 #   make run      a leader on port 5000, data in the current directory
 #   make test     fmt check, clippy -D warnings, every unit and integration test
-#   make bench    the load generator against a fresh leader (and Redis, if installed)
+#   make bench    the benchmark suite: fresh leaders (and Redis, if installed), then replication
 
 CARGO   ?= cargo
 PREFIX  ?= /usr/local

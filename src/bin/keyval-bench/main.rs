@@ -3,11 +3,14 @@
 //! runs a standard set of cases against them.
 //!
 //! This file owns the command line only; see `load` for the mio driver,
-//! `wire` for the protocols, `histogram` for latency recording, and
-//! `suite`/`process` for orchestrating server processes.
+//! `wire` for the protocols, `histogram` for latency recording,
+//! `suite`/`process` for orchestrating server processes, and `lag` and
+//! `filecopy` for the replication cases' lag sampling and copy baseline.
 
 mod client;
+mod filecopy;
 mod histogram;
+mod lag;
 mod load;
 mod process;
 mod rng;
@@ -96,12 +99,16 @@ struct SuiteArgs {
     /// `auto` (look for redis-server on PATH), a command name, or a path.
     #[arg(long, default_value = "auto")]
     redis_bin: String,
-    /// Skip the slow extra cases (compaction, restart, memory).
+    /// Skip the slow extra cases (compaction, restart, memory) and run the
+    /// replication snapshot and catch-up cases at a tenth of their size.
     #[arg(long)]
     quick: bool,
-    /// Seconds per standard case (default 10, or 3 with --quick).
+    /// Seconds per measured case (default 10, or 3 with --quick).
     #[arg(long)]
     case_secs: Option<f64>,
+    /// Run only this part of the suite.
+    #[arg(long, value_enum)]
+    only: Option<suite::Part>,
 }
 
 /// Converts a seconds argument into a positive [`Duration`].
@@ -156,6 +163,7 @@ fn cmd_suite(args: &SuiteArgs) -> Result<(), String> {
         redis_bin: args.redis_bin.clone(),
         quick: args.quick,
         case_duration: secs(args.case_secs.unwrap_or(default), "--case-secs")?,
+        only: args.only,
     };
     suite::run(&opts).map_err(|e| format!("suite: {e}"))
 }

@@ -1,12 +1,14 @@
-//! Child-process orchestration for the suite: starting fresh keyval and
-//! Redis servers in temporary directories, waiting (bounded) until they
-//! serve, draining their output, reading their resident memory, and making
-//! sure every child is killed and reaped whatever path the suite takes
-//! ([`ChildGuard`] kills on drop).
+//! Child-process orchestration for the suite: starting fresh keyval
+//! leaders and followers ([`KeyvalSpec`]) and Redis servers in temporary
+//! directories, waiting (bounded) until they serve or reach a state
+//! ([`wait_for`]), draining their output and searching its tail, reading
+//! their resident memory, and making sure every child is killed and reaped
+//! whatever path the suite takes ([`ChildGuard`] kills on drop).
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -108,6 +110,13 @@ impl ChildGuard {
             return "(no output)".to_string();
         }
         tail.into_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The last line the child printed that contains `needle`, if it is
+    /// still among the kept tail lines.
+    pub fn find_output(&self, needle: &str) -> Option<String> {
+        let tail = self.tail.lock().ok()?;
+        tail.iter().rev().find(|l| l.contains(needle)).cloned()
     }
 
     /// Sends SIGTERM (via `kill`) and waits up to `timeout` for the child to
@@ -213,6 +222,75 @@ pub struct Server {
     pub dir: TempDir,
 }
 
+/// The role a keyval node starts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `--role leader`.
+    Leader,
+    /// `--role follower --id <id>`, dialling the leader at `leader`.
+    Follower {
+        /// The follower's id (2 or more).
+        id: u32,
+        /// Where its leader listens.
+        leader: SocketAddr,
+    },
+}
+
+/// Everything needed to start (or restart) a keyval node except its data
+/// directory, so a stopped node can be started again on the same one.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyvalSpec<'a> {
+    /// Path of the keyval binary.
+    pub bin: &'a Path,
+    /// Leader or follower.
+    pub role: Role,
+    /// The `--fsync` policy.
+    pub fsync: &'a str,
+    /// More flags, appended last.
+    pub extra: &'a [&'a str],
+    /// Passed as `KEYVAL_SECRET`: a leader without it refuses followers,
+    /// and a follower without it does not start.
+    pub secret: Option<&'a str>,
+}
+
+impl KeyvalSpec<'_> {
+    /// Starts `bin --role .. --port 0 --data-dir <dir> --fsync .. <extra..>`
+    /// and waits up to `wait` for it to log its listening address.
+    pub fn start(&self, dir: TempDir, wait: Duration) -> io::Result<Server> {
+        let mut cmd = Command::new(self.bin);
+        let name = match self.role {
+            Role::Leader => {
+                cmd.args(["--role", "leader"]);
+                "keyval".to_string()
+            }
+            Role::Follower { id, leader } => {
+                cmd.args(["--role", "follower", "--id", &id.to_string()])
+                    .args(["--leader_host", &leader.ip().to_string()])
+                    .args(["--leader_port", &leader.port().to_string()]);
+                format!("keyval follower {id}")
+            }
+        };
+        cmd.args(["--port", "0", "--fsync", self.fsync])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(self.extra);
+        if let Some(secret) = self.secret {
+            cmd.env("KEYVAL_SECRET", secret);
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut child = ChildGuard::spawn(&name, cmd, Some(tx))?;
+        let addr = wait_for_listening(&mut child, &rx, wait)?;
+        log::info!(
+            "{name} (pid {}, --fsync {}{}{}) listening on {addr}",
+            child.pid(),
+            self.fsync,
+            if self.extra.is_empty() { "" } else { " " },
+            self.extra.join(" ")
+        );
+        Ok(Server { child, addr, dir })
+    }
+}
+
 /// Starts `bin --role leader --port 0 --data-dir <dir> --fsync <fsync>
 /// <extra..>` and waits up to `wait` for it to log its listening address.
 pub fn start_keyval(
@@ -222,26 +300,14 @@ pub fn start_keyval(
     extra: &[&str],
     wait: Duration,
 ) -> io::Result<Server> {
-    let mut cmd = Command::new(bin);
-    cmd.arg("--role")
-        .arg("leader")
-        .arg("--port")
-        .arg("0")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--fsync")
-        .arg(fsync)
-        .args(extra);
-    let (tx, rx) = mpsc::channel();
-    let mut child = ChildGuard::spawn("keyval", cmd, Some(tx))?;
-    let addr = wait_for_listening(&mut child, &rx, wait)?;
-    log::info!(
-        "keyval (pid {}, --fsync {fsync}{}{}) listening on {addr}",
-        child.pid(),
-        if extra.is_empty() { "" } else { " " },
-        extra.join(" ")
-    );
-    Ok(Server { child, addr, dir })
+    let spec = KeyvalSpec {
+        bin,
+        role: Role::Leader,
+        fsync,
+        extra,
+        secret: None,
+    };
+    spec.start(dir, wait)
 }
 
 /// Waits until the child's output names its listening address.
@@ -269,6 +335,31 @@ pub fn wait_for_listening(
                 ),
             ));
         }
+    }
+}
+
+/// Calls `check` every `interval` until it breaks with a value, for at
+/// most `wait`. `check` continues with a description of the state it saw,
+/// which the timeout error quotes; an error from `check` ends the wait.
+pub fn wait_for<T>(
+    what: &str,
+    wait: Duration,
+    interval: Duration,
+    mut check: impl FnMut() -> io::Result<ControlFlow<T, String>>,
+) -> io::Result<T> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let state = match check()? {
+            ControlFlow::Break(done) => return Ok(done),
+            ControlFlow::Continue(state) => state,
+        };
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{what}: not done within {wait:?}; last seen: {state}"),
+            ));
+        }
+        thread::sleep(interval);
     }
 }
 
@@ -411,6 +502,46 @@ mod tests {
         );
         assert_eq!(parse_listening("starting up"), None);
         assert_eq!(parse_listening("listening on nowhere"), None);
+    }
+
+    #[test]
+    fn wait_for_polls_until_done_and_times_out_with_the_last_state() {
+        let mut calls = 0;
+        let n = wait_for("counting", Duration::from_secs(5), Duration::ZERO, || {
+            calls += 1;
+            Ok(if calls == 3 {
+                ControlFlow::Break(calls)
+            } else {
+                ControlFlow::Continue(format!("at {calls}"))
+            })
+        })
+        .unwrap();
+        assert_eq!(n, 3);
+
+        let err = wait_for::<()>("never", Duration::from_millis(20), PROBE_INTERVAL, || {
+            Ok(ControlFlow::Continue("still waiting".to_string()))
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("never"), "{err}");
+        assert!(err.to_string().contains("still waiting"), "{err}");
+    }
+
+    #[test]
+    fn finds_output_lines() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo one; echo 'two: catching up'; echo three"]);
+        let mut guard = ChildGuard::spawn("sh", cmd, None).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while guard.find_output("three").is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(
+            guard.find_output("catching up").as_deref(),
+            Some("two: catching up")
+        );
+        assert_eq!(guard.find_output("snapshot"), None);
+        guard.kill();
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! leaders (and, when `redis-server` is available, the same cases against
 //! fresh Redis instances), prints a comparison table, and optionally runs
 //! the extra cases: GET latency during compaction, restart time of a
-//! 1M-key log, and resident memory for 1M keys.
+//! 1M-key log, and resident memory for 1M keys. The replication cases
+//! (leader alone vs. with followers, lag, snapshot, catch-up) live in
+//! [`replication`] and run last.
 //!
 //! Servers live in [`Server`] values whose [`crate::process::ChildGuard`]
 //! kills the child on drop, so every exit path (including `?`) reaps them.
@@ -23,6 +25,8 @@ use crate::process::{self, RedisPersistence, Server};
 use crate::rng::Rng;
 use crate::wire::Protocol;
 
+mod replication;
+
 /// Connections used by every suite case.
 const CONNECTIONS: usize = 50;
 /// Key space of the standard cases.
@@ -41,6 +45,21 @@ const STOP_WAIT: Duration = Duration::from_secs(60);
 const COMPACTION_WAIT: Duration = Duration::from_secs(300);
 /// Pipeline depth used for bulk loading in the extra cases.
 const LOAD_PIPELINE: usize = 16;
+/// Writes a stopped follower misses in the catch-up case.
+const CATCH_UP_WRITES: u64 = 100_000;
+/// `--quick` shrinks the snapshot and catch-up cases by this factor.
+const QUICK_SHRINK: u64 = 10;
+
+/// A part of the suite that `--only` can select.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The standard cases, against Redis too when it is available.
+    Standard,
+    /// The 1M-key cases: compaction, restart, memory.
+    Extras,
+    /// Leader alone vs. with followers, lag, snapshot, catch-up.
+    Replication,
+}
 
 /// Options of `keyval-bench suite`.
 #[derive(Clone, Debug)]
@@ -49,10 +68,18 @@ pub struct SuiteOptions {
     pub keyval_bin: PathBuf,
     /// `auto`, a command name on PATH, or a path to `redis-server`.
     pub redis_bin: String,
-    /// Skip the extra (slow) cases.
+    /// Skip the extra (slow) cases and shrink the replication ones.
     pub quick: bool,
     /// Length of each measured case.
     pub case_duration: Duration,
+    /// Run only this part (every part, in order, when `None`).
+    pub only: Option<Part>,
+}
+
+impl SuiteOptions {
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_none_or(|only| only == part)
+    }
 }
 
 /// How a case's server must persist writes.
@@ -191,47 +218,84 @@ pub fn run(opts: &SuiteOptions) -> io::Result<()> {
             format!("keyval binary {} not found", opts.keyval_bin.display()),
         ));
     }
-    let redis = process::find_executable(&opts.redis_bin);
-    match &redis {
-        Some(p) => log::info!("comparing against {}", p.display()),
-        None => log::info!(
-            "redis-server was not found ({}); keyval only",
-            opts.redis_bin
-        ),
+    let mut failed = false;
+    if opts.runs(Part::Standard) || opts.runs(Part::Extras) {
+        failed |= run_standard_and_extras(opts).is_err();
     }
-    println!(
-        "# {} connections, {} keys, {}-byte values, {:.1} s per case",
-        CONNECTIONS,
-        KEYS,
-        VALUE_SIZE,
-        opts.case_duration.as_secs_f64()
-    );
-
-    let kv = run_cases(Target::Keyval(&opts.keyval_bin), opts.case_duration);
-    let rd = redis
-        .as_deref()
-        .map(|bin| run_cases(Target::Redis(bin), opts.case_duration));
-    println!();
-    print!("{}", format_table(&kv, rd.as_deref()));
-    if redis.is_none() {
-        println!(
-            "redis-server was not found ({}): keyval figures only",
-            opts.redis_bin
-        );
-    }
-    let mut failed = kv.iter().chain(rd.iter().flatten()).any(Result::is_err);
-
-    if opts.quick {
-        println!("(--quick: extra cases skipped)");
-    } else {
-        println!();
-        if let Err(e) = run_extras(&opts.keyval_bin, redis.as_deref()) {
-            println!("extra cases failed: {e}");
+    if opts.runs(Part::Replication) {
+        let shrink = if opts.quick { QUICK_SHRINK } else { 1 };
+        let repl = replication::ReplicationOptions {
+            keyval_bin: opts.keyval_bin.clone(),
+            case_duration: opts.case_duration,
+            snapshot_keys: BIG_KEYS / shrink,
+            catch_up_writes: CATCH_UP_WRITES / shrink,
+        };
+        if opts.only.is_none() {
+            println!();
+        }
+        if let Err(e) = replication::run(&repl) {
+            println!("{e}");
             failed = true;
         }
     }
+    failed_if(failed, "some suite cases failed")
+}
+
+/// The standard cases (against Redis too, if found) and the extra cases,
+/// as `opts` selects them. Fails (after printing everything) if any failed.
+fn run_standard_and_extras(opts: &SuiteOptions) -> io::Result<()> {
+    let redis = process::find_executable(&opts.redis_bin);
+    let mut failed = false;
+    if opts.runs(Part::Standard) {
+        match &redis {
+            Some(p) => log::info!("comparing against {}", p.display()),
+            None => log::info!(
+                "redis-server was not found ({}); keyval only",
+                opts.redis_bin
+            ),
+        }
+        println!(
+            "# {} connections, {} keys, {}-byte values, {:.1} s per case",
+            CONNECTIONS,
+            KEYS,
+            VALUE_SIZE,
+            opts.case_duration.as_secs_f64()
+        );
+
+        let kv = run_cases(Target::Keyval(&opts.keyval_bin), opts.case_duration);
+        let rd = redis
+            .as_deref()
+            .map(|bin| run_cases(Target::Redis(bin), opts.case_duration));
+        println!();
+        print!("{}", format_table(&kv, rd.as_deref()));
+        if redis.is_none() {
+            println!(
+                "redis-server was not found ({}): keyval figures only",
+                opts.redis_bin
+            );
+        }
+        failed |= kv.iter().chain(rd.iter().flatten()).any(Result::is_err);
+    }
+
+    if opts.runs(Part::Extras) {
+        // `--only extras` runs them even with `--quick`.
+        if opts.quick && opts.only.is_none() {
+            println!("(--quick: extra cases skipped)");
+        } else {
+            println!();
+            if let Err(e) = run_extras(&opts.keyval_bin, redis.as_deref()) {
+                println!("extra cases failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    failed_if(failed, "some suite cases failed")
+}
+
+/// `Err(msg)` if `failed`: the cases have printed their own errors.
+fn failed_if(failed: bool, msg: &str) -> io::Result<()> {
     if failed {
-        Err(io::Error::other("some suite cases failed"))
+        Err(io::Error::other(msg.to_string()))
     } else {
         Ok(())
     }
