@@ -92,28 +92,46 @@ impl Store {
 
     /// Sets `key` to `value`; returns what it replaced.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Undo {
+        Undo(self.replace(key, value), key.into())
+    }
+
+    /// Removes `key`; returns what it removed, or `None` if it was absent.
+    pub fn delete(&mut self, key: &[u8]) -> Option<Undo> {
+        let old = self.take(key)?;
+        Some(Undo(Some(old), key.into()))
+    }
+
+    /// Sets `key` to `value` for good: replay and snapshots, which never
+    /// roll back, skip the undo record and its copy of the key.
+    pub fn set(&mut self, key: &[u8], value: &[u8]) {
+        self.replace(key, value);
+    }
+
+    /// Removes `key` for good; whether it was there.
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        self.take(key).is_some()
+    }
+
+    fn replace(&mut self, key: &[u8], value: &[u8]) -> Option<Entry> {
         let old = self.entries.replace(Entry::new(key, value));
         self.live_bytes += (key.len() + value.len()) as u64;
         if let Some(old) = &old {
             self.live_bytes -= old.0.len() as u64 - 2;
         }
-        Undo(old, key.into())
+        old
     }
 
-    /// Removes `key`; returns what it removed, or `None` if it was absent.
-    pub fn delete(&mut self, key: &[u8]) -> Option<Undo> {
+    fn take(&mut self, key: &[u8]) -> Option<Entry> {
         let old = self.entries.take(key)?;
         self.live_bytes -= old.0.len() as u64 - 2;
-        Some(Undo(Some(old), key.into()))
+        Some(old)
     }
 
     /// Puts back what a mutation replaced. Undos must be applied newest
     /// first.
     pub fn undo(&mut self, undo: Undo) {
         let Undo(old, key) = undo;
-        if let Some(now) = self.entries.take(&key[..]) {
-            self.live_bytes -= now.0.len() as u64 - 2;
-        }
+        self.take(&key);
         if let Some(old) = old {
             self.live_bytes += old.0.len() as u64 - 2;
             self.entries.insert(old);
@@ -184,6 +202,20 @@ mod tests {
         assert!(store.delete(b"a").is_none());
         assert_eq!(store.live_bytes(), 0);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn set_and_remove_match_put_and_delete() {
+        let (mut a, mut b) = (Store::new(), Store::new());
+        for (k, v) in [("x", "1"), ("y", "22"), ("x", "333")] {
+            let _ = a.put(k.as_bytes(), v.as_bytes());
+            b.set(k.as_bytes(), v.as_bytes());
+        }
+        assert!(a.delete(b"y").is_some());
+        assert!(b.remove(b"y"));
+        assert!(!b.remove(b"y"));
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.live_bytes(), b.live_bytes());
     }
 
     #[test]

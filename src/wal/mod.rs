@@ -727,8 +727,8 @@ pub fn apply_logged(
     }
     seqs.accept(rec.seq)?;
     match rec.op {
-        Op::Put => drop(store.put(rec.key, rec.value)),
-        Op::Delete => drop(store.delete(rec.key)),
+        Op::Put => store.set(rec.key, rec.value),
+        Op::Delete => drop(store.remove(rec.key)),
         Op::Fork => return Err("a malformed fork record".into()),
     }
     Ok(())
