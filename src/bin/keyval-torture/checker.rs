@@ -41,6 +41,9 @@ pub struct NodeState {
 pub struct Violation {
     /// The workload key involved, if any.
     pub key: Option<u32>,
+    /// When the trouble shows (µs): the bad read, or the acknowledged
+    /// write that should have won; the history is printed around it.
+    pub at: u64,
     pub what: String,
 }
 
@@ -127,23 +130,31 @@ impl<'a> KeyRules<'a> {
     }
 
     /// Checks an observation of `seen` (`None` = absent) over the interval
-    /// `[invoke, complete]`; `Err` says what is wrong.
-    fn check(&self, seen: Option<ValueId>, invoke: u64, complete: u64) -> Result<(), String> {
+    /// `[invoke, complete]`; `Err` says what is wrong, and when the write
+    /// that should have won was sent.
+    fn check(
+        &self,
+        seen: Option<ValueId>,
+        invoke: u64,
+        complete: u64,
+    ) -> Result<(), (String, u64)> {
         let key = key_name(self.key);
         match seen {
             Some(id) => {
                 let Some(put) = self.puts.get(&id) else {
-                    return Err(format!("{key} = {id}, which no PUT to {key} wrote"));
+                    return Err((format!("{key} = {id}, which no PUT to {key} wrote"), invoke));
                 };
                 if put.invoke >= complete {
-                    return Err(format!(
-                        "{key} = {id} was seen before its PUT was sent ({put})"
+                    return Err((
+                        format!("{key} = {id} was seen before its PUT was sent ({put})"),
+                        put.invoke,
                     ));
                 }
                 match self.acked.overwriter(completion(put), invoke) {
                     None => Ok(()),
-                    Some(a) => Err(format!(
-                        "{key} = {id} from {put}, but the acknowledged {a} came after it"
+                    Some(a) => Err((
+                        format!("{key} = {id} from {put}, but the acknowledged {a} came after it"),
+                        a.invoke,
                     )),
                 }
             }
@@ -158,8 +169,11 @@ impl<'a> KeyRules<'a> {
                 if ok {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "{key} is absent, but the acknowledged {a} was not followed by any DELETE"
+                    Err((
+                        format!(
+                            "{key} is absent, but the acknowledged {a} was not followed by any DELETE"
+                        ),
+                        a.invoke,
                     ))
                 }
             }
@@ -177,6 +191,7 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState]) -> Vec<Violation> {
         if let Outcome::Unexpected(reply) = &op.outcome {
             violations.push(Violation {
                 key: Some(op.key),
+                at: op.invoke,
                 what: format!("unexpected reply {reply:?} to {op}"),
             });
         }
@@ -198,9 +213,10 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState]) -> Vec<Violation> {
         let Some(rule) = rules.get(&op.key) else {
             continue;
         };
-        if let Err(why) = rule.check(seen, op.invoke, op.complete) {
+        if let Err((why, _)) = rule.check(seen, op.invoke, op.complete) {
             violations.push(Violation {
                 key: Some(op.key),
+                at: op.invoke,
                 what: format!("stale or impossible read {op}: {why}"),
             });
         }
@@ -212,6 +228,7 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState]) -> Vec<Violation> {
             if key_index(name).is_none_or(|k| k >= keys) {
                 violations.push(Violation {
                     key: None,
+                    at: u64::MAX,
                     what: format!(
                         "{}: holds key {name:?}, which the workload never wrote",
                         node.name
@@ -227,6 +244,7 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState]) -> Vec<Violation> {
                     None => {
                         violations.push(Violation {
                             key: Some(k),
+                            at: u64::MAX,
                             what: format!(
                                 "{}: {} holds a foreign value {value:?}",
                                 node.name,
@@ -237,9 +255,10 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState]) -> Vec<Violation> {
                     }
                 },
             };
-            if let Err(why) = rule.check(seen, u64::MAX, u64::MAX) {
+            if let Err((why, at)) = rule.check(seen, u64::MAX, u64::MAX) {
                 violations.push(Violation {
                     key: Some(k),
+                    at,
                     what: format!("{}: lost or resurrected write: {why}", node.name),
                 });
             }
@@ -248,6 +267,7 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState]) -> Vec<Violation> {
         if computed != node.digest {
             violations.push(Violation {
                 key: None,
+                at: u64::MAX,
                 what: format!(
                     "{}: DIGEST {} does not match its own data (digest of what GET returned: {computed})",
                     node.name, node.digest
@@ -260,6 +280,7 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState]) -> Vec<Violation> {
             if node.digest != first.digest {
                 violations.push(Violation {
                     key: None,
+                    at: u64::MAX,
                     what: format!(
                         "DIGEST differs: {} has {}, {} has {}",
                         first.name, first.digest, node.name, node.digest

@@ -350,16 +350,25 @@ fn evidence(
     for v in violations.iter().take(20) {
         let _ = writeln!(s, "  {}", v.what);
     }
-    let bad_keys: BTreeSet<u32> = violations.iter().filter_map(|v| v.key).take(3).collect();
-    for key in bad_keys {
+    let mut shown = BTreeSet::new();
+    for v in violations {
+        let Some(key) = v.key else { continue };
+        if shown.len() == 3 || !shown.insert(key) {
+            continue;
+        }
         let mut on_key: Vec<&Op> = ops.iter().filter(|o| o.key == key).collect();
         on_key.sort_by_key(|o| o.invoke);
+        // The ops around the moment of the violation, most of them before.
+        let at = on_key.partition_point(|o| o.invoke <= v.at);
+        let end = (at + HISTORY_LINES / 4).min(on_key.len());
+        let start = end.saturating_sub(HISTORY_LINES);
         let _ = writeln!(
             s,
-            "history of k{key} (last {HISTORY_LINES} of {} ops):",
+            "history of k{key} around {:.3} s (ops {start}..{end} of {}):",
+            v.at.min(on_key.last().map_or(0, |o| o.complete)) as f64 / 1e6,
             on_key.len()
         );
-        for op in &on_key[on_key.len().saturating_sub(HISTORY_LINES)..] {
+        for op in &on_key[start..end] {
             let _ = writeln!(s, "  {op}");
         }
     }
