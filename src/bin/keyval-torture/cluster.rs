@@ -10,6 +10,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -154,6 +155,9 @@ impl NodeProc {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(ctx)?)
             .stderr(log)
+            // Its own process group: a Ctrl-C meant for the harness must
+            // not stop the nodes behind its back (the harness kills them).
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start {} ({}): {e}", self.name(), bin.display()))?;
         self.child = Some(child);

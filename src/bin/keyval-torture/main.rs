@@ -23,6 +23,8 @@ mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use clap::Parser;
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
@@ -93,6 +95,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // Ctrl-C or SIGTERM ends the run early; the nodes are still killed.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&interrupted)) {
+            eprintln!("keyval-torture: cannot handle signal {signal}: {e}");
+        }
+    }
     let opts = scenario::Options {
         bin,
         seconds: cli.seconds,
@@ -102,6 +111,7 @@ fn main() -> ExitCode {
         sync_followers: cli.sync_followers,
         mem_limit_mib: cli.mem_limit_mib,
         keep: cli.keep,
+        interrupted,
     };
     if scenario::run(&opts) {
         ExitCode::SUCCESS

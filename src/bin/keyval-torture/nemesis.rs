@@ -8,6 +8,7 @@
 //! time, so a failure report can show what happened around it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -114,10 +115,17 @@ pub struct Nemesis {
     initial_nodes: usize,
     burst_n: u32,
     report: Report,
+    /// Set by SIGINT/SIGTERM: stop at once (after undoing the fault).
+    interrupted: Arc<AtomicBool>,
 }
 
 impl Nemesis {
-    pub fn new(rng: Rng, cluster: Arc<Mutex<Cluster>>, workload: Workload) -> Nemesis {
+    pub fn new(
+        rng: Rng,
+        cluster: Arc<Mutex<Cluster>>,
+        workload: Workload,
+        interrupted: Arc<AtomicBool>,
+    ) -> Nemesis {
         let initial_nodes = lock(&cluster).nodes.len();
         Nemesis {
             rng,
@@ -127,6 +135,7 @@ impl Nemesis {
             initial_nodes,
             burst_n: 0,
             report: Report::default(),
+            interrupted,
         }
     }
 
@@ -135,10 +144,9 @@ impl Nemesis {
     pub fn run(mut self, deadline: Instant) -> Report {
         loop {
             let quiet = self.millis(300, 2500);
-            if Instant::now() + quiet >= deadline {
+            if Instant::now() + quiet >= deadline || !self.nap(quiet) {
                 break;
             }
-            thread::sleep(quiet);
             let fault = Fault::pick(&mut self.rng);
             match self.apply(fault) {
                 Ok(true) => *self.report.counts.entry(fault).or_default() += 1,
@@ -172,7 +180,7 @@ impl Nemesis {
                 let hold = self.millis(200, 7000);
                 lock(&self.cluster).node_mut(id)?.set_paused(true)?;
                 self.note(format!("SIGSTOP node {id} for {hold:?}"));
-                thread::sleep(hold);
+                self.nap(hold);
                 lock(&self.cluster).node_mut(id)?.set_paused(false)?;
                 self.note(format!("SIGCONT node {id}"));
                 Ok(true)
@@ -222,7 +230,7 @@ impl Nemesis {
             let cut = lock(&self.cluster).node(id)?.tear_tail(want)?;
             self.note(format!("cut {cut} bytes off the log of node {id}"));
         }
-        thread::sleep(down);
+        self.nap(down);
         lock(&self.cluster).restart(id)?;
         self.note(format!("restarted node {id}"));
         Ok(true)
@@ -241,10 +249,23 @@ impl Nemesis {
         };
         set(&lock(&self.cluster), mode)?;
         self.note(format!("link of node {id}: {mode:?} for {hold:?}"));
-        thread::sleep(hold);
+        self.nap(hold);
         set(&lock(&self.cluster), LinkMode::Pass)?;
         self.note(format!("link of node {id}: healed"));
         Ok(true)
+    }
+
+    /// Sleeps `d`, cut short by an interrupt; false if interrupted.
+    fn nap(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        while !self.interrupted.load(Ordering::SeqCst) {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            thread::sleep(left.min(Duration::from_millis(100)));
+        }
+        false
     }
 
     fn pick_follower(&mut self) -> u32 {

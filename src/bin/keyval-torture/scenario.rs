@@ -45,6 +45,19 @@ pub struct Options {
     pub mem_limit_mib: u64,
     /// Keep the run directory even when the run passes.
     pub keep: bool,
+    /// Set by SIGINT/SIGTERM: end the run early (and fail it).
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// Kills every node when the run ends, whichever way it ends (a panic on
+/// this thread included; the other threads hold the cluster too, so its
+/// own drop would come too late).
+struct ShutdownGuard(Arc<Mutex<Cluster>>);
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        lock(&self.0).shutdown();
+    }
 }
 
 /// Runs the scenario; returns whether every check passed. The report goes
@@ -76,9 +89,8 @@ pub fn run(opts: &Options) -> bool {
     let passed = match Cluster::start(settings, FOLLOWERS) {
         Ok(cluster) => {
             let cluster = Arc::new(Mutex::new(cluster));
-            let passed = run_with(opts, &mut rng, &cluster, &mut outcome);
-            lock(&cluster).shutdown();
-            passed
+            let _guard = ShutdownGuard(Arc::clone(&cluster));
+            run_with(opts, &mut rng, &cluster, &mut outcome)
         }
         Err(e) => {
             outcome
@@ -135,10 +147,17 @@ fn run_with(
         Rng::with_seed(rng.next_u64()),
         Arc::clone(cluster),
         workload.clone(),
+        Arc::clone(&opts.interrupted),
     );
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
     let faults = nemesis.run(deadline);
-    thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    while Instant::now() < deadline && !opts.interrupted.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    if opts.interrupted.load(Ordering::SeqCst) {
+        out.problems
+            .push("interrupted by a signal before the deadline".into());
+    }
 
     workload.stop.store(true, Ordering::SeqCst);
     let mut ops: Vec<Op> = Vec::new();
