@@ -55,6 +55,10 @@ struct Cli {
     /// The leader's --sync-followers (0 or 1; default: chosen by the seed).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1))]
     sync_followers: Option<u32>,
+    /// Concurrent nemesis lanes: how many faults may be in force at once
+    /// (each on a different node).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=4))]
+    lanes: u16,
     /// Fail if any node's resident memory exceeds this many MiB.
     #[arg(long, default_value_t = 256)]
     mem_limit_mib: u64,
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         keys: cli.keys,
         sync_followers: cli.sync_followers,
         mem_limit_mib: cli.mem_limit_mib,
+        lanes: cli.lanes,
         keep: cli.keep,
         interrupted,
     };

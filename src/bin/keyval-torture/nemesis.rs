@@ -7,7 +7,7 @@
 //! those two. Everything a fault does is written to the timeline with the
 //! time, so a failure report can show what happened around it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -19,10 +19,11 @@ use crate::proxy::LinkMode;
 use crate::rng::Rng;
 use crate::workload::Workload;
 
-/// Client id of the nemesis's own writes (the compaction bursts).
+/// Client id of the first lane's own writes (the compaction bursts); the
+/// next lanes count down from it.
 pub const BURST_CLIENT: u16 = u16::MAX;
 /// Followers the nemesis may add on top of the initial ones.
-const MAX_EXTRA_FOLLOWERS: usize = 2;
+const MAX_EXTRA_FOLLOWERS: usize = 1;
 /// Longest bytes cut off a log tail.
 const MAX_TEAR_BYTES: u64 = 64;
 
@@ -106,42 +107,94 @@ pub struct Report {
     pub error: Option<String>,
 }
 
-/// The fault injector of one run.
-pub struct Nemesis {
-    rng: Rng,
+/// State the lanes share.
+struct Shared {
     cluster: Arc<Mutex<Cluster>>,
     workload: Workload,
-    clock: Clock,
     initial_nodes: usize,
+    /// Nodes some lane is hurting now; no other lane touches them.
+    busy: Mutex<BTreeSet<u32>>,
+    /// Set by SIGINT/SIGTERM, or when a lane fails: stop at once (after
+    /// undoing the fault in progress).
+    stop: Arc<AtomicBool>,
+}
+
+/// The fault injector of one run: one or more lanes, each a loop that
+/// injects a fault, holds it, undoes it, and rests. With two lanes faults
+/// overlap, on different nodes.
+pub struct Nemesis {
+    rng: Rng,
+    lane: u16,
+    shared: Arc<Shared>,
+    clock: Clock,
     burst_n: u32,
     report: Report,
-    /// Set by SIGINT/SIGTERM: stop at once (after undoing the fault).
-    interrupted: Arc<AtomicBool>,
 }
 
 impl Nemesis {
+    /// A nemesis for `cluster`; `stop` ends it early (the signal flag).
     pub fn new(
         rng: Rng,
         cluster: Arc<Mutex<Cluster>>,
         workload: Workload,
-        interrupted: Arc<AtomicBool>,
+        stop: Arc<AtomicBool>,
     ) -> Nemesis {
         let initial_nodes = lock(&cluster).nodes.len();
         Nemesis {
             rng,
+            lane: 0,
             clock: workload.clock,
-            cluster,
-            workload,
-            initial_nodes,
+            shared: Arc::new(Shared {
+                cluster,
+                workload,
+                initial_nodes,
+                busy: Mutex::new(BTreeSet::new()),
+                stop,
+            }),
             burst_n: 0,
             report: Report::default(),
-            interrupted,
         }
     }
 
-    /// Injects faults until `deadline`, then returns what it did. The
-    /// fault in progress at the deadline is still undone.
-    pub fn run(mut self, deadline: Instant) -> Report {
+    /// Injects faults in `lanes` concurrent lanes until `deadline`, then
+    /// returns what they did. Faults in progress at the deadline are still
+    /// undone.
+    pub fn run(mut self, deadline: Instant, lanes: u16) -> Report {
+        let others: Vec<_> = (1..lanes)
+            .map(|lane| {
+                let other = Nemesis {
+                    rng: Rng::with_seed(self.rng.next_u64()),
+                    lane,
+                    shared: Arc::clone(&self.shared),
+                    clock: self.clock,
+                    burst_n: 0,
+                    report: Report::default(),
+                };
+                thread::Builder::new()
+                    .name(format!("nemesis-{lane}"))
+                    .spawn(move || other.run_lane(deadline))
+                    .expect("spawn a nemesis lane")
+            })
+            .collect();
+        let mut report = self.run_lane(deadline);
+        for lane in others {
+            match lane.join() {
+                Ok(r) => {
+                    for (fault, n) in r.counts {
+                        *report.counts.entry(fault).or_default() += n;
+                    }
+                    report.ops.extend(r.ops);
+                    report.timeline.extend(r.timeline);
+                    report.error = report.error.or(r.error);
+                }
+                Err(_) => report.error = Some("a nemesis lane panicked".into()),
+            }
+        }
+        report.timeline.sort();
+        report
+    }
+
+    fn run_lane(mut self, deadline: Instant) -> Report {
         loop {
             let quiet = self.millis(300, 2500);
             if Instant::now() + quiet >= deadline || !self.nap(quiet) {
@@ -154,6 +207,7 @@ impl Nemesis {
                 Err(e) => {
                     self.note(format!("{} failed: {e}", fault.name()));
                     self.report.error = Some(format!("{} failed: {e}", fault.name()));
+                    self.shared.stop.store(true, Ordering::SeqCst);
                     break;
                 }
             }
@@ -161,56 +215,75 @@ impl Nemesis {
         self.report
     }
 
-    /// Applies one fault, holds it, undoes it. `Ok(false)` when it did not
-    /// apply (no follower to add, say).
+    /// Reserves the node a fault targets, applies the fault, holds it,
+    /// undoes it. `Ok(false)` when it did not apply (its target is busy in
+    /// another lane, or there is no follower left to add).
     fn apply(&mut self, fault: Fault) -> Result<bool, String> {
-        match fault {
-            Fault::KillLeader => self.kill_and_restart(LEADER_ID, false),
-            Fault::KillFollower | Fault::TornFollower => {
-                let id = self.pick_follower();
-                self.kill_and_restart(id, fault == Fault::TornFollower)
+        let target = match fault {
+            Fault::KillLeader => Some(LEADER_ID),
+            // The leader half of the time: pausing it stalls everyone.
+            Fault::Pause if self.rng.coin() => Some(LEADER_ID),
+            Fault::Pause
+            | Fault::KillFollower
+            | Fault::TornFollower
+            | Fault::CutLink
+            | Fault::StallLink
+            | Fault::SlowLink => Some(self.pick_follower()),
+            Fault::Compact | Fault::AddFollower => None,
+        };
+        if let Some(id) = target {
+            if !self.busy().insert(id) {
+                return Ok(false);
             }
+        }
+        let result = self.inject(fault, target.unwrap_or(LEADER_ID));
+        if let Some(id) = target {
+            self.busy().remove(&id);
+        }
+        result
+    }
+
+    fn inject(&mut self, fault: Fault, id: u32) -> Result<bool, String> {
+        match fault {
+            Fault::KillLeader | Fault::KillFollower => self.kill_and_restart(id, false),
+            Fault::TornFollower => self.kill_and_restart(id, true),
             Fault::Pause => {
-                // The leader half of the time: pausing it stalls everyone.
-                let id = if self.rng.coin() {
-                    LEADER_ID
-                } else {
-                    self.pick_follower()
-                };
                 let hold = self.millis(200, 7000);
-                lock(&self.cluster).node_mut(id)?.set_paused(true)?;
+                lock(&self.shared.cluster).node_mut(id)?.set_paused(true)?;
                 self.note(format!("SIGSTOP node {id} for {hold:?}"));
                 self.nap(hold);
-                lock(&self.cluster).node_mut(id)?.set_paused(false)?;
+                lock(&self.shared.cluster).node_mut(id)?.set_paused(false)?;
                 self.note(format!("SIGCONT node {id}"));
                 Ok(true)
             }
             Fault::CutLink => {
                 let hold = self.millis(300, 8000);
-                self.hurt_link(LinkMode::Cut, hold)
+                self.hurt_link(id, LinkMode::Cut, hold)
             }
             Fault::StallLink => {
                 let hold = self.millis(300, 8000);
-                self.hurt_link(LinkMode::Freeze, hold)
+                self.hurt_link(id, LinkMode::Freeze, hold)
             }
             Fault::SlowLink => {
                 let delay = self.millis(5, 150);
                 let hold = self.millis(2000, 10000);
-                self.hurt_link(LinkMode::Slow(delay), hold)
+                self.hurt_link(id, LinkMode::Slow(delay), hold)
             }
             Fault::Compact => {
                 let count = 200 + self.rng.below(800) as usize;
                 self.note(format!("burst of {count} large overwrites"));
+                let client = BURST_CLIENT - self.lane;
                 let ops =
-                    self.workload
-                        .burst(BURST_CLIENT, &mut self.burst_n, count, &mut self.rng);
+                    self.shared
+                        .workload
+                        .burst(client, &mut self.burst_n, count, &mut self.rng);
                 self.note(format!("burst done: {} sent", ops.len()));
                 self.report.ops.extend(ops);
                 Ok(true)
             }
             Fault::AddFollower => {
-                let mut c = lock(&self.cluster);
-                if c.nodes.len() >= self.initial_nodes + MAX_EXTRA_FOLLOWERS {
+                let mut c = lock(&self.shared.cluster);
+                if c.nodes.len() >= self.shared.initial_nodes + MAX_EXTRA_FOLLOWERS {
                     return Ok(false);
                 }
                 let id = c.add_follower()?;
@@ -221,23 +294,26 @@ impl Nemesis {
         }
     }
 
+    fn busy(&self) -> MutexGuard<'_, BTreeSet<u32>> {
+        self.shared.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn kill_and_restart(&mut self, id: u32, tear: bool) -> Result<bool, String> {
         let down = self.millis(0, 2000);
-        lock(&self.cluster).node_mut(id)?.kill();
+        lock(&self.shared.cluster).node_mut(id)?.kill();
         self.note(format!("kill -9 node {id}, down for {down:?}"));
         if tear {
             let want = 1 + self.rng.below(MAX_TEAR_BYTES);
-            let cut = lock(&self.cluster).node(id)?.tear_tail(want)?;
+            let cut = lock(&self.shared.cluster).node(id)?.tear_tail(want)?;
             self.note(format!("cut {cut} bytes off the log of node {id}"));
         }
         self.nap(down);
-        lock(&self.cluster).restart(id)?;
+        lock(&self.shared.cluster).restart(id)?;
         self.note(format!("restarted node {id}"));
         Ok(true)
     }
 
-    fn hurt_link(&mut self, mode: LinkMode, hold: Duration) -> Result<bool, String> {
-        let id = self.pick_follower();
+    fn hurt_link(&mut self, id: u32, mode: LinkMode, hold: Duration) -> Result<bool, String> {
         let set = |c: &Cluster, mode| -> Result<(), String> {
             match &c.node(id)?.proxy {
                 Some(p) => {
@@ -247,10 +323,10 @@ impl Nemesis {
                 None => Err(format!("node {id} has no proxy")),
             }
         };
-        set(&lock(&self.cluster), mode)?;
+        set(&lock(&self.shared.cluster), mode)?;
         self.note(format!("link of node {id}: {mode:?} for {hold:?}"));
         self.nap(hold);
-        set(&lock(&self.cluster), LinkMode::Pass)?;
+        set(&lock(&self.shared.cluster), LinkMode::Pass)?;
         self.note(format!("link of node {id}: healed"));
         Ok(true)
     }
@@ -258,7 +334,7 @@ impl Nemesis {
     /// Sleeps `d`, cut short by an interrupt; false if interrupted.
     fn nap(&self, d: Duration) -> bool {
         let end = Instant::now() + d;
-        while !self.interrupted.load(Ordering::SeqCst) {
+        while !self.shared.stop.load(Ordering::SeqCst) {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return true;
@@ -269,7 +345,7 @@ impl Nemesis {
     }
 
     fn pick_follower(&mut self) -> u32 {
-        let ids = lock(&self.cluster).follower_ids();
+        let ids = lock(&self.shared.cluster).follower_ids();
         ids[self.rng.below(ids.len() as u64) as usize]
     }
 
@@ -279,7 +355,11 @@ impl Nemesis {
     }
 
     fn note(&mut self, what: String) {
-        let line = format!("{:9.3} {what}", self.clock.now() as f64 / 1e6);
+        let line = format!(
+            "{:9.3} [lane {}] {what}",
+            self.clock.now() as f64 / 1e6,
+            self.lane
+        );
         log::debug!("nemesis: {line}");
         self.report.timeline.push(line);
     }

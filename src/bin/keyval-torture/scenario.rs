@@ -43,6 +43,8 @@ pub struct Options {
     /// `--sync-followers`; `None` lets the seed choose 0 or 1.
     pub sync_followers: Option<u32>,
     pub mem_limit_mib: u64,
+    /// Concurrent nemesis lanes (faults at once, on different nodes).
+    pub lanes: u16,
     /// Keep the run directory even when the run passes.
     pub keep: bool,
     /// Set by SIGINT/SIGTERM: end the run early (and fail it).
@@ -73,9 +75,9 @@ pub fn run(opts: &Options) -> bool {
         }
     };
     println!(
-        "keyval-torture: seed {} ({} s, --sync-followers {sync_followers}, {} clients, {} keys); \
-         rerun with SEED={} make torture",
-        opts.seed, opts.seconds, opts.clients, opts.keys, opts.seed
+        "keyval-torture: seed {} ({} s, --sync-followers {sync_followers}, {} clients, {} keys, \
+         {} nemesis lanes); rerun with SEED={} make torture",
+        opts.seed, opts.seconds, opts.clients, opts.keys, opts.lanes, opts.seed
     );
     log::info!("run directory {}", dir.path().display());
     let settings = Settings {
@@ -150,11 +152,11 @@ fn run_with(
         Arc::clone(&opts.interrupted),
     );
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
-    let faults = nemesis.run(deadline);
+    let faults = nemesis.run(deadline, opts.lanes);
     while Instant::now() < deadline && !opts.interrupted.load(Ordering::SeqCst) {
         thread::sleep(Duration::from_millis(100));
     }
-    if opts.interrupted.load(Ordering::SeqCst) {
+    if opts.interrupted.load(Ordering::SeqCst) && faults.error.is_none() {
         out.problems
             .push("interrupted by a signal before the deadline".into());
     }
