@@ -110,12 +110,18 @@ pub fn field<'a>(info: &'a [(String, String)], field: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// `lag=<n>` out of a leader's `follower_<id>` INFO value.
+/// `lag=<n>` out of a leader's `follower_<id>` INFO value, or `None` if
+/// absent or while the follower has acknowledged nothing (it is taking a
+/// snapshot, and its lag is the whole history).
 pub fn follower_lag(value: &str) -> Option<u64> {
-    value
-        .split_whitespace()
-        .find_map(|part| part.strip_prefix("lag="))
-        .and_then(|n| n.parse().ok())
+    let number = |name: &str| {
+        value
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix(name))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    number("acked=").filter(|&acked| acked > 0)?;
+    number("lag=")
 }
 
 #[cfg(test)]
@@ -138,5 +144,6 @@ mod tests {
             Some(3)
         );
         assert_eq!(follower_lag("addr=x acked=1"), None);
+        assert_eq!(follower_lag("addr=x acked=0 lag=9"), None);
     }
 }
