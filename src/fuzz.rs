@@ -17,7 +17,7 @@ use crate::protocol::{
     MAX_KEY_BYTES,
 };
 use crate::replication::wire::{Frame, Mode, FRAME_HEADER_LEN};
-use crate::testutil::{fuzz, Fuzz, Input};
+use crate::testutil::{fuzz, Fuzz};
 use crate::wal::record::{Decoded, Header, Op, Record, HEADER_LEN, RECORD_PREFIX_LEN};
 
 /// Bytes that matter to the line protocol, for insertions.
@@ -130,15 +130,7 @@ fn request_parser() {
             for _ in 0..1 + f.below(3) {
                 bytes.extend(valid_line(f));
             }
-            let valid = f.below(3) == 0;
-            if !valid {
-                if f.below(8) == 0 {
-                    bytes = f.bytes(80);
-                } else {
-                    f.mutate(&mut bytes, LINE_ALPHABET);
-                }
-            }
-            Input { bytes, valid }
+            f.vary(bytes, 80, LINE_ALPHABET)
         },
         |input| {
             let buf = &input.bytes;
@@ -239,15 +231,7 @@ fn log_record_decoder() {
             for i in 0..1 + f.below(3) {
                 bytes.extend(valid_record(f, seq.wrapping_add(i as u64)));
             }
-            let valid = f.below(3) == 0;
-            if !valid {
-                if f.below(8) == 0 {
-                    bytes = f.bytes(100);
-                } else {
-                    f.mutate(&mut bytes, &[0, 1, 2, 0xff]);
-                }
-            }
-            Input { bytes, valid }
+            f.vary(bytes, 100, &[0, 1, 2, 0xff])
         },
         |input| {
             let mut rest = &input.bytes[..];
@@ -328,15 +312,7 @@ fn replication_frame_decoder() {
             for _ in 0..1 + f.below(3) {
                 bytes.extend(valid_frame(f));
             }
-            let valid = f.below(3) == 0;
-            if !valid {
-                if f.below(8) == 0 {
-                    bytes = f.bytes(100);
-                } else {
-                    f.mutate(&mut bytes, b"SAPFERH\x00\x01\x02\x08\x10\x21\xff");
-                }
-            }
-            Input { bytes, valid }
+            f.vary(bytes, 100, b"SAPFERH\x00\x01\x02\x08\x10\x21\xff")
         },
         |input| {
             let mut rest = &input.bytes[..];

@@ -52,6 +52,21 @@ impl Fuzz {
         (0..n).map(|_| self.next() as u8).collect()
     }
 
+    /// Makes an input from a valid encoding: a third of the time as is,
+    /// otherwise mutated with bytes from `alphabet`, or now and then
+    /// replaced by up to `random_max` random bytes.
+    pub fn vary(&mut self, mut bytes: Vec<u8>, random_max: usize, alphabet: &[u8]) -> Input {
+        let valid = self.below(3) == 0;
+        if !valid {
+            if self.below(8) == 0 {
+                bytes = self.bytes(random_max);
+            } else {
+                self.mutate(&mut bytes, alphabet);
+            }
+        }
+        Input { bytes, valid }
+    }
+
     /// Applies one to four random edits to `buf`: insert a byte (from
     /// `alphabet` half the time), delete one, overwrite one, flip a bit,
     /// truncate, or duplicate a slice.

@@ -44,17 +44,11 @@ fn torn_tail_inside_a_snapshot_part_does_not_lose_a_key() {
     let leader = Node::start_in(leader_dir.path(), &["--role", "leader"]);
     assert_eq!(leader.info_field("seq"), "5");
 
-    let port = leader.addr.port().to_string();
-    let follower_args = [
-        "--role",
-        "follower",
-        "--id",
-        "2",
-        "--leader_host",
-        "127.0.0.1",
-        "--leader_port",
-        &port,
-    ];
+    let args = format!(
+        "--role follower --id 2 --leader_host 127.0.0.1 --leader_port {}",
+        leader.addr.port()
+    );
+    let follower_args: Vec<&str> = args.split(' ').collect();
     let follower_dir = tempfile::tempdir().expect("tempdir");
     let mut follower = Node::start_in(follower_dir.path(), &follower_args);
     let digest = leader.client().call("DIGEST");
