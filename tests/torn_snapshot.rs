@@ -30,14 +30,11 @@ fn write_compacted_log(path: &std::path::Path) {
     std::fs::write(path, bytes).expect("write leader.log");
 }
 
-/// Known bug, open: replay cuts the torn record, finds no record after the
-/// base seq and so reports seq 5 (`SeqCheck` starts at the base). The
-/// follower asks the leader for the writes after 5, gets none, and keeps
-/// serving without key `c`, with `leader_link up` and a DIGEST that never
-/// matches the leader's. Remove the `ignore` once replay no longer claims
-/// the base seq when the cut may have reached the snapshot part.
+/// Replay cuts the torn record and finds no record after the base seq.
+/// The follower used to claim seq 5 then. The leader sent nothing, and
+/// the follower kept serving without key `c`, with `leader_link up` and a
+/// DIGEST that never matched the leader's. Now it asks for a snapshot.
 #[test]
-#[ignore = "known bug: a torn snapshot part makes a follower claim the base seq and lose a key"]
 fn torn_tail_inside_a_snapshot_part_does_not_lose_a_key() {
     let leader_dir = tempfile::tempdir().expect("tempdir");
     write_compacted_log(&leader_dir.path().join("leader.log"));

@@ -415,8 +415,16 @@ impl Node {
             }
             LinkState::AwaitWelcome if text == "HELLO LEADER" => {
                 let header = self.wal.header();
+                // A log whose snapshot part may be torn cannot be caught
+                // up: no history matches zeros, so the leader sends a
+                // snapshot (and our own acceptance check is unchanged).
+                let history = if self.wal.snapshot_suspect() {
+                    [0; 16]
+                } else {
+                    header.history
+                };
                 Frame::Sync {
-                    history: header.history,
+                    history,
                     seq: self.wal.last_seq(),
                     epoch: header.epoch,
                 }
