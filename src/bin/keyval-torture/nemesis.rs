@@ -24,8 +24,11 @@ use crate::workload::Workload;
 pub const BURST_CLIENT: u16 = u16::MAX;
 /// Followers the nemesis may add on top of the initial ones.
 const MAX_EXTRA_FOLLOWERS: usize = 1;
-/// Longest bytes cut off a log tail.
+/// Longest cut off a log tail: a torn last record.
 const MAX_TEAR_BYTES: u64 = 64;
+/// Longest deep cut (a quarter of the tears): several records lost, which
+/// right after a compaction or a snapshot reaches the snapshot part.
+const MAX_DEEP_TEAR_BYTES: u64 = 8192;
 
 /// A kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -303,7 +306,12 @@ impl Nemesis {
         lock(&self.shared.cluster).node_mut(id)?.kill();
         self.note(format!("kill -9 node {id}, down for {down:?}"));
         if tear {
-            let want = 1 + self.rng.below(MAX_TEAR_BYTES);
+            let max = if self.rng.below(4) == 0 {
+                MAX_DEEP_TEAR_BYTES
+            } else {
+                MAX_TEAR_BYTES
+            };
+            let want = 1 + self.rng.below(max);
             let cut = lock(&self.shared.cluster).node(id)?.tear_tail(want)?;
             self.note(format!("cut {cut} bytes off the log of node {id}"));
         }

@@ -339,11 +339,13 @@ fn counters(
     let _ = writeln!(s, "  faults {total}: {}", by_kind.join(", "));
     let _ = writeln!(
         s,
-        "  leader sent {} catch-ups and {} snapshots; {} compactions; {} torn tails cut on restart",
+        "  leader sent {} catch-ups and {} snapshots; {} compactions; {} torn tails cut on \
+         restart ({} maybe into a snapshot part)",
         count_lines(leader_log, "catching up from seq"),
         count_lines(leader_log, "gets a snapshot"),
         count_lines(&all_logs, "compacted "),
         count_lines(&all_logs, "bytes of torn or damaged tail"),
+        count_lines(&all_logs, "may have reached the snapshot part"),
     );
     let rss: Vec<String> = seen
         .max_rss
