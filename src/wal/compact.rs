@@ -76,9 +76,7 @@ impl Wal {
     /// a compacted log of `store` would have.
     pub fn needs_compaction(&self, store: &Store, min_bytes: u64, ratio: f64) -> bool {
         let compacted = HEADER_LEN as u64 + store.live_bytes() + 19 * store.len() as u64;
-        !self.snapshot_suspect()
-            && self.written_end >= min_bytes
-            && self.written_end as f64 >= ratio * compacted as f64
+        self.written_end >= min_bytes && self.written_end as f64 >= ratio * compacted as f64
     }
 
     /// Starts compacting everything written so far on a background thread;
