@@ -3,14 +3,18 @@
 #   make run      a leader on port 5000, data in the current directory
 #   make test     fmt check, clippy -D warnings, every unit and integration test
 #   make bench    the benchmark suite: fresh leaders (and Redis, if installed), then replication
+#   make torture  fault injection for TORTURE_SECONDS (default 600); SEED=n reruns a seed
+#   make fuzz     the decoder fuzz loops, FUZZ_SECONDS (default 60) per target
 
 CARGO   ?= cargo
 PREFIX  ?= /usr/local
 DESTDIR ?=
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 CONFDIR ?= /etc/keyval
+TORTURE_SECONDS ?= 600
+FUZZ_SECONDS    ?= 60
 
-.PHONY: all build test lint fmt run bench install clean toolchain
+.PHONY: all build test lint fmt run bench torture fuzz install clean toolchain
 
 all: build
 
@@ -39,6 +43,16 @@ run: build
 
 bench: build
 	./build/keyval-bench suite --keyval-bin ./build/keyval --redis-bin auto
+
+# Exits non-zero on any checker failure; the seed is printed either way.
+torture:
+	$(CARGO) build --release --bins
+	./target/release/keyval-torture --seconds $(TORTURE_SECONDS) $(if $(SEED),--seed $(SEED))
+
+# In-test fuzz loops (cargo fuzz needs nightly); debug build, so overflows panic.
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(if $(FUZZ_SEED),FUZZ_SEED=$(FUZZ_SEED)) \
+		$(CARGO) test --lib fuzz:: -- --test-threads 1 --nocapture
 
 install: build
 	install -D -m 0755 build/keyval $(DESTDIR)$(PREFIX)/bin/keyval

@@ -30,4 +30,6 @@ pub mod store;
 pub mod wal;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod testutil;

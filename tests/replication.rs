@@ -198,6 +198,7 @@ fn hello_follower(addr: SocketAddr, id: u32) -> Challenged {
 fn sync_payload(history: &[u8], seq: u64, epoch: u64) -> Vec<u8> {
     let mut payload = seq.to_le_bytes().to_vec();
     payload.extend_from_slice(&epoch.to_le_bytes());
+    payload.push(0);
     payload.extend_from_slice(&1u32.to_le_bytes());
     payload.extend_from_slice(history);
     payload.extend_from_slice(&epoch.to_le_bytes());
@@ -767,9 +768,9 @@ fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
     peer.send_line("HELLO LEADER");
     let (kind, sync) = peer.frame();
     assert_eq!(kind, b'S');
-    assert_eq!(sync.len(), 20 + 32, "one history in the lineage");
+    assert_eq!(sync.len(), 21 + 32, "one history in the lineage");
     assert_eq!(
-        hex::encode(&sync[20..36]),
+        hex::encode(&sync[21..37]),
         kept_history,
         "SYNC carries the lineage"
     );
@@ -780,7 +781,7 @@ fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
     // PLAN: mode 2 (snapshot), the same history and epoch, the same seq,
     // related through that seq, no forks kept.
     let mut plan = vec![2u8];
-    plan.extend_from_slice(&sync[20..36]);
+    plan.extend_from_slice(&sync[21..37]);
     plan.extend_from_slice(&sync[8..16]);
     plan.extend_from_slice(&sync[..8]);
     plan.push(1);

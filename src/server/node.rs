@@ -297,6 +297,10 @@ impl Node {
             }
         } else if self.compaction_not_before.is_none_or(|at| now >= at)
             && !self.wal.has_failed()
+            // Compacting a follower's suspect log would make the records a
+            // torn tail took from its snapshot part look complete; the
+            // snapshot it asks for replaces the log anyway.
+            && !(self.role.role == Role::Follower && self.wal.snapshot_suspect())
             && self.wal.needs_compaction(
                 &self.store,
                 self.config.compact_min_bytes,

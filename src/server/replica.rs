@@ -230,6 +230,7 @@ impl Node {
             Frame::Sync {
                 seq,
                 epoch,
+                want_snapshot,
                 lineage: segments,
             } if session.feed.is_none() => {
                 let id = session.id;
@@ -242,6 +243,14 @@ impl Node {
                     &follower,
                     seq,
                 );
+                // A follower whose log may have lost records gets the whole
+                // log even where it could catch up.
+                let plan = match plan {
+                    Plan::CatchUp { from, .. } if want_snapshot => {
+                        Plan::Snapshot { common: Some(from) }
+                    }
+                    plan => plan,
+                };
                 let feed =
                     Feed::new(&self.wal, plan).map_err(|e| format!("opening the log: {e}"))?;
                 session.feed = Some(feed);
@@ -486,6 +495,7 @@ impl Node {
                 Frame::Sync {
                     seq: self.wal.last_seq(),
                     epoch: self.known_epoch(),
+                    want_snapshot: self.wal.snapshot_suspect(),
                     lineage: self.wal.lineage().segments().to_vec(),
                 }
                 .encode(conn.raw_out());

@@ -168,6 +168,11 @@ pub struct Wal {
     generation: u64,
     /// How offsets of the previous generation map into this one.
     remap: Option<Remap>,
+    /// Replay cut a torn tail and no record past the base seq survived, so
+    /// the cut may have reached the snapshot part: some live key may be
+    /// missing although `last_seq` says the base seq. Cleared by a
+    /// snapshot; see [`Wal::snapshot_suspect`].
+    snapshot_suspect: bool,
 }
 
 /// Offsets at or past `old_offset` in generation `from` are at
@@ -236,6 +241,17 @@ impl Wal {
             .map_err(io_err(path, "open"))?;
         let replayed = replay(path, &mut file, None)?;
         let truncated = replayed.file_len - replayed.end;
+        let snapshot_suspect = truncated > 0
+            && replayed.header.base_seq > 0
+            && replayed.last_seq == replayed.header.base_seq;
+        if snapshot_suspect {
+            warn!(
+                "{}: the torn tail may have reached the snapshot part (no record after base seq {} \
+                 survived); a follower resyncs from a snapshot, a leader may be missing keys",
+                path.display(),
+                replayed.header.base_seq
+            );
+        }
         if truncated > 0 {
             warn!(
                 "{}: cut {truncated} bytes of torn or damaged tail at offset {} (seq {})",
@@ -265,6 +281,7 @@ impl Wal {
             failed: false,
             generation: 0,
             remap: None,
+            snapshot_suspect,
         };
         Ok(Opened {
             wal,
@@ -550,6 +567,14 @@ impl Wal {
         Ok((replayed.store, replayed.dropped))
     }
 
+    /// Whether the snapshot part of this log may have lost records to a
+    /// torn tail (see the field). Such a log must not claim its base seq:
+    /// a follower asks for a snapshot instead, and does not compact (which
+    /// would make the loss look complete) until then.
+    pub fn snapshot_suspect(&self) -> bool {
+        self.snapshot_suspect
+    }
+
     /// Bytes in the file.
     pub fn len_bytes(&self) -> u64 {
         self.written_end
@@ -645,6 +670,7 @@ impl Wal {
         self.file = file;
         self.header = header;
         self.lineage = lineage;
+        self.snapshot_suspect = false;
         self.last_seq = last_seq;
         self.written_seq = last_seq;
         self.durable_seq = last_seq;
@@ -998,6 +1024,46 @@ mod tests {
             put(&mut o, "b", "2");
             o.wal.commit(&mut o.store).expect("commit");
         }
+    }
+
+    #[test]
+    fn a_torn_tail_that_may_reach_the_snapshot_part_is_suspect() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leader.log");
+        // Base seq 2: records 1 and 2 are the snapshot part.
+        let write = |seqs: &[u64], cut: u64| {
+            let mut bytes = Vec::new();
+            Header {
+                history: [9; 16],
+                base_seq: 2,
+                epoch: 1,
+            }
+            .encode(&mut bytes);
+            for &seq in seqs {
+                let key = format!("k{seq}");
+                Record {
+                    seq,
+                    op: Op::Put,
+                    key: key.as_bytes(),
+                    value: b"v",
+                }
+                .encode(&mut bytes);
+            }
+            bytes.truncate(bytes.len() - cut as usize);
+            std::fs::write(&path, bytes).expect("write");
+            open(dir.path())
+        };
+        let whole = write(&[1, 2], 0);
+        assert!(!whole.wal.snapshot_suspect());
+        drop(whole);
+        let torn_after_base = write(&[1, 2, 3, 4], 3);
+        assert_eq!(torn_after_base.wal.last_seq(), 3);
+        assert!(!torn_after_base.wal.snapshot_suspect());
+        drop(torn_after_base);
+        let torn_snapshot = write(&[1, 2], 3);
+        assert_eq!(torn_snapshot.wal.last_seq(), 2);
+        assert_eq!(torn_snapshot.store.len(), 1);
+        assert!(torn_snapshot.wal.snapshot_suspect());
     }
 
     #[test]

@@ -1,0 +1,438 @@
+//! The keyval processes of a run: one leader and its followers, each with
+//! its own data directory and log file under the run directory, and each
+//! follower behind its own [`Proxy`] so its link to the leader can be hurt.
+//!
+//! The cluster starts, kills (SIGKILL), pauses (SIGSTOP/SIGCONT) and
+//! restarts nodes, and notices a node that exited without being told to.
+//! Every process it starts it also kills and reaps: on [`Cluster::shutdown`],
+//! and on drop (including while a panic unwinds).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::proxy::{LinkMode, Proxy};
+use crate::workload::LeaderAddr;
+
+/// How long a node may take to log `listening on`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The secret every node of a run shares.
+const SECRET: &str = "torture-secret-0123456789";
+/// Id of the leader (SPEC: 1 is the leader's).
+pub const LEADER_ID: u32 = 1;
+
+/// How the nodes are configured.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bin: PathBuf,
+    pub dir: PathBuf,
+    /// `--sync-followers` of the leader.
+    pub sync_followers: u32,
+    /// `--sync-timeout-ms` of the leader.
+    pub sync_timeout_ms: u64,
+    /// `--compact-min-bytes` of every node (small, so compaction happens).
+    pub compact_min_bytes: u64,
+}
+
+/// One keyval process (running or not) and what it needs to restart.
+pub struct NodeProc {
+    pub id: u32,
+    pub dir: PathBuf,
+    log_path: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    addr: Option<SocketAddr>,
+    paused: bool,
+    /// The follower's link to the leader (followers only).
+    pub proxy: Option<Proxy>,
+    /// How many times it was started.
+    pub starts: u32,
+}
+
+impl NodeProc {
+    fn new(settings: &Settings, id: u32, role_args: Vec<String>) -> Result<NodeProc, String> {
+        let dir = settings.dir.join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let mut args = role_args;
+        args.extend(
+            [
+                "--port",
+                "0",
+                "--compact-min-bytes",
+                &settings.compact_min_bytes.to_string(),
+                "--compact-ratio",
+                "2",
+                "--log-level",
+                "info",
+                "--data-dir",
+            ]
+            .map(String::from),
+        );
+        args.push(dir.display().to_string());
+        Ok(NodeProc {
+            id,
+            log_path: settings.dir.join(format!("node-{id}.log")),
+            dir,
+            args,
+            child: None,
+            addr: None,
+            paused: false,
+            proxy: None,
+            starts: 0,
+        })
+    }
+
+    /// `leader` or `follower <id>`.
+    pub fn name(&self) -> String {
+        if self.id == LEADER_ID {
+            "leader".to_string()
+        } else {
+            format!("follower {}", self.id)
+        }
+    }
+
+    /// The node's write-ahead log file.
+    pub fn wal_path(&self) -> PathBuf {
+        if self.id == LEADER_ID {
+            self.dir.join("leader.log")
+        } else {
+            self.dir.join(format!("follower_{}.log", self.id))
+        }
+    }
+
+    /// Where its stderr goes (all incarnations, one after the other).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Its client address while running.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr.filter(|_| self.child.is_some())
+    }
+
+    /// Its process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Starts the process and waits until it logs its listening address.
+    fn start(&mut self, bin: &Path) -> Result<SocketAddr, String> {
+        if self.child.is_some() {
+            return Err(format!("{} is already running", self.name()));
+        }
+        self.starts += 1;
+        let ctx = |e: std::io::Error| format!("{}: {}: {e}", self.name(), self.log_path.display());
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(ctx)?;
+        writeln!(
+            log,
+            "=== torture: start #{} of {} ===",
+            self.starts,
+            self.name()
+        )
+        .map_err(ctx)?;
+        let from = log.metadata().map_err(ctx)?.len();
+        let child = Command::new(bin)
+            .args(&self.args)
+            .env("KEYVAL_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(ctx)?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C meant for the harness must
+            // not stop the nodes behind its back (the harness kills them).
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {} ({}): {e}", self.name(), bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = read_from(&self.log_path, from);
+            if let Some(addr) = text.lines().find_map(parse_listening) {
+                self.addr = Some(addr);
+                return Ok(addr);
+            }
+            if let Some(why) = self.check_exit() {
+                return Err(format!("{why} while starting; its log:\n{text}"));
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!(
+                    "{} did not log 'listening on' within {START_TIMEOUT:?}; its log:\n{text}",
+                    self.name()
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs and reaps the process (a stopped one too).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.paused = false;
+    }
+
+    /// Sends SIGSTOP (`true`) or SIGCONT (`false`).
+    pub fn set_paused(&mut self, paused: bool) -> Result<(), String> {
+        let Some(pid) = self.pid() else {
+            return Err(format!("{} is not running", self.name()));
+        };
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .map_err(|e| format!("cannot run kill: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill {signal} {pid} failed ({status})"));
+        }
+        self.paused = paused;
+        Ok(())
+    }
+
+    /// If the process has exited on its own, reaps it and says how.
+    pub fn check_exit(&mut self) -> Option<String> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        self.paused = false;
+        Some(format!("{} exited on its own ({status})", self.name()))
+    }
+
+    /// Cuts `bytes` off the end of its log (never into the header); only
+    /// while it is not running. Returns how many bytes went.
+    pub fn tear_tail(&self, bytes: u64) -> Result<u64, String> {
+        if self.is_running() {
+            return Err(format!("{} is running; stop it first", self.name()));
+        }
+        let path = self.wal_path();
+        let ctx = |e: std::io::Error| format!("{}: {e}", path.display());
+        let file = OpenOptions::new().write(true).open(&path).map_err(ctx)?;
+        let len = file.metadata().map_err(ctx)?.len();
+        let cut = bytes.min(len.saturating_sub(HEADER_BYTES));
+        file.set_len(len - cut).map_err(ctx)?;
+        Ok(cut)
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = read_from(&self.log_path, 0);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// The log file header size (README: log format); a torn tail never
+/// reaches into it.
+const HEADER_BYTES: u64 = 48;
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The text of `path` from byte `from` on (empty if unreadable).
+pub fn read_from(path: &Path, from: u64) -> String {
+    let mut text = Vec::new();
+    if let Ok(mut f) = File::open(path) {
+        if f.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = f.read_to_end(&mut text);
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// The address in a `... listening on <addr> ...` log line.
+fn parse_listening(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The leader, its followers, and the address clients should use.
+pub struct Cluster {
+    settings: Settings,
+    pub nodes: Vec<NodeProc>,
+    leader_addr: LeaderAddr,
+}
+
+impl Cluster {
+    /// Starts a leader and `followers` followers and waits until each
+    /// listens.
+    ///
+    /// # Errors
+    /// A message naming the node that did not start, with its log.
+    pub fn start(settings: Settings, followers: u32) -> Result<Cluster, String> {
+        let leader_args = [
+            "--role",
+            "leader",
+            "--sync-followers",
+            &settings.sync_followers.to_string(),
+            "--sync-timeout-ms",
+            &settings.sync_timeout_ms.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut leader = NodeProc::new(&settings, LEADER_ID, leader_args)?;
+        let addr = leader.start(&settings.bin)?;
+        let mut cluster = Cluster {
+            settings,
+            nodes: vec![leader],
+            leader_addr: Arc::new(Mutex::new(addr)),
+        };
+        for _ in 0..followers {
+            cluster.add_follower()?;
+        }
+        Ok(cluster)
+    }
+
+    /// The handle the workload reads the leader's address from.
+    pub fn leader_addr(&self) -> LeaderAddr {
+        Arc::clone(&self.leader_addr)
+    }
+
+    /// Starts one more follower (the next free id) behind a new proxy.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub fn add_follower(&mut self) -> Result<u32, String> {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(LEADER_ID) + 1;
+        let proxy = Proxy::start(crate::workload::current(&self.leader_addr))
+            .map_err(|e| format!("cannot start a proxy: {e}"))?;
+        let args = [
+            "--role",
+            "follower",
+            "--id",
+            &id.to_string(),
+            "--leader_host",
+            "127.0.0.1",
+            "--leader_port",
+            &proxy.addr().port().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut node = NodeProc::new(&self.settings, id, args)?;
+        node.proxy = Some(proxy);
+        node.start(&self.settings.bin)?;
+        self.nodes.push(node);
+        Ok(id)
+    }
+
+    /// Index of the node with `id`.
+    fn index(&self, id: u32) -> Result<usize, String> {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .ok_or_else(|| format!("no node {id}"))
+    }
+
+    /// The node with `id`.
+    pub fn node(&self, id: u32) -> Result<&NodeProc, String> {
+        Ok(&self.nodes[self.index(id)?])
+    }
+
+    /// The node with `id`, mutably.
+    pub fn node_mut(&mut self, id: u32) -> Result<&mut NodeProc, String> {
+        let i = self.index(id)?;
+        Ok(&mut self.nodes[i])
+    }
+
+    /// Ids of the followers.
+    pub fn follower_ids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.id != LEADER_ID)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// (Re)starts node `id`; a leader's new address goes to the clients and
+    /// to every proxy.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub fn restart(&mut self, id: u32) -> Result<(), String> {
+        let bin = self.settings.bin.clone();
+        let addr = self.node_mut(id)?.start(&bin)?;
+        if id == LEADER_ID {
+            if let Ok(mut a) = self.leader_addr.lock() {
+                *a = addr;
+            }
+            for node in &self.nodes {
+                if let Some(p) = &node.proxy {
+                    p.set_upstream(addr);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes every fault: resumes paused nodes, restarts stopped ones,
+    /// and lets every link pass.
+    ///
+    /// # Errors
+    /// When a node does not restart.
+    pub fn heal(&mut self) -> Result<(), String> {
+        for i in 0..self.nodes.len() {
+            let id = self.nodes[i].id;
+            if self.nodes[i].is_paused() {
+                self.nodes[i].set_paused(false)?;
+            }
+            if let Some(p) = &self.nodes[i].proxy {
+                p.set_mode(LinkMode::Pass);
+            }
+            if !self.nodes[i].is_running() {
+                self.restart(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Nodes that exited without being told to since the last call (each
+    /// is reaped, so it is reported once).
+    pub fn crashed(&mut self) -> Vec<String> {
+        self.nodes
+            .iter_mut()
+            .filter_map(NodeProc::check_exit)
+            .collect()
+    }
+
+    /// Kills and reaps every node.
+    pub fn shutdown(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_listening_address() {
+        assert_eq!(
+            parse_listening("12:00:00 [INFO] leader 1 listening on 127.0.0.1:4100 (seq 0, 0 keys)"),
+            Some("127.0.0.1:4100".parse().expect("addr"))
+        );
+        assert_eq!(parse_listening("listening on nowhere"), None);
+        assert_eq!(parse_listening("starting"), None);
+    }
+}

@@ -1,0 +1,302 @@
+//! A small TCP proxy on loopback that sits between one follower and the
+//! leader, so the nemesis can damage that link without touching either
+//! process.
+//!
+//! The follower dials the proxy's fixed port; the proxy dials the leader's
+//! current address (which changes when the leader restarts) and copies
+//! bytes both ways, two threads per connection. The link has one
+//! [`LinkMode`] at a time:
+//!
+//! - `Pass`: bytes flow.
+//! - `Cut`: every open connection is closed and new ones are closed at once.
+//! - `Freeze`: connections stay open but no byte moves (TCP backpressure
+//!   builds up on both sides), like a stalled route.
+//! - `Slow(d)`: every chunk read waits `d` before it is forwarded.
+//!
+//! Blocking sockets with short timeouts keep it simple: every thread wakes
+//! at least every [`TICK`] to look at the mode and the stop flag.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// How often a blocked proxy thread looks at the mode and the stop flag.
+const TICK: Duration = Duration::from_millis(50);
+/// How long dialling the leader may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes copied per read.
+const CHUNK: usize = 16 * 1024;
+
+/// What the link currently does to traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    Pass,
+    Cut,
+    Freeze,
+    Slow(Duration),
+}
+
+/// State shared by the accept thread and the copy threads.
+struct Shared {
+    upstream: Mutex<SocketAddr>,
+    mode: Mutex<LinkMode>,
+    /// Bumped by every cut; a connection dies once it differs from the
+    /// value it was opened under.
+    cuts: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn mode(&self) -> LinkMode {
+        self.mode.lock().map(|m| *m).unwrap_or(LinkMode::Cut)
+    }
+
+    fn alive(&self, generation: u64) -> bool {
+        !self.stop.load(Ordering::SeqCst) && self.cuts.load(Ordering::SeqCst) == generation
+    }
+}
+
+/// One proxied link. Dropping it closes the listener and every connection.
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Listens on an ephemeral loopback port and forwards to `upstream`.
+    ///
+    /// # Errors
+    /// When the listener cannot be bound.
+    pub fn start(upstream: SocketAddr) -> io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            upstream: Mutex::new(upstream),
+            mode: Mutex::new(LinkMode::Pass),
+            cuts: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let accept_shared = Arc::clone(&shared);
+        thread::Builder::new()
+            .name(format!("proxy-{}", addr.port()))
+            .spawn(move || accept_loop(&listener, &accept_shared))?;
+        Ok(Proxy { addr, shared })
+    }
+
+    /// Where followers dial.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Points new connections at the leader's new address.
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        if let Ok(mut u) = self.shared.upstream.lock() {
+            *u = upstream;
+        }
+    }
+
+    /// Changes what the link does; `Cut` also closes every open connection.
+    pub fn set_mode(&self, mode: LinkMode) {
+        if let Ok(mut m) = self.shared.mode.lock() {
+            *m = mode;
+        }
+        if mode == LinkMode::Cut {
+            self.shared.cuts.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        let inbound = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(TICK / 5);
+                continue;
+            }
+            Err(e) => {
+                log::warn!("proxy accept failed: {e}");
+                thread::sleep(TICK);
+                continue;
+            }
+        };
+        if shared.mode() == LinkMode::Cut {
+            continue; // dropped: the follower sees the link fail at once
+        }
+        let generation = shared.cuts.load(Ordering::SeqCst);
+        let upstream = match shared.upstream.lock() {
+            Ok(u) => *u,
+            Err(_) => return,
+        };
+        let outbound = match TcpStream::connect_timeout(&upstream, CONNECT_TIMEOUT) {
+            Ok(s) => s,
+            Err(_) => continue, // the leader is down; the follower retries
+        };
+        if let Err(e) = start_pumps(inbound, outbound, generation, shared) {
+            log::warn!("proxy cannot start a connection: {e}");
+        }
+    }
+}
+
+fn start_pumps(
+    inbound: TcpStream,
+    outbound: TcpStream,
+    generation: u64,
+    shared: &Arc<Shared>,
+) -> io::Result<()> {
+    for s in [&inbound, &outbound] {
+        s.set_nonblocking(false)?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(TICK))?;
+        s.set_write_timeout(Some(TICK))?;
+    }
+    let pairs = [
+        (inbound.try_clone()?, outbound.try_clone()?),
+        (outbound, inbound),
+    ];
+    for (src, dst) in pairs {
+        let shared = Arc::clone(shared);
+        thread::Builder::new()
+            .name("proxy-pump".into())
+            .spawn(move || {
+                pump(&src, &dst, generation, &shared);
+                let _ = src.shutdown(Shutdown::Both);
+                let _ = dst.shutdown(Shutdown::Both);
+            })?;
+    }
+    Ok(())
+}
+
+/// Copies `src` to `dst` until either side closes, the link is cut, or the
+/// proxy stops.
+fn pump(mut src: &TcpStream, mut dst: &TcpStream, generation: u64, shared: &Shared) {
+    let mut buf = vec![0u8; CHUNK];
+    while shared.alive(generation) {
+        if shared.mode() == LinkMode::Freeze {
+            thread::sleep(TICK);
+            continue;
+        }
+        let n = match src.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if is_timeout(&e) => continue,
+            Err(_) => return,
+        };
+        // Looked at after the read, which may have waited through a change.
+        if let LinkMode::Slow(d) = shared.mode() {
+            thread::sleep(d);
+        }
+        let mut sent = 0;
+        while sent < n {
+            if !shared.alive(generation) {
+                return;
+            }
+            if shared.mode() == LinkMode::Freeze {
+                thread::sleep(TICK);
+                continue;
+            }
+            match dst.write(&buf[sent..n]) {
+                Ok(0) => return,
+                Ok(k) => sent += k,
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::time::Instant;
+
+    /// An upstream that echoes every line back.
+    fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut w = stream.try_clone().expect("clone");
+                    for line in io::BufReader::new(stream).lines() {
+                        let Ok(line) = line else { return };
+                        if writeln!(w, "{line}").is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn dial(proxy: &Proxy) -> (TcpStream, io::BufReader<TcpStream>) {
+        let s = TcpStream::connect(proxy.addr()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let r = io::BufReader::new(s.try_clone().expect("clone"));
+        (s, r)
+    }
+
+    fn echo(s: &mut TcpStream, r: &mut io::BufReader<TcpStream>, text: &str) -> Option<String> {
+        writeln!(s, "{text}").ok()?;
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line.trim_end().to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn passes_freezes_slows_and_cuts() {
+        let proxy = Proxy::start(echo_server()).expect("proxy");
+        let (mut s, mut r) = dial(&proxy);
+        assert_eq!(echo(&mut s, &mut r, "a").as_deref(), Some("a"));
+
+        proxy.set_mode(LinkMode::Freeze);
+        assert_eq!(echo(&mut s, &mut r, "b"), None, "frozen link delivered");
+        proxy.set_mode(LinkMode::Pass);
+        let mut line = String::new();
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        r.read_line(&mut line).expect("b after thaw");
+        assert_eq!(line.trim_end(), "b");
+
+        proxy.set_mode(LinkMode::Slow(Duration::from_millis(150)));
+        let t0 = Instant::now();
+        assert_eq!(echo(&mut s, &mut r, "c").as_deref(), Some("c"));
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+
+        proxy.set_mode(LinkMode::Cut);
+        assert_eq!(echo(&mut s, &mut r, "d"), None, "cut link delivered");
+        proxy.set_mode(LinkMode::Pass);
+        let (mut s, mut r) = dial(&proxy);
+        assert_eq!(echo(&mut s, &mut r, "e").as_deref(), Some("e"));
+    }
+
+    #[test]
+    fn follows_a_new_upstream() {
+        let proxy = Proxy::start("127.0.0.1:1".parse().expect("addr")).expect("proxy");
+        proxy.set_upstream(echo_server());
+        let (mut s, mut r) = dial(&proxy);
+        assert_eq!(echo(&mut s, &mut r, "x").as_deref(), Some("x"));
+    }
+}
