@@ -105,6 +105,10 @@ pub struct Conn {
     pub kind: Peer,
     /// Read, not yet parsed.
     pub rbuf: Vec<u8>,
+    /// Bytes at the start of `rbuf` already searched for a newline in
+    /// vain: a long line arriving in small pieces is scanned once, not once
+    /// per piece.
+    pub scanned: usize,
     /// Dropping input up to the next `\n` after `LINE_TOO_LONG`.
     pub discarding: bool,
     /// Released output; `wbuf[wpos..]` is not yet written.
@@ -138,6 +142,7 @@ impl Conn {
             peer,
             kind: Peer::AwaitHello,
             rbuf: Vec::new(),
+            scanned: 0,
             discarding: false,
             wbuf: Vec::new(),
             wpos: 0,

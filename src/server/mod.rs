@@ -347,6 +347,8 @@ impl Server {
         let max_line = self.node.config.max_line_bytes;
         let mut rbuf = std::mem::take(&mut conn.rbuf);
         let mut off = 0;
+        // How much of `rbuf[off..]` is known to hold no newline.
+        let mut scanned = conn.scanned.min(rbuf.len());
         while !conn.closing && off < rbuf.len() {
             if conn.kind.is_framed() {
                 off += self.node.process_frames(conn, key, &rbuf[off..]);
@@ -365,12 +367,14 @@ impl Server {
                     }
                     None => off = rbuf.len(),
                 }
+                scanned = 0;
                 continue;
             }
-            match next_line(rest, max_line) {
+            match next_line_after(rest, max_line, scanned) {
                 Line::Complete(line, used) => {
                     self.node.execute_line(conn, key, line);
                     off += used;
+                    scanned = 0;
                 }
                 Line::TooLong => {
                     debug!("{}: line longer than {max_line} bytes", conn.peer);
@@ -383,13 +387,17 @@ impl Server {
                     self.node.execute_line(conn, key, rest);
                     off = rbuf.len();
                 }
-                Line::Incomplete => break,
+                Line::Incomplete => {
+                    scanned = rest.len();
+                    break;
+                }
             }
         }
         rbuf.drain(..off);
         if conn.closing {
             rbuf.clear();
         }
+        conn.scanned = scanned.min(rbuf.len());
         conn.rbuf = rbuf;
         if conn.has_held() {
             self.waiting.push(key);
@@ -606,7 +614,58 @@ impl Server {
     }
 }
 
+/// [`next_line`] for a buffer whose first `scanned` bytes are known to hold
+/// no newline: while the line is still incomplete only the new bytes are
+/// searched, so a line near `--max-line-bytes` sent in small pieces costs
+/// linear time, not quadratic.
+fn next_line_after(buf: &[u8], max_line: usize, scanned: usize) -> Line<'_> {
+    let fresh = buf.get(scanned..).unwrap_or_default();
+    let within_limit = buf.len() <= max_line.saturating_add(1);
+    if scanned > 0 && within_limit && !fresh.contains(&b'\n') {
+        return Line::Incomplete;
+    }
+    next_line(buf, max_line)
+}
+
 /// Logs a fatal error of the node the way an operator needs it.
 pub fn report_fatal(err: &Error) {
     error!("{err}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn describe(line: Line<'_>) -> String {
+        match line {
+            Line::Complete(text, used) => format!("{}/{used}", String::from_utf8_lossy(text)),
+            Line::TooLong => "too long".into(),
+            Line::Incomplete => "incomplete".into(),
+        }
+    }
+
+    #[test]
+    fn a_known_clean_prefix_gives_the_same_answers_as_a_full_scan() {
+        let cases: [&[u8]; 6] = [
+            b"",
+            b"PUT a",
+            b"PUT a 1\n",
+            b"PUT a 1\r\nGET a\n",
+            b"0123456789abcdefXY",
+            b"0123456789abcdef\n",
+        ];
+        for buf in cases {
+            for max_line in [4, 16, 64] {
+                let want = describe(next_line(buf, max_line));
+                let clean = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+                for scanned in 0..=clean {
+                    assert_eq!(
+                        describe(next_line_after(buf, max_line, scanned)),
+                        want,
+                        "{buf:?} max {max_line} scanned {scanned}"
+                    );
+                }
+            }
+        }
+    }
 }
