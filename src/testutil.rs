@@ -8,3 +8,32 @@ pub fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 17;
     *state
 }
+
+use std::sync::{Arc, Condvar, Mutex};
+
+/// A door threads can be held at: while it is closed, [`Gate::pass`]
+/// blocks. Tests use it to keep a background fsync "in flight".
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    /// Makes later [`Gate::pass`] calls wait.
+    pub fn close(&self) {
+        *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    /// Lets every waiting and later caller through.
+    pub fn open(&self) {
+        *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.0 .1.notify_all();
+    }
+
+    /// Waits while the gate is closed.
+    pub fn pass(&self) {
+        let (closed, opened) = &*self.0;
+        let mut closed = closed.lock().unwrap_or_else(|e| e.into_inner());
+        while *closed {
+            closed = opened.wait(closed).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}

@@ -3,22 +3,28 @@
 //! Each turn of the loop:
 //!
 //! ```text
-//! poll (timeout = nearest deadline)
+//! poll (timeout = nearest deadline; the waker when a sync finishes)
 //!   accept / read + parse + execute       writes go to the store and the
-//!                                         log buffer; their replies are held
+//!                                         log buffer; their replies are held,
+//!                                         and so are reads made meanwhile
 //! end of turn
-//!   commit: one write + one fsync         group commit
-//!   release held replies with seq <= acknowledged seq
+//!   commit: one write, fsync handed to    group commit; the syncs finished
+//!           the sync thread               since the last turn are taken in
+//!   feed followers what is durable
+//!   release held replies whose writes are durable (and replicated)
 //!   compaction: start, or put a finished one in place
 //!   flush every connection that has output, fix its interest
 //!   free the slots of closed connections
 //! ```
 //!
-//! No reply leaves before the commit at the end of its turn, so no client
-//! ever sees data that is not yet durable. This module owns the sockets;
-//! what a request means is in [`node`].
+//! The loop does not wait for the fsync: it serves the next turns while the
+//! sync thread runs it, and one fsync then covers every batch written
+//! meanwhile. No reply that shows a write leaves before the write is
+//! durable, so no client ever sees data that is not yet durable. This
+//! module owns the sockets; what a request means is in [`node`].
 
 pub mod conn;
+pub mod held;
 mod node;
 mod replica;
 pub mod slab;
@@ -43,12 +49,13 @@ use crate::protocol::{next_line, Line, Reply};
 use crate::replication::follower::LinkState;
 use crate::replication::HEARTBEAT_INTERVAL;
 use conn::{Conn, Peer, ReadStatus};
+use held::Progress;
 use mio::net::TcpStream;
 use node::Node;
 use slab::Slab;
 use std::net::ToSocketAddrs;
 
-/// Wakes the loop from the compaction thread.
+/// Wakes the loop from the compaction and log sync threads.
 const WAKER: Token = Token(usize::MAX);
 /// The listening socket.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -185,10 +192,11 @@ impl Server {
         if !self.resume.is_empty() {
             return Some(Duration::ZERO);
         }
+        let local = self.node.wal.ack_seq();
         let held = self
             .waiting
             .iter()
-            .filter_map(|&k| self.conns.get(k)?.next_deadline())
+            .filter_map(|&k| self.conns.get(k)?.next_deadline(local))
             .min();
         [self.node.next_deadline(), held, self.shutdown_by]
             .into_iter()
@@ -415,15 +423,17 @@ impl Server {
 
     /// Group commit, reply release, background work, flushes.
     fn end_turn(&mut self, now: Instant) {
-        let acked = self.node.commit();
-        if let Some(local) = acked {
-            self.replicate(local);
-        }
+        let local = self.node.commit();
+        self.replicate(local);
         self.tick(now);
         for key in std::mem::take(&mut self.node.repl.evict) {
             self.close(key, "evicted");
         }
-        let acked = acked.map(|local| self.node.release_point(local));
+        let progress = Progress {
+            acked: self.node.release_point(local),
+            local,
+            lost_from: self.node.wal.lost_from(),
+        };
         self.waiting.sort_unstable();
         self.waiting.dedup();
         let mut still_waiting = Vec::new();
@@ -431,11 +441,8 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
                 continue;
             };
-            match acked {
-                Some(through) => conn.release(through),
-                None => conn.release_all(Reply::Error),
-            }
-            conn.expire(now);
+            conn.release(&progress);
+            conn.expire(now, local);
             if conn.has_held() {
                 still_waiting.push(key);
             }
@@ -462,8 +469,7 @@ impl Server {
             .collect()
     }
 
-    /// Feeds followers what the commit made durable, or acks it to the
-    /// leader.
+    /// Feeds followers what is durable, or acks it to the leader.
     fn replicate(&mut self, local: u64) {
         for key in self.replication_keys() {
             let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
