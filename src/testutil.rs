@@ -28,6 +28,16 @@ impl Gate {
         self.0 .1.notify_all();
     }
 
+    /// Opens the gate from another thread after `delay`, so the caller
+    /// can block on what waits behind it; join the handle at the end.
+    pub fn open_after(&self, delay: std::time::Duration) -> std::thread::JoinHandle<()> {
+        let gate = self.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            gate.open();
+        })
+    }
+
     /// Waits while the gate is closed.
     pub fn pass(&self) {
         let (closed, opened) = &*self.0;

@@ -1001,6 +1001,16 @@ pub(crate) mod tests {
             .expect("append")
     }
 
+    /// Closes the log and opens it again, checking that replay gives the
+    /// same data.
+    pub(crate) fn reopen(o: Opened, dir: &Path) -> Opened {
+        let digest = o.store.digest();
+        drop(o);
+        let o = open(dir);
+        assert_eq!(o.store.digest(), digest, "replay gave other data");
+        o
+    }
+
     /// Commits, then waits until the sync thread made it all durable.
     pub(crate) fn commit_durably(o: &mut Opened, control: &SyncControl) {
         o.wal.commit(&mut o.store).expect("commit");
@@ -1081,11 +1091,8 @@ pub(crate) mod tests {
             Err(WalError::Failed)
         ));
         assert_eq!(o.wal.commit(&mut o.store).expect("already reported"), 2);
-        let digest = o.store.digest();
-        drop(o);
-        let o = open(dir.path());
+        let o = reopen(o, dir.path());
         assert_eq!(o.wal.last_seq(), 2);
-        assert_eq!(o.store.digest(), digest);
     }
 
     #[test]
@@ -1112,11 +1119,7 @@ pub(crate) mod tests {
         control.gate.close();
         put(&mut o, "a", "1");
         o.wal.commit(&mut o.store).expect("commit");
-        let gate = control.gate.clone();
-        let opener = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            gate.open();
-        });
+        let opener = control.gate.open_after(Duration::from_millis(20));
         o.wal.sync().expect("sync");
         assert_eq!(o.wal.durable_seq(), 1);
         opener.join().expect("opener");
