@@ -143,6 +143,10 @@ pub(crate) fn io_err<'a>(
 
 /// An open, replayed log.
 pub struct Wal {
+    /// Runs the fsyncs off the loop, once [`Wal::start_sync_thread`] was
+    /// called; without it they run inline. Declared first so that it is
+    /// dropped first: the thread is joined before the lock is released.
+    syncer: Option<Syncer>,
     path: PathBuf,
     /// Held open for the lifetime of the log; its lock keeps a second
     /// process off the same data.
@@ -169,9 +173,6 @@ pub struct Wal {
     durable_end: u64,
     /// `file_end`, shared with a compaction thread copying the tail.
     shared_end: Arc<AtomicU64>,
-    /// Runs the fsyncs off the loop, once [`Wal::start_sync_thread`] was
-    /// called; without it they run inline.
-    syncer: Option<Syncer>,
     /// Set by the first failed write or fsync: fail-stop.
     failed: bool,
     /// The error that failed the log, until [`Wal::commit`] has undone the
