@@ -9,7 +9,8 @@
 //!                                         and so are reads made meanwhile
 //! end of turn
 //!   commit: one write, fsync handed to    group commit; the syncs finished
-//!           the sync thread               since the last turn are taken in
+//!           the sync thread (inline for   since the last turn are taken in
+//!           a small batch, none in flight)
 //!   feed followers what is durable
 //!   release held replies whose writes are durable (and replicated)
 //!   compaction: start, or put a finished one in place
@@ -17,9 +18,11 @@
 //!   free the slots of closed connections
 //! ```
 //!
-//! The loop does not wait for the fsync: it serves the next turns while the
-//! sync thread runs it, and one fsync then covers every batch written
-//! meanwhile. No reply that shows a write leaves before the write is
+//! Under load the loop does not wait for the fsync: it serves the next
+//! turns while the sync thread runs it, and one fsync then covers every
+//! batch written meanwhile. A small batch with no sync in flight is fsynced
+//! inline, which is cheaper under a light load (see
+//! `wal::SYNC_INLINE_BELOW`). No reply that shows a write leaves before the write is
 //! durable, so no client ever sees data that is not yet durable. This
 //! module owns the sockets; what a request means is in [`node`].
 

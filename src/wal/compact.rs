@@ -7,7 +7,7 @@
 //! file in the same directory. It then copies the records the loop appended
 //! meanwhile, until less than [`HANDOFF_BYTES`] remain, fsyncs, and reports
 //! through a channel and the `notify` callback (the loop's waker). It
-//! fsyncs the temp file every [`SYNC_EVERY`] bytes as it goes, so that its
+//! fsyncs the temp file every `SYNC_EVERY` bytes as it goes, so that its
 //! writes never queue up as one large flush in front of the log's own
 //! fsyncs.
 //!

@@ -6,7 +6,9 @@
 //! commit. Under `--fsync always` the `fdatasync` that makes them durable
 //! runs on the sync thread ([`syncer`]) once one is started, so the loop
 //! keeps serving while it runs; a write counts as done only once a sync
-//! report covers it. [`Wal::open`] replays the file into a [`Store`],
+//! report covers it. Under a light load (a small batch, no sync in
+//! flight) the loop fsyncs inline instead, which is cheaper then
+//! (`SYNC_INLINE_BELOW`). [`Wal::open`] replays the file into a [`Store`],
 //! cutting back a torn tail and refusing to start on damage before it.
 //! Compaction ([`compact`]) rewrites the file on a background thread.
 //!
@@ -43,6 +45,24 @@ use log::{info, warn};
 use crate::store::{Store, Undo};
 use record::{Decoded, Header, HistoryId, Op, Record, HEADER_LEN};
 use syncer::{Outcome, Syncer, Target};
+
+/// Under `--fsync always`, a batch smaller than this (about 120 writes of
+/// 100-byte values), with no sync in flight, is fsynced on the loop
+/// instead of the sync thread.
+///
+/// A write's reply waits for the fsync either way, and so does any read
+/// made meanwhile (it may show the write). So handing the fsync over only
+/// pays when the loop has other work to overlap with it. The signs of that
+/// are a sync already in flight or a large batch. A small batch with the
+/// thread idle means a light load. Then the hand-off costs two thread
+/// wake-ups, and it splits the group commit into more, smaller fsyncs,
+/// because the loop turns over every few requests instead of collecting
+/// them while it waits. Measured with 50 clients and one request in flight
+/// each on the 2-core development machine, every fsync on the thread gave
+/// about 4 times the loop turns, 1.7 times the fsyncs and 20 % fewer
+/// writes per second. This rule brought back the inline rate there, and
+/// kept the thread's gain with 16 requests in flight.
+const SYNC_INLINE_BELOW: u64 = 16 << 10;
 
 /// When the log is fsynced (`--fsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +167,8 @@ pub struct Wal {
     /// called; without it they run inline. Declared first so that it is
     /// dropped first: the thread is joined before the lock is released.
     syncer: Option<Syncer>,
+    /// [`SYNC_INLINE_BELOW`]; tests set 0 to send every fsync to the thread.
+    inline_below: u64,
     path: PathBuf,
     /// Held open for the lifetime of the log; its lock keeps a second
     /// process off the same data.
@@ -279,6 +301,7 @@ impl Wal {
             durable_end: replayed.end,
             shared_end: Arc::new(AtomicU64::new(replayed.end)),
             syncer: None,
+            inline_below: SYNC_INLINE_BELOW,
             failed: false,
             failure: None,
             lost_from: None,
@@ -379,7 +402,8 @@ impl Wal {
     /// thread's reports, writes the buffered records with one `write`, and
     /// under `--fsync always` has them fsynced — by the sync thread if one
     /// is started (the call then returns before they are durable), else
-    /// inline.
+    /// inline. A small batch while no sync is in flight is fsynced inline
+    /// (see `SYNC_INLINE_BELOW`).
     ///
     /// # Returns
     /// The ack point: the seq up to which writes may now be acknowledged.
@@ -395,7 +419,7 @@ impl Wal {
             self.write_pending();
         }
         if !self.failed && self.policy == FsyncPolicy::Always {
-            self.sync_to_file_end();
+            self.sync_to_file_end(self.inline_below);
         }
         if self.failed {
             self.roll_back(store)?;
@@ -426,15 +450,19 @@ impl Wal {
     }
 
     /// Makes everything written durable: a request to the sync thread, or
-    /// an inline fsync when there is none.
-    fn sync_to_file_end(&mut self) {
-        if self.durable_end == self.file_end {
+    /// an inline fsync when there is none, or when nothing is in flight
+    /// and fewer than `inline_below` bytes are not yet durable.
+    fn sync_to_file_end(&mut self, inline_below: u64) {
+        let unsynced = self.file_end - self.durable_end;
+        if unsynced == 0 {
             return;
         }
         let target = self.file_end_target();
         match &mut self.syncer {
-            Some(syncer) => syncer.request(&self.file, target),
-            None => self.sync_inline(),
+            Some(syncer) if syncer.is_busy() || unsynced >= inline_below => {
+                syncer.request(&self.file, target);
+            }
+            _ => self.sync_inline(),
         }
     }
 
@@ -535,7 +563,7 @@ impl Wal {
     /// there is one, else inline.
     pub fn sync_soon(&mut self) {
         if !self.failed {
-            self.sync_to_file_end();
+            self.sync_to_file_end(0);
         }
     }
 
@@ -984,6 +1012,7 @@ pub(crate) mod tests {
             });
             self.start_syncer(Syncer::spawn_with(notify, sync))
                 .expect("start the sync thread");
+            self.inline_below = 0;
             SyncControl {
                 gate,
                 fail,
@@ -1049,6 +1078,30 @@ pub(crate) mod tests {
         let o = open(dir.path());
         assert_eq!(o.wal.last_seq(), 3);
         assert_eq!(o.store.get(b"c"), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn small_batches_sync_inline_unless_a_sync_is_in_flight() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = open(dir.path());
+        let control = o.wal.start_controlled_sync();
+        o.wal.inline_below = SYNC_INLINE_BELOW;
+        control.gate.close();
+        // A small batch with the thread idle: durable when commit returns.
+        put(&mut o, "small", "1");
+        assert_eq!(o.wal.commit(&mut o.store).expect("commit"), 1);
+        // A large one goes to the (held) thread ...
+        let value = "v".repeat(1000);
+        for i in 0..20 {
+            put(&mut o, &format!("big{i}"), &value);
+        }
+        assert_eq!(o.wal.commit(&mut o.store).expect("commit"), 1);
+        // ... and so does a small one while that sync is in flight.
+        put(&mut o, "small", "2");
+        assert_eq!(o.wal.commit(&mut o.store).expect("commit"), 1);
+        control.gate.open();
+        commit_durably(&mut o, &control);
+        assert_eq!(o.wal.durable_seq(), 22);
     }
 
     #[test]

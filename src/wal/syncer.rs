@@ -24,7 +24,8 @@
 //! never taken for the new file.
 //!
 //! The thread knows nothing of seqs or the store: what a report means is
-//! decided by the log ([`super::Wal`]). A failed `fdatasync` is reported
+//! decided by the log ([`super::Wal`]), which also decides when a small
+//! batch is better fsynced inline. A failed `fdatasync` is reported
 //! once and never retried; the log then stops taking writes.
 
 use std::fs::File;
