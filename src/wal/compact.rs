@@ -124,9 +124,9 @@ impl Wal {
         Ok(Compaction { done: rx })
     }
 
-    /// Puts a finished compaction in place. Call between turns, with
-    /// nothing appended since the last [`Wal::commit`]; a sync in flight is
-    /// waited for first.
+    /// Puts a finished compaction in place. Call between turns; a sync in
+    /// flight is waited for first, and records still in the buffer go to
+    /// the new file with the next [`Wal::commit`].
     ///
     /// # Errors
     /// IO errors, or a log that failed meanwhile; the old log then stays in

@@ -1,21 +1,21 @@
 //! The sync thread: `fdatasync` off the event loop.
 //!
-//! The loop writes each turn's batch to the log file (`write(2)`, into the
-//! page cache) and hands the thread a [`Target`]: "make the file durable
-//! through this end offset and seq". It then keeps serving while the thread
-//! runs `fdatasync` and reports back through a channel and the `notify`
-//! callback (the loop's `mio::Waker`).
+//! The loop writes a batch to the log file (`write(2)`, into the page
+//! cache) and hands the thread a [`Target`]: "make the file durable through
+//! this end offset and seq". It then keeps serving while the thread runs
+//! `fdatasync` and reports back through a channel and the `notify` callback
+//! (the loop's `mio::Waker`).
 //!
 //! ```text
-//!  loop:   write A ─ request A ─ write B ─ request B ─ write C ─ request C ─ ...
-//!  thread:            fdatasync(A) ──────► report A   fdatasync(C) ──► report C
-//!                                          (B and C queued meanwhile: one
-//!                                           fdatasync covers both)
+//!  loop:   write A, request A ─ turns: collect B ─────── write B, request B ─ turns: collect C ...
+//!  thread:            fdatasync(A) ────────────► report A   fdatasync(B) ──────► report B
 //! ```
 //!
-//! While one sync runs, the requests of later turns queue up, and the thread
-//! serves only the newest of them: one `fdatasync` then covers every batch
-//! written meanwhile, so the group commit grows with the load.
+//! The turns served during a sync collect their records in the log's buffer
+//! and write them when the sync is reported (see `Wal::syncing_always`), so
+//! one `fdatasync` covers every turn served meanwhile: the group commit
+//! grows with the load. Should requests still queue up, the thread serves
+//! only the newest of them.
 //!
 //! Each request carries the file it is about, so the thread never syncs a
 //! file the log has since replaced, and each report carries the target it
