@@ -443,7 +443,7 @@ pub fn sync_dir(path: &Path) -> Result<(), WalError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{commit_durably, open, put, reopen};
+    use super::super::tests::{commit_durably, open, open_controlled, put, reopen};
     use super::super::Opened;
     use super::*;
     use std::time::Duration;
@@ -515,8 +515,7 @@ mod tests {
 
     /// A log worth compacting: 20 rounds over 50 keys, durable.
     fn overwritten_log(dir: &Path) -> (Opened, super::super::tests::SyncControl) {
-        let mut o = open(dir);
-        let control = o.wal.start_controlled_sync();
+        let (mut o, control) = open_controlled(dir);
         for round in 0..20 {
             for k in 0..50 {
                 put(&mut o, &format!("k{k}"), &format!("v{round}"));

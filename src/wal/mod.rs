@@ -1049,6 +1049,13 @@ pub(crate) mod tests {
             .expect("append")
     }
 
+    /// A log whose fsyncs go to a sync thread the test steers.
+    pub(crate) fn open_controlled(dir: &Path) -> (Opened, SyncControl) {
+        let mut o = open(dir);
+        let control = o.wal.start_controlled_sync();
+        (o, control)
+    }
+
     /// Closes the log and opens it again, checking that replay gives the
     /// same data.
     pub(crate) fn reopen(o: Opened, dir: &Path) -> Opened {
@@ -1071,8 +1078,7 @@ pub(crate) mod tests {
     #[test]
     fn commit_hands_the_fsync_to_the_sync_thread() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = open(dir.path());
-        let control = o.wal.start_controlled_sync();
+        let (mut o, control) = open_controlled(dir.path());
         control.gate.close();
         put(&mut o, "a", "1");
         put(&mut o, "b", "2");
@@ -1107,8 +1113,7 @@ pub(crate) mod tests {
     #[test]
     fn small_batches_sync_inline_unless_a_sync_is_in_flight() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = open(dir.path());
-        let control = o.wal.start_controlled_sync();
+        let (mut o, control) = open_controlled(dir.path());
         o.wal.inline_below = SYNC_INLINE_BELOW;
         control.gate.close();
         // A small batch with the thread idle: durable when commit returns.
@@ -1131,8 +1136,7 @@ pub(crate) mod tests {
     #[test]
     fn a_failed_fsync_undoes_every_write_not_yet_durable() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = open(dir.path());
-        let control = o.wal.start_controlled_sync();
+        let (mut o, control) = open_controlled(dir.path());
         put(&mut o, "a", "1");
         put(&mut o, "gone", "soon");
         commit_durably(&mut o, &control);
@@ -1176,8 +1180,7 @@ pub(crate) mod tests {
     #[test]
     fn a_sync_that_succeeds_after_a_failed_one_proves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = open(dir.path());
-        let control = o.wal.start_controlled_sync();
+        let (mut o, control) = open_controlled(dir.path());
         control.fail.store(true, Ordering::SeqCst);
         put(&mut o, "a", "1");
         o.wal.commit(&mut o.store).expect("commit");
@@ -1192,8 +1195,7 @@ pub(crate) mod tests {
     #[test]
     fn a_graceful_stop_waits_for_the_sync_in_flight_and_writes_the_rest() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = open(dir.path());
-        let control = o.wal.start_controlled_sync();
+        let (mut o, control) = open_controlled(dir.path());
         control.gate.close();
         put(&mut o, "a", "1");
         o.wal.commit(&mut o.store).expect("commit");
