@@ -244,6 +244,23 @@ pub fn load_secret(
     Ok(secret.filter(|s| !s.is_empty()))
 }
 
+/// A clap error as the one line SPEC §1 asks for: its first paragraph,
+/// joined. Taking only the first line would lose what clap lists on the
+/// following ones, such as the flag in "the following required arguments
+/// were not provided:".
+pub fn usage_error_line(rendered: &str) -> String {
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    let line = paragraph.join(" ");
+    match line.trim_start_matches("error: ") {
+        "" => "invalid arguments".into(),
+        text => text.to_string(),
+    }
+}
+
 /// Drops one trailing newline (files written by `echo`), nothing else.
 fn trim_secret(mut secret: Vec<u8>) -> Vec<u8> {
     if secret.last() == Some(&b'\n') {
@@ -328,5 +345,32 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }
+    }
+
+    fn usage_line(args: &[&str]) -> String {
+        match Cli::try_parse_from(std::iter::once("keyval").chain(args.iter().copied())) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => usage_error_line(&e.to_string()),
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_naming_the_flag() {
+        for (args, flag) in [
+            (&[][..], "--role"),
+            (&["--port", "5000"], "--role"),
+            (&["--role", "leader", "--port", "x"], "--port"),
+            (&["--role"], "--role"),
+            (&["--role", "leader", "--bogus"], "--bogus"),
+        ] {
+            let line = usage_line(args);
+            assert!(!line.contains('\n'), "{args:?}: {line:?}");
+            assert!(!line.starts_with("error"), "{args:?}: {line:?}");
+            assert!(
+                line.contains(flag),
+                "{args:?}: {line:?} does not name {flag}"
+            );
+        }
+        assert_eq!(usage_error_line("\n"), "invalid arguments");
     }
 }

@@ -9,12 +9,14 @@
 //!              └───┬──────────────┬──────────────────┬──────┘
 //!   protocol (pure)│    store (pure)│          wal     │ file IO
 //!   lines ⇄ Request│   HashSet map  │  append/commit/replay,
+//!                  │                │  sync thread (fdatasync),
 //!                  │                │  compaction thread
 //! ```
 //!
 //! - [`protocol`]: the client line protocol (SPEC §2), pure.
 //! - [`store`]: the in-memory map, pure.
-//! - [`wal`]: the write-ahead log, its byte format and compaction.
+//! - [`wal`]: the write-ahead log, its byte format, the sync thread and
+//!   compaction.
 //! - [`server`]: the event loop and connections; the only user of mio.
 //! - [`config`]: flags and `KEYVAL_*` environment.
 //! - [`error`]: the top-level error.

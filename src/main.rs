@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyval::config::{Cli, Config, LogLevel};
+use keyval::config::{usage_error_line, Cli, Config, LogLevel};
 use keyval::server::{report_fatal, Server};
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
 
@@ -15,9 +15,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
             // One line naming the problem; `--help` has the rest.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("keyval: {}", first.trim_start_matches("error: "));
+            eprintln!("keyval: {}", usage_error_line(&e.to_string()));
             return ExitCode::from(2);
         }
         Err(e) => {

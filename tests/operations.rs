@@ -346,7 +346,6 @@ fn unparseable_flags_exit_2_with_one_line_naming_the_problem() {
 }
 
 #[test]
-#[ignore = "server bug: without --role the one stderr line does not say that --role is missing"]
 fn a_missing_role_exits_2_with_one_line_naming_it() {
     let temp = tempfile::tempdir().expect("tempdir");
     let line = expect_usage_error(&temp.path().join("data"), &[], Some(SECRET));

@@ -2,12 +2,11 @@
 //! writes what it may, and says which readiness it needs next. It knows
 //! sockets and bytes, not commands.
 //!
-//! Replies to writes are *held* until the write is committed (and, with
-//! `--sync-followers`, acknowledged by followers). Replies that come after a
-//! held one on the same connection wait behind it, so a pipelined client
-//! always sees its replies in request order.
+//! Replies that must wait for writes to become durable are *held* (see
+//! [`super::held`]); replies after a held one on the same connection wait
+//! behind it, so a pipelined client always sees its replies in request
+//! order.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -15,6 +14,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::Interest;
 
+use super::held::{HeldReplies, Progress};
 use crate::protocol::Reply;
 use crate::replication::follower::LinkState;
 use crate::replication::leader::Feed;
@@ -29,16 +29,6 @@ pub const OUTPUT_HIGH: usize = 1 << 20;
 
 /// Writes awaiting commit on one connection above which its input pauses.
 pub const MAX_HELD: usize = 64 << 10;
-
-/// A reply that waits for its write to become durable (or replicated).
-struct Held {
-    /// The write's sequence number.
-    seq: u64,
-    /// When `REPLICATION_TIMEOUT` is answered instead (sync replication).
-    deadline: Option<Instant>,
-    /// Replies to the requests after this one, held behind it.
-    after: Vec<u8>,
-}
 
 /// What the socket said during [`Conn::read_some`].
 #[derive(Debug, PartialEq, Eq)]
@@ -112,15 +102,18 @@ pub struct Conn {
     pub kind: Peer,
     /// Read, not yet parsed.
     pub rbuf: Vec<u8>,
+    /// Bytes at the start of `rbuf` already searched for a newline in
+    /// vain: a long line arriving in small pieces is scanned once, not once
+    /// per piece.
+    pub scanned: usize,
     /// Dropping input up to the next `\n` after `LINE_TOO_LONG`.
     pub discarding: bool,
     /// Released output; `wbuf[wpos..]` is not yet written.
     wbuf: Vec<u8>,
     wpos: usize,
-    /// Replies waiting for their write, oldest first.
-    held: VecDeque<Held>,
-    /// Bytes in `held` tails, counted against [`OUTPUT_HIGH`].
-    held_bytes: usize,
+    /// Replies waiting for writes to become durable, oldest first; their
+    /// bytes count against [`OUTPUT_HIGH`].
+    held: HeldReplies,
     /// The interest last registered.
     pub interest: Interest,
     /// The peer sent EOF: answer what was asked, then close.
@@ -145,11 +138,11 @@ impl Conn {
             peer,
             kind: Peer::AwaitHello,
             rbuf: Vec::new(),
+            scanned: 0,
             discarding: false,
             wbuf: Vec::new(),
             wpos: 0,
-            held: VecDeque::new(),
-            held_bytes: 0,
+            held: HeldReplies::default(),
             interest: Interest::READABLE,
             peer_eof: false,
             closing: false,
@@ -201,73 +194,46 @@ impl Conn {
     /// Queues a reply that `encode` appends: behind the newest held reply
     /// if any, else straight to the released output.
     pub fn reply_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
-        match self.held.back_mut() {
-            Some(held) => {
-                let before = held.after.len();
-                encode(&mut held.after);
-                self.held_bytes += held.after.len() - before;
-            }
-            None => encode(&mut self.wbuf),
-        }
+        self.held.reply_with(&mut self.wbuf, encode);
+    }
+
+    /// Queues the reply to a read that may have seen writes through `seen`
+    /// ([`HeldReplies::reply_seen`]).
+    pub fn reply_seen(&mut self, seen: Option<u64>, encode: impl FnOnce(&mut Vec<u8>)) {
+        self.held.reply_seen(&mut self.wbuf, seen, encode);
     }
 
     /// Holds the reply to write `seq` until [`Conn::release`] or
     /// [`Conn::expire`].
     pub fn hold(&mut self, seq: u64, deadline: Option<Instant>) {
-        self.held.push_back(Held {
-            seq,
-            deadline,
-            after: Vec::new(),
-        });
+        self.held.hold_write(seq, deadline);
     }
 
-    /// Answers every held write with seq <= `through` with `OK`.
-    pub fn release(&mut self, through: u64) {
-        while self.held.front().is_some_and(|h| h.seq <= through) {
-            self.answer_front(Reply::Ok);
-        }
+    /// Releases held replies as far as `progress` allows
+    /// ([`HeldReplies::release`]).
+    pub fn release(&mut self, progress: &Progress) {
+        self.held.release(&mut self.wbuf, progress);
     }
 
-    /// Answers every held write with `reply` (a failed commit: `ERROR`).
-    pub fn release_all(&mut self, reply: Reply) {
-        while !self.held.is_empty() {
-            self.answer_front(reply);
-        }
+    /// Answers held writes whose replication deadline passed
+    /// ([`HeldReplies::expire`]).
+    pub fn expire(&mut self, now: Instant, local: u64) {
+        self.held.expire(&mut self.wbuf, now, local);
     }
 
-    /// Answers held writes whose deadline has passed with
-    /// `REPLICATION_TIMEOUT`. Deadlines are in request order.
-    pub fn expire(&mut self, now: Instant) {
-        while self
-            .held
-            .front()
-            .is_some_and(|h| h.deadline.is_some_and(|d| d <= now))
-        {
-            self.answer_front(Reply::ReplicationTimeout);
-        }
+    /// The earliest held deadline that can fire ([`HeldReplies::next_deadline`]).
+    pub fn next_deadline(&self, local: u64) -> Option<Instant> {
+        self.held.next_deadline(local)
     }
 
-    /// The earliest held deadline.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.held.front().and_then(|h| h.deadline)
-    }
-
-    fn answer_front(&mut self, reply: Reply) {
-        if let Some(held) = self.held.pop_front() {
-            self.held_bytes -= held.after.len();
-            self.wbuf.extend_from_slice(reply.as_bytes());
-            self.wbuf.extend_from_slice(&held.after);
-        }
-    }
-
-    /// Whether writes of this connection wait for commit.
+    /// Whether replies wait for writes to become durable.
     pub fn has_held(&self) -> bool {
         !self.held.is_empty()
     }
 
     /// Output bytes not yet written, held or released.
     pub fn pending_output(&self) -> usize {
-        self.wbuf.len() - self.wpos + self.held_bytes
+        self.wbuf.len() - self.wpos + self.held.bytes()
     }
 
     /// Whether input should wait until the output drains.

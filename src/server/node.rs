@@ -2,8 +2,11 @@
 //! role, compaction and the fsync timer.
 //!
 //! The loop hands each request line here with the connection it came on;
-//! replies are queued on that connection, and replies to writes are held
-//! until [`Node::commit`] makes the write durable.
+//! replies are queued on that connection. Replies to writes are held until
+//! the write is durable (the sync thread reports through the loop's waker,
+//! and [`Node::commit`] takes the report in). So are replies to reads made
+//! while some write is not yet durable, since they may show it: no client
+//! sees a value that a disk error could still take back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,7 +37,7 @@ pub struct Node {
     pub config: Config,
     pub store: Store,
     pub wal: Wal,
-    /// Wakes the loop when a compaction finishes.
+    /// Wakes the loop when a compaction or a log sync finishes.
     waker: Arc<Waker>,
     /// The compaction in progress, if any.
     compaction: Option<Compaction>,
@@ -67,6 +70,12 @@ impl Node {
         let path = config.data_dir.join(&role.log);
         let started = Instant::now();
         let mut opened = Wal::open(&path, config.fsync)?;
+        if config.fsync != FsyncPolicy::No {
+            let waker = Arc::clone(&waker);
+            opened.wal.start_sync_thread(Box::new(move || {
+                let _ = waker.wake();
+            }))?;
+        }
         info!(
             "{}: replayed to seq {} ({} keys, {} bytes) in {:.3}s",
             path.display(),
@@ -212,26 +221,38 @@ impl Node {
                 if self.store.get(key).is_some() {
                     self.write(conn, Op::Delete, key, b"");
                 } else {
-                    conn.reply(Reply::NotFound);
+                    let seen = self.read_barrier();
+                    conn.reply_seen(seen, |out| {
+                        out.extend_from_slice(Reply::NotFound.as_bytes())
+                    });
                 }
             }
-            Request::Get { key } => match self.store.get(key) {
-                Some(value) => conn.reply_with(|out| protocol::encode_value(out, value)),
-                None => conn.reply(Reply::NotFound),
-            },
+            Request::Get { key } => {
+                let seen = self.read_barrier();
+                match self.store.get(key) {
+                    Some(value) => conn.reply_seen(seen, |out| protocol::encode_value(out, value)),
+                    None => conn.reply_seen(seen, |out| {
+                        out.extend_from_slice(Reply::NotFound.as_bytes())
+                    }),
+                }
+            }
             Request::Keys { prefix } => {
                 let keys = self.store.keys_with_prefix(prefix);
-                conn.reply_with(|out| protocol::encode_list(out, keys.into_iter()));
+                conn.reply_seen(self.read_barrier(), |out| {
+                    protocol::encode_list(out, keys.into_iter())
+                });
             }
             Request::Info => {
                 let lines = self.info_lines();
-                conn.reply_with(|out| {
+                conn.reply_seen(self.read_barrier(), |out| {
                     protocol::encode_list(out, lines.iter().map(String::as_bytes))
                 });
             }
             Request::Digest => {
                 let digest = self.store.digest();
-                conn.reply_with(|out| protocol::encode_value(out, digest.as_bytes()));
+                conn.reply_seen(self.read_barrier(), |out| {
+                    protocol::encode_value(out, digest.as_bytes())
+                });
             }
             Request::Ping => conn.reply(Reply::Pong),
             Request::Close => {
@@ -257,17 +278,30 @@ impl Node {
         }
     }
 
-    /// Commits the turn's writes.
+    /// What a read now may show beyond the ack point: `Some(seq)` when
+    /// writes up to `seq` are applied but not yet durable (the read's reply
+    /// then waits for them), `None` when everything it sees is durable.
+    fn read_barrier(&self) -> Option<u64> {
+        let last = self.wal.last_seq();
+        (last > self.wal.ack_seq()).then_some(last)
+    }
+
+    /// The turn's group commit: writes the turn's records and hands their
+    /// fsync to the sync thread; takes in the syncs that finished.
     ///
     /// # Returns
-    /// The seq through which held writes may be answered `OK`, or `None`
-    /// when the commit failed and they must be answered `ERROR`.
-    pub fn commit(&mut self) -> Option<u64> {
+    /// The local ack point: the seq through which writes are durable here
+    /// (under `--fsync always`). Writes from [`Wal::lost_from`] on, if the
+    /// log failed, must be answered `ERROR`.
+    pub fn commit(&mut self) -> u64 {
         match self.wal.commit(&mut self.store) {
-            Ok(seq) => Some(seq),
+            Ok(seq) => seq,
             Err(e) => {
-                error!("{e}; the write was not applied and this node takes no more writes (fail-stop) until restarted");
-                None
+                error!(
+                    "{e}; writes not yet durable were undone and answered ERROR, and this node \
+                     takes no more writes (fail-stop) until restarted"
+                );
+                self.wal.ack_seq()
             }
         }
     }
@@ -276,9 +310,9 @@ impl Node {
     pub fn maintain(&mut self, now: Instant) {
         if self.next_fsync.is_some_and(|at| now >= at) {
             self.next_fsync = Some(now + EVERYSEC);
-            if let Err(e) = self.wal.sync() {
-                error!("{e}; this node takes no more writes (fail-stop) until restarted");
-            }
+            // The sync thread's report (or failure) arrives through the
+            // waker and is taken in by the next commit.
+            self.wal.sync_soon();
         }
         if let Some(compaction) = &self.compaction {
             match compaction.poll() {

@@ -1,0 +1,314 @@
+//! Replies that wait for writes to become durable, per connection.
+//!
+//! Pure: bytes in, bytes out, no sockets and no clocks (the caller passes
+//! `now`). A connection's replies leave in request order, so a reply that
+//! must wait holds back every reply after it on the same connection.
+//!
+//! Two kinds of reply wait:
+//!
+//! - the reply to a **write** (`PUT`, `DELETE`), until the write is durable
+//!   here and, with `--sync-followers N`, on N followers; then `OK`, or
+//!   `REPLICATION_TIMEOUT` once its deadline passed;
+//! - the reply to a **read** (`GET`, `KEYS`, `DIGEST`, `INFO`, a `DELETE`
+//!   that finds nothing) made while some write was applied but not yet
+//!   durable, until that write is durable here. The read may have seen it,
+//!   and a disk error could still undo it.
+//!
+//! After a disk error, writes from the first lost seq on are answered
+//! `ERROR`, and so are reads that may have seen one of them.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::protocol::Reply;
+
+/// How far the node's writes have got, for releasing held replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Writes through this seq are answered `OK`: durable here and, with
+    /// `--sync-followers N`, on N followers.
+    pub acked: u64,
+    /// Writes through this seq are durable here: reads that saw them may be
+    /// answered, and a write's `REPLICATION_TIMEOUT` may fire.
+    pub local: u64,
+    /// After a disk error, the first seq lost: writes from it on, and reads
+    /// that may have seen them, are answered `ERROR`.
+    pub lost_from: Option<u64>,
+}
+
+/// One held reply.
+struct Held {
+    /// The write's sequence number, or for a read the newest write it may
+    /// have seen.
+    seq: u64,
+    wait: Wait,
+    /// When `REPLICATION_TIMEOUT` is answered instead (sync replication).
+    deadline: Option<Instant>,
+    /// Replies to the requests after this one, held behind it (for a read,
+    /// its own reply first).
+    after: Vec<u8>,
+}
+
+/// What kind of reply is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A write: its reply is decided on release (`OK`, `ERROR`,
+    /// `REPLICATION_TIMEOUT`).
+    Write,
+    /// A read: its reply is the first `own` bytes of `after`.
+    Read { own: usize },
+}
+
+/// The held replies of one connection, oldest first.
+#[derive(Default)]
+pub struct HeldReplies {
+    queue: VecDeque<Held>,
+    /// Bytes held in `after` buffers.
+    bytes: usize,
+}
+
+impl HeldReplies {
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Number of held replies.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Bytes of reply held behind them.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Queues a reply that `encode` appends: behind the newest held reply if
+    /// any, else straight to `out`, the released output.
+    pub fn reply_with(&mut self, out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
+        match self.queue.back_mut() {
+            Some(held) => {
+                let before = held.after.len();
+                encode(&mut held.after);
+                self.bytes += held.after.len() - before;
+            }
+            None => encode(out),
+        }
+    }
+
+    /// Queues the reply to a read that may have seen writes through `seen`
+    /// (`None`: it saw only durable data, so it needs no hold of its own).
+    pub fn reply_seen(
+        &mut self,
+        out: &mut Vec<u8>,
+        seen: Option<u64>,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let Some(seq) = seen else {
+            return self.reply_with(out, encode);
+        };
+        // A hold of its own even behind another one: if a write it saw is
+        // lost, this reply, and only this one, becomes `ERROR`.
+        let mut after = Vec::new();
+        encode(&mut after);
+        self.bytes += after.len();
+        self.queue.push_back(Held {
+            seq,
+            wait: Wait::Read { own: after.len() },
+            deadline: None,
+            after,
+        });
+    }
+
+    /// Holds the reply to write `seq`; with a `deadline`, it is answered
+    /// `REPLICATION_TIMEOUT` if not acknowledged by then.
+    pub fn hold_write(&mut self, seq: u64, deadline: Option<Instant>) {
+        self.queue.push_back(Held {
+            seq,
+            wait: Wait::Write,
+            deadline,
+            after: Vec::new(),
+        });
+    }
+
+    /// Answers held replies to `out`, oldest first, as far as `progress`
+    /// allows: `ERROR` for lost writes and reads that may have seen them,
+    /// `OK` for acknowledged writes, and their own reply for reads whose
+    /// writes are durable.
+    pub fn release(&mut self, out: &mut Vec<u8>, progress: &Progress) {
+        while let Some(front) = self.queue.front() {
+            let lost = progress.lost_from.is_some_and(|from| front.seq >= from);
+            let reply = match front.wait {
+                _ if lost => Some(Reply::Error),
+                Wait::Write if front.seq <= progress.acked => Some(Reply::Ok),
+                Wait::Read { .. } if front.seq <= progress.local => None,
+                _ => break,
+            };
+            self.answer_front(out, reply);
+        }
+    }
+
+    /// Answers held writes whose deadline has passed with
+    /// `REPLICATION_TIMEOUT`, once they are durable here (`local`), which
+    /// that reply promises. Deadlines are in request order.
+    pub fn expire(&mut self, out: &mut Vec<u8>, now: Instant, local: u64) {
+        while self.next_deadline(local).is_some_and(|d| d <= now) {
+            self.answer_front(out, Some(Reply::ReplicationTimeout));
+        }
+    }
+
+    /// The earliest deadline that can fire: the oldest held reply's, once
+    /// its write is durable here (`local`). Until then the sync report
+    /// wakes the loop.
+    pub fn next_deadline(&self, local: u64) -> Option<Instant> {
+        self.queue
+            .front()
+            .filter(|h| h.seq <= local)
+            .and_then(|h| h.deadline)
+    }
+
+    /// Answers the oldest held reply with `reply`, or for a read with
+    /// `None` with its own reply; then the replies held behind it.
+    fn answer_front(&mut self, out: &mut Vec<u8>, reply: Option<Reply>) {
+        let Some(held) = self.queue.pop_front() else {
+            return;
+        };
+        self.bytes -= held.after.len();
+        let own = match held.wait {
+            Wait::Write => 0,
+            Wait::Read { own } => own,
+        };
+        let behind = match reply {
+            Some(reply) => {
+                out.extend_from_slice(reply.as_bytes());
+                &held.after[own..]
+            }
+            None => &held.after[..],
+        };
+        out.extend_from_slice(behind);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn progress(acked: u64, local: u64, lost_from: Option<u64>) -> Progress {
+        Progress {
+            acked,
+            local,
+            lost_from,
+        }
+    }
+
+    fn text(out: &[u8]) -> &str {
+        std::str::from_utf8(out).expect("utf8")
+    }
+
+    /// `GET` replies are the value and `\n`.
+    fn value(v: &'static str) -> impl FnOnce(&mut Vec<u8>) {
+        move |out: &mut Vec<u8>| {
+            out.extend_from_slice(v.as_bytes());
+            out.push(b'\n');
+        }
+    }
+
+    #[test]
+    fn nothing_held_goes_straight_out() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        held.reply_with(&mut out, value("PONG"));
+        held.reply_seen(&mut out, None, value("v"));
+        assert_eq!(text(&out), "PONG\nv\n");
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn replies_keep_request_order_behind_a_write() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        held.hold_write(5, None);
+        held.reply_with(&mut out, value("PONG"));
+        held.reply_seen(&mut out, Some(5), value("v5"));
+        held.hold_write(6, None);
+        assert_eq!(held.len(), 3);
+        assert_eq!(held.bytes(), "PONG\nv5\n".len());
+        held.release(&mut out, &progress(4, 4, None));
+        assert_eq!(text(&out), "");
+        held.release(&mut out, &progress(5, 5, None));
+        assert_eq!(text(&out), "OK\nPONG\nv5\n");
+        held.release(&mut out, &progress(6, 6, None));
+        assert_eq!(text(&out), "OK\nPONG\nv5\nOK\n");
+        assert!(held.is_empty());
+        assert_eq!(held.bytes(), 0);
+    }
+
+    #[test]
+    fn a_read_waits_for_local_durability_only() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        held.reply_seen(&mut out, Some(7), value("seen 7"));
+        held.hold_write(8, None);
+        // Durable here through 7, not yet on the followers.
+        held.release(&mut out, &progress(0, 7, None));
+        assert_eq!(text(&out), "seen 7\n");
+        assert_eq!(held.len(), 1);
+    }
+
+    #[test]
+    fn lost_writes_and_the_reads_that_saw_them_get_error() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        held.hold_write(3, None);
+        held.reply_seen(&mut out, Some(3), value("saw 3"));
+        held.hold_write(4, None);
+        held.reply_seen(&mut out, Some(4), value("saw 4"));
+        held.reply_with(&mut out, value("PONG"));
+        held.hold_write(5, None);
+        // Durable through 3; 4 and 5 were lost.
+        held.release(&mut out, &progress(3, 3, Some(4)));
+        assert_eq!(text(&out), "OK\nsaw 3\nERROR\nERROR\nPONG\nERROR\n");
+        assert!(held.is_empty());
+        assert_eq!(held.bytes(), 0);
+    }
+
+    #[test]
+    fn a_durable_write_waiting_for_followers_keeps_waiting_after_a_loss() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        held.hold_write(3, None);
+        held.hold_write(4, None);
+        held.release(&mut out, &progress(0, 3, Some(4)));
+        assert_eq!(text(&out), "", "3 is durable: it waits for its acks");
+        held.release(&mut out, &progress(3, 3, Some(4)));
+        assert_eq!(text(&out), "OK\nERROR\n");
+    }
+
+    #[test]
+    fn a_timeout_fires_only_once_the_write_is_durable_here() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        let t0 = Instant::now();
+        held.hold_write(9, Some(t0));
+        held.reply_with(&mut out, value("PONG"));
+        held.hold_write(10, Some(t0 + Duration::from_secs(1)));
+        assert_eq!(held.next_deadline(8), None);
+        held.expire(&mut out, t0, 8);
+        assert_eq!(text(&out), "");
+        assert_eq!(held.next_deadline(9), Some(t0));
+        held.expire(&mut out, t0, 9);
+        assert_eq!(text(&out), "REPLICATION_TIMEOUT\nPONG\n");
+        assert_eq!(held.next_deadline(9), None, "10 is not durable yet");
+        held.expire(&mut out, t0 + Duration::from_secs(2), 10);
+        assert_eq!(
+            text(&out),
+            "REPLICATION_TIMEOUT\nPONG\nREPLICATION_TIMEOUT\n"
+        );
+    }
+
+    #[test]
+    fn a_held_read_holds_back_what_follows_it() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        held.reply_seen(&mut out, Some(2), value("v"));
+        held.reply_with(&mut out, value("PONG"));
+        held.release(&mut out, &progress(1, 1, None));
+        assert_eq!(text(&out), "");
+        held.release(&mut out, &progress(2, 2, None));
+        assert_eq!(text(&out), "v\nPONG\n");
+    }
+}
