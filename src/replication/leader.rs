@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use super::wire::{self, Frame};
 use crate::wal::lineage::Plan;
 use crate::wal::record::{Decoded, Op, Record, HEADER_LEN};
-use crate::wal::{Remap, Wal};
+use crate::wal::{close_off_loop, Remap, Wal};
 
 /// Bytes read from the log per step.
 const READ_CHUNK: usize = 256 << 10;
@@ -33,7 +33,8 @@ struct SnapshotPart {
 
 /// A cursor into the leader's log for one follower.
 pub struct Feed {
-    file: File,
+    /// Its own handle on the log file; `None` only while being dropped.
+    file: Option<File>,
     generation: u64,
     cursor: u64,
     /// Writes with seq up to this are not sent (the follower has them).
@@ -94,7 +95,7 @@ impl Feed {
             }
         };
         Ok(Feed {
-            file,
+            file: Some(file),
             generation: wal.generation(),
             cursor,
             skip_through,
@@ -157,7 +158,9 @@ impl Feed {
                 if self.snapshot.is_none() && self.cursor >= old_offset {
                     self.cursor = self.cursor - old_offset + new_offset;
                     self.generation = wal.generation();
-                    self.file = wal.reader()?;
+                    if let Some(old) = self.file.replace(wal.reader()?) {
+                        close_off_loop(old);
+                    }
                     Ok(None)
                 } else {
                     // Finish what only the old file holds.
@@ -171,9 +174,18 @@ impl Feed {
     /// Reads up to a chunk of `file[cursor..end]` into `scratch`.
     fn read(&mut self, end: u64) -> io::Result<usize> {
         let want = READ_CHUNK.min((end - self.cursor) as usize);
-        self.scratch.resize(want, 0);
-        self.file.read_exact_at(&mut self.scratch, self.cursor)?;
+        self.fill(want)?;
         Ok(want)
+    }
+
+    /// Reads exactly `len` bytes at the cursor into `scratch`.
+    fn fill(&mut self, len: usize) -> io::Result<()> {
+        self.scratch.resize(len, 0);
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the feed's log handle is closed"))?;
+        file.read_exact_at(&mut self.scratch, self.cursor)
     }
 
     /// Sends the records in the next chunk, skipping those the follower has.
@@ -185,8 +197,7 @@ impl Feed {
             if self.cursor + needed > end {
                 return Err(FeedError::Corrupt(self.cursor));
             }
-            self.scratch.resize(needed as usize, 0);
-            self.file.read_exact_at(&mut self.scratch, self.cursor)?;
+            self.fill(needed as usize)?;
             n = needed as usize;
         }
         let frame_at = wire::begin(out, b'R');
@@ -217,6 +228,17 @@ impl Feed {
         }
         self.cursor += off as u64;
         Ok(())
+    }
+}
+
+impl Drop for Feed {
+    /// The feed may hold the last handle on a log file a compaction
+    /// replaced; closing it frees the file's blocks, which the loop must
+    /// not wait for.
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            close_off_loop(file);
+        }
     }
 }
 

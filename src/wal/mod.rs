@@ -879,16 +879,7 @@ impl Wal {
     /// takes ext4 tens of milliseconds the loop must not wait.
     fn replace_file(&mut self, file: File) {
         let old = std::mem::replace(&mut self.file, Arc::new(file));
-        let closing = std::thread::Builder::new()
-            .name("log-close".into())
-            .spawn(move || drop(old));
-        if let Err(e) = closing {
-            // The handle was dropped with the closure: closed inline.
-            warn!(
-                "{}: cannot start a thread to close the old log file: {e}",
-                self.path.display()
-            );
-        }
+        close_off_loop(old);
     }
 
     /// Marks the file as replaced.
@@ -945,6 +936,19 @@ impl Wal {
         self.shared_end.store(len, Ordering::Release);
         self.next_generation(None);
         Ok(())
+    }
+}
+
+/// Closes a handle on a log file on a thread of its own: it may be the
+/// last one on a file that was renamed over, and freeing the blocks of a
+/// big file takes ext4 tens of milliseconds the loop must not wait.
+pub(crate) fn close_off_loop<F: Send + 'static>(file: F) {
+    let closing = std::thread::Builder::new()
+        .name("log-close".into())
+        .spawn(move || drop(file));
+    if let Err(e) = closing {
+        // The handle was dropped with the closure: closed inline.
+        warn!("cannot start a thread to close an old log file: {e}");
     }
 }
 
