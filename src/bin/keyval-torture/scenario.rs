@@ -206,7 +206,7 @@ fn run_with(
     let violations = if states.is_empty() {
         Vec::new()
     } else {
-        checker::check(&ops, opts.keys, &states)
+        checker::check(&ops, opts.keys, &states, &checker::Leadership::new(LEADER_ID))
     };
     out.counters = counters(opts, &ops, &faults, &seen, &logs, cluster);
     let passed = problems.is_empty() && violations.is_empty();
