@@ -235,7 +235,8 @@ pub struct Failover {
     pub new: u32,
     /// The epoch it was promoted to.
     pub epoch: u64,
-    /// Before the old leader was killed or fenced.
+    /// When the old leader stopped taking writes, or before: just after
+    /// it was killed (a loss), or before it was fenced (a switchover).
     pub start: u64,
     /// After every surviving node followed the new leader.
     pub end: u64,
@@ -413,7 +414,9 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> V
                 violations.push(Violation {
                     key: Some(op.key),
                     at: op.invoke,
-                    what: format!("node {node} acknowledged a write while it was not the leader: {op}"),
+                    what: format!(
+                        "node {node} acknowledged a write while it was not the leader: {op}"
+                    ),
                 });
             }
         }
@@ -456,14 +459,25 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> V
     // What each promoted node held when it was promoted after a loss.
     for f in &lead.failovers {
         if let Some(data) = &f.promoted {
-            let name = format!("node {} when promoted at {:.3} s", f.new, f.start as f64 / 1e6);
+            let name = format!(
+                "node {} when promoted at {:.3} s",
+                f.new,
+                f.start as f64 / 1e6
+            );
             check_contents(&name, data, keys, &rules, f.start, &mut violations);
         }
     }
 
     // Final contents.
     for node in nodes {
-        check_contents(&node.name, &node.data, keys, &rules, u64::MAX, &mut violations);
+        check_contents(
+            &node.name,
+            &node.data,
+            keys,
+            &rules,
+            u64::MAX,
+            &mut violations,
+        );
         let computed = digest_of(&node.data);
         if computed != node.digest {
             violations.push(Violation {
@@ -851,7 +865,10 @@ mod tests {
     #[test]
     fn a_loss_in_sync_mode_keeps_every_acknowledged_write() {
         let lead = one_failover(FailoverKind::Lost, Some(Some(1)));
-        let ops = [at(put(1, 0, 10, Outcome::Ok), 1), at(put(2, 20, 30, Outcome::Ok), 1)];
+        let ops = [
+            at(put(1, 0, 10, Outcome::Ok), 1),
+            at(put(2, 20, 30, Outcome::Ok), 1),
+        ];
         // The promoted node lacked write 2; the final state is fine.
         let v = super::check(&ops, 1, &[node(Some(2))], &lead);
         assert_eq!(v.len(), 1, "{v:?}");
