@@ -322,6 +322,14 @@ fn may_lead(eras: &[Era], node: u32, t0: u64, t1: u64) -> bool {
         .any(|e| e.node == node && overlaps(t0, t1, e.from, e.to))
 }
 
+/// Whether `op` overlaps a failover that replaced the node answering it:
+/// the only time a write may get `ERROR` (no disk fault is injected).
+fn stepping_down(lead: &Leadership, op: &Op) -> bool {
+    lead.failovers
+        .iter()
+        .any(|f| Some(f.old) == op.node && overlaps(op.invoke, op.complete, f.start, f.end))
+}
+
 /// Whether `node` was the only node that could take writes for all of
 /// `[t0, t1]`.
 fn sole_leader(eras: &[Era], node: u32, t0: u64, t1: u64) -> bool {
@@ -407,6 +415,13 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> V
                 key: Some(op.key),
                 at: op.invoke,
                 what: format!("unexpected reply {reply:?} to {op}"),
+            });
+        }
+        if op.outcome == Outcome::Failed && !stepping_down(lead, op) {
+            violations.push(Violation {
+                key: Some(op.key),
+                at: op.invoke,
+                what: format!("ERROR from a node that was not stepping down: {op}"),
             });
         }
         if let (true, Some(node)) = (op.is_acked_write(), op.node) {
@@ -847,6 +862,24 @@ mod tests {
             at(op(Kind::Get, 250, 260, Outcome::Value(id(1))), 2),
         ];
         let v = super::check(&stale, 1, &[node(Some(2))], &lead);
+        assert_eq!(v.len(), 2, "{v:?}");
+    }
+
+    #[test]
+    fn error_is_expected_only_from_a_leader_stepping_down() {
+        let lead = one_failover(FailoverKind::Planned, None);
+        let ops = [
+            at(put(1, 0, 10, Outcome::Ok), 1),
+            at(put(2, 95, 105, Outcome::Failed), 1),
+        ];
+        // It may or may not have happened.
+        assert_eq!(super::check(&ops, 1, &[node(Some(2))], &lead), vec![]);
+        assert_eq!(super::check(&ops, 1, &[node(Some(1))], &lead), vec![]);
+        let ops = [
+            at(put(1, 0, 10, Outcome::Failed), 1),
+            at(put(2, 120, 130, Outcome::Failed), 2),
+        ];
+        let v = super::check(&ops, 1, &[node(None)], &lead);
         assert_eq!(v.len(), 2, "{v:?}");
     }
 

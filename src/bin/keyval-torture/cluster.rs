@@ -38,9 +38,9 @@ pub const LEADER_ID: u32 = 1;
 pub struct Settings {
     pub bin: PathBuf,
     pub dir: PathBuf,
-    /// `--sync-followers` of the leader.
+    /// `--sync-followers` of every node (any may come to lead).
     pub sync_followers: u32,
-    /// `--sync-timeout-ms` of the leader.
+    /// `--sync-timeout-ms` of every node.
     pub sync_timeout_ms: u64,
     /// `--compact-min-bytes` of every node (small, so compaction happens).
     pub compact_min_bytes: u64,
@@ -81,8 +81,14 @@ impl NodeProc {
         let dir = settings.dir.join(format!("node-{id}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let mut args = role_args;
+        // Every node gets the leader's settings: any may be promoted, and
+        // a promoted node acknowledges by its own --sync-followers.
         args.extend(
             [
+                "--sync-followers",
+                &settings.sync_followers.to_string(),
+                "--sync-timeout-ms",
+                &settings.sync_timeout_ms.to_string(),
                 "--port",
                 "0",
                 "--compact-min-bytes",
@@ -303,16 +309,7 @@ impl Cluster {
     /// # Errors
     /// A message naming the node that did not start, with its log.
     pub fn start(settings: Settings, followers: u32) -> Result<Cluster, String> {
-        let leader_args = [
-            "--role",
-            "leader",
-            "--sync-followers",
-            &settings.sync_followers.to_string(),
-            "--sync-timeout-ms",
-            &settings.sync_timeout_ms.to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
+        let leader_args = ["--role", "leader"].map(String::from).to_vec();
         // Its proxy learns the leader's address once it listens.
         let proxy = new_proxy("127.0.0.1:9".parse().map_err(|e| format!("{e}"))?)?;
         let mut leader = NodeProc::new(&settings, LEADER_ID, leader_args, proxy)?;

@@ -60,6 +60,10 @@ pub enum Outcome {
     /// `WRITE_NOT_ALLOWED [<host:port>]`: the node is not (or no longer) a
     /// leader that takes writes, and did not apply this one.
     Refused,
+    /// `ERROR` to a write: a leader that stepped down (fenced, or told to
+    /// follow) answers the writes still waiting for follower acks so. They
+    /// may or may not survive (README, "What survives a failover").
+    Failed,
     /// Acknowledged by a leader that was then lost for good in async mode,
     /// before the follower that replaced it had it (set by the checker
     /// only): the write may be gone.
@@ -104,6 +108,7 @@ impl Op {
             (Kind::Put(_) | Kind::Delete, "OK") => Outcome::Ok,
             (Kind::Put(_) | Kind::Delete, "REPLICATION_TIMEOUT") => Outcome::ReplicationTimeout,
             (Kind::Put(_) | Kind::Delete, reply) if refusal(reply).is_some() => Outcome::Refused,
+            (Kind::Put(_) | Kind::Delete, "ERROR") => Outcome::Failed,
             (Kind::Delete | Kind::Get, "NOT_FOUND") => Outcome::NotFound,
             (Kind::Get, value) => match ValueId::parse(value) {
                 Some(id) => Outcome::Value(id),
@@ -151,6 +156,7 @@ impl fmt::Display for Op {
             Outcome::Value(id) => id.to_string(),
             Outcome::ReplicationTimeout => "REPLICATION_TIMEOUT".to_string(),
             Outcome::Refused => "WRITE_NOT_ALLOWED".to_string(),
+            Outcome::Failed => "ERROR".to_string(),
             Outcome::Excused => "OK (excused: lost with its leader)".to_string(),
             Outcome::Unknown => "(no reply)".to_string(),
             Outcome::Unexpected(text) => format!("{text:?}"),
@@ -225,6 +231,7 @@ mod tests {
             Outcome::Unexpected("ERROR".into())
         );
         assert_eq!(Op::classify(put, "WRITE_NOT_ALLOWED"), Outcome::Refused);
+        assert_eq!(Op::classify(put, "ERROR"), Outcome::Failed);
         assert_eq!(
             Op::classify(Kind::Delete, "WRITE_NOT_ALLOWED 127.0.0.1:5001"),
             Outcome::Refused
