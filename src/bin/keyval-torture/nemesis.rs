@@ -173,6 +173,9 @@ struct Gate {
     /// The lane whose failover waits for `running` to drop to 0 or runs:
     /// no other fault starts.
     exclusive: Option<u16>,
+    /// Lost nodes whose replacement has not joined yet (they still count
+    /// towards the cluster's size for `add-follower`).
+    replacing: usize,
 }
 
 /// The fault injector of one run: one or more lanes, each a loop that
@@ -371,8 +374,9 @@ impl Nemesis {
                 Ok(true)
             }
             Fault::AddFollower => {
+                let replacing = self.gate().replacing;
                 let mut c = lock(&self.shared.cluster);
-                if c.nodes.len() >= self.shared.initial_nodes + MAX_EXTRA_FOLLOWERS {
+                if c.nodes.len() + replacing >= self.shared.initial_nodes + MAX_EXTRA_FOLLOWERS {
                     return Ok(false);
                 }
                 let id = c.add_follower()?;

@@ -148,6 +148,7 @@ impl Nemesis {
             ));
             self.nap(hold);
         }
+        self.gate().replacing += 1;
         lock(&self.shared.cluster).lose(old)?;
         if cut.is_some() {
             self.set_links(LinkMode::Pass);
@@ -182,6 +183,7 @@ impl Nemesis {
             let addr = node.addr().ok_or("the new node is not running")?;
             (id, addr, node.proxy.addr())
         };
+        self.gate().replacing -= 1;
         self.shared.ctl.follow(addr, proxy)?;
         self.note(format!(
             "lose-leader: new empty node {id} replaces node {old}; keyval-ctl follow through its proxy"
