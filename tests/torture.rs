@@ -1,8 +1,8 @@
 //! The short version of `make torture`: runs the real `keyval-torture`
 //! binary against the real `keyval` for `TORTURE_TEST_SECONDS` (default 30)
-//! with a random seed, and fails if the harness reports any checker
-//! failure. The seed is in the output; rerun it with `SEED=<n> make torture`
-//! (or `SEED=<n> cargo test --test torture`).
+//! with a random seed (failovers included), and fails if the harness
+//! reports any checker failure. The seed is in the output; rerun it with
+//! `SEED=<n> make torture` (or `SEED=<n> cargo test --test torture`).
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -22,6 +22,8 @@ fn short_torture_run_loses_nothing() {
     cmd.args(["--seconds", &seconds.to_string()])
         .arg("--keyval-bin")
         .arg(env!("CARGO_BIN_EXE_keyval"))
+        .arg("--keyval-ctl-bin")
+        .arg(env!("CARGO_BIN_EXE_keyval-ctl"))
         .env_remove("TORTURE_SECONDS")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

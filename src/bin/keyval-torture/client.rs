@@ -5,6 +5,7 @@
 //! `io::Error` naming what was asked (replies come off the network, so
 //! nothing here unwraps them).
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -85,6 +86,19 @@ impl Client {
             )
         })?;
         (0..n).map(|_| self.line()).collect()
+    }
+
+    /// Every key and its value (`KEYS`, then `GET` each).
+    ///
+    /// # Errors
+    /// As [`Client::list`].
+    pub fn contents(&mut self) -> io::Result<BTreeMap<String, String>> {
+        let mut data = BTreeMap::new();
+        for key in self.list("KEYS")? {
+            let value = self.call(&format!("GET {key}"))?;
+            data.insert(key, value);
+        }
+        Ok(data)
     }
 
     /// `INFO` as `(field, value)` pairs.

@@ -1,6 +1,12 @@
 //! The keyval processes of a run: one leader and its followers, each with
 //! its own data directory and log file under the run directory, and each
-//! follower behind its own [`Proxy`] so its link to the leader can be hurt.
+//! behind its own [`Proxy`] so its link to the leader can be hurt.
+//!
+//! Which node leads changes with failovers, so every node (the first
+//! leader too) gets a proxy, and every proxy points at whichever node leads
+//! now. A follower always dials its own proxy: the harness starts it with
+//! the proxy's address, and after a failover tells it `FOLLOW` with that
+//! address, so a leader that restarts on a new port is still found.
 //!
 //! The cluster starts, kills (SIGKILL), pauses (SIGSTOP/SIGCONT) and
 //! restarts nodes, and notices a node that exited without being told to.
@@ -24,7 +30,7 @@ use crate::workload::LeaderAddr;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The secret every node of a run shares.
 const SECRET: &str = "torture-secret-0123456789";
-/// Id of the leader (SPEC: 1 is the leader's).
+/// Id of the first leader (SPEC: 1 is the leader's; followers are >= 2).
 pub const LEADER_ID: u32 = 1;
 
 /// How the nodes are configured.
@@ -32,12 +38,19 @@ pub const LEADER_ID: u32 = 1;
 pub struct Settings {
     pub bin: PathBuf,
     pub dir: PathBuf,
-    /// `--sync-followers` of the leader.
+    /// `--sync-followers` of every node (any may come to lead).
     pub sync_followers: u32,
-    /// `--sync-timeout-ms` of the leader.
+    /// `--sync-timeout-ms` of every node.
     pub sync_timeout_ms: u64,
     /// `--compact-min-bytes` of every node (small, so compaction happens).
     pub compact_min_bytes: u64,
+}
+
+impl Settings {
+    /// The secret of the run, for `keyval-ctl`.
+    pub fn secret() -> &'static str {
+        SECRET
+    }
 }
 
 /// One keyval process (running or not) and what it needs to restart.
@@ -45,23 +58,37 @@ pub struct NodeProc {
     pub id: u32,
     pub dir: PathBuf,
     log_path: PathBuf,
+    /// Its log file: named after the role it first started with, and kept
+    /// through role changes.
+    wal: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
     addr: Option<SocketAddr>,
     paused: bool,
-    /// The follower's link to the leader (followers only).
-    pub proxy: Option<Proxy>,
+    /// Its link to the leader (used while it follows).
+    pub proxy: Proxy,
     /// How many times it was started.
     pub starts: u32,
 }
 
 impl NodeProc {
-    fn new(settings: &Settings, id: u32, role_args: Vec<String>) -> Result<NodeProc, String> {
+    fn new(
+        settings: &Settings,
+        id: u32,
+        role_args: Vec<String>,
+        proxy: Proxy,
+    ) -> Result<NodeProc, String> {
         let dir = settings.dir.join(format!("node-{id}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let mut args = role_args;
+        // Every node gets the leader's settings: any may be promoted, and
+        // a promoted node acknowledges by its own --sync-followers.
         args.extend(
             [
+                "--sync-followers",
+                &settings.sync_followers.to_string(),
+                "--sync-timeout-ms",
+                &settings.sync_timeout_ms.to_string(),
                 "--port",
                 "0",
                 "--compact-min-bytes",
@@ -75,35 +102,33 @@ impl NodeProc {
             .map(String::from),
         );
         args.push(dir.display().to_string());
+        let wal = if id == LEADER_ID {
+            dir.join("leader.log")
+        } else {
+            dir.join(format!("follower_{id}.log"))
+        };
         Ok(NodeProc {
             id,
             log_path: settings.dir.join(format!("node-{id}.log")),
             dir,
+            wal,
             args,
             child: None,
             addr: None,
             paused: false,
-            proxy: None,
+            proxy,
             starts: 0,
         })
     }
 
-    /// `leader` or `follower <id>`.
+    /// `node <id>`.
     pub fn name(&self) -> String {
-        if self.id == LEADER_ID {
-            "leader".to_string()
-        } else {
-            format!("follower {}", self.id)
-        }
+        format!("node {}", self.id)
     }
 
     /// The node's write-ahead log file.
-    pub fn wal_path(&self) -> PathBuf {
-        if self.id == LEADER_ID {
-            self.dir.join("leader.log")
-        } else {
-            self.dir.join(format!("follower_{}.log", self.id))
-        }
+    pub fn wal_path(&self) -> &Path {
+        &self.wal
     }
 
     /// Where its stderr goes (all incarnations, one after the other).
@@ -224,7 +249,7 @@ impl NodeProc {
         }
         let path = self.wal_path();
         let ctx = |e: std::io::Error| format!("{}: {e}", path.display());
-        let file = OpenOptions::new().write(true).open(&path).map_err(ctx)?;
+        let file = OpenOptions::new().write(true).open(path).map_err(ctx)?;
         let len = file.metadata().map_err(ctx)?.len();
         let cut = bytes.min(len.saturating_sub(HEADER_BYTES));
         file.set_len(len - cut).map_err(ctx)?;
@@ -270,6 +295,10 @@ fn parse_listening(line: &str) -> Option<SocketAddr> {
 pub struct Cluster {
     settings: Settings,
     pub nodes: Vec<NodeProc>,
+    /// Nodes lost for good (killed, data deleted); kept for their logs.
+    pub retired: Vec<NodeProc>,
+    /// The id of the node that leads now.
+    leader: u32,
     leader_addr: LeaderAddr,
 }
 
@@ -280,27 +309,28 @@ impl Cluster {
     /// # Errors
     /// A message naming the node that did not start, with its log.
     pub fn start(settings: Settings, followers: u32) -> Result<Cluster, String> {
-        let leader_args = [
-            "--role",
-            "leader",
-            "--sync-followers",
-            &settings.sync_followers.to_string(),
-            "--sync-timeout-ms",
-            &settings.sync_timeout_ms.to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
-        let mut leader = NodeProc::new(&settings, LEADER_ID, leader_args)?;
+        let leader_args = ["--role", "leader"].map(String::from).to_vec();
+        // Its proxy learns the leader's address once it listens.
+        let proxy = new_proxy("127.0.0.1:9".parse().map_err(|e| format!("{e}"))?)?;
+        let mut leader = NodeProc::new(&settings, LEADER_ID, leader_args, proxy)?;
         let addr = leader.start(&settings.bin)?;
+        leader.proxy.set_upstream(addr);
         let mut cluster = Cluster {
             settings,
             nodes: vec![leader],
+            retired: Vec::new(),
+            leader: LEADER_ID,
             leader_addr: Arc::new(Mutex::new(addr)),
         };
         for _ in 0..followers {
             cluster.add_follower()?;
         }
         Ok(cluster)
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.settings.dir
     }
 
     /// The handle the workload reads the leader's address from.
@@ -313,9 +343,15 @@ impl Cluster {
     /// # Errors
     /// When it does not start.
     pub fn add_follower(&mut self) -> Result<u32, String> {
-        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(LEADER_ID) + 1;
-        let proxy = Proxy::start(crate::workload::current(&self.leader_addr))
-            .map_err(|e| format!("cannot start a proxy: {e}"))?;
+        let id = self
+            .nodes
+            .iter()
+            .chain(&self.retired)
+            .map(|n| n.id)
+            .max()
+            .unwrap_or(LEADER_ID)
+            + 1;
+        let proxy = new_proxy(crate::workload::current(&self.leader_addr))?;
         let args = [
             "--role",
             "follower",
@@ -328,8 +364,7 @@ impl Cluster {
         ]
         .map(String::from)
         .to_vec();
-        let mut node = NodeProc::new(&self.settings, id, args)?;
-        node.proxy = Some(proxy);
+        let mut node = NodeProc::new(&self.settings, id, args, proxy)?;
         node.start(&self.settings.bin)?;
         self.nodes.push(node);
         Ok(id)
@@ -358,8 +393,60 @@ impl Cluster {
     pub fn follower_ids(&self) -> Vec<u32> {
         self.nodes
             .iter()
-            .filter(|n| n.id != LEADER_ID)
+            .filter(|n| n.id != self.leader)
             .map(|n| n.id)
+            .collect()
+    }
+
+    /// The id of the node that leads now.
+    pub fn leader(&self) -> u32 {
+        self.leader
+    }
+
+    /// Makes `id` the leader the clients and every proxy use.
+    ///
+    /// # Errors
+    /// When it is not running.
+    pub fn set_leader(&mut self, id: u32) -> Result<(), String> {
+        let node = self.node(id)?;
+        let addr = node
+            .addr()
+            .ok_or_else(|| format!("{} is not running", node.name()))?;
+        self.leader = id;
+        self.point_at(addr);
+        Ok(())
+    }
+
+    /// Points the clients and every proxy at the leader's address.
+    fn point_at(&self, addr: SocketAddr) {
+        if let Ok(mut a) = self.leader_addr.lock() {
+            *a = addr;
+        }
+        for node in &self.nodes {
+            node.proxy.set_upstream(addr);
+        }
+    }
+
+    /// Kills node `id`, deletes its data directory, and moves it to
+    /// [`Cluster::retired`]: it is lost for good.
+    ///
+    /// # Errors
+    /// When there is no such node, or its data cannot be deleted.
+    pub fn lose(&mut self, id: u32) -> Result<(), String> {
+        let i = self.index(id)?;
+        let mut node = self.nodes.remove(i);
+        node.kill();
+        let removed = std::fs::remove_dir_all(&node.dir)
+            .map_err(|e| format!("cannot delete {}: {e}", node.dir.display()));
+        self.retired.push(node);
+        removed
+    }
+
+    /// `(id, address)` of every running node.
+    pub fn running(&self) -> Vec<(u32, SocketAddr)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| Some((n.id, n.addr()?)))
             .collect()
     }
 
@@ -371,15 +458,8 @@ impl Cluster {
     pub fn restart(&mut self, id: u32) -> Result<(), String> {
         let bin = self.settings.bin.clone();
         let addr = self.node_mut(id)?.start(&bin)?;
-        if id == LEADER_ID {
-            if let Ok(mut a) = self.leader_addr.lock() {
-                *a = addr;
-            }
-            for node in &self.nodes {
-                if let Some(p) = &node.proxy {
-                    p.set_upstream(addr);
-                }
-            }
+        if id == self.leader {
+            self.point_at(addr);
         }
         Ok(())
     }
@@ -395,9 +475,7 @@ impl Cluster {
             if self.nodes[i].is_paused() {
                 self.nodes[i].set_paused(false)?;
             }
-            if let Some(p) = &self.nodes[i].proxy {
-                p.set_mode(LinkMode::Pass);
-            }
+            self.nodes[i].proxy.set_mode(LinkMode::Pass);
             if !self.nodes[i].is_running() {
                 self.restart(id)?;
             }
@@ -420,6 +498,11 @@ impl Cluster {
             node.kill();
         }
     }
+}
+
+/// A proxy towards `upstream`.
+fn new_proxy(upstream: SocketAddr) -> Result<Proxy, String> {
+    Proxy::start(upstream).map_err(|e| format!("cannot start a proxy: {e}"))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! microseconds since the run began, from one shared [`Clock`].
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Identifies one PUT: the client that sent it and its per-client counter.
@@ -56,6 +57,17 @@ pub enum Outcome {
     Value(ValueId),
     /// `REPLICATION_TIMEOUT`: durable on the leader, not acknowledged.
     ReplicationTimeout,
+    /// `WRITE_NOT_ALLOWED [<host:port>]`: the node is not (or no longer) a
+    /// leader that takes writes, and did not apply this one.
+    Refused,
+    /// `ERROR` to a write: a leader that stepped down (fenced, or told to
+    /// follow) answers the writes still waiting for follower acks so. They
+    /// may or may not survive (README, "What survives a failover").
+    Failed,
+    /// Acknowledged by a leader that was then lost for good in async mode,
+    /// before the follower that replaced it had it (set by the checker
+    /// only): the write may be gone.
+    Excused,
     /// No reply (the connection broke or timed out): may or may not have
     /// happened.
     Unknown,
@@ -69,6 +81,9 @@ pub struct Op {
     pub client: u16,
     pub key: u32,
     pub kind: Kind,
+    /// The id of the node that answered (its `INFO` `id` when the
+    /// connection opened), `None` if unknown.
+    pub node: Option<u32>,
     /// Before the request was sent (µs).
     pub invoke: u64,
     /// After the reply (or the failure) arrived (µs).
@@ -92,6 +107,8 @@ impl Op {
         match (kind, reply) {
             (Kind::Put(_) | Kind::Delete, "OK") => Outcome::Ok,
             (Kind::Put(_) | Kind::Delete, "REPLICATION_TIMEOUT") => Outcome::ReplicationTimeout,
+            (Kind::Put(_) | Kind::Delete, reply) if refusal(reply).is_some() => Outcome::Refused,
+            (Kind::Put(_) | Kind::Delete, "ERROR") => Outcome::Failed,
             (Kind::Delete | Kind::Get, "NOT_FOUND") => Outcome::NotFound,
             (Kind::Get, value) => match ValueId::parse(value) {
                 Some(id) => Outcome::Value(id),
@@ -100,6 +117,16 @@ impl Op {
             (_, other) => Outcome::Unexpected(other.into()),
         }
     }
+}
+
+/// `Some(hint)` for a `WRITE_NOT_ALLOWED` reply: the leader's address as
+/// the node knows it, if it named one (and it parses).
+pub fn refusal(reply: &str) -> Option<Option<SocketAddr>> {
+    let rest = reply.strip_prefix("WRITE_NOT_ALLOWED")?;
+    if rest.is_empty() {
+        return Some(None);
+    }
+    Some(rest.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The key a key index names.
@@ -128,12 +155,16 @@ impl fmt::Display for Op {
             Outcome::NotFound => "NOT_FOUND".to_string(),
             Outcome::Value(id) => id.to_string(),
             Outcome::ReplicationTimeout => "REPLICATION_TIMEOUT".to_string(),
+            Outcome::Refused => "WRITE_NOT_ALLOWED".to_string(),
+            Outcome::Failed => "ERROR".to_string(),
+            Outcome::Excused => "OK (excused: lost with its leader)".to_string(),
             Outcome::Unknown => "(no reply)".to_string(),
             Outcome::Unexpected(text) => format!("{text:?}"),
         };
+        let node = self.node.map_or("?".to_string(), |n| n.to_string());
         write!(
             f,
-            "[{} .. {}] client {:>5}: {what} -> {reply}",
+            "[{} .. {}] client {:>5} @node {node}: {what} -> {reply}",
             secs(self.invoke),
             secs(self.complete),
             self.client
@@ -199,5 +230,26 @@ mod tests {
             Op::classify(Kind::Get, "ERROR"),
             Outcome::Unexpected("ERROR".into())
         );
+        assert_eq!(Op::classify(put, "WRITE_NOT_ALLOWED"), Outcome::Refused);
+        assert_eq!(Op::classify(put, "ERROR"), Outcome::Failed);
+        assert_eq!(
+            Op::classify(Kind::Delete, "WRITE_NOT_ALLOWED 127.0.0.1:5001"),
+            Outcome::Refused
+        );
+        assert_eq!(
+            Op::classify(put, "WRITE_NOT_ALLOWEDX"),
+            Outcome::Unexpected("WRITE_NOT_ALLOWEDX".into())
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_leader() {
+        assert_eq!(refusal("OK"), None);
+        assert_eq!(refusal("WRITE_NOT_ALLOWED"), Some(None));
+        assert_eq!(
+            refusal("WRITE_NOT_ALLOWED 127.0.0.1:5001"),
+            Some(Some("127.0.0.1:5001".parse().expect("addr")))
+        );
+        assert_eq!(refusal("WRITE_NOT_ALLOWED somewhere"), Some(None));
     }
 }

@@ -1,17 +1,19 @@
 //! `keyval-torture`: a fault-injection harness for keyval. It runs a leader
 //! and two followers as real processes on loopback, drives them with client
 //! threads while a nemesis kills, pauses, partitions, slows and tears them,
-//! then heals everything and checks that no acknowledged write was lost and
-//! every node holds the same data. See the README, "Fault injection".
+//! runs failovers with `keyval-ctl`, then heals everything and checks that
+//! no acknowledged write was lost, at most one node took writes at a time,
+//! and every node holds the same data. See the README, "Fault injection".
 //!
 //! This file owns the command line only; `scenario` runs the whole thing,
-//! `cluster` and `proxy` own the processes and links, `workload` the
-//! clients, `nemesis` the faults, `monitor` the sampling, and `checker`
-//! the verdict.
+//! `cluster` and `proxy` own the processes and links, `ctl` the runs of
+//! `keyval-ctl`, `workload` the clients, `nemesis` the faults, `monitor`
+//! the sampling, and `checker` the verdict.
 
 mod checker;
 mod client;
 mod cluster;
+mod ctl;
 mod history;
 mod monitor;
 mod nemesis;
@@ -46,6 +48,12 @@ struct Cli {
     /// The keyval binary (default: `keyval` next to this binary).
     #[arg(long)]
     keyval_bin: Option<PathBuf>,
+    /// The keyval-ctl binary the failovers run (default: next to keyval).
+    #[arg(long)]
+    keyval_ctl_bin: Option<PathBuf>,
+    /// Leave out the failover faults (lose-leader, switchover).
+    #[arg(long)]
+    no_failover: bool,
     /// Client threads.
     #[arg(long, default_value_t = 4)]
     clients: u16,
@@ -99,6 +107,17 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let ctl_bin = cli
+        .keyval_ctl_bin
+        .unwrap_or_else(|| bin.with_file_name("keyval-ctl"));
+    if !cli.no_failover && !ctl_bin.is_file() {
+        eprintln!(
+            "keyval-torture: {} does not exist; build it (cargo build --release --bins), pass \
+             --keyval-ctl-bin, or run with --no-failover",
+            ctl_bin.display()
+        );
+        return ExitCode::from(2);
+    }
     // Ctrl-C or SIGTERM ends the run early; the nodes are still killed.
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -108,6 +127,8 @@ fn main() -> ExitCode {
     }
     let opts = scenario::Options {
         bin,
+        ctl_bin,
+        failovers: !cli.no_failover,
         seconds: cli.seconds,
         seed: cli.seed.unwrap_or_else(|| rng::Rng::from_os().next_u64()),
         clients: cli.clients,

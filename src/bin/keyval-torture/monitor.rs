@@ -1,18 +1,22 @@
 //! The monitor: a thread that, while the run lasts, notices nodes that exit
-//! on their own, samples every node's resident memory, and reads the
-//! leader's `INFO` for the replication lag of each follower.
+//! on their own, samples every node's resident memory, and reads every
+//! node's `INFO`: the replication lag of each follower from the leader,
+//! the highest epoch, and each time a node says `role leader` with
+//! `writes ok` (the checker's fencing evidence: see `checker::Sample`).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::client::{follower_lag, Client};
+use crate::checker::Sample;
+use crate::client::{field, follower_lag, Client};
 use crate::cluster::Cluster;
 use crate::history::Clock;
 use crate::nemesis::lock;
-use crate::workload::{current, LeaderAddr};
 
 /// Time between samples.
 const PERIOD: Duration = Duration::from_millis(250);
@@ -30,6 +34,10 @@ pub struct Report {
     pub max_rss: BTreeMap<u32, u64>,
     /// Highest `lag` the leader reported for any follower.
     pub max_lag: u64,
+    /// Highest `epoch` any node reported.
+    pub max_epoch: u64,
+    /// Every time a node said it is a leader taking writes.
+    pub leader_samples: Vec<Sample>,
 }
 
 /// A running monitor thread.
@@ -40,12 +48,12 @@ pub struct Monitor {
 
 impl Monitor {
     /// Starts watching `cluster`.
-    pub fn start(cluster: Arc<Mutex<Cluster>>, leader: LeaderAddr, clock: Clock) -> Monitor {
+    pub fn start(cluster: Arc<Mutex<Cluster>>, clock: Clock) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = thread::Builder::new()
             .name("monitor".into())
-            .spawn(move || watch(&cluster, &leader, clock, &flag))
+            .spawn(move || watch(&cluster, clock, &flag))
             .expect("spawn the monitor thread");
         Monitor { stop, handle }
     }
@@ -60,12 +68,13 @@ impl Monitor {
     }
 }
 
-fn watch(cluster: &Mutex<Cluster>, leader: &LeaderAddr, clock: Clock, stop: &AtomicBool) -> Report {
+fn watch(cluster: &Mutex<Cluster>, clock: Clock, stop: &AtomicBool) -> Report {
     let mut report = Report::default();
-    let mut conn: Option<Client> = None;
+    // One connection per node address (a restart changes the address).
+    let mut conns: BTreeMap<SocketAddr, Client> = BTreeMap::new();
     let mut next_progress = Instant::now() + PROGRESS;
     while !stop.load(Ordering::SeqCst) {
-        {
+        let nodes = {
             let mut c = lock(cluster);
             for crash in c.crashed() {
                 let line = format!("{:.3} s: {crash}", clock.now() as f64 / 1e6);
@@ -78,36 +87,74 @@ fn watch(cluster: &Mutex<Cluster>, leader: &LeaderAddr, clock: Clock, stop: &Ato
                     *max = (*max).max(rss);
                 }
             }
+            c.running()
+        };
+        conns.retain(|addr, _| nodes.iter().any(|(_, a)| a == addr));
+        for (id, addr) in nodes {
+            sample(&mut report, &mut conns, id, addr, clock);
         }
-        if conn.is_none() {
-            conn = Client::connect(current(leader), INFO_TIMEOUT).ok();
-        }
-        if let Some(c) = conn.as_mut() {
-            match c.info() {
-                Ok(info) => {
-                    for (k, v) in &info {
-                        if k.starts_with("follower_") {
-                            if let Some(lag) = follower_lag(v) {
-                                report.max_lag = report.max_lag.max(lag);
-                            }
-                        }
-                    }
-                    if Instant::now() >= next_progress {
-                        next_progress += PROGRESS;
-                        let seq = crate::client::field(&info, "seq").unwrap_or("?");
-                        log::info!(
-                            "{:.0} s: leader at seq {seq}, max lag so far {}",
-                            clock.now() as f64 / 1e6,
-                            report.max_lag
-                        );
-                    }
-                }
-                Err(_) => conn = None,
-            }
+        if Instant::now() >= next_progress {
+            next_progress += PROGRESS;
+            log::info!(
+                "{:.0} s: epoch {}, max lag so far {}",
+                clock.now() as f64 / 1e6,
+                report.max_epoch,
+                report.max_lag
+            );
         }
         thread::sleep(PERIOD);
     }
     report
+}
+
+/// Reads node `id`'s `INFO` once and notes what matters.
+fn sample(
+    report: &mut Report,
+    conns: &mut BTreeMap<SocketAddr, Client>,
+    id: u32,
+    addr: SocketAddr,
+    clock: Clock,
+) {
+    let conn = match conns.entry(addr) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => match Client::connect(addr, INFO_TIMEOUT) {
+            Ok(c) => e.insert(c),
+            Err(_) => return,
+        },
+    };
+    let invoke = clock.now();
+    let info = match conn.info() {
+        Ok(info) => info,
+        Err(_) => {
+            conns.remove(&addr);
+            return;
+        }
+    };
+    let complete = clock.now();
+    let epoch = field(&info, "epoch")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
+    report.max_epoch = report.max_epoch.max(epoch);
+    if field(&info, "role") != Some("leader") {
+        return;
+    }
+    for (k, v) in &info {
+        if k.starts_with("follower_") {
+            if let Some(lag) = follower_lag(v) {
+                report.max_lag = report.max_lag.max(lag);
+            }
+        }
+    }
+    if field(&info, "writes") == Some("ok") {
+        // The node's own word on who it is, over the harness's.
+        let node = field(&info, "id").and_then(|n| n.parse().ok());
+        report.leader_samples.push(Sample {
+            node: node.unwrap_or(id),
+            epoch,
+            invoke,
+            complete,
+        });
+    }
 }
 
 /// Resident memory of `pid` in bytes, from `/proc/<pid>/statm` (pages).

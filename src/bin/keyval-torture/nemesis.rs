@@ -2,10 +2,16 @@
 //! while, and undoes it, until the run's deadline.
 //!
 //! Each kind of fault is a [`Fault`] variant with a weight in
-//! [`Fault::ALL`] and an arm in [`Nemesis::apply`]; adding a kind (for
-//! example killing the leader for good and running a failover) is adding
-//! those two. Everything a fault does is written to the timeline with the
-//! time, so a failure report can show what happened around it.
+//! [`Fault::ALL`] and an arm in [`Nemesis::inject`]. Everything a fault
+//! does is written to the timeline with the time, so a failure report can
+//! show what happened around it.
+//!
+//! The two failovers (`lose-leader`, `switchover`) act on the whole
+//! cluster, as an operator would: they wait until no other fault is in
+//! force and hold the others off while they run `keyval-ctl failover`
+//! (see `Nemesis::failover`). Then the harness's leader is the promoted
+//! node: clients and every proxy point at it, and each other node is told
+//! to `FOLLOW` it through its own proxy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,11 +19,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{Cluster, LEADER_ID};
+use crate::checker::{Failover, FailoverKind};
+use crate::client::Client;
+use crate::cluster::Cluster;
+use crate::ctl::Ctl;
 use crate::history::{Clock, Op};
 use crate::proxy::LinkMode;
 use crate::rng::Rng;
 use crate::workload::Workload;
+
+mod failover;
 
 /// Client id of the first lane's own writes (the compaction bursts); the
 /// next lanes count down from it.
@@ -29,6 +40,17 @@ const MAX_TEAR_BYTES: u64 = 64;
 /// Longest deep cut (a quarter of the tears): several records lost, which
 /// right after a compaction or a snapshot reaches the snapshot part.
 const MAX_DEEP_TEAR_BYTES: u64 = 8192;
+/// Longest a failover waits for the faults in force to end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a `lose-leader` waits for every follower to reach the leader's
+/// seq before it kills the leader (see [`Nemesis::lose_leader`]).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the followers of a lost leader take to stop moving.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on each request the nemesis itself sends.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the nemesis polls while it waits.
+const POLL: Duration = Duration::from_millis(100);
 
 /// A kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,11 +73,16 @@ pub enum Fault {
     Compact,
     /// Start one more follower.
     AddFollower,
+    /// kill -9 the leader and delete its data; `keyval-ctl failover`; a
+    /// new empty node joins as a follower later.
+    LoseLeader,
+    /// Planned switchover: `keyval-ctl failover` with the leader alive.
+    Switchover,
 }
 
 impl Fault {
     /// Every kind with its relative weight.
-    pub const ALL: [(Fault, u64); 9] = [
+    pub const ALL: [(Fault, u64); 11] = [
         (Fault::KillLeader, 3),
         (Fault::KillFollower, 3),
         (Fault::TornFollower, 3),
@@ -65,7 +92,14 @@ impl Fault {
         (Fault::SlowLink, 2),
         (Fault::Compact, 3),
         (Fault::AddFollower, 1),
+        (Fault::LoseLeader, 1),
+        (Fault::Switchover, 1),
     ];
+
+    /// Whether it is a failover (the cluster to itself while it runs).
+    pub fn is_failover(self) -> bool {
+        matches!(self, Fault::LoseLeader | Fault::Switchover)
+    }
 
     /// A weighted random kind.
     fn pick(rng: &mut Rng) -> Fault {
@@ -92,6 +126,8 @@ impl Fault {
             Fault::SlowLink => "slow-link",
             Fault::Compact => "compact-burst",
             Fault::AddFollower => "add-follower",
+            Fault::LoseLeader => "lose-leader",
+            Fault::Switchover => "switchover",
         }
     }
 }
@@ -103,6 +139,8 @@ pub struct Report {
     pub counts: BTreeMap<Fault, u64>,
     /// The writes of the compaction bursts.
     pub ops: Vec<Op>,
+    /// The failovers, in order.
+    pub failovers: Vec<Failover>,
     /// One line per action, with its time.
     pub timeline: Vec<String>,
     /// Set when a fault could not be applied or undone (a node that did
@@ -120,6 +158,24 @@ struct Shared {
     /// Set by SIGINT/SIGTERM, or when a lane fails: stop at once (after
     /// undoing the fault in progress).
     stop: Arc<AtomicBool>,
+    gate: Mutex<Gate>,
+    ctl: Ctl,
+    /// Whether the failover faults are picked at all.
+    failovers: bool,
+}
+
+/// Which faults are in force, so a failover can have the cluster to
+/// itself.
+#[derive(Debug, Default)]
+struct Gate {
+    /// Faults in force (a failover counts until its lost node is replaced).
+    running: u32,
+    /// The lane whose failover waits for `running` to drop to 0 or runs:
+    /// no other fault starts.
+    exclusive: Option<u16>,
+    /// Lost nodes whose replacement has not joined yet (they still count
+    /// towards the cluster's size for `add-follower`).
+    replacing: usize,
 }
 
 /// The fault injector of one run: one or more lanes, each a loop that
@@ -141,6 +197,8 @@ impl Nemesis {
         cluster: Arc<Mutex<Cluster>>,
         workload: Workload,
         stop: Arc<AtomicBool>,
+        ctl: Ctl,
+        failovers: bool,
     ) -> Nemesis {
         let initial_nodes = lock(&cluster).nodes.len();
         Nemesis {
@@ -153,6 +211,9 @@ impl Nemesis {
                 initial_nodes,
                 busy: Mutex::new(BTreeSet::new()),
                 stop,
+                gate: Mutex::new(Gate::default()),
+                ctl,
+                failovers,
             }),
             burst_n: 0,
             report: Report::default(),
@@ -187,6 +248,7 @@ impl Nemesis {
                         *report.counts.entry(fault).or_default() += n;
                     }
                     report.ops.extend(r.ops);
+                    report.failovers.extend(r.failovers);
                     report.timeline.extend(r.timeline);
                     report.error = report.error.or(r.error);
                 }
@@ -194,6 +256,7 @@ impl Nemesis {
             }
         }
         report.timeline.sort();
+        report.failovers.sort_by_key(|f| f.start);
         report
     }
 
@@ -204,7 +267,14 @@ impl Nemesis {
                 break;
             }
             let fault = Fault::pick(&mut self.rng);
-            match self.apply(fault) {
+            let outcome = if !fault.is_failover() {
+                self.gated(fault)
+            } else if self.shared.failovers {
+                self.failover(fault)
+            } else {
+                Ok(false)
+            };
+            match outcome {
                 Ok(true) => *self.report.counts.entry(fault).or_default() += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -218,28 +288,47 @@ impl Nemesis {
         self.report
     }
 
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.shared.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a fault unless a failover has the cluster; `Ok(false)` then.
+    fn gated(&mut self, fault: Fault) -> Result<bool, String> {
+        {
+            let mut gate = self.gate();
+            if gate.exclusive.is_some() {
+                return Ok(false);
+            }
+            gate.running += 1;
+        }
+        let result = self.apply(fault);
+        self.gate().running -= 1;
+        result
+    }
+
     /// Reserves the node a fault targets, applies the fault, holds it,
     /// undoes it. `Ok(false)` when it did not apply (its target is busy in
     /// another lane, or there is no follower left to add).
     fn apply(&mut self, fault: Fault) -> Result<bool, String> {
+        let leader = lock(&self.shared.cluster).leader();
         let target = match fault {
-            Fault::KillLeader => Some(LEADER_ID),
+            Fault::KillLeader => Some(leader),
             // The leader half of the time: pausing it stalls everyone.
-            Fault::Pause if self.rng.coin() => Some(LEADER_ID),
+            Fault::Pause if self.rng.coin() => Some(leader),
             Fault::Pause
             | Fault::KillFollower
             | Fault::TornFollower
             | Fault::CutLink
             | Fault::StallLink
             | Fault::SlowLink => Some(self.pick_follower()),
-            Fault::Compact | Fault::AddFollower => None,
+            Fault::Compact | Fault::AddFollower | Fault::LoseLeader | Fault::Switchover => None,
         };
         if let Some(id) = target {
             if !self.busy().insert(id) {
                 return Ok(false);
             }
         }
-        let result = self.inject(fault, target.unwrap_or(LEADER_ID));
+        let result = self.inject(fault, target.unwrap_or(leader));
         if let Some(id) = target {
             self.busy().remove(&id);
         }
@@ -285,8 +374,9 @@ impl Nemesis {
                 Ok(true)
             }
             Fault::AddFollower => {
+                let replacing = self.gate().replacing;
                 let mut c = lock(&self.shared.cluster);
-                if c.nodes.len() >= self.shared.initial_nodes + MAX_EXTRA_FOLLOWERS {
+                if c.nodes.len() + replacing >= self.shared.initial_nodes + MAX_EXTRA_FOLLOWERS {
                     return Ok(false);
                 }
                 let id = c.add_follower()?;
@@ -294,6 +384,7 @@ impl Nemesis {
                 self.note(format!("started extra follower {id}"));
                 Ok(true)
             }
+            Fault::LoseLeader | Fault::Switchover => Ok(false),
         }
     }
 
@@ -323,13 +414,8 @@ impl Nemesis {
 
     fn hurt_link(&mut self, id: u32, mode: LinkMode, hold: Duration) -> Result<bool, String> {
         let set = |c: &Cluster, mode| -> Result<(), String> {
-            match &c.node(id)?.proxy {
-                Some(p) => {
-                    p.set_mode(mode);
-                    Ok(())
-                }
-                None => Err(format!("node {id} has no proxy")),
-            }
+            c.node(id)?.proxy.set_mode(mode);
+            Ok(())
         };
         set(&lock(&self.shared.cluster), mode)?;
         self.note(format!("link of node {id}: {mode:?} for {hold:?}"));

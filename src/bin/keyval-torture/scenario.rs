@@ -2,8 +2,12 @@
 //! monitor and the nemesis until the deadline, stop the workload, heal
 //! every fault, wait for the followers to catch up, read every node, run
 //! the checker, and print the counters (and, on failure, the evidence).
+//!
+//! In async mode, writes a leader lost for good had acknowledged and its
+//! successor lacked are excused before the check; they are listed in
+//! `excused.txt` in the run directory and counted in the report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,9 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::checker::{self, NodeState, Violation};
+use crate::checker::{self, FailoverKind, Leadership, NodeState, Violation};
 use crate::client::{field, Client};
 use crate::cluster::{read_from, Cluster, Settings, LEADER_ID};
+use crate::ctl::Ctl;
 use crate::history::{Clock, Kind, Op, Outcome};
 use crate::monitor::{self, Monitor};
 use crate::nemesis::{self, lock, Fault, Nemesis};
@@ -29,6 +34,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const FOLLOWERS: u32 = 2;
 /// Ops of one bad key shown in a failure report.
 const HISTORY_LINES: usize = 40;
+/// Nemesis timeline lines shown in a failure report.
+const TIMELINE_LINES: usize = 60;
 /// Log lines of each node shown in a failure report.
 const LOG_LINES: usize = 40;
 
@@ -36,6 +43,10 @@ const LOG_LINES: usize = 40;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub bin: PathBuf,
+    /// The `keyval-ctl` binary the failovers run.
+    pub ctl_bin: PathBuf,
+    /// Whether the nemesis runs failovers.
+    pub failovers: bool,
     pub seconds: u64,
     pub seed: u64,
     pub clients: u16,
@@ -76,8 +87,14 @@ pub fn run(opts: &Options) -> bool {
     };
     println!(
         "keyval-torture: seed {} ({} s, --sync-followers {sync_followers}, {} clients, {} keys, \
-         {} nemesis lanes); rerun with SEED={} make torture",
-        opts.seed, opts.seconds, opts.clients, opts.keys, opts.lanes, opts.seed
+         {} nemesis lanes, failovers {}); rerun with SEED={} make torture",
+        opts.seed,
+        opts.seconds,
+        opts.clients,
+        opts.keys,
+        opts.lanes,
+        if opts.failovers { "on" } else { "off" },
+        opts.seed
     );
     log::info!("run directory {}", dir.path().display());
     let settings = Settings {
@@ -92,7 +109,7 @@ pub fn run(opts: &Options) -> bool {
         Ok(cluster) => {
             let cluster = Arc::new(Mutex::new(cluster));
             let _guard = ShutdownGuard(Arc::clone(&cluster));
-            run_with(opts, &mut rng, &cluster, &mut outcome)
+            run_with(opts, sync_followers, &mut rng, &cluster, &mut outcome)
         }
         Err(e) => {
             outcome
@@ -131,6 +148,7 @@ struct RunReport {
 
 fn run_with(
     opts: &Options,
+    sync_followers: u32,
     rng: &mut Rng,
     cluster: &Arc<Mutex<Cluster>>,
     out: &mut RunReport,
@@ -144,12 +162,16 @@ fn run_with(
         stop: Arc::new(AtomicBool::new(false)),
     };
     let clients = workload.spawn(opts.clients, rng);
-    let monitor = Monitor::start(Arc::clone(cluster), leader, clock);
+    let monitor = Monitor::start(Arc::clone(cluster), clock);
     let nemesis = Nemesis::new(
         Rng::with_seed(rng.next_u64()),
         Arc::clone(cluster),
         workload.clone(),
         Arc::clone(&opts.interrupted),
+        Ctl {
+            bin: opts.ctl_bin.clone(),
+        },
+        opts.failovers,
     );
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
     let faults = nemesis.run(deadline, opts.lanes);
@@ -196,22 +218,60 @@ fn run_with(
         Err(e) => problems.push(e),
     }
     let mut logs = Vec::new();
-    for node in &lock(cluster).nodes {
+    let c = lock(cluster);
+    for node in c.nodes.iter().chain(&c.retired) {
         let text = read_from(node.log_path(), 0);
         if let Some(line) = text.lines().find(|l| l.contains("panicked")) {
             problems.push(format!("{} panicked: {line}", node.name()));
         }
         logs.push((node.id, text));
     }
+    drop(c);
+    let mut lead = Leadership::new(LEADER_ID);
+    lead.failovers = faults.failovers.clone();
+    lead.samples = seen.leader_samples.clone();
+    let excused = if sync_followers == 0 {
+        checker::excuse_lost_writes(&mut ops, &lead)
+    } else {
+        Vec::new()
+    };
+    if !excused.is_empty() {
+        let path = lock(cluster).dir().join("excused.txt");
+        let text: String = excused.iter().map(|&i| format!("{}\n", ops[i])).collect();
+        if let Err(e) = std::fs::write(&path, text) {
+            problems.push(format!("cannot write {}: {e}", path.display()));
+        }
+    }
     let violations = if states.is_empty() {
         Vec::new()
     } else {
-        checker::check(&ops, opts.keys, &states)
+        checker::check(&ops, opts.keys, &states, &lead)
     };
     out.counters = counters(opts, &ops, &faults, &seen, &logs, cluster);
+    let _ =
+        writeln!(
+        out.counters,
+        "  failovers: lost-leader {}, switchover {}; epoch reached {}; writes excused by an async \
+         failover loss {}{}",
+        faults.failovers.iter().filter(|f| f.kind == FailoverKind::Lost).count(),
+        faults.failovers.iter().filter(|f| f.kind == FailoverKind::Planned).count(),
+        faults
+            .failovers
+            .iter()
+            .map(|f| f.epoch)
+            .chain([seen.max_epoch])
+            .max()
+            .unwrap_or(0),
+        excused.len(),
+        if excused.is_empty() {
+            ""
+        } else {
+            " (listed in excused.txt in the run directory)"
+        }
+    );
     let passed = problems.is_empty() && violations.is_empty();
     if !passed {
-        out.evidence = evidence(&ops, &violations, &faults.timeline, cluster);
+        out.evidence = evidence(&ops, &violations, &faults, cluster);
     }
     out.problems = problems;
     passed
@@ -220,6 +280,7 @@ fn run_with(
 /// Waits until every follower has the leader's seq and an `up` link.
 fn converge(cluster: &Mutex<Cluster>) -> Result<(), String> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    let leader = lock(cluster).leader();
     loop {
         let addrs = node_addrs(cluster)?;
         let mut lagging = Vec::new();
@@ -234,7 +295,7 @@ fn converge(cluster: &Mutex<Cluster>) -> Result<(), String> {
                 }
             };
             let seq = field(&info, "seq").unwrap_or("?").to_string();
-            if *id == LEADER_ID {
+            if *id == leader {
                 leader_seq = Some(seq);
             } else {
                 let link = field(&info, "leader_link").unwrap_or("?");
@@ -260,14 +321,17 @@ fn converge(cluster: &Mutex<Cluster>) -> Result<(), String> {
 
 /// `(id, name, address)` of every node, leader first; all must be running.
 fn node_addrs(cluster: &Mutex<Cluster>) -> Result<Vec<(u32, String, SocketAddr)>, String> {
-    lock(cluster)
+    let c = lock(cluster);
+    let mut addrs = c
         .nodes
         .iter()
         .map(|n| match n.addr() {
             Some(a) => Ok((n.id, n.name(), a)),
             None => Err(format!("{} is not running after healing", n.name())),
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    addrs.sort_by_key(|(id, _, _)| *id != c.leader());
+    Ok(addrs)
 }
 
 /// Reads every key, value and the digest of every node.
@@ -276,11 +340,7 @@ fn read_all(cluster: &Mutex<Cluster>) -> Result<Vec<NodeState>, String> {
     for (_, name, addr) in node_addrs(cluster)? {
         let read = || -> std::io::Result<NodeState> {
             let mut c = Client::connect(addr, READ_TIMEOUT)?;
-            let mut data = BTreeMap::new();
-            for key in c.list("KEYS")? {
-                let value = c.call(&format!("GET {key}"))?;
-                data.insert(key, value);
-            }
+            let data = c.contents()?;
             let digest = c.call("DIGEST")?;
             Ok(NodeState {
                 name: name.clone(),
@@ -312,17 +372,14 @@ fn counters(
     let acked = n(&|o| o.is_acked_write());
     let timeouts = n(&|o| o.outcome == Outcome::ReplicationTimeout);
     let unknown = n(&|o| o.outcome == Outcome::Unknown);
-    let leader_log = logs
-        .iter()
-        .find(|(id, _)| *id == LEADER_ID)
-        .map_or("", |(_, t)| t.as_str());
+    let refused = n(&|o| o.outcome == Outcome::Refused);
     let all_logs: String = logs.iter().map(|(_, t)| t.as_str()).collect();
     let mut s = String::new();
     let _ = writeln!(s, "counters (seed {}, {} s):", opts.seed, opts.seconds);
     let _ = writeln!(
         s,
         "  ops {} (put {puts}, delete {deletes}, get {gets}); acknowledged writes {acked}; \
-         REPLICATION_TIMEOUT {timeouts}; no reply {unknown}",
+         REPLICATION_TIMEOUT {timeouts}; WRITE_NOT_ALLOWED {refused}; no reply {unknown}",
         ops.len()
     );
     let by_kind: Vec<String> = Fault::ALL
@@ -339,13 +396,14 @@ fn counters(
     let _ = writeln!(s, "  faults {total}: {}", by_kind.join(", "));
     let _ = writeln!(
         s,
-        "  leader sent {} catch-ups and {} snapshots; {} compactions; {} torn tails cut on \
-         restart ({} maybe into a snapshot part)",
-        count_lines(leader_log, "catching up from seq"),
-        count_lines(leader_log, "gets a snapshot"),
+        "  leaders sent {} catch-ups and {} snapshots; {} compactions; {} torn tails cut on \
+         restart ({} maybe into a snapshot part); {} rewinds",
+        count_lines(&all_logs, "catching up from seq"),
+        count_lines(&all_logs, "gets a snapshot"),
         count_lines(&all_logs, "compacted "),
         count_lines(&all_logs, "bytes of torn or damaged tail"),
         count_lines(&all_logs, "may have reached the snapshot part"),
+        count_lines(&all_logs, "rewound the log to seq"),
     );
     let rss: Vec<String> = seen
         .max_rss
@@ -365,9 +423,10 @@ fn counters(
 fn evidence(
     ops: &[Op],
     violations: &[Violation],
-    timeline: &[String],
+    faults: &nemesis::Report,
     cluster: &Mutex<Cluster>,
 ) -> String {
+    let timeline = &faults.timeline;
     let mut s = String::new();
     let _ = writeln!(s, "{} violations:", violations.len());
     for v in violations.iter().take(20) {
@@ -395,11 +454,26 @@ fn evidence(
             let _ = writeln!(s, "  {op}");
         }
     }
-    let _ = writeln!(s, "nemesis timeline (last 30):");
-    for line in &timeline[timeline.len().saturating_sub(30)..] {
+    let _ = writeln!(s, "failovers:");
+    for f in &faults.failovers {
+        let _ = writeln!(
+            s,
+            "  {:9.3} .. {:9.3} {}: node {} -> node {} at epoch {}",
+            f.start as f64 / 1e6,
+            f.end as f64 / 1e6,
+            f.kind.name(),
+            f.old,
+            f.new,
+            f.epoch
+        );
+    }
+    let _ = writeln!(s, "nemesis timeline (last {TIMELINE_LINES}):");
+    for line in &timeline[timeline.len().saturating_sub(TIMELINE_LINES)..] {
         let _ = writeln!(s, "  {line}");
     }
-    for node in &lock(cluster).nodes {
+    let c = lock(cluster);
+    let _ = writeln!(s, "node {} leads at the end", c.leader());
+    for node in c.nodes.iter().chain(&c.retired) {
         let _ = writeln!(
             s,
             "--- {} (last {LOG_LINES} lines of {}):\n{}",

@@ -7,6 +7,13 @@
 //! A request whose connection breaks is recorded as `Unknown` (it may or
 //! may not have happened) and the thread reconnects; reads without a reply
 //! are not recorded, since they say nothing.
+//!
+//! Each connection asks the node for its `INFO` `id` first, so every op
+//! names the node that answered it (the checker holds each acknowledged
+//! write against the leaderships the failovers made). A write answered
+//! `WRITE_NOT_ALLOWED <host:port>` (the node is no longer the leader) is
+//! recorded as refused, and the client moves to the address the node
+//! named; without one, to the address the harness has for the leader.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::client::Client;
-use crate::history::{key_name, Clock, Kind, Op, Outcome, ValueId};
+use crate::client::{field, Client};
+use crate::history::{key_name, refusal, Clock, Kind, Op, Outcome, ValueId};
 use crate::rng::Rng;
 
 /// Longest a request may wait for its reply: longer than the longest
@@ -63,16 +70,20 @@ impl Workload {
 
     fn run_client(&self, client: u16, mut rng: Rng) -> Vec<Op> {
         let mut ops = Vec::new();
-        let mut conn: Option<Client> = None;
+        let mut conn: Option<(Client, u32)> = None;
+        // Where a node that refused a write said the leader is.
+        let mut hint: Option<SocketAddr> = None;
         let mut n = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
-            let Some(c) = conn.as_mut() else {
-                match Client::connect(current(&self.leader), REPLY_TIMEOUT) {
+            let Some((c, node)) = conn.as_mut() else {
+                let addr = hint.take().unwrap_or_else(|| current(&self.leader));
+                match connect(addr) {
                     Ok(c) => conn = Some(c),
                     Err(_) => thread::sleep(RECONNECT_PAUSE),
                 }
                 continue;
             };
+            let node = *node;
             let key = rng.below(u64::from(self.keys)) as u32;
             let (kind, line) = match rng.below(100) {
                 0..45 => {
@@ -86,7 +97,15 @@ impl Workload {
             };
             let invoke = self.clock.now();
             let outcome = match c.call(&line) {
-                Ok(reply) => Op::classify(kind, &reply),
+                Ok(reply) => {
+                    if let Some(named) = refusal(&reply) {
+                        // Not the leader (any more): go where it says.
+                        hint = named;
+                        conn = None;
+                        thread::sleep(RECONNECT_PAUSE);
+                    }
+                    Op::classify(kind, &reply)
+                }
                 Err(_) => {
                     conn = None;
                     Outcome::Unknown
@@ -99,6 +118,7 @@ impl Workload {
                 client,
                 key,
                 kind,
+                node: Some(node),
                 invoke,
                 complete: self.clock.now(),
                 outcome,
@@ -113,7 +133,7 @@ impl Workload {
     /// goes away.
     pub fn burst(&self, client: u16, n: &mut u32, count: usize, rng: &mut Rng) -> Vec<Op> {
         let mut ops = Vec::with_capacity(count);
-        let Ok(mut conn) = Client::connect(current(&self.leader), REPLY_TIMEOUT) else {
+        let Ok((mut conn, node)) = connect(current(&self.leader)) else {
             return ops;
         };
         while ops.len() < count {
@@ -131,6 +151,7 @@ impl Workload {
                     client,
                     key,
                     kind: Kind::Put(id),
+                    node: Some(node),
                     invoke,
                     complete: invoke,
                     outcome: Outcome::Unknown,
@@ -152,6 +173,19 @@ impl Workload {
         }
         ops
     }
+}
+
+/// Connects to `addr` and asks the node for its id.
+///
+/// # Errors
+/// When it cannot be reached, or its `INFO` has no numeric `id`.
+fn connect(addr: SocketAddr) -> std::io::Result<(Client, u32)> {
+    let mut c = Client::connect(addr, REPLY_TIMEOUT)?;
+    let info = c.info()?;
+    let id = field(&info, "id")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("{addr}: INFO has no numeric id")))?;
+    Ok((c, id))
 }
 
 /// Random value padding: usually short, sometimes (always for bursts) a
