@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 ///
 /// It hashes and compares as its key, so a `HashSet<Entry>` is a map that
 /// can be looked up with a plain `&[u8]` key.
-struct Entry(Box<[u8]>);
+pub struct Entry(Box<[u8]>);
 
 impl Entry {
     fn new(key: &[u8], value: &[u8]) -> Entry {
@@ -68,7 +68,12 @@ impl Eq for Entry {}
 
 /// What a mutation replaced, kept so a failed commit can be rolled back.
 #[must_use]
-pub struct Undo(Option<Entry>, Box<[u8]>);
+pub enum Undo {
+    /// The key had this entry (which also names the key): put it back.
+    Restore(Entry),
+    /// The key was absent: remove it.
+    Remove(Box<[u8]>),
+}
 
 /// The key-value map.
 #[derive(Default)]
@@ -92,13 +97,16 @@ impl Store {
 
     /// Sets `key` to `value`; returns what it replaced.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Undo {
-        Undo(self.replace(key, value), key.into())
+        match self.replace(key, value) {
+            Some(old) => Undo::Restore(old),
+            None => Undo::Remove(key.into()),
+        }
     }
 
     /// Removes `key`; returns what it removed, or `None` if it was absent.
     pub fn delete(&mut self, key: &[u8]) -> Option<Undo> {
         let old = self.take(key)?;
-        Some(Undo(Some(old), key.into()))
+        Some(Undo::Restore(old))
     }
 
     /// Sets `key` to `value` for good: replay and snapshots, which never
@@ -130,11 +138,13 @@ impl Store {
     /// Puts back what a mutation replaced. Undos must be applied newest
     /// first.
     pub fn undo(&mut self, undo: Undo) {
-        let Undo(old, key) = undo;
-        self.take(&key);
-        if let Some(old) = old {
-            self.live_bytes += old.0.len() as u64 - 2;
-            self.entries.insert(old);
+        match undo {
+            Undo::Restore(old) => {
+                self.take(old.key());
+                self.live_bytes += old.0.len() as u64 - 2;
+                self.entries.insert(old);
+            }
+            Undo::Remove(key) => drop(self.take(&key)),
         }
     }
 
