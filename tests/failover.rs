@@ -164,7 +164,9 @@ fn a_planned_switchover_loses_nothing_and_needs_no_snapshot() {
 
 #[test]
 fn a_partitioned_old_leader_cannot_ack_steps_down_and_rewinds_when_it_rejoins() {
-    let c = Cluster::start(&["--sync-followers", "1", "--sync-timeout-ms", "300"]);
+    // Long enough that a loaded machine still acknowledges the first
+    // writes in time.
+    let c = Cluster::start(&["--sync-followers", "1", "--sync-timeout-ms", "2000"]);
     put_many(&c.leader, "k", 0..100, "v");
     wait_synced(&c.leader, &[&c.f2, &c.f3]);
 
@@ -180,11 +182,13 @@ fn a_partitioned_old_leader_cannot_ack_steps_down_and_rewinds_when_it_rejoins() 
     // followers are gone.
     wait_followers(&c.leader, 0);
     let mut old = c.leader.client();
+    // Pipelined, so the five time out together.
+    let stale: String = (0..5)
+        .map(|i| format!("PUT stale{i} never-acked\n"))
+        .collect();
+    old.send_raw(stale.as_bytes());
     for i in 0..5 {
-        assert_eq!(
-            old.call(&format!("PUT stale{i} never-acked")),
-            "REPLICATION_TIMEOUT"
-        );
+        assert_eq!(old.line(), "REPLICATION_TIMEOUT", "PUT stale{i}");
     }
     put_many(&c.f2, "new", 0..10, "v");
 
