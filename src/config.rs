@@ -109,6 +109,19 @@ pub struct LeaderAddr {
     pub port: u16,
 }
 
+impl LeaderAddr {
+    /// `host:port`, the host possibly a bracketed IPv6 address.
+    pub fn parse(text: &str) -> Option<LeaderAddr> {
+        let (host, port) = text.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+        (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| LeaderAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -107,7 +107,7 @@ impl RoleState {
                         _ => return Err(bad()),
                     })
                 }
-                "leader" => state.leader = Some(parse_addr(value).ok_or_else(bad)?),
+                "leader" => state.leader = Some(LeaderAddr::parse(value).ok_or_else(bad)?),
                 "fenced" => state.fenced = parse_flag(value).ok_or_else(bad)?,
                 "epoch" => state.epoch_seen = value.parse().map_err(|_| bad())?,
                 "discard" => state.may_discard = parse_flag(value).ok_or_else(bad)?,
@@ -180,17 +180,6 @@ pub fn role_word(role: Role) -> &'static str {
     }
 }
 
-/// `host:port`, the host possibly a bracketed IPv6 address.
-pub fn parse_addr(text: &str) -> Option<LeaderAddr> {
-    let (host, port) = text.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
-    (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| LeaderAddr {
-        host: host.to_string(),
-        port,
-    })
-}
-
 fn parse_flag(text: &str) -> Option<bool> {
     match text {
         "0" => Some(false),
@@ -252,16 +241,16 @@ mod tests {
     #[test]
     fn addresses_parse_with_and_without_brackets() {
         assert_eq!(
-            parse_addr("[::1]:5000"),
+            LeaderAddr::parse("[::1]:5000"),
             Some(LeaderAddr {
                 host: "::1".into(),
                 port: 5000
             })
         );
-        assert_eq!(parse_addr("db1:7").map(|a| a.port), Some(7));
-        assert_eq!(parse_addr("db1"), None);
-        assert_eq!(parse_addr("db1:0"), None);
-        assert_eq!(parse_addr(":5000"), None);
+        assert_eq!(LeaderAddr::parse("db1:7").map(|a| a.port), Some(7));
+        assert_eq!(LeaderAddr::parse("db1"), None);
+        assert_eq!(LeaderAddr::parse("db1:0"), None);
+        assert_eq!(LeaderAddr::parse(":5000"), None);
     }
 
     #[test]

@@ -109,11 +109,6 @@ impl Lineage {
         Ok(())
     }
 
-    /// Keeps only the first `n` segments (at least one).
-    pub fn truncate(&mut self, n: usize) {
-        self.segments.truncate(n.max(1));
-    }
-
     fn index_of(&self, history: &HistoryId) -> Option<usize> {
         self.segments.iter().position(|s| &s.history == history)
     }

@@ -6,6 +6,8 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
+use keyval::config::LeaderAddr;
+
 use crate::session::{Info, Session};
 
 /// How often a catching-up follower is polled.
@@ -120,11 +122,8 @@ pub fn run(
         return Err(format!("{}: PROMOTE answered {reply}", nodes[chosen].addr));
     }
     println!("{}: promoted ({reply})", nodes[chosen].addr);
-    let (host, port) = nodes[chosen]
-        .addr
-        .rsplit_once(':')
-        .map(|(h, p)| (h.to_string(), p.to_string()))
-        .ok_or("the chosen node's address has no port")?;
+    let LeaderAddr { host, port } = LeaderAddr::parse(&nodes[chosen].addr)
+        .ok_or("the chosen node's address is not host:port")?;
     let new_leader = nodes[chosen].addr.clone();
     let mut unreachable = Vec::new();
     for (i, node) in nodes.iter_mut().enumerate() {
@@ -142,10 +141,12 @@ pub fn run(
         println!("{}: now follows {new_leader}", node.addr);
     }
     for addr in unreachable {
-        let (h, p) = addr.rsplit_once(':').unwrap_or((&addr, "5000"));
+        let target = LeaderAddr::parse(&addr).map_or_else(
+            || format!("--host {addr}"),
+            |a| format!("--host {} --port {}", a.host, a.port),
+        );
         println!(
-            "{addr}: not re-pointed; when it is back, run: keyval-ctl --host {h} --port {p} follow \
-             {host} {port}"
+            "{addr}: not re-pointed; when it is back, run: keyval-ctl {target} follow {host} {port}"
         );
     }
     println!("done: {new_leader} is the leader");
