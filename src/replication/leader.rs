@@ -43,6 +43,9 @@ pub struct Feed {
     /// has them).
     skip_forks: usize,
     snapshot: Option<SnapshotPart>,
+    /// Set once every record from the cursor on is to be sent: they are
+    /// then copied without decoding (the follower verifies each checksum).
+    past_skip: bool,
     scratch: Vec<u8>,
 }
 
@@ -101,6 +104,7 @@ impl Feed {
             skip_through,
             skip_forks,
             snapshot,
+            past_skip: false,
             scratch: Vec::new(),
         })
     }
@@ -202,7 +206,16 @@ impl Feed {
         }
         let frame_at = wire::begin(out, b'R');
         let mut off = 0;
-        while off < n {
+        if self.past_skip {
+            while let Ok(Some(len)) = Record::peek_len(&self.scratch[off..n]) {
+                if off + len > n {
+                    break;
+                }
+                off += len;
+            }
+            out.extend_from_slice(&self.scratch[..off]);
+        }
+        while off < n && !self.past_skip {
             match Record::decode(&self.scratch[off..n]) {
                 Ok(Decoded::Record(rec, used)) => {
                     let send = if rec.op == Op::Fork {
@@ -215,11 +228,18 @@ impl Feed {
                     if send {
                         out.extend_from_slice(&self.scratch[off..off + used]);
                     }
+                    // Later writes have higher seqs, and no fork is skipped.
+                    self.past_skip = self.skip_forks == 0 && rec.seq >= self.skip_through;
                     off += used;
                 }
                 Ok(Decoded::Incomplete { .. }) => break,
                 Err(_) => return Err(FeedError::Corrupt(self.cursor + off as u64)),
             }
+        }
+        if off == 0 && n > 0 {
+            // The chunk holds at least one whole record (see above), so
+            // this is a length no record has.
+            return Err(FeedError::Corrupt(self.cursor));
         }
         if out.len() == frame_at + wire::FRAME_HEADER_LEN {
             out.truncate(frame_at);

@@ -425,7 +425,7 @@ impl Node {
                         return Err("a damaged record in the stream".into());
                     };
                     self.wal
-                        .append_replicated(&mut self.store, &rec)
+                        .append_replicated(&mut self.store, &rec, &bytes[..used])
                         .map_err(|e| e.to_string())?;
                     self.repl.link.leader_seq = self.repl.link.leader_seq.max(rec.seq);
                     bytes = &bytes[used..];

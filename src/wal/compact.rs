@@ -23,7 +23,6 @@
 //! is safe because the new file is fsynced as a whole before it is used,
 //! and a compaction is dropped if the log fails before then.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -33,6 +32,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Instant;
 
+use foldhash::HashMap;
 use log::{info, warn};
 use tempfile::NamedTempFile;
 
@@ -219,13 +219,12 @@ impl Job {
         self.header.encode(&mut head);
         out.write_all(&head).map_err(io_err(path, "write temp"))?;
         let mut new_len = HEADER_LEN as u64;
-        let mut record = Vec::new();
+        let mut window = Window::new(&self.file);
         for (offset, len) in live {
-            record.resize(len as usize, 0);
-            self.file
-                .read_exact_at(&mut record, offset)
+            let record = window
+                .get(offset, len as usize)
                 .map_err(io_err(path, "read"))?;
-            out.write_all(&record).map_err(io_err(path, "write temp"))?;
+            out.write_all(record).map_err(io_err(path, "write temp"))?;
             new_len += u64::from(len);
         }
         out.flush().map_err(io_err(path, "write temp"))?;
@@ -256,10 +255,52 @@ impl Job {
     }
 }
 
+/// Reads ranges of a file in ascending order through one buffer, with a
+/// read per [`READ_CHUNK`] rather than per record.
+struct Window<'a> {
+    file: &'a File,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    start: u64,
+}
+
+impl<'a> Window<'a> {
+    fn new(file: &'a File) -> Window<'a> {
+        Window {
+            file,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// `file[offset..offset + len]`; offsets must not go backwards.
+    fn get(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        let end = offset + len as u64;
+        if offset < self.start || end > self.start + self.buf.len() as u64 {
+            self.buf.resize(len.max(READ_CHUNK), 0);
+            let n = read_full(
+                &mut RangeReader {
+                    file: self.file,
+                    pos: offset,
+                    end: offset + self.buf.len() as u64,
+                },
+                &mut self.buf,
+            )?;
+            if n < len {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.truncate(n);
+            self.start = offset;
+        }
+        let at = (offset - self.start) as usize;
+        Ok(&self.buf[at..at + len])
+    }
+}
+
 /// Offset and length of the last `PUT` of every key still present, and of
 /// every fork record, in file order.
 fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
-    let mut live: HashMap<Box<[u8]>, (u64, u32)> = HashMap::new();
+    let mut live: HashMap<Box<[u8]>, (u64, u32)> = HashMap::default();
     let mut forks: Vec<(u64, u32)> = Vec::new();
     let mut reader = RangeReader {
         file,

@@ -402,6 +402,8 @@ impl Wal {
     }
 
     /// Logs and applies a record received from the leader, keeping its seq.
+    /// `raw` is the record as the leader encoded it (and `rec` was decoded
+    /// from, checksum verified): it is logged as is.
     ///
     /// # Errors
     /// [`WalError::Failed`] once the log has failed; `OutOfOrder` when the
@@ -411,6 +413,7 @@ impl Wal {
         &mut self,
         store: &mut Store,
         rec: &Record<'_>,
+        raw: &[u8],
     ) -> Result<(), WalError> {
         if self.failed {
             return Err(WalError::Failed);
@@ -425,7 +428,7 @@ impl Wal {
             self.lineage
                 .fork(history, epoch, rec.seq)
                 .map_err(WalError::BadFork)?;
-            rec.encode(&mut self.pending);
+            self.pending.extend_from_slice(raw);
             return Ok(());
         }
         let out_of_order = WalError::OutOfOrder {
@@ -440,7 +443,7 @@ impl Wal {
             Op::Delete => store.delete(rec.key).ok_or(out_of_order)?,
             Op::Fork => return Err(WalError::BadFork("a malformed fork record".into())),
         };
-        rec.encode(&mut self.pending);
+        self.pending.extend_from_slice(raw);
         self.uncommitted.push_back((rec.seq, undo));
         self.last_seq = rec.seq;
         Ok(())

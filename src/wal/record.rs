@@ -145,6 +145,15 @@ impl Op {
     }
 }
 
+/// A record's whole length from its first four bytes, the body length.
+fn total_len(prefix: &[u8]) -> Result<usize, RecordError> {
+    let body_len = le_u32(&prefix[..4]) as usize;
+    if !(BODY_FIXED_LEN..=MAX_BODY_LEN).contains(&body_len) {
+        return Err(RecordError::BadLength);
+    }
+    Ok(RECORD_PREFIX_LEN + body_len)
+}
+
 /// Bytes of a fork record's value: the epoch.
 const FORK_VALUE_LEN: usize = 8;
 
@@ -236,6 +245,17 @@ impl Record<'_> {
         out[crc_at..body_at].copy_from_slice(&crc.to_le_bytes());
     }
 
+    /// The length of the record at the start of `buf`, from its length
+    /// field alone: `None` if `buf` is shorter than the length field. The
+    /// checksum is not verified; use it only to step over records that
+    /// were verified before or will be after.
+    ///
+    /// # Errors
+    /// [`RecordError::BadLength`] for a length no record can have.
+    pub fn peek_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
+        buf.get(..4).map(total_len).transpose()
+    }
+
     /// Decodes the record at the start of `buf`.
     ///
     /// # Errors
@@ -246,11 +266,7 @@ impl Record<'_> {
                 needed: RECORD_PREFIX_LEN,
             });
         };
-        let body_len = le_u32(&prefix[..4]) as usize;
-        if !(BODY_FIXED_LEN..=MAX_BODY_LEN).contains(&body_len) {
-            return Err(RecordError::BadLength);
-        }
-        let total = RECORD_PREFIX_LEN + body_len;
+        let total = total_len(prefix)?;
         let Some(body) = buf.get(RECORD_PREFIX_LEN..total) else {
             return Ok(Decoded::Incomplete { needed: total });
         };
