@@ -304,6 +304,7 @@ fn valid_frame(f: &mut Fuzz) -> Vec<u8> {
             seq,
             common: (mode == Mode::CatchUp || f.next() & 1 == 0).then_some(seq >> 1),
             keep_forks: f.below(4) as u32,
+            acks_awaited: f.next() & 1 == 0,
         }),
         3 => Frame::Chunk(&bytes),
         4 => Frame::End { seq },

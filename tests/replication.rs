@@ -228,7 +228,7 @@ fn join_fake_follower(addr: SocketAddr, id: u32) -> Peer {
     peer.send_frame(b'S', &sync_payload(&[0; 16], 0, 1));
     let (kind, payload) = peer.frame();
     assert_eq!(kind, b'P', "the first frame after SYNC is the plan");
-    assert_eq!(payload.len(), 46);
+    assert_eq!(payload.len(), 47);
     assert_eq!(payload[0], 2, "an unknown history gets a snapshot");
     peer.send_frame(b'A', &ack_payload(0, 1));
     peer
@@ -779,7 +779,7 @@ fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
         kept_seq
     );
     // PLAN: mode 2 (snapshot), the same history and epoch, the same seq,
-    // related through that seq, no forks kept.
+    // related through that seq, no forks kept, acks awaited.
     let mut plan = vec![2u8];
     plan.extend_from_slice(&sync[21..37]);
     plan.extend_from_slice(&sync[8..16]);
@@ -787,6 +787,7 @@ fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
     plan.push(1);
     plan.extend_from_slice(&sync[..8]);
     plan.extend_from_slice(&0u32.to_le_bytes());
+    plan.push(1);
     peer.send_frame(b'P', &plan);
     let half = leader_log.len() / 2;
     peer.send_frame(b'F', &leader_log[..half]);

@@ -298,6 +298,7 @@ mod tests {
             seq: 50,
             common,
             keep_forks,
+            acks_awaited: false,
         }
     }
 

@@ -14,12 +14,16 @@
 //!   'A' ACK        seq:u64 epoch:u64               durable through seq (also the heartbeat)
 //! leader -> follower
 //!   'P' PLAN       mode:u8 history[16] epoch:u64 seq:u64 related:u8 common:u64 keep:u32
+//!                  acks:u8
 //!                  mode 1 = catch-up (records after seq `common` follow; the
 //!                  follower first cuts its log back to `common` and its first
 //!                  `keep` fork records), 2 = snapshot (file chunks follow; the
 //!                  follower's data agrees with the leader's through `common`
 //!                  if `related` is 1, not at all if 0);
-//!                  history/epoch/seq are the leader's current ones
+//!                  history/epoch/seq are the leader's current ones;
+//!                  acks 1: writes wait for follower acks (`--sync-followers`),
+//!                  fsync and ack at once; 0: nothing waits, the follower may
+//!                  gather its fsyncs
 //!   'F' CHUNK      bytes of the leader's log file, from offset 0 (snapshot only)
 //!   'E' END        seq:u64                         the snapshot is complete through seq
 //!   'R' RECORDS    whole log records, byte for byte as in the log (see wal::record)
@@ -70,6 +74,8 @@ pub struct Plan {
     pub common: Option<u64>,
     /// Catch-up: the follower's fork records to keep.
     pub keep_forks: u32,
+    /// Whether client writes wait for follower acks on this leader.
+    pub acks_awaited: bool,
 }
 
 /// One decoded frame; byte payloads borrow from the input.
@@ -155,6 +161,7 @@ impl Frame<'_> {
                 out.push(u8::from(plan.common.is_some()));
                 out.extend_from_slice(&plan.common.unwrap_or(0).to_le_bytes());
                 out.extend_from_slice(&plan.keep_forks.to_le_bytes());
+                out.push(u8::from(plan.acks_awaited));
             }
             Frame::Chunk(bytes) | Frame::Records(bytes) => out.extend_from_slice(bytes),
             Frame::Ack { seq, epoch } | Frame::Heartbeat { seq, epoch } => {
@@ -194,7 +201,7 @@ impl Frame<'_> {
         let fixed = match kind {
             b'E' => Some(8),
             b'A' | b'H' => Some(16),
-            b'P' => Some(46),
+            b'P' => Some(47),
             b'S' | b'F' | b'R' => None,
             other => return Err(WireError::UnknownKind(other)),
         };
@@ -273,6 +280,11 @@ fn decode_plan(p: &[u8]) -> Result<Plan, WireError> {
         seq: u64_at(p, 25),
         common,
         keep_forks: u32_at(p, 42),
+        acks_awaited: match p[46] {
+            0 => false,
+            1 => true,
+            _ => return Err(WireError::BadField),
+        },
     })
 }
 
@@ -321,6 +333,7 @@ mod tests {
             seq: 5,
             common,
             keep_forks: 2,
+            acks_awaited: true,
         }
     }
 

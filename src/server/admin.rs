@@ -110,7 +110,11 @@ impl Node {
         }
         let from = self.wal.lineage().current();
         let epoch = self.known_epoch() + 1;
-        let segment = match self.wal.fork(&mut self.store, epoch) {
+        let segment = match self
+            .wal
+            .defer_syncs(false)
+            .and_then(|()| self.wal.fork(&mut self.store, epoch))
+        {
             Ok(segment) => segment,
             Err(e) => {
                 error!("promotion failed: {e}");

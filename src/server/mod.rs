@@ -440,7 +440,7 @@ impl Server {
     /// Group commit, reply release, background work, flushes.
     fn end_turn(&mut self, now: Instant) {
         let local = self.node.commit();
-        self.replicate(local);
+        self.replicate();
         self.tick(now);
         for key in std::mem::take(&mut self.node.repl.evict) {
             self.close(key, "evicted");
@@ -495,12 +495,12 @@ impl Server {
     }
 
     /// Feeds followers what is durable, or acks it to the leader.
-    fn replicate(&mut self, local: u64) {
+    fn replicate(&mut self) {
         for key in self.replication_keys() {
             let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
                 continue;
             };
-            self.node.after_commit(conn, key, local);
+            self.node.after_commit(conn, key);
             self.mark_dirty(key);
         }
     }

@@ -32,6 +32,13 @@ const COMPACTION_RETRY: Duration = Duration::from_secs(30);
 /// Period of the `--fsync everysec` flush.
 const EVERYSEC: Duration = Duration::from_secs(1);
 
+/// How long a follower of a leader that waits for no acks lets written
+/// records wait for their fsync (see `Wal::defer_syncs`). Measured with two
+/// followers on the leader's machine, 50 clients writing one request at a
+/// time: fsyncing every batch at once cost the leader about a quarter of
+/// its writes per second.
+const DEFERRED_SYNC: Duration = Duration::from_millis(10);
+
 /// Everything a request can act on.
 pub struct Node {
     pub config: Config,
@@ -47,6 +54,8 @@ pub struct Node {
     compaction_not_before: Option<Instant>,
     /// Next `--fsync everysec` flush.
     next_fsync: Option<Instant>,
+    /// When the records a deferred fsync owes get it.
+    deferred_sync_at: Option<Instant>,
     /// Followers (on a leader) or the link to the leader (on a follower).
     pub repl: Replication,
     /// The role now (flags, then the state file, then admin commands).
@@ -111,6 +120,7 @@ impl Node {
             compactions: 0,
             compaction_not_before: None,
             next_fsync,
+            deferred_sync_at: None,
             repl: Replication {
                 next_tick: Some(Instant::now() + HEARTBEAT_INTERVAL),
                 link: LinkInfo {
@@ -314,6 +324,15 @@ impl Node {
             // waker and is taken in by the next commit.
             self.wal.sync_soon();
         }
+        match self.deferred_sync_at {
+            _ if !self.wal.sync_owed() => self.deferred_sync_at = None,
+            None => self.deferred_sync_at = Some(now + DEFERRED_SYNC),
+            Some(at) if now >= at => {
+                self.deferred_sync_at = None;
+                self.wal.sync_soon();
+            }
+            Some(_) => {}
+        }
         if let Some(compaction) = &self.compaction {
             match compaction.poll() {
                 None => {}
@@ -387,6 +406,7 @@ impl Node {
             .filter(|_| self.role.role == Role::Follower);
         [
             self.next_fsync,
+            self.deferred_sync_at,
             self.compaction_not_before
                 .filter(|_| self.compaction.is_none()),
             self.repl.next_tick,

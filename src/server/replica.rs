@@ -313,6 +313,7 @@ impl Node {
             seq: written,
             common,
             keep_forks: u32::try_from(keep_forks).unwrap_or(u32::MAX),
+            acks_awaited: self.config.sync_followers > 0,
         })
         .encode(conn.raw_out());
     }
@@ -365,6 +366,9 @@ impl Node {
                     self.role.may_discard = false;
                     self.save_role();
                 }
+                self.wal
+                    .defer_syncs(!plan.acks_awaited)
+                    .map_err(|e| e.to_string())?;
                 self.repl.link.status = Some(LinkStatus::Up);
                 self.repl.link.backoff.reset();
                 let seq = plan.seq;
@@ -558,15 +562,14 @@ impl Node {
     }
 
     /// After the commit: feed every follower (leader), ack what became
-    /// durable, `local` being the seq the commit made acknowledgeable
-    /// (follower).
-    pub fn after_commit(&mut self, conn: &mut Conn, key: usize, local: u64) {
+    /// durable (follower).
+    pub fn after_commit(&mut self, conn: &mut Conn, key: usize) {
         let mut kind = std::mem::replace(&mut conn.kind, Peer::AwaitHello);
-        self.feed_peer(conn, &mut kind, key, local);
+        self.feed_peer(conn, &mut kind, key);
         conn.kind = kind;
     }
 
-    fn feed_peer(&mut self, conn: &mut Conn, kind: &mut Peer, key: usize, local: u64) {
+    fn feed_peer(&mut self, conn: &mut Conn, kind: &mut Peer, key: usize) {
         match kind {
             Peer::Follower(session) => {
                 let Some(feed) = &mut session.feed else {
@@ -583,9 +586,12 @@ impl Node {
                     }
                 }
             }
-            Peer::Leader(LinkState::Streaming) if local > self.repl.link.acked_sent => {
-                self.repl.link.acked_sent = local;
-                self.ack(conn, local);
+            Peer::Leader(LinkState::Streaming)
+                if self.wal.leader_ack_seq() > self.repl.link.acked_sent =>
+            {
+                let seq = self.wal.leader_ack_seq();
+                self.repl.link.acked_sent = seq;
+                self.ack(conn, seq);
             }
             _ => {}
         }

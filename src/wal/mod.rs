@@ -192,6 +192,9 @@ pub struct Wal {
     /// The histories the log holds (the header's, then its fork records).
     lineage: Lineage,
     policy: FsyncPolicy,
+    /// Under `--fsync always`, whether fsyncs wait for [`Wal::sync_soon`]
+    /// instead of following every commit (see [`Wal::defer_syncs`]).
+    syncs_deferred: bool,
     /// Encoded records not yet written.
     pending: Vec<u8>,
     /// What the writes past the ack point replaced in the store, with
@@ -324,6 +327,7 @@ impl Wal {
             header: replayed.header,
             lineage: replayed.lineage,
             policy,
+            syncs_deferred: false,
             pending: Vec::new(),
             uncommitted: VecDeque::new(),
             last_seq: replayed.last_seq,
@@ -471,7 +475,7 @@ impl Wal {
         if !self.failed && !self.pending.is_empty() && !self.syncing_always() {
             self.write_pending();
         }
-        if !self.failed && self.policy == FsyncPolicy::Always {
+        if !self.failed && self.policy == FsyncPolicy::Always && !self.syncs_deferred {
             self.sync_to_file_end(self.inline_below);
         }
         if self.failed {
@@ -489,7 +493,42 @@ impl Wal {
     /// in flight per client, waiting gave about 10 % more writes per fsync
     /// and a somewhat lower p99 than writing every turn.
     fn syncing_always(&self) -> bool {
-        self.policy == FsyncPolicy::Always && self.syncer.as_ref().is_some_and(Syncer::is_busy)
+        self.policy == FsyncPolicy::Always
+            && !self.syncs_deferred
+            && self.syncer.as_ref().is_some_and(Syncer::is_busy)
+    }
+
+    /// A follower whose leader waits for no acks defers its fsyncs: the
+    /// records it receives are already durable on the leader, so nothing
+    /// is answered on the strength of its own fsync, and fsyncing every
+    /// batch at once only takes the disk from the leader on the same
+    /// machine or array. The node then calls [`Wal::sync_soon`] on a
+    /// timer. Meanwhile reads are answered from what is written, as under
+    /// `everysec`, while [`Wal::leader_ack_seq`] stays at what is durable.
+    ///
+    /// Turning it off first makes everything written durable, waiting for
+    /// the disk: a rare step (a promotion, a leader that waits for acks).
+    ///
+    /// # Errors
+    /// [`WalError::Failed`] if the log failed, now or earlier.
+    pub fn defer_syncs(&mut self, on: bool) -> Result<(), WalError> {
+        if self.syncs_deferred && !on {
+            self.absorb_reports(true);
+            if !self.failed && self.durable_end != self.file_end {
+                self.sync_inline();
+            }
+            if self.failed {
+                // The next commit reports the error and rolls back.
+                return Err(WalError::Failed);
+            }
+        }
+        self.syncs_deferred = on && self.policy == FsyncPolicy::Always;
+        Ok(())
+    }
+
+    /// Whether written records wait for a deferred fsync.
+    pub fn sync_owed(&self) -> bool {
+        self.syncs_deferred && self.durable_end != self.file_end
     }
 
     /// Writes `pending` to the file; on error fails the log.
@@ -667,17 +706,35 @@ impl Wal {
     /// The ack point: the seq up to which writes may be acknowledged, shown
     /// to readers and sent to followers.
     pub fn ack_seq(&self) -> u64 {
-        match self.policy {
-            FsyncPolicy::Always => self.durable_seq,
-            FsyncPolicy::EverySec | FsyncPolicy::No => self.file_seq,
+        if self.syncs_on_commit() {
+            self.durable_seq
+        } else {
+            self.file_seq
         }
     }
 
     /// The file offset of the ack point.
     fn ack_end(&self) -> u64 {
+        if self.syncs_on_commit() {
+            self.durable_end
+        } else {
+            self.file_end
+        }
+    }
+
+    /// `--fsync always`, not deferred: nothing is acknowledged before its
+    /// fsync.
+    fn syncs_on_commit(&self) -> bool {
+        self.policy == FsyncPolicy::Always && !self.syncs_deferred
+    }
+
+    /// The seq a follower acknowledges to its leader: what is on disk
+    /// under `--fsync always`, deferred or not; what is written otherwise
+    /// (the operator chose not to wait for the disk).
+    pub fn leader_ack_seq(&self) -> u64 {
         match self.policy {
-            FsyncPolicy::Always => self.durable_end,
-            FsyncPolicy::EverySec | FsyncPolicy::No => self.file_end,
+            FsyncPolicy::Always => self.durable_seq,
+            FsyncPolicy::EverySec | FsyncPolicy::No => self.file_seq,
         }
     }
 
@@ -1474,6 +1531,33 @@ pub(crate) mod tests {
         assert_eq!(o.store.get(b"b"), Some(&b"2"[..]));
         assert_eq!(o.wal.lost_from(), Some(3));
         assert!(o.wal.has_failed());
+    }
+
+    #[test]
+    fn deferred_syncs_wait_for_sync_soon_and_acks_to_the_leader_wait_for_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = open(dir.path());
+        let control = o.wal.start_controlled_sync();
+        o.wal.defer_syncs(true).expect("defer");
+        put(&mut o, "a", "1");
+        // Readers may see it at once; the leader hears of it once on disk.
+        assert_eq!(o.wal.commit(&mut o.store).expect("commit"), 1);
+        assert!(o.wal.sync_owed());
+        assert_eq!(o.wal.leader_ack_seq(), 0);
+        o.wal.sync_soon();
+        control.next_report();
+        o.wal.commit(&mut o.store).expect("commit");
+        assert_eq!(o.wal.leader_ack_seq(), 1);
+        assert!(!o.wal.sync_owed());
+        // Turning it off syncs what is owed before anything else.
+        put(&mut o, "b", "2");
+        o.wal.commit(&mut o.store).expect("commit");
+        assert!(o.wal.sync_owed());
+        o.wal.defer_syncs(false).expect("undefer");
+        assert_eq!(o.wal.durable_seq(), 2);
+        put(&mut o, "c", "3");
+        assert_eq!(o.wal.commit(&mut o.store).expect("commit"), 2);
+        assert!(!o.wal.sync_owed());
     }
 
     #[test]
