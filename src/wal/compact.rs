@@ -32,7 +32,10 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Instant;
 
-use foldhash::HashMap;
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use log::{info, warn};
 use tempfile::NamedTempFile;
 
@@ -297,10 +300,76 @@ impl<'a> Window<'a> {
     }
 }
 
+/// The last `PUT` of every key still present, while the log is read.
+///
+/// Keys are copied once into one arena, and each slot keeps its key's hash,
+/// so a lookup touches the slot and, only when the hashes match, the key's
+/// bytes in the arena: no allocation per key, and no pointer to chase into
+/// scattered small allocations for every record of the log.
+struct LiveIndex {
+    table: HashTable<Slot>,
+    keys: Vec<u8>,
+    hasher: RandomState,
+}
+
+struct Slot {
+    hash: u64,
+    key_at: usize,
+    key_len: usize,
+    record: (u64, u32),
+}
+
+impl LiveIndex {
+    fn new() -> LiveIndex {
+        LiveIndex {
+            table: HashTable::new(),
+            keys: Vec::new(),
+            hasher: RandomState::default(),
+        }
+    }
+
+    /// The record at `record` is now the last `PUT` of `key`.
+    fn put(&mut self, key: &[u8], record: (u64, u32)) {
+        let hash = self.hasher.hash_one(key);
+        let keys = &self.keys;
+        let found = self.table.find_mut(hash, |s| {
+            s.hash == hash && &keys[s.key_at..s.key_at + s.key_len] == key
+        });
+        match found {
+            Some(slot) => slot.record = record,
+            None => {
+                let slot = Slot {
+                    hash,
+                    key_at: self.keys.len(),
+                    key_len: key.len(),
+                    record,
+                };
+                self.keys.extend_from_slice(key);
+                self.table.insert_unique(hash, slot, |s| s.hash);
+            }
+        }
+    }
+
+    /// `key` was deleted.
+    fn delete(&mut self, key: &[u8]) {
+        let hash = self.hasher.hash_one(key);
+        let keys = &self.keys;
+        if let Ok(entry) = self.table.find_entry(hash, |s| {
+            s.hash == hash && &keys[s.key_at..s.key_at + s.key_len] == key
+        }) {
+            entry.remove();
+        }
+    }
+
+    fn into_records(self) -> impl Iterator<Item = (u64, u32)> {
+        self.table.into_iter().map(|s| s.record)
+    }
+}
+
 /// Offset and length of the last `PUT` of every key still present, and of
 /// every fork record, in file order.
 fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
-    let mut live: HashMap<Box<[u8]>, (u64, u32)> = HashMap::default();
+    let mut live = LiveIndex::new();
     let mut forks: Vec<(u64, u32)> = Vec::new();
     let mut reader = RangeReader {
         file,
@@ -314,14 +383,8 @@ fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
         match Record::decode(&buf[start..]) {
             Ok(Decoded::Record(rec, used)) => {
                 match rec.op {
-                    Op::Put => {
-                        let at = (offset, used as u32);
-                        match live.get_mut(rec.key) {
-                            Some(slot) => *slot = at,
-                            None => drop(live.insert(rec.key.into(), at)),
-                        }
-                    }
-                    Op::Delete => drop(live.remove(rec.key)),
+                    Op::Put => live.put(rec.key, (offset, used as u32)),
+                    Op::Delete => live.delete(rec.key),
                     // The lineage is kept whole.
                     Op::Fork => forks.push((offset, used as u32)),
                 }
@@ -347,7 +410,7 @@ fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
             Err(e) => return Err(io::Error::other(format!("{e} at offset {offset}"))),
         }
     }
-    let mut records: Vec<(u64, u32)> = live.into_values().chain(forks).collect();
+    let mut records: Vec<(u64, u32)> = live.into_records().chain(forks).collect();
     records.sort_unstable();
     Ok(records)
 }
@@ -491,6 +554,22 @@ mod tests {
     use super::super::Opened;
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_live_index_keeps_the_last_put_of_each_present_key() {
+        let mut index = LiveIndex::new();
+        index.put(b"a", (10, 1));
+        index.put(b"b", (20, 2));
+        index.put(b"a", (30, 3));
+        index.delete(b"b");
+        index.delete(b"never");
+        index.put(b"c", (40, 4));
+        index.delete(b"c");
+        index.put(b"c", (50, 5));
+        let mut records: Vec<(u64, u32)> = index.into_records().collect();
+        records.sort_unstable();
+        assert_eq!(records, vec![(30, 3), (50, 5)]);
+    }
 
     fn wait(c: &Compaction) -> Compacted {
         let deadline = Instant::now() + Duration::from_secs(10);
