@@ -114,6 +114,14 @@ impl Feed {
         self.snapshot.is_some()
     }
 
+    /// Whether the feed still reads a file the log has replaced: it sends
+    /// a snapshot part from it, or records only that file holds. It
+    /// follows one replacement; a second one before it moves over drops
+    /// it ([`FeedError::Overtaken`]).
+    pub fn behind_file(&self, wal: &Wal) -> bool {
+        self.generation != wal.generation()
+    }
+
     /// Appends frames to `out` until it holds `limit` bytes or the follower
     /// has everything written so far.
     ///
@@ -405,11 +413,14 @@ mod tests {
             assert!(std::time::Instant::now() < deadline);
             std::thread::sleep(std::time::Duration::from_millis(2));
         };
+        assert!(!feed.behind_file(&o.wal));
         o.wal.finish_compaction(done).expect("finish");
+        assert!(feed.behind_file(&o.wal), "on the replaced file");
         o.wal.append(&mut store, Op::Put, b"y", b"2").expect("put");
         o.wal.commit(&mut store).expect("commit");
         let mut out = Vec::new();
         feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
         assert_eq!(record_seqs(&frames(&out)), vec![101, 102]);
+        assert!(!feed.behind_file(&o.wal), "moved over");
     }
 }

@@ -354,6 +354,7 @@ impl Node {
             // torn tail took from its snapshot part look complete; the
             // snapshot it asks for replaces the log anyway.
             && !(self.role.role == Role::Follower && self.wal.snapshot_suspect())
+            && !self.compaction_waits_for_feeds()
             && self.wal.needs_compaction(
                 &self.store,
                 self.config.compact_min_bytes,
@@ -362,6 +363,22 @@ impl Node {
         {
             self.start_compaction();
         }
+    }
+
+    /// Whether a compaction should wait for a follower whose feed still
+    /// reads the file the last compaction replaced (a snapshot in progress,
+    /// or a catch-up far behind). A second compaction before it moves over
+    /// would drop it, and a snapshot under a steady write load could then
+    /// start over forever. The log grows meanwhile, up to twice the size
+    /// that calls for a compaction; past that the compaction runs, and such
+    /// a follower reconnects and starts over.
+    fn compaction_waits_for_feeds(&self) -> bool {
+        self.repl.followers.values().any(|e| e.feed_behind_file)
+            && !self.wal.needs_compaction(
+                &self.store,
+                self.config.compact_min_bytes.saturating_mul(2),
+                self.config.compact_ratio * 2.0,
+            )
     }
 
     /// Starts a compaction now unless one is running (`COMPACT`).

@@ -33,6 +33,9 @@ pub struct FollowerEntry {
     pub acked: u64,
     /// It accepted the plan (sent its first `ACK`): counted as connected.
     pub accepted: bool,
+    /// Its feed still reads a log file a compaction replaced: another
+    /// compaction would overtake it (see `Node::compaction_waits_for_feeds`).
+    pub feed_behind_file: bool,
 }
 
 /// `leader_link` in `INFO` on a follower.
@@ -184,6 +187,7 @@ impl Node {
                 addr: conn.peer,
                 acked: 0,
                 accepted: false,
+                feed_behind_file: false,
             },
         );
     }
@@ -576,7 +580,12 @@ impl Node {
                     return;
                 };
                 match feed.pump(&self.wal, conn.raw_out(), FOLLOWER_BUF_LOW) {
-                    Ok(more) => session.behind = more,
+                    Ok(more) => {
+                        session.behind = more;
+                        if let Some(entry) = self.repl.followers.get_mut(&session.id) {
+                            entry.feed_behind_file = feed.behind_file(&self.wal);
+                        }
+                    }
                     Err(e) => {
                         error!(
                             "{}: follower {}: {e}; disconnecting it",
