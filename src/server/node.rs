@@ -348,13 +348,7 @@ impl Node {
                     }
                 }
             }
-        } else if self.compaction_not_before.is_none_or(|at| now >= at)
-            && !self.wal.has_failed()
-            // Compacting a follower's suspect log would make the records a
-            // torn tail took from its snapshot part look complete; the
-            // snapshot it asks for replaces the log anyway.
-            && !(self.role.role == Role::Follower && self.wal.snapshot_suspect())
-            && !self.compaction_waits_for_feeds()
+        } else if self.may_start_compaction(now)
             && self.wal.needs_compaction(
                 &self.store,
                 self.config.compact_min_bytes,
@@ -363,6 +357,21 @@ impl Node {
         {
             self.start_compaction();
         }
+    }
+
+    /// Whether nothing stands in the way of a compaction the log's size
+    /// calls for.
+    fn may_start_compaction(&self, now: Instant) -> bool {
+        if self.compaction_not_before.is_some_and(|at| now < at) || self.wal.has_failed() {
+            return false;
+        }
+        // Compacting a follower's suspect log would make the records a torn
+        // tail took from its snapshot part look complete; the snapshot it
+        // asks for replaces the log anyway.
+        if self.role.role == Role::Follower && self.wal.snapshot_suspect() {
+            return false;
+        }
+        !self.compaction_waits_for_feeds()
     }
 
     /// Whether a compaction should wait for a follower whose feed still
