@@ -14,12 +14,17 @@
 //!   'A' ACK        seq:u64 epoch:u64               durable through seq (also the heartbeat)
 //! leader -> follower
 //!   'P' PLAN       mode:u8 history[16] epoch:u64 seq:u64 related:u8 common:u64 keep:u32
+//!                  [bytes:u64 keys:u64]
 //!                  mode 1 = catch-up (records after seq `common` follow; the
 //!                  follower first cuts its log back to `common` and its first
 //!                  `keep` fork records), 2 = snapshot (file chunks follow; the
 //!                  follower's data agrees with the leader's through `common`
 //!                  if `related` is 1, not at all if 0);
-//!                  history/epoch/seq are the leader's current ones
+//!                  history/epoch/seq are the leader's current ones;
+//!                  a snapshot plan also announces the bytes of log file that
+//!                  will follow and the leader's live key count (the follower
+//!                  sizes its new map by it); a plan without them (46 bytes,
+//!                  as older leaders send) is accepted too
 //!   'F' CHUNK      bytes of the leader's log file, from offset 0 (snapshot only)
 //!   'E' END        seq:u64                         the snapshot is complete through seq
 //!   'R' RECORDS    whole log records, byte for byte as in the log (see wal::record)
@@ -30,6 +35,7 @@
 
 use crate::wal::lineage::Segment;
 use crate::wal::record::{HistoryId, MAX_BODY_LEN};
+use crate::wal::snapshot::Announced;
 
 /// Bytes before a frame's payload.
 pub const FRAME_HEADER_LEN: usize = 5;
@@ -56,6 +62,10 @@ const SYNC_FIXED_LEN: usize = 21;
 /// Bytes of one lineage segment in a `SYNC`.
 const SEGMENT_LEN: usize = 32;
 
+/// Bytes of a `PLAN` without, and with, the snapshot announcement.
+const PLAN_LEN: usize = 46;
+const PLAN_ANNOUNCED_LEN: usize = PLAN_LEN + 16;
+
 /// The leader's answer to `SYNC`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
@@ -70,6 +80,9 @@ pub struct Plan {
     pub common: Option<u64>,
     /// Catch-up: the follower's fork records to keep.
     pub keep_forks: u32,
+    /// Snapshot: the size of the file part and the leader's key count
+    /// (`None` from a leader that does not announce them).
+    pub announced: Option<Announced>,
 }
 
 /// One decoded frame; byte payloads borrow from the input.
@@ -155,6 +168,10 @@ impl Frame<'_> {
                 out.push(u8::from(plan.common.is_some()));
                 out.extend_from_slice(&plan.common.unwrap_or(0).to_le_bytes());
                 out.extend_from_slice(&plan.keep_forks.to_le_bytes());
+                if let Some(a) = plan.announced {
+                    out.extend_from_slice(&a.bytes.to_le_bytes());
+                    out.extend_from_slice(&a.keys.to_le_bytes());
+                }
             }
             Frame::Chunk(bytes) | Frame::Records(bytes) => out.extend_from_slice(bytes),
             Frame::Ack { seq, epoch } | Frame::Heartbeat { seq, epoch } => {
@@ -194,7 +211,8 @@ impl Frame<'_> {
         let fixed = match kind {
             b'E' => Some(8),
             b'A' | b'H' => Some(16),
-            b'P' => Some(46),
+            b'P' if len == PLAN_ANNOUNCED_LEN => Some(PLAN_ANNOUNCED_LEN),
+            b'P' => Some(PLAN_LEN),
             b'S' | b'F' | b'R' => None,
             other => return Err(WireError::UnknownKind(other)),
         };
@@ -273,6 +291,10 @@ fn decode_plan(p: &[u8]) -> Result<Plan, WireError> {
         seq: u64_at(p, 25),
         common,
         keep_forks: u32_at(p, 42),
+        announced: (p.len() == PLAN_ANNOUNCED_LEN).then(|| Announced {
+            bytes: u64_at(p, PLAN_LEN),
+            keys: u64_at(p, PLAN_LEN + 8),
+        }),
     })
 }
 
@@ -321,7 +343,16 @@ mod tests {
             seq: 5,
             common,
             keep_forks: 2,
+            announced: None,
         }
+    }
+
+    fn announced(mut plan: Plan) -> Plan {
+        plan.announced = Some(Announced {
+            bytes: 1 << 33,
+            keys: 1_000_000,
+        });
+        plan
     }
 
     fn all_frames() -> Vec<Frame<'static>> {
@@ -347,6 +378,7 @@ mod tests {
             Frame::Plan(plan(Mode::CatchUp, Some(4))),
             Frame::Plan(plan(Mode::Snapshot, None)),
             Frame::Plan(plan(Mode::Snapshot, Some(0))),
+            Frame::Plan(announced(plan(Mode::Snapshot, None))),
             Frame::Chunk(b"KEYVALOG..."),
             Frame::End { seq: 12 },
             Frame::Records(b""),
@@ -385,11 +417,42 @@ mod tests {
     }
 
     #[test]
-    fn partial_frames_wait_for_more() {
+    fn layout_of_a_snapshot_plan() {
         let mut buf = Vec::new();
-        Frame::Plan(plan(Mode::CatchUp, Some(1))).encode(&mut buf);
-        for cut in 0..buf.len() {
-            assert_eq!(Frame::decode(&buf[..cut]), Ok(None), "cut {cut}");
+        Frame::Plan(announced(plan(Mode::Snapshot, Some(4)))).encode(&mut buf);
+        assert_eq!(buf.len(), FRAME_HEADER_LEN + 62);
+        assert_eq!(&buf[..5], &[b'P', 62, 0, 0, 0]);
+        let p = &buf[FRAME_HEADER_LEN..];
+        assert_eq!(p[0], 2);
+        assert_eq!(p[33], 1);
+        assert_eq!(u64_at(p, 34), 4);
+        assert_eq!(u64_at(p, 46), 1 << 33);
+        assert_eq!(u64_at(p, 54), 1_000_000);
+        // Without the announcement: the older 46-byte plan.
+        let mut old = Vec::new();
+        Frame::Plan(plan(Mode::Snapshot, Some(4))).encode(&mut old);
+        assert_eq!(old[1], 46);
+        assert_eq!(
+            old[FRAME_HEADER_LEN..],
+            buf[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 46]
+        );
+        // Any other length is refused.
+        let mut odd = buf[..FRAME_HEADER_LEN + 54].to_vec();
+        odd[1] = 54;
+        assert_eq!(Frame::decode(&odd), Err(WireError::BadLength));
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        for p in [
+            plan(Mode::CatchUp, Some(1)),
+            announced(plan(Mode::Snapshot, None)),
+        ] {
+            let mut buf = Vec::new();
+            Frame::Plan(p).encode(&mut buf);
+            for cut in 0..buf.len() {
+                assert_eq!(Frame::decode(&buf[..cut]), Ok(None), "cut {cut}");
+            }
         }
     }
 

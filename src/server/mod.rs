@@ -376,6 +376,11 @@ impl Server {
         while !conn.closing && off < rbuf.len() {
             if conn.kind.is_framed() {
                 off += self.node.process_frames(conn, key, &rbuf[off..]);
+                // A snapshot being received is behind or awaits its
+                // install: read no more until `flush` finds it ready.
+                if conn.kind.holds_input() {
+                    conn.paused = true;
+                }
                 break;
             }
             if conn.is_backlogged() {
