@@ -288,6 +288,15 @@ impl Server {
                     .map_or(0, |at| at + 1);
                 conn.rbuf.truncate(whole);
                 conn.peer_eof = true;
+                // The link to the leader carries no requests to answer: it
+                // closes once its output (acks) is written. Its binary
+                // input would otherwise pass for unanswered lines, and a
+                // snapshot being received would hold it paused, either way
+                // until the grace period ran out.
+                if matches!(conn.kind, Peer::Leader(_)) {
+                    conn.closing = true;
+                    conn.paused = false;
+                }
             }
             self.mark_dirty(key);
         }
