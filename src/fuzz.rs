@@ -20,6 +20,7 @@ use crate::replication::wire::{Frame, Mode, Plan, FRAME_HEADER_LEN};
 use crate::testutil::{fuzz, Fuzz};
 use crate::wal::lineage::Segment;
 use crate::wal::record::{Decoded, Header, Op, Record, HEADER_LEN, RECORD_PREFIX_LEN};
+use crate::wal::snapshot::Announced;
 
 /// Bytes that matter to the line protocol, for insertions.
 const LINE_ALPHABET: &[u8] = b" \r\n\t\x00\x7f|:0123456789PUTGETDELEKYSHOCLIFNkv";
@@ -305,6 +306,10 @@ fn valid_frame(f: &mut Fuzz) -> Vec<u8> {
             common: (mode == Mode::CatchUp || f.next() & 1 == 0).then_some(seq >> 1),
             keep_forks: f.below(4) as u32,
             acks_awaited: f.next() & 1 == 0,
+            announced: (mode == Mode::Snapshot && f.next() & 1 == 0).then_some(Announced {
+                bytes: (seq << 7) | 1,
+                keys: seq >> 1,
+            }),
         }),
         3 => Frame::Chunk(&bytes),
         4 => Frame::End { seq },

@@ -155,6 +155,13 @@ impl Store {
         }
     }
 
+    /// Makes room for `additional` more keys up front, so that building a
+    /// large store (a snapshot) does not rehash it as it grows. Returns
+    /// whether the memory was available; if not, the store grows as usual.
+    pub fn try_reserve(&mut self, additional: usize) -> bool {
+        self.entries.try_reserve(additional).is_ok()
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.entries.len()

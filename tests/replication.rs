@@ -228,8 +228,13 @@ fn join_fake_follower(addr: SocketAddr, id: u32) -> Peer {
     peer.send_frame(b'S', &sync_payload(&[0; 16], 0, 1));
     let (kind, payload) = peer.frame();
     assert_eq!(kind, b'P', "the first frame after SYNC is the plan");
-    assert_eq!(payload.len(), 47);
     assert_eq!(payload[0], 2, "an unknown history gets a snapshot");
+    assert_eq!(payload.len(), 63);
+    assert_ne!(
+        payload[47..55],
+        [0; 8],
+        "a snapshot plan announces its size"
+    );
     peer.send_frame(b'A', &ack_payload(0, 1));
     peer
 }
@@ -318,6 +323,61 @@ fn a_follower_started_late_gets_a_snapshot() {
     put_many(&leader, "after", 0..10, "w");
     wait_synced(&leader, &[&f2]);
     assert_eq!(f2.client().call("GET after9"), "9-w");
+}
+
+/// The follower builds the snapshot on threads and holds back what follows
+/// `END` until it is installed; writes made throughout still arrive, in
+/// order, and the follower answers clients meanwhile.
+#[test]
+fn writes_during_a_snapshot_follow_it_in_order() {
+    let leader = Node::leader(&[]);
+    let value = "v".repeat(200);
+    put_many(&leader, "k", 0..20_000, &value);
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop_writing, written) = (Arc::clone(&stop_writing), Arc::clone(&written));
+        let addr = leader.addr;
+        thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            assert_eq!(c.call("HELLO CLIENT"), "HELLO SERVER");
+            let mut i = 0u64;
+            while !stop_writing.load(Ordering::Relaxed) || i < 50 {
+                assert_eq!(c.call(&format!("PUT live{} {i}", i % 500)), "OK");
+                i += 1;
+                written.store(i, Ordering::Relaxed);
+            }
+        })
+    };
+    let f2 = start_follower(leader.addr.port(), 2, &[]);
+    let mut client = f2.client();
+    let deadline = Instant::now() + WAIT;
+    let installed = loop {
+        // The follower answers clients while the snapshot arrives.
+        assert_eq!(client.call("PING"), "PONG");
+        if let Some(line) = f2.find_log("installed a snapshot: seq ") {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no snapshot installed");
+    };
+    let more = written.load(Ordering::Relaxed) + 50;
+    wait_until("writes after the install", || {
+        written.load(Ordering::Relaxed) >= more
+    });
+    stop_writing.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    wait_synced(&leader, &[&f2]);
+    let snapshot_seq: u64 = installed
+        .split("installed a snapshot: seq ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no seq in {installed:?}"));
+    assert!(
+        snapshot_seq < seq(&leader),
+        "no write followed the snapshot: {installed}"
+    );
+    assert_eq!(f2.client().call("GET k19999"), format!("19999-{value}"));
 }
 
 #[test]
@@ -779,7 +839,8 @@ fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
         kept_seq
     );
     // PLAN: mode 2 (snapshot), the same history and epoch, the same seq,
-    // related through that seq, no forks kept, acks awaited.
+    // related through that seq, no forks kept, acks awaited; the log's size
+    // and 200 keys.
     let mut plan = vec![2u8];
     plan.extend_from_slice(&sync[21..37]);
     plan.extend_from_slice(&sync[8..16]);
@@ -788,6 +849,8 @@ fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
     plan.extend_from_slice(&sync[..8]);
     plan.extend_from_slice(&0u32.to_le_bytes());
     plan.push(1);
+    plan.extend_from_slice(&(leader_log.len() as u64).to_le_bytes());
+    plan.extend_from_slice(&200u64.to_le_bytes());
     peer.send_frame(b'P', &plan);
     let half = leader_log.len() / 2;
     peer.send_frame(b'F', &leader_log[..half]);

@@ -1,21 +1,15 @@
 //! The follower's side: the state of its link to the leader, the rule that
-//! decides whether to accept a leader at all, reconnect backoff, and the
-//! builder that turns a streamed snapshot into a new log and store.
+//! decides whether to accept a leader at all, and reconnect backoff. A
+//! snapshot being received is a [`wal::snapshot::Receiver`](Receiver).
 //!
 //! Nothing here owns a socket; the event loop feeds bytes in and sends what
 //! it is told.
 
-use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
-use tempfile::NamedTempFile;
-
 use super::wire::{Mode, Plan};
-use crate::store::Store;
-use crate::wal::lineage::Lineage;
-use crate::wal::record::{Decoded, Header, HistoryId, Record, HEADER_LEN};
-use crate::wal::{apply_logged, compact, SeqCheck, WalError};
+use crate::wal::record::HistoryId;
+use crate::wal::snapshot::Receiver;
 
 /// Where the link to the leader stands.
 pub enum LinkState {
@@ -27,8 +21,9 @@ pub enum LinkState {
     AwaitWelcome,
     /// Sent `SYNC`; expecting `PLAN`.
     AwaitPlan,
-    /// Receiving a snapshot.
-    Snapshot(Box<SnapshotBuilder>),
+    /// Receiving a snapshot (and, after its `END`, waiting for it to be
+    /// finished and installed).
+    Snapshot(Box<Receiver>),
     /// Receiving live records.
     Streaming,
 }
@@ -40,6 +35,12 @@ impl LinkState {
             self,
             LinkState::AwaitPlan | LinkState::Snapshot(_) | LinkState::Streaming
         )
+    }
+
+    /// Whether the loop must leave the link's input unread for now: the
+    /// snapshot threads are behind, or the snapshot awaits its install.
+    pub fn holds_input(&self) -> bool {
+        matches!(self, LinkState::Snapshot(r) if r.holds_input())
     }
 }
 
@@ -169,126 +170,9 @@ impl Backoff {
     }
 }
 
-/// Builds a new log and store from snapshot chunks: the bytes go to a temp
-/// file beside the log (the old log stays untouched and served), and the
-/// records are applied to a fresh store as they arrive, so installing the
-/// snapshot at the end is a rename, not a replay.
-pub struct SnapshotBuilder {
-    temp: NamedTempFile,
-    /// Bytes not yet decoded (a partial header or record).
-    carry: Vec<u8>,
-    /// Set once the header is in.
-    state: Option<(Header, SeqCheck, Lineage)>,
-    store: Store,
-    received: u64,
-}
-
-/// A complete snapshot, ready to install.
-pub struct Snapshot {
-    pub temp: NamedTempFile,
-    pub header: Header,
-    pub lineage: Lineage,
-    pub last_seq: u64,
-    pub store: Store,
-    pub bytes: u64,
-}
-
-impl SnapshotBuilder {
-    /// Starts a snapshot in a temp file beside `log`.
-    ///
-    /// # Errors
-    /// If the temp file cannot be created.
-    pub fn new(log: &Path) -> Result<SnapshotBuilder, WalError> {
-        Ok(SnapshotBuilder {
-            temp: compact::temp_file_for(log)?,
-            carry: Vec::new(),
-            state: None,
-            store: Store::new(),
-            received: 0,
-        })
-    }
-
-    /// Takes the next chunk of the leader's log file.
-    ///
-    /// # Errors
-    /// A description of what is wrong with the bytes or the disk.
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
-        self.temp
-            .as_file_mut()
-            .write_all(chunk)
-            .map_err(|e| format!("writing snapshot: {e}"))?;
-        self.received += chunk.len() as u64;
-        self.carry.extend_from_slice(chunk);
-        let mut off = 0;
-        if self.state.is_none() {
-            if self.carry.len() < HEADER_LEN {
-                return Ok(());
-            }
-            let header =
-                Header::decode(&self.carry).map_err(|e| format!("snapshot header: {e}"))?;
-            let lineage = Lineage::new(header.history, header.epoch);
-            self.state = Some((header, SeqCheck::new(header.base_seq), lineage));
-            off = HEADER_LEN;
-        }
-        let (_, seqs, lineage) = self.state.as_mut().ok_or("snapshot without header")?;
-        loop {
-            match Record::decode(&self.carry[off..]) {
-                Ok(Decoded::Record(rec, used)) => {
-                    apply_logged(&rec, seqs, &mut self.store, lineage)?;
-                    off += used;
-                }
-                Ok(Decoded::Incomplete { .. }) => break,
-                Err(e) => return Err(format!("snapshot record: {e}")),
-            }
-        }
-        self.carry.drain(..off);
-        Ok(())
-    }
-
-    /// Bytes received so far.
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-
-    /// Checks the snapshot ends at `seq` and fsyncs it.
-    ///
-    /// # Errors
-    /// A snapshot that is incomplete, ends elsewhere, or cannot be synced.
-    pub fn finish(self, seq: u64) -> Result<Snapshot, String> {
-        let Some((header, seqs, lineage)) = self.state else {
-            return Err("snapshot ended before its header".into());
-        };
-        if !self.carry.is_empty() {
-            return Err(format!(
-                "snapshot ends inside a record ({} bytes left)",
-                self.carry.len()
-            ));
-        }
-        if seqs.last() != seq {
-            return Err(format!(
-                "snapshot ends at seq {} but the leader said {seq}",
-                seqs.last()
-            ));
-        }
-        self.temp
-            .as_file()
-            .sync_all()
-            .map_err(|e| format!("fsync snapshot: {e}"))?;
-        Ok(Snapshot {
-            temp: self.temp,
-            header,
-            lineage,
-            last_seq: seq,
-            store: self.store,
-            bytes: self.received,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::record::Op;
 
     fn plan(mode: Mode, epoch: u64, common: Option<u64>, keep_forks: u32) -> Plan {
         Plan {
@@ -299,6 +183,7 @@ mod tests {
             common,
             keep_forks,
             acks_awaited: false,
+            announced: None,
         }
     }
 
@@ -378,50 +263,5 @@ mod tests {
         assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
         b.reset();
         assert_eq!(b.next_delay(), BACKOFF_MIN);
-    }
-
-    #[test]
-    fn snapshot_builder_accepts_a_log_in_any_chunking() {
-        let mut log = Vec::new();
-        Header {
-            history: [9; 16],
-            base_seq: 0,
-            epoch: 1,
-        }
-        .encode(&mut log);
-        for seq in 1..=20u64 {
-            let key = format!("k{}", seq % 7);
-            Record {
-                seq,
-                op: Op::Put,
-                key: key.as_bytes(),
-                value: b"value",
-            }
-            .encode(&mut log);
-        }
-        Record {
-            seq: 21,
-            op: Op::Delete,
-            key: b"k0",
-            value: b"",
-        }
-        .encode(&mut log);
-        let dir = tempfile::tempdir().expect("tempdir");
-        for chunk in [1, 7, 48, 1000] {
-            let mut b = SnapshotBuilder::new(&dir.path().join("follower_2.log")).expect("builder");
-            for piece in log.chunks(chunk) {
-                b.feed(piece).expect("feed");
-            }
-            let snap = b.finish(21).expect("finish");
-            assert_eq!(snap.store.len(), 6);
-            assert_eq!(snap.header.history, [9; 16]);
-            assert_eq!(std::fs::read(snap.temp.path()).expect("read"), log);
-        }
-        let mut b = SnapshotBuilder::new(&dir.path().join("follower_2.log")).expect("builder");
-        b.feed(&log[..log.len() - 3]).expect("feed");
-        assert!(b.finish(21).is_err());
-        let mut b = SnapshotBuilder::new(&dir.path().join("follower_2.log")).expect("builder");
-        b.feed(&log).expect("feed");
-        assert!(b.finish(22).is_err());
     }
 }

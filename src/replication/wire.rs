@@ -14,7 +14,7 @@
 //!   'A' ACK        seq:u64 epoch:u64               durable through seq (also the heartbeat)
 //! leader -> follower
 //!   'P' PLAN       mode:u8 history[16] epoch:u64 seq:u64 related:u8 common:u64 keep:u32
-//!                  acks:u8
+//!                  acks:u8 bytes:u64 keys:u64
 //!                  mode 1 = catch-up (records after seq `common` follow; the
 //!                  follower first cuts its log back to `common` and its first
 //!                  `keep` fork records), 2 = snapshot (file chunks follow; the
@@ -23,7 +23,10 @@
 //!                  history/epoch/seq are the leader's current ones;
 //!                  acks 1: writes wait for follower acks (`--sync-followers`),
 //!                  fsync and ack at once; 0: nothing waits, the follower may
-//!                  gather its fsyncs
+//!                  gather its fsyncs;
+//!                  bytes/keys: a snapshot plan announces the bytes of log
+//!                  file that follow and the leader's live key count (the
+//!                  follower sizes its new map by it); 0 in a catch-up plan
 //!   'F' CHUNK      bytes of the leader's log file, from offset 0 (snapshot only)
 //!   'E' END        seq:u64                         the snapshot is complete through seq
 //!   'R' RECORDS    whole log records, byte for byte as in the log (see wal::record)
@@ -34,6 +37,7 @@
 
 use crate::wal::lineage::Segment;
 use crate::wal::record::{HistoryId, MAX_BODY_LEN};
+use crate::wal::snapshot::Announced;
 
 /// Bytes before a frame's payload.
 pub const FRAME_HEADER_LEN: usize = 5;
@@ -60,6 +64,9 @@ const SYNC_FIXED_LEN: usize = 21;
 /// Bytes of one lineage segment in a `SYNC`.
 const SEGMENT_LEN: usize = 32;
 
+/// Bytes of a `PLAN`.
+const PLAN_LEN: usize = 63;
+
 /// The leader's answer to `SYNC`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
@@ -76,6 +83,8 @@ pub struct Plan {
     pub keep_forks: u32,
     /// Whether client writes wait for follower acks on this leader.
     pub acks_awaited: bool,
+    /// Snapshot: the size of the file part and the leader's key count.
+    pub announced: Option<Announced>,
 }
 
 /// One decoded frame; byte payloads borrow from the input.
@@ -162,6 +171,9 @@ impl Frame<'_> {
                 out.extend_from_slice(&plan.common.unwrap_or(0).to_le_bytes());
                 out.extend_from_slice(&plan.keep_forks.to_le_bytes());
                 out.push(u8::from(plan.acks_awaited));
+                let a = plan.announced.unwrap_or(Announced { bytes: 0, keys: 0 });
+                out.extend_from_slice(&a.bytes.to_le_bytes());
+                out.extend_from_slice(&a.keys.to_le_bytes());
             }
             Frame::Chunk(bytes) | Frame::Records(bytes) => out.extend_from_slice(bytes),
             Frame::Ack { seq, epoch } | Frame::Heartbeat { seq, epoch } => {
@@ -201,7 +213,7 @@ impl Frame<'_> {
         let fixed = match kind {
             b'E' => Some(8),
             b'A' | b'H' => Some(16),
-            b'P' => Some(47),
+            b'P' => Some(PLAN_LEN),
             b'S' | b'F' | b'R' => None,
             other => return Err(WireError::UnknownKind(other)),
         };
@@ -285,6 +297,12 @@ fn decode_plan(p: &[u8]) -> Result<Plan, WireError> {
             1 => true,
             _ => return Err(WireError::BadField),
         },
+        announced: match (mode, u64_at(p, 47), u64_at(p, 55)) {
+            (_, 0, 0) => None,
+            (Mode::Snapshot, bytes, keys) => Some(Announced { bytes, keys }),
+            // Canonical: a catch-up announces nothing.
+            (Mode::CatchUp, _, _) => return Err(WireError::BadField),
+        },
     })
 }
 
@@ -334,7 +352,16 @@ mod tests {
             common,
             keep_forks: 2,
             acks_awaited: true,
+            announced: None,
         }
+    }
+
+    fn announced(mut plan: Plan) -> Plan {
+        plan.announced = Some(Announced {
+            bytes: 1 << 33,
+            keys: 1_000_000,
+        });
+        plan
     }
 
     fn all_frames() -> Vec<Frame<'static>> {
@@ -360,6 +387,7 @@ mod tests {
             Frame::Plan(plan(Mode::CatchUp, Some(4))),
             Frame::Plan(plan(Mode::Snapshot, None)),
             Frame::Plan(plan(Mode::Snapshot, Some(0))),
+            Frame::Plan(announced(plan(Mode::Snapshot, None))),
             Frame::Chunk(b"KEYVALOG..."),
             Frame::End { seq: 12 },
             Frame::Records(b""),
@@ -398,11 +426,47 @@ mod tests {
     }
 
     #[test]
-    fn partial_frames_wait_for_more() {
+    fn layout_of_a_snapshot_plan() {
         let mut buf = Vec::new();
-        Frame::Plan(plan(Mode::CatchUp, Some(1))).encode(&mut buf);
-        for cut in 0..buf.len() {
-            assert_eq!(Frame::decode(&buf[..cut]), Ok(None), "cut {cut}");
+        Frame::Plan(announced(plan(Mode::Snapshot, Some(4)))).encode(&mut buf);
+        assert_eq!(buf.len(), FRAME_HEADER_LEN + 63);
+        assert_eq!(&buf[..5], &[b'P', 63, 0, 0, 0]);
+        let p = &buf[FRAME_HEADER_LEN..];
+        assert_eq!(p[0], 2);
+        assert_eq!(p[33], 1);
+        assert_eq!(u64_at(p, 34), 4);
+        assert_eq!(p[46], 1, "acks awaited");
+        assert_eq!(u64_at(p, 47), 1 << 33);
+        assert_eq!(u64_at(p, 55), 1_000_000);
+        // A catch-up announces nothing.
+        let mut catch_up = Vec::new();
+        let mut bad = announced(plan(Mode::CatchUp, Some(4)));
+        Frame::Plan(bad).encode(&mut catch_up);
+        assert_eq!(Frame::decode(&catch_up), Err(WireError::BadField));
+        bad.announced = None;
+        catch_up.clear();
+        Frame::Plan(bad).encode(&mut catch_up);
+        assert!(matches!(Frame::decode(&catch_up), Ok(Some((Frame::Plan(p), 68))) if p == bad));
+        // Any other length is refused.
+        let mut odd = buf[..FRAME_HEADER_LEN + 54].to_vec();
+        odd[1] = 54;
+        assert_eq!(Frame::decode(&odd), Err(WireError::BadLength));
+        let mut old = buf[..FRAME_HEADER_LEN + 46].to_vec();
+        old[1] = 46;
+        assert_eq!(Frame::decode(&old), Err(WireError::BadLength));
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        for p in [
+            plan(Mode::CatchUp, Some(1)),
+            announced(plan(Mode::Snapshot, None)),
+        ] {
+            let mut buf = Vec::new();
+            Frame::Plan(p).encode(&mut buf);
+            for cut in 0..buf.len() {
+                assert_eq!(Frame::decode(&buf[..cut]), Ok(None), "cut {cut}");
+            }
         }
     }
 

@@ -74,6 +74,12 @@ impl Peer {
             _ => false,
         }
     }
+
+    /// Whether input must stay unread for now (a snapshot being received
+    /// is behind, or waits for its install).
+    pub fn holds_input(&self) -> bool {
+        matches!(self, Peer::Leader(state) if state.holds_input())
+    }
 }
 
 /// The leader's state for one authenticated follower.
@@ -236,9 +242,12 @@ impl Conn {
         self.wbuf.len() - self.wpos + self.held.bytes()
     }
 
-    /// Whether input should wait until the output drains.
+    /// Whether input should wait: until the output drains, or until a
+    /// snapshot being received catches up.
     pub fn is_backlogged(&self) -> bool {
-        self.pending_output() >= OUTPUT_HIGH || self.held.len() >= MAX_HELD
+        self.pending_output() >= OUTPUT_HIGH
+            || self.held.len() >= MAX_HELD
+            || self.kind.holds_input()
     }
 
     /// Writes released output until done or `WouldBlock`.

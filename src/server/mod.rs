@@ -288,6 +288,15 @@ impl Server {
                     .map_or(0, |at| at + 1);
                 conn.rbuf.truncate(whole);
                 conn.peer_eof = true;
+                // The link to the leader carries no requests to answer: it
+                // closes once its output (acks) is written. Its binary
+                // input would otherwise pass for unanswered lines, and a
+                // snapshot being received would hold it paused, either way
+                // until the grace period ran out.
+                if matches!(conn.kind, Peer::Leader(_)) {
+                    conn.closing = true;
+                    conn.paused = false;
+                }
             }
             self.mark_dirty(key);
         }
@@ -376,6 +385,11 @@ impl Server {
         while !conn.closing && off < rbuf.len() {
             if conn.kind.is_framed() {
                 off += self.node.process_frames(conn, key, &rbuf[off..]);
+                // A snapshot being received is behind or awaits its
+                // install: read no more until `flush` finds it ready.
+                if conn.kind.holds_input() {
+                    conn.paused = true;
+                }
                 break;
             }
             if conn.is_backlogged() {

@@ -44,8 +44,9 @@ pub struct Node {
     pub config: Config,
     pub store: Store,
     pub wal: Wal,
-    /// Wakes the loop when a compaction or a log sync finishes.
-    waker: Arc<Waker>,
+    /// Wakes the loop when a compaction, a log sync or a snapshot being
+    /// received needs it.
+    pub(super) waker: Arc<Waker>,
     /// The compaction in progress, if any.
     compaction: Option<Compaction>,
     /// Finished compactions since start (INFO `compactions`).

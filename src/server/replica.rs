@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::{error, info, warn};
@@ -14,12 +15,13 @@ use super::node::Node;
 use crate::config::Role;
 use crate::protocol::Reply;
 use crate::replication::auth::{self, Prover};
-use crate::replication::follower::{check_plan, Backoff, Holding, LinkState, SnapshotBuilder};
+use crate::replication::follower::{check_plan, Backoff, Holding, LinkState};
 use crate::replication::leader::Feed;
 use crate::replication::wire::{self, Frame, Mode};
 use crate::replication::{FOLLOWER_BUF_LOW, LINK_TIMEOUT};
 use crate::wal::lineage::{self, Lineage, Plan};
 use crate::wal::record::{Decoded, Record};
+use crate::wal::snapshot::{Announced, Receiver, Snapshot};
 use crate::wal::WalError;
 
 /// Leader-side facts about one follower, for `INFO`, the follower cap and
@@ -197,7 +199,7 @@ impl Node {
     /// connection for closing.
     pub fn process_frames(&mut self, conn: &mut Conn, key: usize, bytes: &[u8]) -> usize {
         let mut off = 0;
-        while !conn.closing && conn.kind.is_framed() {
+        while !conn.closing && conn.kind.is_framed() && !conn.kind.holds_input() {
             match Frame::decode(&bytes[off..]) {
                 Ok(Some((frame, used))) => {
                     off += used;
@@ -310,6 +312,11 @@ impl Node {
             }
         };
         let current = self.wal.lineage().current();
+        // The feed sends the file up to `written_end` (see `Feed::new`).
+        let announced = (mode == Mode::Snapshot).then(|| Announced {
+            bytes: self.wal.written_end(),
+            keys: self.store.len() as u64,
+        });
         Frame::Plan(wire::Plan {
             mode,
             history: current.history,
@@ -318,6 +325,7 @@ impl Node {
             common,
             keep_forks: u32::try_from(keep_forks).unwrap_or(u32::MAX),
             acks_awaited: self.config.sync_followers > 0,
+            announced,
         })
         .encode(conn.raw_out());
     }
@@ -389,44 +397,32 @@ impl Node {
                     }
                     Mode::Snapshot => {
                         info!(
-                            "{}: leader accepted; receiving a snapshot through seq {seq}",
-                            conn.peer
+                            "{}: leader accepted; receiving a snapshot through seq {seq}{}",
+                            conn.peer,
+                            plan.announced.map_or(String::new(), |a| format!(
+                                " ({} bytes, {} keys)",
+                                a.bytes, a.keys
+                            ))
                         );
-                        let builder =
-                            SnapshotBuilder::new(self.wal.path()).map_err(|e| e.to_string())?;
-                        conn.kind = Peer::Leader(LinkState::Snapshot(Box::new(builder)));
+                        let waker = Arc::clone(&self.waker);
+                        let receiver = Receiver::start(
+                            self.wal.path(),
+                            plan.announced,
+                            Box::new(move || {
+                                let _ = waker.wake();
+                            }),
+                        )
+                        .map_err(|e| e.to_string())?;
+                        conn.kind = Peer::Leader(LinkState::Snapshot(Box::new(receiver)));
                         self.ack(conn, 0);
                     }
                 }
                 Ok(())
             }
-            (LinkState::Snapshot(builder), Frame::Chunk(bytes)) => builder.feed(bytes),
-            (LinkState::Snapshot(_), Frame::End { seq }) => {
-                let Peer::Leader(LinkState::Snapshot(builder)) =
-                    std::mem::replace(&mut conn.kind, Peer::Leader(LinkState::Streaming))
-                else {
-                    return Ok(());
-                };
-                let snapshot = builder.finish(seq)?;
-                let (keys, bytes) = (snapshot.store.len(), snapshot.bytes);
-                self.wal
-                    .install_snapshot(
-                        snapshot.temp,
-                        snapshot.header,
-                        snapshot.lineage,
-                        snapshot.last_seq,
-                    )
-                    .map_err(|e| format!("installing the snapshot: {e}"))?;
-                self.store = snapshot.store;
-                self.cancel_compaction();
-                info!(
-                    "{}: installed a snapshot: seq {seq}, {keys} keys, {bytes} bytes",
-                    conn.peer
-                );
-                self.repl.link.acked_sent = seq;
-                self.ack(conn, seq);
-                Ok(())
-            }
+            (LinkState::Snapshot(receiver), Frame::Chunk(bytes)) => receiver.push(bytes),
+            // The threads finish it; `feed_peer` installs it once they are
+            // done, and the link's input waits meanwhile.
+            (LinkState::Snapshot(receiver), Frame::End { seq }) => receiver.end(seq),
             (LinkState::Streaming, Frame::Records(mut bytes)) => {
                 while !bytes.is_empty() {
                     let Ok(Decoded::Record(rec, used)) = Record::decode(bytes) else {
@@ -602,8 +598,59 @@ impl Node {
                 self.repl.link.acked_sent = seq;
                 self.ack(conn, seq);
             }
+            Peer::Leader(LinkState::Snapshot(receiver)) => {
+                if receiver.holds_input() {
+                    // The link is not read meanwhile: its silence is ours.
+                    self.repl.link.last_heard = Some(Instant::now());
+                }
+                match receiver.poll() {
+                    None => {}
+                    Some(Ok(snapshot)) => {
+                        if let Err(why) = self.install(conn, snapshot) {
+                            error!("{}: replication stream: {why}; closing the link", conn.peer);
+                            conn.closing = true;
+                        }
+                        *kind = Peer::Leader(LinkState::Streaming);
+                    }
+                    Some(Err(why)) => {
+                        error!(
+                            "{}: receiving the snapshot: {why}; closing the link",
+                            conn.peer
+                        );
+                        conn.closing = true;
+                    }
+                }
+            }
             _ => {}
         }
+    }
+
+    /// Puts a received snapshot in place of the log and the store, and
+    /// acknowledges it.
+    fn install(&mut self, conn: &mut Conn, snapshot: Snapshot) -> Result<(), String> {
+        let (seq, keys, bytes) = (snapshot.last_seq, snapshot.store.len(), snapshot.bytes);
+        let (receiving, finishing) = (snapshot.receiving, snapshot.finishing);
+        self.wal
+            .install_snapshot(
+                snapshot.temp,
+                snapshot.header,
+                snapshot.lineage,
+                snapshot.last_seq,
+            )
+            .map_err(|e| format!("installing the snapshot: {e}"))?;
+        // Freeing a large old store takes tens of milliseconds.
+        drop_off_loop(std::mem::replace(&mut self.store, snapshot.store));
+        self.cancel_compaction();
+        info!(
+            "{}: installed a snapshot: seq {seq}, {keys} keys, {bytes} bytes (received in {:.2} s, \
+             finished {:.3} s after its end)",
+            conn.peer,
+            receiving.as_secs_f64(),
+            finishing.as_secs_f64()
+        );
+        self.repl.link.acked_sent = seq;
+        self.ack(conn, seq);
+        Ok(())
     }
 
     /// Once a second: heartbeats, and dropping peers that went silent or
@@ -774,4 +821,11 @@ impl Node {
             }
         }
     }
+}
+
+/// Drops `value` on a short-lived thread (or here, if none can start).
+fn drop_off_loop<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new()
+        .name("drop".into())
+        .spawn(move || drop(value));
 }

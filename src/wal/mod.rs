@@ -32,6 +32,7 @@
 pub mod compact;
 pub mod lineage;
 pub mod record;
+pub mod snapshot;
 pub mod syncer;
 
 use std::collections::VecDeque;

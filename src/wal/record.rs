@@ -42,7 +42,7 @@ pub const HEADER_LEN: usize = 48;
 pub const RECORD_PREFIX_LEN: usize = 8;
 
 /// Bytes of a body before the key: seq, op, key length.
-const BODY_FIXED_LEN: usize = 11;
+pub const BODY_FIXED_LEN: usize = 11;
 
 /// Upper bound on a record body. The protocol caps lines at
 /// `--max-line-bytes`; this cap only stops a damaged length field from

@@ -1,0 +1,722 @@
+//! Receiving a snapshot on a follower, off the event loop.
+//!
+//! The leader streams its log file in chunks. The loop only receives them:
+//! it copies each chunk once and queues it for two threads, and never
+//! touches the disk or the new map itself.
+//!
+//! ```text
+//!  loop ── chunk ──┬─> writer thread:  write to the temp file beside the log,
+//!                  │                   fdatasync every SYNC_EVERY bytes
+//!                  └─> builder thread: decode the records, apply them to a
+//!                                      fresh Store (reserved for the
+//!                                      leader's key count)
+//!  END seq ──> writer: fsync;  builder: check the order rule and the seq
+//!          ──> both report through a channel and the loop's waker
+//! ```
+//!
+//! - **Why two threads.** Decoding and inserting a million keys is the
+//!   bulk of a snapshot's CPU time, and on the loop it delayed every client
+//!   read behind it. The disk gets its own thread because an fsync blocks:
+//!   on the builder it would stall the decoding, on the loop every client.
+//! - **Why fsync as it goes.** The page cache would otherwise hold the
+//!   whole file dirty until the final fsync, which then flushes all of it
+//!   (0.3 s for 132 MB here) after the last byte arrived. Flushed in
+//!   `SYNC_EVERY` steps, the disk works while the data is still arriving
+//!   and the final fsync has only the last few MiB left.
+//! - **Bounded memory.** Each thread may have at most `QUEUE_MAX` bytes
+//!   queued. Past that [`Receiver::holds_input`] is true and the loop stops
+//!   reading the link (the leader's own output bound then holds it back);
+//!   the thread that drains below half wakes the loop.
+//! - **Crash safety.** Nothing replaces the old log until the loop calls
+//!   [`super::Wal::install_snapshot`] with the finished [`Snapshot`]. A
+//!   dropped [`Receiver`] (the link failed) stops both threads, and the
+//!   temp file is removed (or, after a crash, at the next start).
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver as Inbox, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::NamedTempFile;
+
+use super::lineage::Lineage;
+use super::record::{Decoded, Header, Record, BODY_FIXED_LEN, HEADER_LEN, RECORD_PREFIX_LEN};
+use super::{apply_logged, compact, SeqCheck, WalError};
+use crate::store::Store;
+
+/// The writer thread fdatasyncs the temp file after every this many bytes,
+/// so the fsync at `END` has at most this much (plus what is queued) left:
+/// about 10 ms here, against 0.3 s for the whole 132 MB file at once.
+const SYNC_EVERY: usize = 8 << 20;
+
+/// Bytes queued for one thread past which the loop stops reading the link.
+/// Twice a sync step: the writer's queue absorbs what arrives during one
+/// of its fsyncs, so the builder does not wait for the disk.
+const QUEUE_MAX: usize = 16 << 20;
+
+/// The smallest record: prefix, fixed body, a one-byte key and value. A
+/// key-count hint is capped at the number of records the announced size
+/// can hold, so a wrong hint cannot reserve more than the data will fill.
+const MIN_RECORD_LEN: u64 = (RECORD_PREFIX_LEN + BODY_FIXED_LEN + 2) as u64;
+
+/// What the leader announced about a snapshot in its `PLAN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    /// Bytes of log file it will send.
+    pub bytes: u64,
+    /// Live keys it held when it planned the snapshot (a hint).
+    pub keys: u64,
+}
+
+/// A complete snapshot, ready to install.
+pub struct Snapshot {
+    /// The received log file, fsynced.
+    pub temp: NamedTempFile,
+    pub header: Header,
+    pub lineage: Lineage,
+    pub last_seq: u64,
+    pub store: Store,
+    pub bytes: u64,
+    /// From the plan to `END`, and from `END` to the threads' last report.
+    pub receiving: Duration,
+    pub finishing: Duration,
+}
+
+/// A message to either thread.
+enum Msg {
+    Chunk(Arc<[u8]>),
+    /// The snapshot is complete through this seq.
+    End(u64),
+}
+
+/// Queue accounting shared by the loop and the threads.
+struct Flow {
+    state: Mutex<FlowState>,
+    /// Wakes the loop (its `mio::Waker`).
+    wake: Box<dyn Fn() + Send + Sync>,
+    queue_max: usize,
+}
+
+#[derive(Default)]
+struct FlowState {
+    /// Bytes queued for the writer and the builder.
+    queued: [usize; 2],
+    /// The loop stopped reading because a queue was full: wake it once
+    /// both are below half.
+    loop_waiting: bool,
+}
+
+const WRITER: usize = 0;
+const BUILDER: usize = 1;
+
+impl Flow {
+    fn lock(&self) -> MutexGuard<'_, FlowState> {
+        // A thread that panicked holding the lock left plain counters
+        // behind, still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Thread `who` is done with `n` bytes.
+    fn done(&self, who: usize, n: usize) {
+        let wake = {
+            let mut s = self.lock();
+            s.queued[who] -= n.min(s.queued[who]);
+            let below_half = s.queued.iter().all(|&q| q <= self.queue_max / 2);
+            let wake = s.loop_waiting && below_half;
+            if wake {
+                s.loop_waiting = false;
+            }
+            wake
+        };
+        if wake {
+            (self.wake)();
+        }
+    }
+}
+
+/// The loop's side of a snapshot being received.
+pub struct Receiver {
+    flow: Arc<Flow>,
+    /// Channels to the writer and the builder; `None` once ended.
+    to_threads: Option<[Sender<Msg>; 2]>,
+    written: Inbox<Result<NamedTempFile, String>>,
+    built: Inbox<Result<Built, String>>,
+    /// Results in so far.
+    temp: Option<NamedTempFile>,
+    store: Option<Built>,
+    announced: Option<Announced>,
+    received: u64,
+    /// `END` arrived, with this seq.
+    ended: Option<u64>,
+    started: Instant,
+    ended_at: Option<Instant>,
+}
+
+/// The builder's result.
+struct Built {
+    header: Header,
+    lineage: Lineage,
+    store: Store,
+}
+
+impl Receiver {
+    /// Starts receiving a snapshot into a temp file beside `log`; `wake` is
+    /// called from the threads when the loop should call [`Receiver::poll`]
+    /// or may read again.
+    ///
+    /// # Errors
+    /// If the temp file or the threads cannot be created.
+    pub fn start(
+        log: &Path,
+        announced: Option<Announced>,
+        wake: Box<dyn Fn() + Send + Sync>,
+    ) -> Result<Receiver, WalError> {
+        Receiver::with_queue_max(log, announced, wake, QUEUE_MAX)
+    }
+
+    fn with_queue_max(
+        log: &Path,
+        announced: Option<Announced>,
+        wake: Box<dyn Fn() + Send + Sync>,
+        queue_max: usize,
+    ) -> Result<Receiver, WalError> {
+        let temp = compact::temp_file_for(log)?;
+        let flow = Arc::new(Flow {
+            state: Mutex::new(FlowState::default()),
+            wake,
+            queue_max,
+        });
+        let spawn_error = |e| WalError::Io {
+            path: log.to_path_buf(),
+            op: "spawn snapshot thread",
+            source: e,
+        };
+        let (to_writer, writer_inbox) = mpsc::channel();
+        let (written_tx, written) = mpsc::channel();
+        let writer_flow = Arc::clone(&flow);
+        thread::Builder::new()
+            .name("snapshot-write".into())
+            .spawn(move || {
+                let result = write_snapshot(temp, &writer_inbox, &writer_flow);
+                let _ = written_tx.send(result);
+                (writer_flow.wake)();
+            })
+            .map_err(spawn_error)?;
+        let keys_hint = announced.map_or(0, |a| a.keys.min(a.bytes / MIN_RECORD_LEN));
+        let (to_builder, builder_inbox) = mpsc::channel();
+        let (built_tx, built) = mpsc::channel();
+        let builder_flow = Arc::clone(&flow);
+        thread::Builder::new()
+            .name("snapshot-build".into())
+            .spawn(move || {
+                let result = build_snapshot(keys_hint, &builder_inbox, &builder_flow);
+                let _ = built_tx.send(result);
+                (builder_flow.wake)();
+            })
+            .map_err(spawn_error)?;
+        Ok(Receiver {
+            flow,
+            to_threads: Some([to_writer, to_builder]),
+            written,
+            built,
+            temp: None,
+            store: None,
+            announced,
+            received: 0,
+            ended: None,
+            started: Instant::now(),
+            ended_at: None,
+        })
+    }
+
+    /// Queues the next chunk of the leader's log file for both threads.
+    ///
+    /// # Errors
+    /// More bytes than the leader announced, a chunk after `END`, or a
+    /// thread that has stopped (its own error comes from [`Receiver::poll`]).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.received += chunk.len() as u64;
+        if let Some(a) = self.announced.filter(|a| self.received > a.bytes) {
+            return Err(format!(
+                "the snapshot runs past the {} bytes announced",
+                a.bytes
+            ));
+        }
+        let Some(threads) = &self.to_threads else {
+            return Err("a snapshot chunk after its end".into());
+        };
+        let chunk: Arc<[u8]> = Arc::from(chunk);
+        {
+            let mut s = self.flow.lock();
+            for q in &mut s.queued {
+                *q += chunk.len();
+            }
+        }
+        for tx in threads {
+            tx.send(Msg::Chunk(Arc::clone(&chunk)))
+                .map_err(|_| "the snapshot threads stopped".to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The leader's `END seq`: the threads finish, and [`Receiver::poll`]
+    /// then gives the snapshot.
+    ///
+    /// # Errors
+    /// Fewer bytes than the leader announced, or a second `END`.
+    pub fn end(&mut self, seq: u64) -> Result<(), String> {
+        if let Some(a) = self.announced.filter(|a| self.received != a.bytes) {
+            return Err(format!(
+                "the snapshot ended after {} of the {} bytes announced",
+                self.received, a.bytes
+            ));
+        }
+        let Some(threads) = self.to_threads.take() else {
+            return Err("a second snapshot END".into());
+        };
+        self.ended = Some(seq);
+        self.ended_at = Some(Instant::now());
+        for tx in threads {
+            tx.send(Msg::End(seq))
+                .map_err(|_| "the snapshot threads stopped".to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether the loop must stop reading the link: a thread's queue is
+    /// full (it is woken when there is room), or the snapshot has ended and
+    /// what follows it must wait until it is installed.
+    pub fn holds_input(&self) -> bool {
+        if self.ended.is_some() {
+            return true;
+        }
+        let mut s = self.flow.lock();
+        let full = s.queued.iter().any(|&q| q >= self.flow.queue_max);
+        if full {
+            s.loop_waiting = true;
+        }
+        full
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Takes in what the threads reported: `None` while they work, the
+    /// first error either of them met, or (after `END`) the snapshot.
+    pub fn poll(&mut self) -> Option<Result<Snapshot, String>> {
+        if self.temp.is_none() {
+            match take(&self.written, "writer") {
+                None => {}
+                Some(Ok(temp)) => self.temp = Some(temp),
+                Some(Err(e)) => return Some(Err(e)),
+            }
+        }
+        if self.store.is_none() {
+            match take(&self.built, "builder") {
+                None => {}
+                Some(Ok(built)) => self.store = Some(built),
+                Some(Err(e)) => return Some(Err(e)),
+            }
+        }
+        let seq = self.ended?;
+        if self.temp.is_none() || self.store.is_none() {
+            return None;
+        }
+        let (temp, built) = (self.temp.take()?, self.store.take()?);
+        let ended_at = self.ended_at.unwrap_or(self.started);
+        Some(Ok(Snapshot {
+            receiving: ended_at - self.started,
+            finishing: ended_at.elapsed(),
+            temp,
+            header: built.header,
+            lineage: built.lineage,
+            last_seq: seq,
+            store: built.store,
+            bytes: self.received,
+        }))
+    }
+}
+
+/// A thread's result, if it sent one; a thread that ended without one
+/// (it panicked) is an error.
+fn take<T>(inbox: &Inbox<Result<T, String>>, who: &str) -> Option<Result<T, String>> {
+    match inbox.try_recv() {
+        Ok(result) => Some(result),
+        Err(TryRecvError::Empty) => None,
+        Err(TryRecvError::Disconnected) => Some(Err(format!("the snapshot {who} thread died"))),
+    }
+}
+
+/// The writer thread: appends chunks to the temp file, fdatasyncs every
+/// [`SYNC_EVERY`] bytes, and fsyncs at the end.
+fn write_snapshot(
+    mut temp: NamedTempFile,
+    inbox: &Inbox<Msg>,
+    flow: &Flow,
+) -> Result<NamedTempFile, String> {
+    let mut unsynced = 0;
+    for msg in inbox {
+        match msg {
+            Msg::Chunk(chunk) => {
+                temp.as_file_mut()
+                    .write_all(&chunk)
+                    .map_err(|e| format!("writing the snapshot: {e}"))?;
+                flow.done(WRITER, chunk.len());
+                unsynced += chunk.len();
+                if unsynced >= SYNC_EVERY {
+                    temp.as_file()
+                        .sync_data()
+                        .map_err(|e| format!("fsync of the snapshot: {e}"))?;
+                    unsynced = 0;
+                }
+            }
+            Msg::End(_) => {
+                temp.as_file()
+                    .sync_all()
+                    .map_err(|e| format!("fsync of the snapshot: {e}"))?;
+                return Ok(temp);
+            }
+        }
+    }
+    Err("the snapshot was abandoned".into())
+}
+
+/// The builder thread: decodes and applies every chunk, then checks the
+/// end.
+fn build_snapshot(keys_hint: u64, inbox: &Inbox<Msg>, flow: &Flow) -> Result<Built, String> {
+    let mut decoder = Decoder::new(usize::try_from(keys_hint).unwrap_or(0));
+    for msg in inbox {
+        match msg {
+            Msg::Chunk(chunk) => {
+                decoder.feed(&chunk)?;
+                flow.done(BUILDER, chunk.len());
+            }
+            Msg::End(seq) => return decoder.finish(seq),
+        }
+    }
+    Err("the snapshot was abandoned".into())
+}
+
+/// Turns the bytes of a log file, in chunks of any size, into a store:
+/// checks the header, every record's checksum and the order rule, and
+/// applies the records. Records are decoded in place in each chunk; only
+/// one that straddles two chunks is copied.
+pub struct Decoder {
+    /// A partial header or record from the end of the last chunk.
+    carry: Vec<u8>,
+    /// Set once the header is in.
+    state: Option<(Header, SeqCheck, Lineage)>,
+    store: Store,
+}
+
+impl Decoder {
+    /// A decoder whose store has room for `keys` keys (a hint: a store that
+    /// cannot get the memory grows as it goes instead).
+    pub fn new(keys: usize) -> Decoder {
+        let mut store = Store::new();
+        store.try_reserve(keys);
+        Decoder {
+            carry: Vec::new(),
+            state: None,
+            store,
+        }
+    }
+
+    /// Takes the next chunk.
+    ///
+    /// # Errors
+    /// A description of what is wrong with the bytes.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), String> {
+        if self.state.is_none() {
+            let take = (HEADER_LEN - self.carry.len()).min(chunk.len());
+            self.carry.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if self.carry.len() < HEADER_LEN {
+                return Ok(());
+            }
+            let header =
+                Header::decode(&self.carry).map_err(|e| format!("snapshot header: {e}"))?;
+            let lineage = Lineage::new(header.history, header.epoch);
+            self.state = Some((header, SeqCheck::new(header.base_seq), lineage));
+            self.carry.clear();
+        }
+        let Some((_, seqs, lineage)) = self.state.as_mut() else {
+            return Err("snapshot without header".into());
+        };
+        // Complete a record begun in the last chunk, a few bytes at a time
+        // (its prefix first, then the rest its length asks for).
+        while !self.carry.is_empty() {
+            match Record::decode(&self.carry) {
+                Ok(Decoded::Record(rec, _)) => {
+                    apply_logged(&rec, seqs, &mut self.store, lineage)?;
+                    self.carry.clear();
+                }
+                Ok(Decoded::Incomplete { needed }) => {
+                    if chunk.is_empty() {
+                        return Ok(());
+                    }
+                    let take = needed.saturating_sub(self.carry.len()).min(chunk.len());
+                    self.carry.extend_from_slice(&chunk[..take]);
+                    chunk = &chunk[take..];
+                }
+                Err(e) => return Err(format!("snapshot record: {e}")),
+            }
+        }
+        let mut off = 0;
+        loop {
+            match Record::decode(&chunk[off..]) {
+                Ok(Decoded::Record(rec, used)) => {
+                    apply_logged(&rec, seqs, &mut self.store, lineage)?;
+                    off += used;
+                }
+                Ok(Decoded::Incomplete { .. }) => break,
+                Err(e) => return Err(format!("snapshot record: {e}")),
+            }
+        }
+        self.carry.extend_from_slice(&chunk[off..]);
+        Ok(())
+    }
+
+    /// Checks that the bytes ended after a whole record, at `seq`.
+    fn finish(self, seq: u64) -> Result<Built, String> {
+        let Some((header, seqs, lineage)) = self.state else {
+            return Err("snapshot ended before its header".into());
+        };
+        if !self.carry.is_empty() {
+            return Err(format!(
+                "snapshot ends inside a record ({} bytes left)",
+                self.carry.len()
+            ));
+        }
+        if seqs.last() != seq {
+            return Err(format!(
+                "snapshot ends at seq {} but the leader said {seq}",
+                seqs.last()
+            ));
+        }
+        Ok(Built {
+            header,
+            lineage,
+            store: self.store,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::record::Op;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A log of 20 puts over 7 keys and a delete: 6 keys, seq 21.
+    fn sample_log() -> Vec<u8> {
+        let mut log = Vec::new();
+        Header {
+            history: [9; 16],
+            base_seq: 0,
+            epoch: 1,
+        }
+        .encode(&mut log);
+        for seq in 1..=20u64 {
+            let key = format!("k{}", seq % 7);
+            Record {
+                seq,
+                op: Op::Put,
+                key: key.as_bytes(),
+                value: b"value",
+            }
+            .encode(&mut log);
+        }
+        Record {
+            seq: 21,
+            op: Op::Delete,
+            key: b"k0",
+            value: b"",
+        }
+        .encode(&mut log);
+        log
+    }
+
+    #[test]
+    fn the_decoder_accepts_a_log_in_any_chunking() {
+        let log = sample_log();
+        for chunk in [1, 2, 7, 8, 9, 30, 48, 49, 1000] {
+            let mut d = Decoder::new(10);
+            for piece in log.chunks(chunk) {
+                d.feed(piece).expect("feed");
+            }
+            let built = d.finish(21).expect("finish");
+            assert_eq!(built.store.len(), 6, "chunks of {chunk}");
+            assert_eq!(built.store.get(b"k6"), Some(&b"value"[..]));
+            assert_eq!(built.header.history, [9; 16]);
+        }
+    }
+
+    #[test]
+    fn the_decoder_refuses_short_wrong_or_damaged_logs() {
+        let log = sample_log();
+        let mut d = Decoder::new(0);
+        d.feed(&log[..log.len() - 3]).expect("feed");
+        assert!(d.finish(21).is_err(), "ends inside a record");
+        let mut d = Decoder::new(0);
+        d.feed(&log).expect("feed");
+        assert!(d.finish(22).is_err(), "ends at another seq");
+        let mut d = Decoder::new(0);
+        d.feed(&log[..HEADER_LEN - 1]).expect("feed");
+        assert!(d.finish(0).is_err(), "no header");
+        let mut bad = log.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        for chunk in [5, 1000] {
+            let mut d = Decoder::new(0);
+            let fed: Result<Vec<()>, String> = bad.chunks(chunk).map(|p| d.feed(p)).collect();
+            assert!(fed.is_err(), "a flipped bit in chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn the_decoder_survives_random_bytes() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let log = sample_log();
+        for round in 0..500 {
+            let mut bytes = log.clone();
+            for _ in 0..1 + round % 4 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = (x as usize) % bytes.len();
+                bytes[at] = (x >> 32) as u8;
+            }
+            let mut d = Decoder::new(0);
+            let chunk = 1 + (x as usize >> 40) % 64;
+            for piece in bytes.chunks(chunk) {
+                if d.feed(piece).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Polls until the receiver reports, within a bound.
+    fn wait_done(r: &mut Receiver) -> Result<Snapshot, String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(result) = r.poll() {
+                return result;
+            }
+            assert!(Instant::now() < deadline, "the snapshot threads hung");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_received_snapshot_is_written_synced_and_built() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = sample_log();
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&wakes);
+        let announced = Announced {
+            bytes: log.len() as u64,
+            keys: 6,
+        };
+        let mut r = Receiver::start(
+            &dir.path().join("follower_2.log"),
+            Some(announced),
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }),
+        )
+        .expect("start");
+        for piece in log.chunks(10) {
+            r.push(piece).expect("push");
+        }
+        assert!(r.poll().is_none(), "no result before END");
+        r.end(21).expect("end");
+        assert!(r.holds_input(), "input waits for the install");
+        let snap = wait_done(&mut r).expect("snapshot");
+        assert_eq!(snap.store.len(), 6);
+        assert_eq!(snap.last_seq, 21);
+        assert_eq!(snap.bytes, log.len() as u64);
+        assert_eq!(std::fs::read(snap.temp.path()).expect("read"), log);
+        assert!(
+            wakes.load(Ordering::Relaxed) >= 2,
+            "each thread wakes the loop"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_that_breaks_its_announcement_or_its_records_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("follower_2.log");
+        let log = sample_log();
+        let short = Announced {
+            bytes: log.len() as u64 - 1,
+            keys: 6,
+        };
+        let mut r = Receiver::start(&path, Some(short), Box::new(|| {})).expect("start");
+        assert!(r.push(&log).is_err(), "more bytes than announced");
+        let long = Announced {
+            bytes: log.len() as u64 + 1,
+            keys: 6,
+        };
+        let mut r = Receiver::start(&path, Some(long), Box::new(|| {})).expect("start");
+        r.push(&log).expect("push");
+        assert!(r.end(21).is_err(), "fewer bytes than announced");
+        let mut r = Receiver::start(&path, None, Box::new(|| {})).expect("start");
+        r.push(&log).expect("push");
+        r.end(20).expect("end");
+        let Err(why) = wait_done(&mut r) else {
+            panic!("a wrong end seq was accepted")
+        };
+        assert!(why.contains("seq 21"), "{why}");
+    }
+
+    #[test]
+    fn a_dropped_receiver_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = sample_log();
+        let mut r = Receiver::start(&dir.path().join("follower_2.log"), None, Box::new(|| {}))
+            .expect("start");
+        r.push(&log[..100]).expect("push");
+        drop(r);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_dir(dir.path()).expect("list").count() > 0 {
+            assert!(Instant::now() < deadline, "the temp file stayed");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_full_queue_holds_input_until_the_threads_drain_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = sample_log();
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&wakes);
+        let mut r = Receiver::with_queue_max(
+            &dir.path().join("follower_2.log"),
+            None,
+            Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+            1,
+        )
+        .expect("start");
+        // Pretend the threads are behind: a queue at its bound holds input.
+        r.flow.lock().queued[BUILDER] += 1;
+        assert!(r.holds_input());
+        assert!(r.flow.lock().loop_waiting);
+        r.flow.done(BUILDER, 1);
+        assert!(!r.holds_input());
+        assert_eq!(wakes.load(Ordering::SeqCst), 1, "the drain woke the loop");
+        r.push(&log).expect("push");
+        r.end(21).expect("end");
+        assert!(wait_done(&mut r).is_ok());
+    }
+}
