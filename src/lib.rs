@@ -15,6 +15,8 @@
 //!
 //! - [`protocol`]: the client line protocol (SPEC §2), pure.
 //! - [`store`]: the in-memory map, pure.
+//! - [`query`]: `DIGEST` and `KEYS` from the store or from replayed
+//!   writes, pure.
 //! - [`wal`]: the write-ahead log, its byte format, the sync thread and
 //!   compaction.
 //! - [`server`]: the event loop and connections; the only user of mio.
@@ -26,6 +28,7 @@
 pub mod config;
 pub mod error;
 pub mod protocol;
+pub mod query;
 pub mod replication;
 pub mod server;
 pub mod store;
