@@ -10,7 +10,8 @@
 //!   protocol (pure)│    store (pure)│          wal     │ file IO
 //!   lines ⇄ Request│   HashSet map  │  append/commit/replay,
 //!                  │                │  sync thread (fdatasync),
-//!                  │                │  compaction thread
+//!                  │                │  compaction thread,
+//!                  │                │  DIGEST/KEYS worker (scan)
 //! ```
 //!
 //! - [`protocol`]: the client line protocol (SPEC §2), pure.

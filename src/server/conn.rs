@@ -341,3 +341,48 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_flush_writes_at_most_the_per_turn_cap() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        let (server, peer) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let mut conn = Conn::new(TcpStream::from_std(server), peer);
+        let total = 3 * WRITE_PER_TURN + 12_345;
+        conn.reply_with(|out| out.resize(total, b'x'));
+        // A reader as fast as the writer: the socket never fills.
+        let reader = std::thread::spawn(move || {
+            let mut client = client;
+            let mut got = 0;
+            let mut buf = vec![0u8; 1 << 16];
+            while got < total {
+                match client.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            got
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut capped = 0;
+        while conn.wants_write() {
+            assert!(Instant::now() < deadline, "the flush does not finish");
+            let before = conn.written_total;
+            if conn.flush().expect("flush") {
+                capped += 1;
+                assert!(conn.wants_write(), "stopped at the cap with more to write");
+            }
+            assert!(conn.written_total - before <= WRITE_PER_TURN as u64);
+        }
+        assert_eq!(conn.written_total, total as u64);
+        assert!(capped <= 3);
+        assert_eq!(reader.join().expect("reader"), total);
+    }
+}

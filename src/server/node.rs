@@ -9,8 +9,8 @@
 //! sees a value that a disk error could still take back.
 //!
 //! `DIGEST` and `KEYS` over more than a few thousand keys are computed on a
-//! job thread from the log ([`super::jobs`]); their replies are held until
-//! the job's result comes in.
+//! worker thread from the log ([`super::jobs`]); their replies are held
+//! until the job's result comes in.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
