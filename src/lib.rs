@@ -10,11 +10,14 @@
 //!   protocol (pure)│    store (pure)│          wal     │ file IO
 //!   lines ⇄ Request│   HashSet map  │  append/commit/replay,
 //!                  │                │  sync thread (fdatasync),
-//!                  │                │  compaction thread
+//!                  │                │  compaction thread,
+//!                  │                │  DIGEST/KEYS worker (scan)
 //! ```
 //!
 //! - [`protocol`]: the client line protocol (SPEC §2), pure.
 //! - [`store`]: the in-memory map, pure.
+//! - [`query`]: `DIGEST` and `KEYS` from the store or from replayed
+//!   writes, pure.
 //! - [`wal`]: the write-ahead log, its byte format, the sync thread and
 //!   compaction.
 //! - [`server`]: the event loop and connections; the only user of mio.
@@ -26,6 +29,7 @@
 pub mod config;
 pub mod error;
 pub mod protocol;
+pub mod query;
 pub mod replication;
 pub mod server;
 pub mod store;

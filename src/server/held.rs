@@ -13,6 +13,10 @@
 //!   that finds nothing) made while some write was applied but not yet
 //!   durable, until that write is durable here. The read may have seen it,
 //!   and a disk error could still undo it.
+//! - the reply to a **query** (`DIGEST` or `KEYS` over a large data set)
+//!   that a job thread computes off the loop (see `super::jobs`), until
+//!   [`HeldReplies::fill_query`] brings it in. From then on it waits like
+//!   a read, for the writes it may have seen to be durable.
 //!
 //! After a disk error, writes from the first lost seq on are answered
 //! `ERROR`, and so are reads that may have seen one of them.
@@ -57,6 +61,9 @@ enum Wait {
     Write,
     /// A read: its reply is the first `own` bytes of `after`.
     Read { own: usize },
+    /// A query whose reply job `id` is computing; it becomes a `Read` when
+    /// the reply comes in.
+    Query { id: u64 },
 }
 
 /// The held replies of one connection, oldest first.
@@ -65,6 +72,8 @@ pub struct HeldReplies {
     queue: VecDeque<Held>,
     /// Bytes held in `after` buffers.
     bytes: usize,
+    /// Holds of [`Wait::Query`] whose reply has not come in.
+    queries: usize,
 }
 
 impl HeldReplies {
@@ -81,6 +90,11 @@ impl HeldReplies {
     /// Bytes of reply held behind them.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Queries whose reply has not come in yet.
+    pub fn queries(&self) -> usize {
+        self.queries
     }
 
     /// Queues a reply that `encode` appends: behind the newest held reply if
@@ -131,6 +145,39 @@ impl HeldReplies {
         });
     }
 
+    /// Holds the reply to a query that job `id` computes, as of a moment
+    /// when it may have seen writes through `seen` (as for
+    /// [`HeldReplies::reply_seen`]).
+    pub fn hold_query(&mut self, seen: Option<u64>, id: u64) {
+        self.queries += 1;
+        self.queue.push_back(Held {
+            // Seq 0 is durable from the start and never lost.
+            seq: seen.unwrap_or(0),
+            wait: Wait::Query { id },
+            deadline: None,
+            after: Vec::new(),
+        });
+    }
+
+    /// Brings in the reply of query job `id`: it goes out once the writes
+    /// the query may have seen are durable (at the next
+    /// [`HeldReplies::release`]). Returns false if no reply waits for it
+    /// (it was answered `ERROR` meanwhile).
+    pub fn fill_query(&mut self, id: u64, mut reply: Vec<u8>) -> bool {
+        let Some(held) = self.queue.iter_mut().find(|h| h.wait == Wait::Query { id }) else {
+            return false;
+        };
+        let own = reply.len();
+        // A large reply (`KEYS` over a million keys is 14 MB) is moved,
+        // not copied, unless replies are queued behind it.
+        reply.append(&mut held.after);
+        held.after = reply;
+        held.wait = Wait::Read { own };
+        self.bytes += own;
+        self.queries -= 1;
+        true
+    }
+
     /// Answers held replies to `out`, oldest first, as far as `progress`
     /// allows: `ERROR` for lost writes and reads that may have seen them,
     /// `OK` for acknowledged writes, and their own reply for reads whose
@@ -142,7 +189,7 @@ impl HeldReplies {
                 _ if lost => Some(Reply::Error),
                 Wait::Write if front.seq <= progress.acked => Some(Reply::Ok),
                 Wait::Read { .. } if front.seq <= progress.local => None,
-                _ => break,
+                Wait::Write | Wait::Read { .. } | Wait::Query { .. } => break,
             };
             self.answer_front(out, reply);
         }
@@ -177,11 +224,20 @@ impl HeldReplies {
         let own = match held.wait {
             Wait::Write => 0,
             Wait::Read { own } => own,
+            Wait::Query { .. } => {
+                self.queries -= 1;
+                0
+            }
         };
         let behind = match reply {
             Some(reply) => {
                 out.extend_from_slice(reply.as_bytes());
                 &held.after[own..]
+            }
+            // Moved rather than copied when nothing is ahead of it.
+            None if out.is_empty() => {
+                *out = held.after;
+                return;
             }
             None => &held.after[..],
         };
@@ -299,6 +355,58 @@ mod tests {
             text(&out),
             "REPLICATION_TIMEOUT\nPONG\nREPLICATION_TIMEOUT\n"
         );
+    }
+
+    #[test]
+    fn a_query_holds_back_what_follows_it_until_its_reply_comes_in() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        held.reply_with(&mut out, value("before"));
+        held.hold_query(None, 7);
+        held.reply_with(&mut out, value("PONG"));
+        held.hold_write(3, None);
+        held.reply_with(&mut out, value("after"));
+        assert_eq!(held.queries(), 1);
+        held.release(&mut out, &progress(3, 3, None));
+        assert_eq!(text(&out), "before\n", "the query is not computed yet");
+        assert!(!held.fill_query(8, b"other\n".to_vec()), "no such query");
+        assert!(held.fill_query(7, b"digest\n".to_vec()));
+        assert_eq!(held.queries(), 0);
+        assert_eq!(held.bytes(), "digest\nPONG\nafter\n".len());
+        held.release(&mut out, &progress(3, 3, None));
+        assert_eq!(text(&out), "before\ndigest\nPONG\nOK\nafter\n");
+        assert!(held.is_empty());
+        assert_eq!(held.bytes(), 0);
+    }
+
+    #[test]
+    fn a_computed_query_still_waits_for_the_writes_it_saw() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        held.hold_write(4, None);
+        held.hold_query(Some(4), 1);
+        assert!(held.fill_query(1, b"keys\n".to_vec()));
+        held.release(&mut out, &progress(3, 3, None));
+        assert_eq!(text(&out), "");
+        held.release(&mut out, &progress(4, 4, None));
+        assert_eq!(text(&out), "OK\nkeys\n");
+    }
+
+    #[test]
+    fn a_query_that_saw_a_lost_write_is_answered_error_computed_or_not() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        held.hold_query(Some(5), 1);
+        held.reply_with(&mut out, value("PONG"));
+        held.hold_query(Some(5), 2);
+        assert!(held.fill_query(2, b"digest\n".to_vec()));
+        held.hold_query(Some(4), 3);
+        held.release(&mut out, &progress(4, 4, Some(5)));
+        assert_eq!(text(&out), "ERROR\nPONG\nERROR\n");
+        assert_eq!(held.queries(), 1, "query 3 saw only durable writes");
+        assert!(!held.fill_query(1, b"late\n".to_vec()), "already answered");
+        assert!(held.fill_query(3, b"3\n".to_vec()));
+        held.release(&mut out, &progress(4, 4, Some(5)));
+        assert_eq!(text(&out), "ERROR\nPONG\nERROR\n3\n");
+        assert_eq!(held.queries(), 0);
+        assert_eq!(held.bytes(), 0);
     }
 
     #[test]

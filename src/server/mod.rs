@@ -11,10 +11,13 @@
 //!   commit: one write, fsync handed to    group commit; the syncs finished
 //!           the sync thread (inline for   since the last turn are taken in
 //!           a small batch, none in flight)
+//!   query jobs: fill in finished DIGEST   and start the next (`jobs`)
+//!           and KEYS replies
 //!   feed followers what is durable
 //!   release held replies whose writes are durable (and replicated)
 //!   compaction: start, or put a finished one in place
-//!   flush every connection that has output, fix its interest
+//!   flush every connection that has output (up to 1 MiB each), fix its
+//!   interest
 //!   free the slots of closed connections
 //! ```
 //!
@@ -29,6 +32,7 @@
 mod admin;
 pub mod conn;
 pub mod held;
+mod jobs;
 mod node;
 mod replica;
 mod resolve;
@@ -61,7 +65,7 @@ use node::Node;
 use resolve::{Resolution, Resolver};
 use slab::Slab;
 
-/// Wakes the loop from the compaction and log sync threads.
+/// Wakes the loop from the compaction, log sync and query job threads.
 const WAKER: Token = Token(usize::MAX);
 /// The listening socket.
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -94,6 +98,9 @@ pub struct Server {
     /// Connections whose input was left unread (backpressure lifted, or
     /// the per-turn read cap hit); served at the start of the next turn.
     resume: Vec<usize>,
+    /// Connections whose output stopped at the per-turn write cap
+    /// (`conn::WRITE_PER_TURN`); flushed again next turn.
+    flush_again: Vec<usize>,
     /// Connections to free at the end of this turn.
     closed: Vec<usize>,
     /// Set by SIGTERM/SIGINT: the time by which to be gone.
@@ -149,6 +156,7 @@ impl Server {
             dirty: Vec::new(),
             waiting: Vec::new(),
             resume: Vec::new(),
+            flush_again: Vec::new(),
             closed: Vec::new(),
             shutdown_by: None,
             scratch: vec![0; conn::READ_CHUNK],
@@ -183,6 +191,9 @@ impl Server {
             for key in std::mem::take(&mut self.resume) {
                 self.serve(key, false);
             }
+            for key in std::mem::take(&mut self.flush_again) {
+                self.mark_dirty(key);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -205,7 +216,7 @@ impl Server {
     /// The poll timeout: zero when work is queued, else until the nearest
     /// deadline, else none.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.resume.is_empty() || self.pump_again {
+        if !self.resume.is_empty() || !self.flush_again.is_empty() || self.pump_again {
             return Some(Duration::ZERO);
         }
         let local = self.node.wal.ack_seq();
@@ -454,6 +465,16 @@ impl Server {
     /// Group commit, reply release, background work, flushes.
     fn end_turn(&mut self, now: Instant) {
         let local = self.node.commit();
+        for answer in self.node.query_jobs() {
+            let Some(conn) = self.conns.get_mut(answer.conn).filter(|c| !c.gone) else {
+                continue;
+            };
+            // A reply for an earlier connection in the same slot finds no
+            // hold with its id.
+            if conn.fill_query(answer.hold, answer.reply) {
+                self.waiting.push(answer.conn);
+            }
+        }
         self.replicate();
         self.tick(now);
         for key in std::mem::take(&mut self.node.repl.evict) {
@@ -622,10 +643,14 @@ impl Server {
             return;
         };
         conn.dirty = false;
-        if let Err(e) = conn.flush() {
-            debug!("{}: write error: {e}", conn.peer);
-            self.close(key, "write error");
-            return;
+        match conn.flush() {
+            Ok(false) => {}
+            Ok(true) => self.flush_again.push(key),
+            Err(e) => {
+                debug!("{}: write error: {e}", conn.peer);
+                self.close(key, "write error");
+                return;
+            }
         }
         if conn.paused && !conn.is_backlogged() {
             conn.paused = false;
@@ -660,6 +685,7 @@ impl Server {
         conn.gone = true;
         self.closed.push(key);
         self.node.on_close(conn, key, Instant::now());
+        self.node.forget_queries(key);
     }
 }
 

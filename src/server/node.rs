@@ -7,6 +7,10 @@
 //! and [`Node::commit`] takes the report in). So are replies to reads made
 //! while some write is not yet durable, since they may show it: no client
 //! sees a value that a disk error could still take back.
+//!
+//! `DIGEST` and `KEYS` over more than a few thousand keys are computed on a
+//! worker thread from the log ([`super::jobs`]); their replies are held
+//! until the job's result comes in.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,11 +19,13 @@ use log::{error, info, warn};
 use mio::Waker;
 
 use super::conn::{Conn, Peer};
+use super::jobs::{Answer, Jobs, INLINE_MAX_KEYS};
 use super::replica::{LinkInfo, Replication};
 use super::role::{role_word, RoleState};
 use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::protocol::{self, parse_hello, parse_request, Hello, Reply, Request};
+use crate::query::Query;
 use crate::replication::HEARTBEAT_INTERVAL;
 use crate::store::Store;
 use crate::wal::compact::Compaction;
@@ -49,6 +55,8 @@ pub struct Node {
     pub(super) waker: Arc<Waker>,
     /// The compaction in progress, if any.
     compaction: Option<Compaction>,
+    /// `DIGEST` and `KEYS` computed off the loop.
+    jobs: Jobs,
     /// Finished compactions since start (INFO `compactions`).
     compactions: u64,
     /// No new compaction before this (after a failure).
@@ -112,12 +120,17 @@ impl Node {
             );
         }
         let next_fsync = (config.fsync == FsyncPolicy::EverySec).then(|| Instant::now() + EVERYSEC);
+        let job_waker = Arc::clone(&waker);
+        let jobs = Jobs::new(Arc::new(move || {
+            let _ = job_waker.wake();
+        }));
         Ok(Node {
             config,
             store: opened.store,
             wal: opened.wal,
             waker,
             compaction: None,
+            jobs,
             compactions: 0,
             compaction_not_before: None,
             next_fsync,
@@ -188,7 +201,7 @@ impl Node {
         match conn.kind {
             Peer::AwaitHello => self.hello(conn, line),
             Peer::Client | Peer::Admin => match parse_request(line) {
-                Ok(request) => self.execute(conn, request),
+                Ok(request) => self.execute(conn, key, request),
                 Err(_) => conn.reply(Reply::InvalidCommand),
             },
             Peer::FollowerAuth { .. } => self.follower_auth(conn, key, line),
@@ -215,7 +228,7 @@ impl Node {
         }
     }
 
-    fn execute(&mut self, conn: &mut Conn, request: Request<'_>) {
+    fn execute(&mut self, conn: &mut Conn, key: usize, request: Request<'_>) {
         if request.is_write() && !self.is_writable_leader() {
             let reply = match (&self.role.leader, self.role.role) {
                 (Some(leader), Role::Follower) => {
@@ -247,24 +260,20 @@ impl Node {
                     }),
                 }
             }
-            Request::Keys { prefix } => {
-                let keys = self.store.keys_with_prefix(prefix);
-                conn.reply_seen(self.read_barrier(), |out| {
-                    protocol::encode_list(out, keys.into_iter())
-                });
-            }
+            Request::Keys { prefix } => self.query(
+                conn,
+                key,
+                Query::Keys {
+                    prefix: prefix.into(),
+                },
+            ),
             Request::Info => {
                 let lines = self.info_lines();
                 conn.reply_seen(self.read_barrier(), |out| {
                     protocol::encode_list(out, lines.iter().map(String::as_bytes))
                 });
             }
-            Request::Digest => {
-                let digest = self.store.digest();
-                conn.reply_seen(self.read_barrier(), |out| {
-                    protocol::encode_value(out, digest.as_bytes())
-                });
-            }
+            Request::Digest => self.query(conn, key, Query::Digest),
             Request::Ping => conn.reply(Reply::Pong),
             Request::Close => {
                 conn.reply(Reply::Bye);
@@ -274,6 +283,34 @@ impl Node {
             Request::Admin(admin) if matches!(conn.kind, Peer::Admin) => self.admin(conn, admin),
             Request::Admin(_) => conn.reply(Reply::InvalidCommand),
         }
+    }
+
+    /// `DIGEST` or `KEYS` on connection `key`: from the store at once for a
+    /// small data set, else by a job off the loop, over the data as of now.
+    fn query(&mut self, conn: &mut Conn, key: usize, query: Query) {
+        let seen = self.read_barrier();
+        if self.store.len() <= INLINE_MAX_KEYS {
+            let reply = query.answer(&self.store);
+            conn.reply_seen(seen, |out| out.extend_from_slice(&reply));
+            return;
+        }
+        let hold = self
+            .jobs
+            .request(query, self.wal.last_seq(), self.wal.resets(), key);
+        conn.hold_query(seen, hold);
+    }
+
+    /// After the commit, before a compaction is put in place: takes in
+    /// finished query jobs and starts the next ones. Returns the replies to
+    /// fill in.
+    pub fn query_jobs(&mut self) -> Vec<Answer> {
+        self.jobs.turn(&self.wal)
+    }
+
+    /// A connection closed: the query jobs it waited for need not run for
+    /// it.
+    pub fn forget_queries(&mut self, key: usize) {
+        self.jobs.forget_conn(key);
     }
 
     /// Logs and applies a write; its reply waits for the commit.
@@ -470,6 +507,7 @@ impl Node {
             ),
             format!("compacting {}", u8::from(self.compaction.is_some())),
             format!("compactions {}", self.compactions),
+            format!("queries {}", self.jobs.unfinished()),
         ];
         self.replication_info(&mut lines);
         lines

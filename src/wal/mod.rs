@@ -32,6 +32,7 @@
 pub mod compact;
 pub mod lineage;
 pub mod record;
+pub mod scan;
 pub mod snapshot;
 pub mod syncer;
 
@@ -231,6 +232,14 @@ pub struct Wal {
     /// missing although `last_seq` says the base seq. Cleared by a
     /// snapshot; see [`Wal::snapshot_suspect`].
     snapshot_suspect: bool,
+    /// Rewinds so far. Each cut the file back in place, so bytes a reader
+    /// (a `DIGEST` or `KEYS` scan, see [`scan`]) read past the cut may
+    /// since have been written over.
+    rewinds: u64,
+    /// Rewinds and snapshot installs so far. Each replaced the data set
+    /// instead of extending it, so a state from before it may no longer be
+    /// in the file.
+    resets: u64,
 }
 
 /// Offsets at or past `old_offset` in generation `from` are at
@@ -345,6 +354,8 @@ impl Wal {
             generation: 0,
             remap: None,
             snapshot_suspect,
+            rewinds: 0,
+            resets: 0,
         };
         Ok(Opened {
             wal,
@@ -848,6 +859,8 @@ impl Wal {
         if replayed.uncut {
             return Err(cannot);
         }
+        self.rewinds += 1;
+        self.resets += 1;
         let cut = self
             .file
             .set_len(replayed.end)
@@ -983,6 +996,7 @@ impl Wal {
         };
         let len = file.metadata().map_err(io_err(&self.path, "stat"))?.len();
         self.replace_file(file);
+        self.resets += 1;
         self.header = header;
         self.lineage = lineage;
         self.snapshot_suspect = false;

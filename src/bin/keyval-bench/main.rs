@@ -5,7 +5,8 @@
 //! This file owns the command line only; see `load` for the mio driver,
 //! `wire` for the protocols, `histogram` for latency recording,
 //! `suite`/`process` for orchestrating server processes, and `lag` and
-//! `filecopy` for the replication cases' lag sampling and copy baseline.
+//! `filecopy` for the replication cases' lag sampling and copy baseline,
+//! and `stall` for how long a heavy read holds up other clients.
 
 mod client;
 mod filecopy;
@@ -14,6 +15,7 @@ mod lag;
 mod load;
 mod process;
 mod rng;
+mod stall;
 mod suite;
 mod wire;
 
@@ -50,6 +52,8 @@ enum Command {
     Run(RunArgs),
     /// Start fresh servers and run the standard benchmark cases.
     Suite(SuiteArgs),
+    /// Time a heavy read (DIGEST, KEYS) while another client PINGs.
+    Stall(StallArgs),
 }
 
 /// Options of `keyval-bench run`.
@@ -88,6 +92,26 @@ struct RunArgs {
     /// PUT every key once before measuring.
     #[arg(long)]
     preload: bool,
+}
+
+/// Options of `keyval-bench stall`.
+#[derive(Args, Debug)]
+struct StallArgs {
+    /// Server host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Server port.
+    #[arg(long)]
+    port: u16,
+    /// The heavy request line.
+    #[arg(long, default_value = "DIGEST")]
+    request: String,
+    /// How many times to send it, one after the other.
+    #[arg(long, default_value_t = 3)]
+    times: usize,
+    /// Milliseconds from one PING to the next (0: back to back).
+    #[arg(long, default_value_t = 1.0)]
+    ping_every_ms: f64,
 }
 
 /// Options of `keyval-bench suite`.
@@ -155,6 +179,23 @@ fn cmd_run(args: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `keyval-bench stall`.
+fn cmd_stall(args: &StallArgs) -> Result<(), String> {
+    let cfg = stall::StallConfig {
+        addr: resolve(&args.host, args.port)?,
+        request: args.request.clone(),
+        times: args.times,
+        ping_every: if args.ping_every_ms == 0.0 {
+            Duration::ZERO
+        } else {
+            secs(args.ping_every_ms / 1e3, "--ping-every-ms")?
+        },
+    };
+    let report = stall::run(&cfg).map_err(|e| format!("stall against {} failed: {e}", cfg.addr))?;
+    println!("{}: {report}", cfg.request);
+    Ok(())
+}
+
 /// `keyval-bench suite`.
 fn cmd_suite(args: &SuiteArgs) -> Result<(), String> {
     let default = if args.quick { 3.0 } else { 10.0 };
@@ -184,6 +225,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => cmd_run(args),
         Command::Suite(args) => cmd_suite(args),
+        Command::Stall(args) => cmd_stall(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

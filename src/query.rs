@@ -1,0 +1,165 @@
+//! `DIGEST` and `KEYS`, the two requests that read the whole data set, as
+//! pure functions: from a [`Store`], or folded over a stream of writes.
+//!
+//! Pure: no IO, no clocks. The loop answers them from the live store when
+//! the data set is small; past that, a job thread folds the log's records
+//! through the request's seq into a [`Fold`] and encodes the same reply
+//! (see `server::jobs`). Both paths end in [`Query::answer`], so they
+//! cannot disagree on order or format.
+
+use crate::protocol;
+use crate::store::Store;
+use crate::wal::record::Op;
+
+/// A request over the whole data set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// `DIGEST`: SHA-256 over `<key>\n<value>\n` for every key in byte
+    /// order, as 64 hex digits.
+    Digest,
+    /// `KEYS [prefix]`: the count, then the keys starting with `prefix` in
+    /// byte order.
+    Keys { prefix: Box<[u8]> },
+}
+
+impl Query {
+    /// The encoded reply for the data in `store`.
+    pub fn answer(&self, store: &Store) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Query::Digest => protocol::encode_value(&mut out, store.digest().as_bytes()),
+            Query::Keys { prefix } => {
+                protocol::encode_list(&mut out, store.keys_with_prefix(prefix).into_iter());
+            }
+        }
+        out
+    }
+
+    /// The request line's command word, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Query::Digest => "DIGEST",
+            Query::Keys { .. } => "KEYS",
+        }
+    }
+
+    /// An empty fold for this query, to feed writes in log order.
+    pub fn fold(self) -> Fold {
+        Fold {
+            query: self,
+            store: Store::new(),
+        }
+    }
+}
+
+/// A query's answer being built from writes replayed in log order: the
+/// data the query needs, no more (`KEYS` keeps only matching keys, without
+/// their values).
+pub struct Fold {
+    query: Query,
+    store: Store,
+}
+
+impl Fold {
+    /// Applies one write (`Op::Fork` changes no data and is ignored).
+    pub fn apply(&mut self, op: Op, key: &[u8], value: &[u8]) {
+        match (&self.query, op) {
+            (_, Op::Fork) => {}
+            (_, Op::Delete) => drop(self.store.remove(key)),
+            (Query::Digest, Op::Put) => self.store.set(key, value),
+            (Query::Keys { prefix }, Op::Put) => {
+                if key.starts_with(prefix) {
+                    self.store.set(key, b"");
+                }
+            }
+        }
+    }
+
+    /// Keys held so far.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// The encoded reply for the writes applied.
+    pub fn finish(self) -> Vec<u8> {
+        self.query.answer(&self.store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::xorshift;
+
+    fn keys(prefix: &str) -> Query {
+        Query::Keys {
+            prefix: prefix.as_bytes().into(),
+        }
+    }
+
+    #[test]
+    fn answers_are_the_protocol_replies() {
+        let mut store = Store::new();
+        assert_eq!(
+            Query::Digest.answer(&store),
+            b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+        );
+        assert_eq!(keys("").answer(&store), b"0\n");
+        store.set(b"user:2", b"b");
+        store.set(b"user:10", b"a");
+        store.set(b"admin", b"c");
+        assert_eq!(keys("user:").answer(&store), b"2\nuser:10\nuser:2\n");
+        assert_eq!(keys("").answer(&store), b"3\nadmin\nuser:10\nuser:2\n");
+        let digest = Query::Digest.answer(&store);
+        assert_eq!(digest.len(), 65);
+        assert_eq!(digest, format!("{}\n", store.digest()).into_bytes());
+    }
+
+    /// Random puts and deletes over a small key space, folded, give the
+    /// same replies as the store the same writes built.
+    #[test]
+    fn a_fold_over_the_writes_answers_like_the_store() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..50 {
+            let queries = [Query::Digest, keys(""), keys("k1"), keys("zz")];
+            let mut folds: Vec<Fold> = queries.iter().cloned().map(Query::fold).collect();
+            let mut store = Store::new();
+            for _ in 0..(round * 7) {
+                let key = format!("k{}", xorshift(&mut rng) % 40);
+                let (op, value) = match xorshift(&mut rng) % 4 {
+                    0 => (Op::Delete, String::new()),
+                    1 => (Op::Fork, String::new()),
+                    _ => (Op::Put, format!("v{}", xorshift(&mut rng) % 1000)),
+                };
+                match op {
+                    Op::Put => store.set(key.as_bytes(), value.as_bytes()),
+                    Op::Delete => drop(store.remove(key.as_bytes())),
+                    Op::Fork => {}
+                }
+                for fold in &mut folds {
+                    fold.apply(op, key.as_bytes(), value.as_bytes());
+                }
+            }
+            for (query, fold) in queries.iter().zip(folds) {
+                assert_eq!(fold.finish(), query.answer(&store), "{query:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_keys_fold_keeps_only_matching_keys() {
+        let mut fold = keys("a").fold();
+        fold.apply(Op::Put, b"a1", b"long value");
+        fold.apply(Op::Put, b"b1", b"v");
+        fold.apply(Op::Put, b"a2", b"v");
+        fold.apply(Op::Delete, b"a2", b"");
+        fold.apply(Op::Delete, b"zz", b"");
+        assert_eq!(fold.len(), 1);
+        assert_eq!(fold.finish(), b"1\na1\n");
+    }
+}
