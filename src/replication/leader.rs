@@ -91,8 +91,8 @@ impl Feed {
             } => (HEADER_LEN as u64, from, skip_forks, None),
             Plan::Snapshot { .. } => {
                 let part = SnapshotPart {
-                    end: wal.written_end(),
-                    seq: wal.written_seq(),
+                    end: wal.committed_end(),
+                    seq: wal.committed_seq(),
                 };
                 (0, part.seq, 0, Some(part))
             }
@@ -159,7 +159,7 @@ impl Feed {
     /// when the cursor was just translated (go round again).
     fn follow_generation(&mut self, wal: &Wal) -> Result<Option<u64>, FeedError> {
         if self.generation == wal.generation() {
-            return Ok(Some(wal.written_end()));
+            return Ok(Some(wal.committed_end()));
         }
         match wal.remap() {
             Some(Remap {

@@ -245,7 +245,7 @@ impl Node {
                 let plan = lineage::plan(
                     self.wal.lineage(),
                     self.wal.header().base_seq,
-                    self.wal.written_seq(),
+                    self.wal.committed_seq(),
                     &follower,
                     seq,
                 );
@@ -284,7 +284,7 @@ impl Node {
 
     /// Logs the plan for follower `id` and sends it.
     fn send_plan(&mut self, conn: &mut Conn, id: u32, plan: Plan, follower: &Lineage, seq: u64) {
-        let written = self.wal.written_seq();
+        let written = self.wal.committed_seq();
         let (mode, common, keep_forks) = match plan {
             Plan::CatchUp {
                 from, keep_forks, ..
@@ -305,16 +305,16 @@ impl Node {
                     "{}: follower {id} gets a snapshot ({} bytes, seq {written}; it had history {} \
                      seq {seq})",
                     conn.peer,
-                    self.wal.written_end(),
+                    self.wal.committed_end(),
                     hex::encode(follower.current().history)
                 );
                 (Mode::Snapshot, common, 0)
             }
         };
         let current = self.wal.lineage().current();
-        // The feed sends the file up to `written_end` (see `Feed::new`).
+        // The feed sends the file up to `committed_end` (see `Feed::new`).
         let announced = (mode == Mode::Snapshot).then(|| Announced {
-            bytes: self.wal.written_end(),
+            bytes: self.wal.committed_end(),
             keys: self.store.len() as u64,
         });
         Frame::Plan(wire::Plan {
@@ -690,7 +690,7 @@ impl Node {
                     session.stall_mark = (conn.written_total, now);
                 }
                 Frame::Heartbeat {
-                    seq: self.wal.written_seq(),
+                    seq: self.wal.committed_seq(),
                     epoch,
                 }
                 .encode(conn.raw_out());

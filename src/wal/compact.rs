@@ -666,13 +666,13 @@ mod tests {
         assert!(o.wal.is_quiescent());
         // The old file's report was taken in before the switch; a report
         // about generation 0 can no longer move the new file's point.
-        let before = (o.wal.durable_seq(), o.wal.written_end());
+        let before = (o.wal.durable_seq(), o.wal.committed_end());
         o.wal.durable(super::super::syncer::Target {
             generation: 0,
             end: u64::MAX,
             seq: u64::MAX,
         });
-        assert_eq!((o.wal.durable_seq(), o.wal.written_end()), before);
+        assert_eq!((o.wal.durable_seq(), o.wal.committed_end()), before);
         // Later writes are synced through the new file.
         put(&mut o, "after", "2");
         commit_durably(&mut o, &control);

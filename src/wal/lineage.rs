@@ -137,13 +137,13 @@ pub enum Plan {
 }
 
 /// Decides how the leader (`leader`, its log starting at `base_seq` and
-/// written through `written_seq`) serves a follower whose log has
+/// committed through `committed_seq`) serves a follower whose log has
 /// `follower` and reaches `follower_seq`. The newest history both know
 /// is where the logs part.
 pub fn plan(
     leader: &Lineage,
     base_seq: u64,
-    written_seq: u64,
+    committed_seq: u64,
     follower: &Lineage,
     follower_seq: u64,
 ) -> Plan {
@@ -153,8 +153,8 @@ pub fn plan(
         };
         let common = follower
             .end_of(j, follower_seq)
-            .min(leader.end_of(i, written_seq));
-        return if common >= base_seq && common <= written_seq {
+            .min(leader.end_of(i, committed_seq));
+        return if common >= base_seq && common <= committed_seq {
             Plan::CatchUp {
                 from: common,
                 keep_forks: j,

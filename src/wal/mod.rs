@@ -918,13 +918,13 @@ impl Wal {
     /// End of the records at the ack point: what readers (followers,
     /// snapshots) may be sent. Under `--fsync always` that is only what is
     /// durable, so a follower never holds a write its leader could lose.
-    pub fn written_end(&self) -> u64 {
+    pub fn committed_end(&self) -> u64 {
         self.ack_end()
     }
 
     /// Seq of the last record readers may be sent (see
-    /// [`Wal::written_end`]).
-    pub fn written_seq(&self) -> u64 {
+    /// [`Wal::committed_end`]).
+    pub fn committed_seq(&self) -> u64 {
         self.ack_seq()
     }
 
@@ -1397,8 +1397,8 @@ pub(crate) mod tests {
         // Written, not yet durable: nothing may be acknowledged or shipped.
         assert_eq!(o.wal.commit(&mut o.store).expect("commit"), 0);
         assert_eq!(o.wal.durable_seq(), 0);
-        assert_eq!(o.wal.written_seq(), 0);
-        assert_eq!(o.wal.written_end(), HEADER_LEN as u64);
+        assert_eq!(o.wal.committed_seq(), 0);
+        assert_eq!(o.wal.committed_end(), HEADER_LEN as u64);
         let written = o.wal.len_bytes();
         assert!(written > HEADER_LEN as u64);
         assert!(!o.wal.is_quiescent());
@@ -1413,8 +1413,8 @@ pub(crate) mod tests {
         assert!(o.wal.len_bytes() > written);
         commit_durably(&mut o, &control);
         assert_eq!(o.wal.durable_seq(), 3);
-        assert_eq!(o.wal.written_seq(), 3);
-        assert_eq!(o.wal.written_end(), o.wal.len_bytes());
+        assert_eq!(o.wal.committed_seq(), 3);
+        assert_eq!(o.wal.committed_end(), o.wal.len_bytes());
         assert!(o.wal.is_quiescent());
         drop(o);
         let o = open(dir.path());
