@@ -442,6 +442,80 @@ fn a_follower_behind_the_compacted_log_gets_a_snapshot() {
 // ---------------------------------------------------------------------------
 // 2. Start and restart in any order
 
+/// A fake follower that reads its snapshot slowly (a few KiB at a time,
+/// acking now and then so the leader neither finds it silent nor stalled)
+/// until `drain` is set, then reads fast; returns (still connected) once
+/// it has seen `END`.
+fn slow_snapshot_reader(mut peer: Peer, drain: Arc<AtomicBool>) -> thread::JoinHandle<Peer> {
+    thread::spawn(move || {
+        let mut acc: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut last_ack = Instant::now();
+        let deadline = Instant::now() + 4 * WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "no END within {:?}", 4 * WAIT);
+            let fast = drain.load(Ordering::Relaxed);
+            let want = if fast { buf.len() } else { 8 << 10 };
+            let n = peer
+                .reader
+                .read(&mut buf[..want])
+                .expect("read the snapshot");
+            assert!(n > 0, "the leader closed the link mid-snapshot");
+            acc.extend_from_slice(&buf[..n]);
+            let mut off = 0;
+            while acc.len() - off >= 5 {
+                let len = u32::from_le_bytes(acc[off + 1..off + 5].try_into().expect("4"));
+                let end = off + 5 + len as usize;
+                if acc.len() < end {
+                    break;
+                }
+                if acc[off] == b'E' {
+                    return peer;
+                }
+                off = end;
+            }
+            acc.drain(..off);
+            if last_ack.elapsed() > Duration::from_millis(500) {
+                peer.send_frame(b'A', &ack_payload(0, 1));
+                last_ack = Instant::now();
+            }
+            if !fast {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    })
+}
+
+#[test]
+fn a_compaction_waits_for_a_follower_still_reading_the_replaced_log() {
+    let leader = Node::leader(&["--compact-min-bytes", "16000000", "--compact-ratio", "1.2"]);
+    let value = "x".repeat(1000);
+    // A 12 MB log: more than the socket buffers take at once.
+    put_many(&leader, "k", 0..12_000, &value);
+    let peer = join_fake_follower(leader.addr, 2);
+    let drain = Arc::new(AtomicBool::new(false));
+    let reader = slow_snapshot_reader(peer, Arc::clone(&drain));
+    wait_followers(&leader, 1);
+    let compactions = || -> u64 { leader.info_field("compactions").parse().expect("number") };
+    // Overwrites take the log past 16 MB: the first compaction runs while
+    // the snapshot is read from the file it began on.
+    put_many(&leader, "k", 0..5_000, &value);
+    wait_until("the first compaction", || compactions() == 1);
+    // More overwrites call for a second one, which would leave the
+    // snapshot's file behind twice: it waits.
+    put_many(&leader, "k", 5_000..10_000, &value);
+    leader.wait_log("compaction waits: follower 2 still reads the log file");
+    assert_eq!(compactions(), 1);
+    // Once the follower has read its snapshot the compaction goes ahead,
+    // and the follower was never dropped.
+    drain.store(true, Ordering::Relaxed);
+    let peer = reader.join().expect("the snapshot reached END");
+    wait_until("the second compaction", || compactions() == 2);
+    assert!(leader.find_log("compacted twice").is_none());
+    assert!(leader.find_log("follower 2 disconnected").is_none());
+    drop(peer);
+}
+
 #[test]
 fn a_restarted_leader_is_found_again_by_its_followers() {
     let port = free_port();

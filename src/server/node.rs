@@ -65,6 +65,8 @@ pub struct Node {
     next_fsync: Option<Instant>,
     /// When the records a deferred fsync owes get it.
     deferred_sync_at: Option<Instant>,
+    /// A compaction is due but waits for a follower's feed (logged once).
+    compaction_held: bool,
     /// Followers (on a leader) or the link to the leader (on a follower).
     pub repl: Replication,
     /// The role now (flags, then the state file, then admin commands).
@@ -135,6 +137,7 @@ impl Node {
             compaction_not_before: None,
             next_fsync,
             deferred_sync_at: None,
+            compaction_held: false,
             repl: Replication {
                 next_tick: Some(Instant::now() + HEARTBEAT_INTERVAL),
                 link: LinkInfo {
@@ -393,7 +396,20 @@ impl Node {
                 self.config.compact_ratio,
             )
         {
-            self.start_compaction();
+            match self.feed_holding_compaction() {
+                Some(id) => {
+                    if !self.compaction_held {
+                        self.compaction_held = true;
+                        info!(
+                            "compaction waits: follower {id} still reads the log file the last                              compaction replaced"
+                        );
+                    }
+                }
+                None => {
+                    self.compaction_held = false;
+                    self.start_compaction();
+                }
+            }
         }
     }
 
@@ -406,26 +422,28 @@ impl Node {
         // Compacting a follower's suspect log would make the records a torn
         // tail took from its snapshot part look complete; the snapshot it
         // asks for replaces the log anyway.
-        if self.role.role == Role::Follower && self.wal.snapshot_suspect() {
-            return false;
-        }
-        !self.compaction_waits_for_feeds()
+        !(self.role.role == Role::Follower && self.wal.snapshot_suspect())
     }
 
-    /// Whether a compaction should wait for a follower whose feed still
-    /// reads the file the last compaction replaced (a snapshot in progress,
-    /// or a catch-up far behind). A second compaction before it moves over
-    /// would drop it, and a snapshot under a steady write load could then
-    /// start over forever. The log grows meanwhile, up to twice the size
-    /// that calls for a compaction; past that the compaction runs, and such
-    /// a follower reconnects and starts over.
-    fn compaction_waits_for_feeds(&self) -> bool {
-        self.repl.followers.values().any(|e| e.feed_behind_file)
-            && !self.wal.needs_compaction(
-                &self.store,
-                self.config.compact_min_bytes.saturating_mul(2),
-                self.config.compact_ratio * 2.0,
-            )
+    /// The follower a compaction should wait for, if any: one whose feed
+    /// still reads the file the last compaction replaced (a snapshot in
+    /// progress, or a catch-up far behind). A second compaction before it
+    /// moves over would drop it, and a snapshot under a steady write load
+    /// could then start over forever. The log grows meanwhile, up to twice
+    /// the size that calls for a compaction; past that the compaction
+    /// runs, and such a follower reconnects and starts over.
+    fn feed_holding_compaction(&self) -> Option<u32> {
+        let (&id, _) = self
+            .repl
+            .followers
+            .iter()
+            .find(|(_, e)| e.feed_behind_file)?;
+        let far_too_big = self.wal.needs_compaction(
+            &self.store,
+            self.config.compact_min_bytes.saturating_mul(2),
+            self.config.compact_ratio * 2.0,
+        );
+        (!far_too_big).then_some(id)
     }
 
     /// Starts a compaction now unless one is running (`COMPACT`).
