@@ -290,7 +290,7 @@ fn valid_frame(f: &mut Fuzz) -> Vec<u8> {
     } else {
         Mode::Snapshot
     };
-    let frame = match f.below(8) {
+    let frame = match f.below(9) {
         0 => Frame::Sync {
             seq,
             epoch,
@@ -314,6 +314,9 @@ fn valid_frame(f: &mut Fuzz) -> Vec<u8> {
         3 => Frame::Chunk(&bytes),
         4 => Frame::End { seq },
         5 => Frame::Heartbeat { seq, epoch },
+        6 => Frame::Wait {
+            awaited: f.next() & 1 == 0,
+        },
         _ => Frame::Records(&bytes),
     };
     let mut out = Vec::new();

@@ -1001,6 +1001,36 @@ fn sync_followers_acknowledged_writes_survive_losing_the_leader() {
 }
 
 #[test]
+fn with_sync_followers_one_a_single_follower_is_awaited_and_another_takes_its_place() {
+    let leader = Node::leader(&["--sync-followers", "1"]);
+    let port = leader.addr.port();
+    let mut followers = vec![start_follower(port, 2, &[]), start_follower(port, 3, &[])];
+    wait_followers(&leader, 2);
+    put_many(&leader, "k", 0..50, "v");
+    wait_synced(&leader, &[&followers[0], &followers[1]]);
+    // One is told that writes wait for its acks (it fsyncs every batch);
+    // the other defers its fsyncs, and its acks still come.
+    let awaited: Vec<bool> = followers
+        .iter()
+        .map(|f| f.info_field("acks_awaited") == "yes")
+        .collect();
+    assert_eq!(awaited.iter().filter(|&&a| a).count(), 1, "{awaited:?}");
+    let at = awaited.iter().position(|&a| a).expect("one is awaited");
+    let mut gone = followers.remove(at);
+    let stays = &followers[0];
+    // The awaited one dies: the other takes its place, and writes are
+    // acknowledged again.
+    gone.kill9();
+    wait_followers(&leader, 1);
+    wait_until("the other follower to be awaited", || {
+        stays.info_field("acks_awaited") == "yes"
+    });
+    stays.wait_log("writes now wait for this follower's acks: fsync every batch");
+    put_many(&leader, "after", 0..50, "v");
+    wait_synced(&leader, &[stays]);
+}
+
+#[test]
 fn replication_timeout_without_followers_and_the_write_is_durable() {
     let mut leader = Node::leader(&["--sync-followers", "1", "--sync-timeout-ms", "200"]);
     let mut c = leader.client();

@@ -31,6 +31,8 @@
 //!   'E' END        seq:u64                         the snapshot is complete through seq
 //!   'R' RECORDS    whole log records, byte for byte as in the log (see wal::record)
 //!   'H' HEARTBEAT  seq:u64 epoch:u64               the leader's committed seq and epoch
+//!   'W' WAIT       awaited:u8                      from now on client writes do (1) or do
+//!                                                  not (0) wait for this follower's acks
 //! ```
 //!
 //! All integers are little-endian.
@@ -111,6 +113,11 @@ pub enum Frame<'a> {
         seq: u64,
         epoch: u64,
     },
+    /// Whether client writes now wait for this follower's acks (the
+    /// `PLAN`'s `acks_awaited`, changed later).
+    Wait {
+        awaited: bool,
+    },
 }
 
 /// Why bytes are not a frame.
@@ -180,6 +187,7 @@ impl Frame<'_> {
                 out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(&epoch.to_le_bytes());
             }
+            Frame::Wait { awaited } => out.push(u8::from(*awaited)),
         }
         finish(out, at);
     }
@@ -193,6 +201,7 @@ impl Frame<'_> {
             Frame::End { .. } => b'E',
             Frame::Records(_) => b'R',
             Frame::Heartbeat { .. } => b'H',
+            Frame::Wait { .. } => b'W',
         }
     }
 
@@ -211,6 +220,7 @@ impl Frame<'_> {
             return Err(WireError::BadLength);
         }
         let fixed = match kind {
+            b'W' => Some(1),
             b'E' => Some(8),
             b'A' | b'H' => Some(16),
             b'P' => Some(PLAN_LEN),
@@ -239,6 +249,13 @@ impl Frame<'_> {
             b'H' => Frame::Heartbeat {
                 seq: u64_at(p, 0),
                 epoch: u64_at(p, 8),
+            },
+            b'W' => Frame::Wait {
+                awaited: match p[0] {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::BadField),
+                },
             },
             b'F' => Frame::Chunk(p),
             _ => Frame::Records(p),
@@ -393,6 +410,8 @@ mod tests {
             Frame::Records(b""),
             Frame::Records(b"\x01\x02"),
             Frame::Heartbeat { seq: 3, epoch: 4 },
+            Frame::Wait { awaited: true },
+            Frame::Wait { awaited: false },
         ]
     }
 

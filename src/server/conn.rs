@@ -109,6 +109,9 @@ pub struct FollowerSession {
     /// `written_total` at the last check, and since when it has not moved
     /// while output was pending: a follower that stops reading is dropped.
     pub stall_mark: (u64, Instant),
+    /// Whether the follower was told that writes wait for its acks (in its
+    /// `PLAN`, or a later `WAIT`); `None` before its plan.
+    pub told_awaited: Option<bool>,
 }
 
 /// Buffered state of one connection.

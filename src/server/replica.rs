@@ -36,8 +36,11 @@ pub struct FollowerEntry {
     /// It accepted the plan (sent its first `ACK`): counted as connected.
     pub accepted: bool,
     /// Its feed still reads a log file a compaction replaced: another
-    /// compaction would overtake it (see `Node::compaction_waits_for_feeds`).
+    /// compaction would overtake it (see `Node::feed_holding_compaction`).
     pub feed_behind_file: bool,
+    /// Client writes wait for its acks: one of the `--sync-followers N`
+    /// told to fsync every batch (see `Node::assign_awaited`).
+    pub acks_awaited: bool,
 }
 
 /// `leader_link` in `INFO` on a follower.
@@ -63,6 +66,8 @@ pub struct LinkInfo {
     pub acked_sent: u64,
     /// When the leader was last heard from.
     pub last_heard: Option<Instant>,
+    /// The leader waits for this follower's acks (`PLAN`, then `WAIT`).
+    pub acks_awaited: bool,
 }
 
 /// Replication state of a node.
@@ -181,6 +186,7 @@ impl Node {
             behind: false,
             last_heard: now,
             stall_mark: (0, now),
+            told_awaited: None,
         }));
         self.repl.followers.insert(
             id,
@@ -190,6 +196,7 @@ impl Node {
                 acked: 0,
                 accepted: false,
                 feed_behind_file: false,
+                acks_awaited: false,
             },
         );
     }
@@ -311,6 +318,14 @@ impl Node {
                 (Mode::Snapshot, common, 0)
             }
         };
+        // This follower's entry is new: the others awaited are elsewhere.
+        let awaited = self.awaited_count() < self.config.sync_followers;
+        if let Some(entry) = self.repl.followers.get_mut(&id) {
+            entry.acks_awaited = awaited;
+        }
+        if let Peer::Follower(session) = &mut conn.kind {
+            session.told_awaited = Some(awaited);
+        }
         let current = self.wal.lineage().current();
         // The feed sends the file up to `committed_end` (see `Feed::new`).
         let announced = (mode == Mode::Snapshot).then(|| Announced {
@@ -324,7 +339,7 @@ impl Node {
             seq: written,
             common,
             keep_forks: u32::try_from(keep_forks).unwrap_or(u32::MAX),
-            acks_awaited: self.config.sync_followers > 0,
+            acks_awaited: awaited,
             announced,
         })
         .encode(conn.raw_out());
@@ -381,6 +396,7 @@ impl Node {
                 self.wal
                     .defer_syncs(!plan.acks_awaited)
                     .map_err(|e| e.to_string())?;
+                self.repl.link.acks_awaited = plan.acks_awaited;
                 self.repl.link.status = Some(LinkStatus::Up);
                 self.repl.link.backoff.reset();
                 let seq = plan.seq;
@@ -434,6 +450,21 @@ impl Node {
                     self.repl.link.leader_seq = self.repl.link.leader_seq.max(rec.seq);
                     bytes = &bytes[used..];
                 }
+                Ok(())
+            }
+            (LinkState::Streaming | LinkState::Snapshot(_), Frame::Wait { awaited }) => {
+                self.wal.defer_syncs(!awaited).map_err(|e| e.to_string())?;
+                self.repl.link.acks_awaited = awaited;
+                info!(
+                    "{}: the leader's writes {} for this follower's acks: fsync {}",
+                    conn.peer,
+                    if awaited {
+                        "now wait"
+                    } else {
+                        "no longer wait"
+                    },
+                    if awaited { "every batch" } else { "deferred" }
+                );
                 Ok(())
             }
             (_, Frame::Heartbeat { seq, epoch }) => {
@@ -542,9 +573,12 @@ impl Node {
                     .get(&session.id)
                     .is_some_and(|e| e.key == key) =>
             {
-                self.repl.followers.remove(&session.id);
+                let gone = self.repl.followers.remove(&session.id);
                 self.repl.acks_changed = true;
                 info!("{}: follower {} disconnected", conn.peer, session.id);
+                if gone.is_some_and(|e| e.acks_awaited) {
+                    self.assign_awaited();
+                }
             }
             Peer::Leader(_) => {
                 let link = &mut self.repl.link;
@@ -572,6 +606,24 @@ impl Node {
     fn feed_peer(&mut self, conn: &mut Conn, kind: &mut Peer, key: usize) {
         match kind {
             Peer::Follower(session) => {
+                let want = self
+                    .repl
+                    .followers
+                    .get(&session.id)
+                    .filter(|e| e.key == key)
+                    .map(|e| e.acks_awaited);
+                if let (Some(told), Some(want)) = (session.told_awaited, want) {
+                    if told != want {
+                        info!(
+                            "{}: follower {}: writes {} for its acks",
+                            conn.peer,
+                            session.id,
+                            if want { "now wait" } else { "no longer wait" }
+                        );
+                        Frame::Wait { awaited: want }.encode(conn.raw_out());
+                        session.told_awaited = Some(want);
+                    }
+                }
                 let Some(feed) = &mut session.feed else {
                     return;
                 };
@@ -762,6 +814,35 @@ impl Node {
             && conn.pending_output() < FOLLOWER_BUF_LOW
     }
 
+    /// Followers told that client writes wait for their acks.
+    fn awaited_count(&self) -> usize {
+        self.repl
+            .followers
+            .values()
+            .filter(|e| e.acks_awaited)
+            .count()
+    }
+
+    /// With `--sync-followers N`, N followers are told that client writes
+    /// wait for their acks, and fsync every batch; the others defer their
+    /// fsyncs (see `Wal::defer_syncs`), which leaves the disk to the ones
+    /// that matter. When one of the N goes, the most advanced of the others
+    /// takes its place (told with a `WAIT` frame by `feed_peer`).
+    fn assign_awaited(&mut self) {
+        while self.awaited_count() < self.config.sync_followers {
+            let next = self
+                .repl
+                .followers
+                .values_mut()
+                .filter(|e| e.accepted && !e.acks_awaited)
+                .max_by_key(|e| e.acked);
+            match next {
+                Some(entry) => entry.acks_awaited = true,
+                None => break,
+            }
+        }
+    }
+
     /// The seq through which held writes may be answered: the local ack
     /// point, and with `--sync-followers N` the N-th highest follower ack.
     pub fn release_point(&self, local: u64) -> u64 {
@@ -814,6 +895,10 @@ impl Node {
                     lines.push(format!("leader {}:{}", leader.host, leader.port));
                 }
                 lines.push(format!("leader_seq {}", link.leader_seq));
+                lines.push(format!(
+                    "acks_awaited {}",
+                    if link.acks_awaited { "yes" } else { "no" }
+                ));
                 lines.push(format!(
                     "lag {}",
                     link.leader_seq.saturating_sub(self.wal.last_seq())
