@@ -1,10 +1,13 @@
 //! The in-memory data set: keys to values, plus the queries the protocol
-//! needs (`KEYS`, `DIGEST`).
+//! needs (`KEYS`, `DIGEST`), and the undo log that lets a failed commit
+//! take back what it changed.
 //!
 //! Pure: no IO, no clocks. The write-ahead log decides what is durable; this
 //! map only holds the current state. Each entry is one heap allocation
 //! holding both the key and the value, which keeps a million small keys
-//! within Redis's footprint.
+//! within Redis's footprint. A value overwritten by one of the same length
+//! is overwritten in place, and what it replaced goes to the [`UndoLog`]'s
+//! one buffer, so the common overwrite allocates and frees nothing.
 //!
 //! The map hashes keys with foldhash, seeded at random per process: a
 //! third of the cost of std's SipHash for short keys, which every write,
@@ -12,11 +15,12 @@
 //! as the seed stays unknown; Redis makes a similar trade with a
 //! reduced-round SipHash.
 
-use std::borrow::Borrow;
-use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
+use hashbrown::hash_table::Entry as Slot;
+use hashbrown::HashTable;
 use sha2::{Digest, Sha256};
 
 /// One key and its value in a single allocation:
@@ -24,10 +28,7 @@ use sha2::{Digest, Sha256};
 /// ```text
 /// [key length: u16 LE][key bytes][value bytes]
 /// ```
-///
-/// It hashes and compares as its key, so a `HashSet<Entry>` is a map that
-/// can be looked up with a plain `&[u8]` key.
-pub struct Entry(Box<[u8]>);
+struct Entry(Box<[u8]>);
 
 impl Entry {
     fn new(key: &[u8], value: &[u8]) -> Entry {
@@ -51,41 +52,119 @@ impl Entry {
     fn value(&self) -> &[u8] {
         self.split().1
     }
-}
 
-impl Borrow<[u8]> for Entry {
-    fn borrow(&self) -> &[u8] {
-        self.key()
+    /// Key plus value bytes.
+    fn live_len(&self) -> u64 {
+        self.0.len() as u64 - 2
+    }
+
+    /// Sets the value to `value`: in place when the length is unchanged,
+    /// else in a new allocation.
+    fn set_value(&mut self, value: &[u8]) {
+        let (key, old) = self.split();
+        if old.len() == value.len() {
+            let at = 2 + key.len();
+            self.0[at..].copy_from_slice(value);
+        } else {
+            *self = Entry::new(key, value);
+        }
     }
 }
 
-impl Hash for Entry {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
+/// What the writes not yet durable replaced, oldest first, so that a failed
+/// commit can put the store back newest first.
+///
+/// The replaced keys and values are copied into one ring of bytes that is
+/// trimmed from the front as writes become durable: no allocation per write.
+#[derive(Default)]
+pub struct UndoLog {
+    /// For every mark, oldest first: the key, then the old value if any.
+    bytes: VecDeque<u8>,
+    marks: VecDeque<Mark>,
+}
+
+/// One write in the [`UndoLog`].
+struct Mark {
+    seq: u64,
+    key_len: u16,
+    /// Length of the value the write replaced; `None` if the key was absent.
+    old_len: Option<u32>,
+}
+
+impl Mark {
+    fn bytes(&self) -> usize {
+        usize::from(self.key_len) + self.old_len.map_or(0, |n| n as usize)
     }
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Entry) -> bool {
-        self.key() == other.key()
+impl UndoLog {
+    /// An empty log.
+    pub fn new() -> UndoLog {
+        UndoLog::default()
     }
-}
 
-impl Eq for Entry {}
+    /// Number of writes that can still be undone.
+    pub fn len(&self) -> usize {
+        self.marks.len()
+    }
 
-/// What a mutation replaced, kept so a failed commit can be rolled back.
-#[must_use]
-pub enum Undo {
-    /// The key had this entry (which also names the key): put it back.
-    Restore(Entry),
-    /// The key was absent: remove it.
-    Remove(Box<[u8]>),
+    /// Whether no write can be undone.
+    pub fn is_empty(&self) -> bool {
+        self.marks.is_empty()
+    }
+
+    fn push(&mut self, seq: u64, key: &[u8], old: Option<&[u8]>) {
+        let key_len = u16::try_from(key.len()).expect("keys are at most 1024 bytes");
+        let old_len = old.map(|v| u32::try_from(v.len()).expect("values fit the log's u32"));
+        self.bytes.extend(key);
+        self.bytes.extend(old.unwrap_or_default());
+        self.marks.push_back(Mark {
+            seq,
+            key_len,
+            old_len,
+        });
+    }
+
+    /// Drops the marks of writes up to `seq`, which can no longer be lost.
+    pub fn forget_through(&mut self, seq: u64) {
+        let mut drop_bytes = 0;
+        while let Some(mark) = self.marks.front().filter(|m| m.seq <= seq) {
+            drop_bytes += mark.bytes();
+            self.marks.pop_front();
+        }
+        self.bytes.drain(..drop_bytes);
+    }
+
+    /// Forgets every write: the data set they changed is gone.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.marks.clear();
+    }
+
+    /// Undoes every write in the log, newest first, and empties it.
+    pub fn roll_back(&mut self, store: &mut Store) {
+        let mut key = Vec::new();
+        let mut old = Vec::new();
+        while let Some(mark) = self.marks.pop_back() {
+            let start = self.bytes.len() - mark.bytes();
+            let mut taken = self.bytes.drain(start..);
+            key.clear();
+            key.extend(taken.by_ref().take(usize::from(mark.key_len)));
+            old.clear();
+            old.extend(taken);
+            match mark.old_len {
+                Some(_) => store.set(&key, &old),
+                None => drop(store.remove(&key)),
+            }
+        }
+    }
 }
 
 /// The key-value map.
 #[derive(Default)]
 pub struct Store {
-    entries: HashSet<Entry, RandomState>,
+    entries: HashTable<Entry>,
+    hasher: RandomState,
     /// Sum of key and value lengths, the "live data" compaction compares
     /// the log against.
     live_bytes: u64,
@@ -99,67 +178,83 @@ impl Store {
 
     /// The value of `key`, if any.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.entries.get(key).map(Entry::value)
+        let hash = self.hasher.hash_one(key);
+        self.entries
+            .find(hash, |e| e.key() == key)
+            .map(Entry::value)
     }
 
-    /// Sets `key` to `value`; returns what it replaced.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Undo {
-        match self.replace(key, value) {
-            Some(old) => Undo::Restore(old),
-            None => Undo::Remove(key.into()),
+    /// Sets `key` to `value` as write `seq`, noting in `undo` what it
+    /// replaced.
+    pub fn put(&mut self, key: &[u8], value: &[u8], seq: u64, undo: &mut UndoLog) {
+        self.upsert(key, value, |old| undo.push(seq, key, old));
+    }
+
+    /// Removes `key` as write `seq`, noting it in `undo`; whether it was
+    /// there (an absent key changes nothing and is not noted).
+    pub fn delete(&mut self, key: &[u8], seq: u64, undo: &mut UndoLog) -> bool {
+        let hash = self.hasher.hash_one(key);
+        match self.entries.find_entry(hash, |e| e.key() == key) {
+            Ok(found) => {
+                let (old, _) = found.remove();
+                undo.push(seq, key, Some(old.value()));
+                self.live_bytes -= old.live_len();
+                true
+            }
+            Err(_) => false,
         }
     }
 
-    /// Removes `key`; returns what it removed, or `None` if it was absent.
-    pub fn delete(&mut self, key: &[u8]) -> Option<Undo> {
-        let old = self.take(key)?;
-        Some(Undo::Restore(old))
-    }
-
     /// Sets `key` to `value` for good: replay and snapshots, which never
-    /// roll back, skip the undo record and its copy of the key.
+    /// roll back, skip the undo log.
     pub fn set(&mut self, key: &[u8], value: &[u8]) {
-        self.replace(key, value);
+        self.upsert(key, value, |_| ());
     }
 
     /// Removes `key` for good; whether it was there.
     pub fn remove(&mut self, key: &[u8]) -> bool {
-        self.take(key).is_some()
-    }
-
-    fn replace(&mut self, key: &[u8], value: &[u8]) -> Option<Entry> {
-        let old = self.entries.replace(Entry::new(key, value));
-        self.live_bytes += (key.len() + value.len()) as u64;
-        if let Some(old) = &old {
-            self.live_bytes -= old.0.len() as u64 - 2;
-        }
-        old
-    }
-
-    fn take(&mut self, key: &[u8]) -> Option<Entry> {
-        let old = self.entries.take(key)?;
-        self.live_bytes -= old.0.len() as u64 - 2;
-        Some(old)
-    }
-
-    /// Puts back what a mutation replaced. Undos must be applied newest
-    /// first.
-    pub fn undo(&mut self, undo: Undo) {
-        match undo {
-            Undo::Restore(old) => {
-                self.take(old.key());
-                self.live_bytes += old.0.len() as u64 - 2;
-                self.entries.insert(old);
+        let hash = self.hasher.hash_one(key);
+        match self.entries.find_entry(hash, |e| e.key() == key) {
+            Ok(found) => {
+                let (old, _) = found.remove();
+                self.live_bytes -= old.live_len();
+                true
             }
-            Undo::Remove(key) => drop(self.take(&key)),
+            Err(_) => false,
         }
+    }
+
+    /// Sets `key` to `value`, first showing `replaced` the old value (or
+    /// `None`).
+    fn upsert(&mut self, key: &[u8], value: &[u8], replaced: impl FnOnce(Option<&[u8]>)) {
+        let hash = self.hasher.hash_one(key);
+        let hasher = &self.hasher;
+        let slot = self
+            .entries
+            .entry(hash, |e| e.key() == key, |e| hasher.hash_one(e.key()));
+        match slot {
+            Slot::Occupied(mut found) => {
+                let entry = found.get_mut();
+                replaced(Some(entry.value()));
+                self.live_bytes -= entry.live_len();
+                entry.set_value(value);
+            }
+            Slot::Vacant(free) => {
+                replaced(None);
+                free.insert(Entry::new(key, value));
+            }
+        }
+        self.live_bytes += (key.len() + value.len()) as u64;
     }
 
     /// Makes room for `additional` more keys up front, so that building a
     /// large store (a snapshot) does not rehash it as it grows. Returns
     /// whether the memory was available; if not, the store grows as usual.
     pub fn try_reserve(&mut self, additional: usize) -> bool {
-        self.entries.try_reserve(additional).is_ok()
+        let hasher = &self.hasher;
+        self.entries
+            .try_reserve(additional, |e| hasher.hash_one(e.key()))
+            .is_ok()
     }
 
     /// Number of keys.
@@ -216,26 +311,29 @@ mod tests {
 
     #[test]
     fn put_get_delete() {
-        let mut store = Store::new();
+        let (mut store, mut undo) = (Store::new(), UndoLog::new());
         assert_eq!(store.get(b"a"), None);
-        let _ = store.put(b"a", b"1");
-        let _ = store.put(b"a", b"22");
+        store.put(b"a", b"1", 1, &mut undo);
+        store.put(b"a", b"22", 2, &mut undo);
         assert_eq!(store.get(b"a"), Some(&b"22"[..]));
+        store.put(b"a", b"33", 3, &mut undo);
+        assert_eq!(store.get(b"a"), Some(&b"33"[..]), "overwritten in place");
         assert_eq!(store.live_bytes(), 3);
-        assert!(store.delete(b"a").is_some());
-        assert!(store.delete(b"a").is_none());
+        assert!(store.delete(b"a", 4, &mut undo));
+        assert!(!store.delete(b"a", 5, &mut undo));
         assert_eq!(store.live_bytes(), 0);
         assert!(store.is_empty());
+        assert_eq!(undo.len(), 4, "the absent key's delete is not noted");
     }
 
     #[test]
     fn set_and_remove_match_put_and_delete() {
         let (mut a, mut b) = (Store::new(), Store::new());
         for (k, v) in [("x", "1"), ("y", "22"), ("x", "333")] {
-            let _ = a.put(k.as_bytes(), v.as_bytes());
+            a.put(k.as_bytes(), v.as_bytes(), 1, &mut UndoLog::new());
             b.set(k.as_bytes(), v.as_bytes());
         }
-        assert!(a.delete(b"y").is_some());
+        assert!(a.delete(b"y", 2, &mut UndoLog::new()));
         assert!(b.remove(b"y"));
         assert!(!b.remove(b"y"));
         assert_eq!(a.digest(), b.digest());
@@ -243,16 +341,17 @@ mod tests {
     }
 
     #[test]
-    fn undo_restores_previous_state_newest_first() {
-        let mut store = Store::new();
-        let _ = store.put(b"a", b"1");
+    fn roll_back_restores_previous_state_newest_first() {
+        let (mut store, mut undo) = (Store::new(), UndoLog::new());
+        store.set(b"a", b"1");
         let digest = store.digest();
-        let u1 = store.put(b"a", b"2");
-        let u2 = store.put(b"b", b"3");
-        let u3 = store.delete(b"a").expect("a exists");
-        store.undo(u3);
-        store.undo(u2);
-        store.undo(u1);
+        store.put(b"a", b"2", 1, &mut undo); // in place
+        store.put(b"b", b"3", 2, &mut undo); // new key
+        store.put(b"a", b"444", 3, &mut undo); // new length
+        assert!(store.delete(b"a", 4, &mut undo));
+        store.put(b"a", b"5", 5, &mut undo); // back, absent before
+        undo.roll_back(&mut store);
+        assert!(undo.is_empty());
         assert_eq!(store.get(b"a"), Some(&b"1"[..]));
         assert_eq!(store.get(b"b"), None);
         assert_eq!(store.live_bytes(), 2);
@@ -260,10 +359,26 @@ mod tests {
     }
 
     #[test]
+    fn forgotten_writes_stay_when_the_rest_is_rolled_back() {
+        let (mut store, mut undo) = (Store::new(), UndoLog::new());
+        store.put(b"a", b"1", 1, &mut undo);
+        store.put(b"b", b"2", 2, &mut undo);
+        store.put(b"a", b"3", 3, &mut undo);
+        undo.forget_through(2);
+        assert_eq!(undo.len(), 1);
+        assert_eq!(undo.bytes.len(), 2, "only the last mark's key and old value");
+        undo.roll_back(&mut store);
+        assert_eq!(store.get(b"a"), Some(&b"1"[..]));
+        assert_eq!(store.get(b"b"), Some(&b"2"[..]));
+        undo.forget_through(u64::MAX);
+        assert!(undo.bytes.is_empty());
+    }
+
+    #[test]
     fn keys_are_sorted_and_filtered() {
         let mut store = Store::new();
         for k in ["user:2", "user:10", "admin", "user:1"] {
-            let _ = store.put(k.as_bytes(), b"v");
+            store.set(k.as_bytes(), b"v");
         }
         assert_eq!(
             store.keys_with_prefix(b"user:"),
@@ -281,8 +396,8 @@ mod tests {
             store.digest(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-        let _ = store.put(b"b", b"2");
-        let _ = store.put(b"a", b"1");
+        store.set(b"b", b"2");
+        store.set(b"a", b"1");
         // SHA-256 of "a\n1\nb\n2\n".
         let mut h = Sha256::new();
         h.update(b"a\n1\nb\n2\n");

@@ -36,7 +36,6 @@ pub mod scan;
 pub mod snapshot;
 pub mod syncer;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -47,7 +46,7 @@ use std::sync::Arc;
 
 use log::{info, warn};
 
-use crate::store::{Store, Undo};
+use crate::store::{Store, UndoLog};
 use lineage::{Lineage, Segment};
 use record::{Decoded, Header, HistoryId, Op, Record, HEADER_LEN};
 use syncer::{Outcome, Syncer, Target};
@@ -199,9 +198,9 @@ pub struct Wal {
     syncs_deferred: bool,
     /// Encoded records not yet written.
     pending: Vec<u8>,
-    /// What the writes past the ack point replaced in the store, with
-    /// their seqs, oldest first, so a failure can undo them.
-    uncommitted: VecDeque<(u64, Undo)>,
+    /// What the writes past the ack point replaced in the store, oldest
+    /// first, so a failure can undo them.
+    uncommitted: UndoLog,
     /// Seq of the last record appended (written or not).
     last_seq: u64,
     /// Seq of the last record written to the file (in the page cache, not
@@ -339,7 +338,7 @@ impl Wal {
             policy,
             syncs_deferred: false,
             pending: Vec::new(),
-            uncommitted: VecDeque::new(),
+            uncommitted: UndoLog::new(),
             last_seq: replayed.last_seq,
             file_seq: replayed.last_seq,
             durable_seq: replayed.last_seq,
@@ -395,16 +394,17 @@ impl Wal {
         if self.failed {
             return Err(WalError::Failed);
         }
-        let undo = match op {
-            Op::Put => store.put(key, value),
-            // Deleting an absent key changes nothing, so nothing is logged.
-            Op::Delete => match store.delete(key) {
-                Some(undo) => undo,
-                None => return Ok(self.last_seq),
-            },
-            Op::Fork => return Err(WalError::BadFork("forks go through Wal::fork".into())),
-        };
         let seq = self.last_seq + 1;
+        match op {
+            Op::Put => store.put(key, value, seq, &mut self.uncommitted),
+            Op::Delete => {
+                // Deleting an absent key changes nothing, so nothing is logged.
+                if !store.delete(key, seq, &mut self.uncommitted) {
+                    return Ok(self.last_seq);
+                }
+            }
+            Op::Fork => return Err(WalError::BadFork("forks go through Wal::fork".into())),
+        }
         Record {
             seq,
             op,
@@ -412,7 +412,6 @@ impl Wal {
             value,
         }
         .encode(&mut self.pending);
-        self.uncommitted.push_back((seq, undo));
         self.last_seq = seq;
         Ok(seq)
     }
@@ -454,13 +453,16 @@ impl Wal {
         if rec.seq != self.last_seq + 1 {
             return Err(out_of_order);
         }
-        let undo = match rec.op {
-            Op::Put => store.put(rec.key, rec.value),
-            Op::Delete => store.delete(rec.key).ok_or(out_of_order)?,
+        match rec.op {
+            Op::Put => store.put(rec.key, rec.value, rec.seq, &mut self.uncommitted),
+            Op::Delete => {
+                if !store.delete(rec.key, rec.seq, &mut self.uncommitted) {
+                    return Err(out_of_order);
+                }
+            }
             Op::Fork => return Err(WalError::BadFork("a malformed fork record".into())),
-        };
+        }
         self.pending.extend_from_slice(raw);
-        self.uncommitted.push_back((rec.seq, undo));
         self.last_seq = rec.seq;
         Ok(())
     }
@@ -643,9 +645,7 @@ impl Wal {
         // Nothing may be syncing while the file is cut.
         self.absorb_reports(true);
         let (ack_seq, ack_end) = (self.ack_seq(), self.ack_end());
-        while let Some((_, undo)) = self.uncommitted.pop_back() {
-            store.undo(undo);
-        }
+        self.uncommitted.roll_back(store);
         self.pending.clear();
         self.last_seq = ack_seq;
         self.file_seq = ack_seq;
@@ -663,14 +663,7 @@ impl Wal {
 
     /// Drops the undo records of writes that can no longer be lost.
     fn forget_acknowledged(&mut self) {
-        let ack_seq = self.ack_seq();
-        while self
-            .uncommitted
-            .front()
-            .is_some_and(|&(seq, _)| seq <= ack_seq)
-        {
-            self.uncommitted.pop_front();
-        }
+        self.uncommitted.forget_through(self.ack_seq());
     }
 
     /// Asks for an fsync of what was written but not yet synced, without
