@@ -149,6 +149,18 @@ impl Histogram {
     pub fn quantile_duration(&self, q: f64) -> Duration {
         Duration::from_nanos(self.quantile(q))
     }
+
+    /// Adds every sample of `other`, as if each had been recorded here
+    /// (used to pool the samples of several runs).
+    pub fn merge(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +264,37 @@ mod tests {
             (p75 - 500_499_000.0).abs() / 500_499_000.0 < 0.01,
             "p75 {p75}"
         );
+    }
+
+    #[test]
+    fn merging_equals_recording_everything_in_one() {
+        let mut a = Histogram::new();
+        let mut b = Histogram::new();
+        let mut both = Histogram::new();
+        for v in 0..1000u64 {
+            let (h, v) = if v % 3 == 0 {
+                (&mut a, v * 7)
+            } else {
+                (&mut b, v * 1_000 + 300)
+            };
+            h.record(v);
+            both.record(v);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), both.count());
+        assert_eq!(a.min(), both.min());
+        assert_eq!(a.max(), both.max());
+        assert_eq!(a.mean(), both.mean());
+        for q in [0.0, 0.25, 0.5, 0.99, 1.0] {
+            assert_eq!(a.quantile(q), both.quantile(q), "q={q}");
+        }
+        // An empty histogram changes nothing, either way round.
+        a.merge(&Histogram::new());
+        assert_eq!(a.min(), both.min());
+        let mut empty = Histogram::new();
+        empty.merge(&b);
+        assert_eq!(empty.min(), b.min());
+        assert_eq!(empty.quantile(0.5), b.quantile(0.5));
     }
 
     #[test]

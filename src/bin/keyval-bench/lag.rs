@@ -53,6 +53,16 @@ pub struct LagStats {
     pub time: Histogram,
 }
 
+impl LagStats {
+    /// Pools `other`'s samples with these, as one run of both.
+    pub fn merge(&mut self, other: &LagStats) {
+        self.samples += other.samples;
+        self.missing += other.missing;
+        self.writes.merge(&other.writes);
+        self.time.merge(&other.time);
+    }
+}
+
 /// Reads `acked=<seq>` out of a `follower_<id>` value
 /// (`addr=<ip:port> acked=<seq> lag=<n>`).
 pub fn parse_acked(value: &str) -> Option<u64> {
@@ -251,5 +261,25 @@ mod tests {
         let p75 = st.time.quantile(0.75) as f64;
         assert!((p75 - 4.9e6).abs() < 0.01 * 4.9e6, "{p75}");
         assert_eq!(st.time.quantile(0.5), 0);
+    }
+
+    #[test]
+    fn pooled_runs_add_up() {
+        let mut a = summarize(&[sample(0, 100, 100), sample(10, 200, 150)]);
+        let b = summarize(&[
+            sample(0, 10, 5),
+            Sample {
+                at: ms(5),
+                seq: 10,
+                acked: None,
+            },
+        ]);
+        a.merge(&b);
+        assert_eq!(a.samples, 4);
+        assert_eq!(a.missing, 1);
+        assert_eq!(a.writes.count(), 3);
+        assert_eq!(a.writes.max(), 50);
+        assert_eq!(a.writes.min(), 0);
+        assert_eq!(a.time.count(), 3);
     }
 }

@@ -130,6 +130,12 @@ struct SuiteArgs {
     /// Seconds per measured case (default 10, or 3 with --quick).
     #[arg(long)]
     case_secs: Option<f64>,
+    /// Rounds of the replication throughput comparison, each measuring the
+    /// leader alone and both replicating leaders in turn; the table gives
+    /// medians and the range of the per-round ratios (default 3, or 1 with
+    /// --quick).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100))]
+    rounds: Option<usize>,
     /// Run only this part of the suite.
     #[arg(long, value_enum)]
     only: Option<suite::Part>,
@@ -204,6 +210,7 @@ fn cmd_suite(args: &SuiteArgs) -> Result<(), String> {
         redis_bin: args.redis_bin.clone(),
         quick: args.quick,
         case_duration: secs(args.case_secs.unwrap_or(default), "--case-secs")?,
+        rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }),
         only: args.only,
     };
     suite::run(&opts).map_err(|e| format!("suite: {e}"))

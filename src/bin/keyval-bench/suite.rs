@@ -72,6 +72,8 @@ pub struct SuiteOptions {
     pub quick: bool,
     /// Length of each measured case.
     pub case_duration: Duration,
+    /// Rounds of the replication throughput comparison (at least 1).
+    pub rounds: usize,
     /// Run only this part (every part, in order, when `None`).
     pub only: Option<Part>,
 }
@@ -227,6 +229,7 @@ pub fn run(opts: &SuiteOptions) -> io::Result<()> {
         let repl = replication::ReplicationOptions {
             keyval_bin: opts.keyval_bin.clone(),
             case_duration: opts.case_duration,
+            rounds: opts.rounds,
             snapshot_keys: BIG_KEYS / shrink,
             catch_up_writes: CATCH_UP_WRITES / shrink,
         };

@@ -1,6 +1,7 @@
 //! The replication cases of the suite:
 //! - what two followers cost the leader's durable PUT throughput, async and
-//!   with `--sync-followers 1`, against the same load on a leader alone;
+//!   with `--sync-followers 1`, against the same load on a leader alone,
+//!   over several interleaved rounds (medians and per-round ranges);
 //! - how far the followers lag behind under that load, from the leader's
 //!   `INFO` sampled every few milliseconds (see [`crate::lag`]);
 //! - how long an empty follower takes to receive a snapshot of a 1M-key
@@ -76,6 +77,8 @@ pub struct ReplicationOptions {
     pub keyval_bin: PathBuf,
     /// Length of each throughput case.
     pub case_duration: Duration,
+    /// Rounds of the throughput comparison (at least 1).
+    pub rounds: usize,
     /// Keys on the leader before the snapshot case (1M normally).
     pub snapshot_keys: u64,
     /// Writes a stopped follower misses before the catch-up case.
@@ -90,7 +93,9 @@ pub fn run(opts: &ReplicationOptions) -> io::Result<()> {
     let secret = String::from_utf8_lossy(&Rng::from_os().alphanumeric(32)).into_owned();
     println!(
         "# replication: PUT, --fsync always, {CONNECTIONS} connections, {KEYS} keys, \
-         {VALUE_SIZE}-byte values, {:.1} s per case; followers {FOLLOWERS:?} on loopback",
+         {VALUE_SIZE}-byte values, {} rounds of {:.1} s per case; followers {FOLLOWERS:?} \
+         on loopback",
+        opts.rounds,
         opts.case_duration.as_secs_f64()
     );
     let rows = throughput_cases(opts, &secret);
@@ -100,7 +105,7 @@ pub fn run(opts: &ReplicationOptions) -> io::Result<()> {
     print!("{}", lag_table(&rows));
     let mut failed = rows
         .iter()
-        .any(|r| r.alone.is_err() || r.replicated.is_err());
+        .any(|r| r.alone.iter().chain(&r.replicated).any(Result::is_err));
     println!();
     if let Err(e) = snapshot_and_catch_up(opts, &secret) {
         println!("snapshot / catch-up cases failed: {e}");
@@ -141,8 +146,21 @@ impl Replication {
     }
 }
 
+/// The leaders of the throughput cases, in the order a round measures
+/// them at each pipeline depth: [`ALONE`] first, then each replication mode.
+const SETUPS: [Option<Replication>; 3] =
+    [None, Some(Replication::Async), Some(Replication::SyncOne)];
+/// Index of the leader alone (no followers) in [`SETUPS`].
+const ALONE: usize = 0;
+
+/// Name of a throughput setup (`None`: the leader alone).
+fn setup_name(setup: Option<Replication>) -> &'static str {
+    setup.map_or("leader alone", Replication::name)
+}
+
 /// One measured load, and the lag sampled during it when followers were
 /// connected.
+#[derive(Clone)]
 struct Measured {
     report: LoadReport,
     lag: Option<LagStats>,
@@ -152,65 +170,87 @@ struct Measured {
 type Outcome = Result<Measured, String>;
 
 /// One row of the throughput table: a leader alone against a replicating
-/// leader at the same pipeline depth.
+/// leader at the same pipeline depth, one outcome of each per round.
 struct Row {
     replication: Replication,
     pipeline: usize,
-    alone: Outcome,
-    replicated: Outcome,
+    /// The leader alone, round by round.
+    alone: Vec<Outcome>,
+    /// The replicating leader, round by round.
+    replicated: Vec<Outcome>,
 }
 
-/// Runs the throughput cases: one leader measured alone and then with two
-/// async followers, and a second leader with `--sync-followers 1` and two
-/// followers. Both modes are compared with the same alone figures.
+/// A running cluster of a throughput setup, or why it is not running (it
+/// did not start, did not settle, or failed a case): every later case of
+/// that setup fails with this message.
+type Slot<'a> = Result<Cluster<'a>, String>;
+
+/// Runs the throughput cases: `opts.rounds` rounds, each measuring at
+/// every pipeline depth a leader alone, then a leader with two async
+/// followers, then a leader with `--sync-followers 1` and two followers.
+/// Each round's replicating figures are later compared with that round's
+/// alone figure, so a noisy stretch of time weighs on both sides of a
+/// ratio and spoils one round, not the row.
+///
+/// The three clusters start once and serve every round. Restarting them
+/// per round would cost seven process starts and four follower handshakes
+/// each time and buy nothing: what a leader carries into a later round is
+/// bounded and alike for the three. Each takes the same sequence of loads,
+/// the key space fills during the first round, and compaction keeps every
+/// log between about the live data and `--compact-min-bytes` (64 MiB by
+/// default), so no round writes to an ever longer file. What would bias a
+/// case is work left over from the case before it, on any of the clusters:
+/// a compaction still running, async followers still catching up, a
+/// deferred follower fsync. All nodes share the machine's cores and disk,
+/// so every case first waits until every cluster is idle (`settle`).
 fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
-    let mut alone: Vec<Outcome> = Vec::new();
-    let mut with_async: Vec<Outcome> = Vec::new();
-    let mut with_sync: Vec<Outcome> = Vec::new();
-
-    let first = (|| -> io::Result<()> {
-        let mut cluster = Cluster::start(&opts.keyval_bin, secret, &[])?;
-        cluster.measure_each("leader alone", opts.case_duration, &mut alone)?;
-        cluster.add_followers(&FOLLOWERS)?;
-        let name = Replication::Async.name();
-        cluster.measure_each(name, opts.case_duration, &mut with_async)
-    })();
-    if let Err(e) = first {
-        println!("leader alone / async followers: FAILED: {e}");
-        fail_unrun(&mut alone, &e);
-        fail_unrun(&mut with_async, &e);
+    // outcomes[setup][pipeline][round]
+    let mut outcomes: Vec<Vec<Vec<Outcome>>> =
+        vec![vec![Vec::new(); PIPELINES.len()]; SETUPS.len()];
+    let mut clusters: Vec<Slot<'_>> = SETUPS
+        .iter()
+        .map(|&setup| {
+            start_setup(opts, secret, setup).map_err(|e| {
+                println!("{}: FAILED: {e}", setup_name(setup));
+                format!("did not start: {e}")
+            })
+        })
+        .collect();
+    for round in 1..=opts.rounds {
+        println!("round {round} of {}", opts.rounds);
+        for (p, &pipeline) in PIPELINES.iter().enumerate() {
+            for (s, &setup) in SETUPS.iter().enumerate() {
+                settle(&mut clusters);
+                let name = setup_name(setup);
+                let outcome = match &mut clusters[s] {
+                    Ok(cluster) => cluster
+                        .measure(name, pipeline, opts.case_duration)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("not run: {e}")),
+                };
+                if let (Err(e), Ok(_)) = (&outcome, &clusters[s]) {
+                    let label = format!("{name} p{pipeline}");
+                    println!("keyval  {label:<28} FAILED: {e}");
+                    // Dropping the cluster stops its nodes.
+                    clusters[s] = Err(format!("{name} failed in round {round} at p{pipeline}"));
+                }
+                outcomes[s][p].push(outcome);
+            }
+        }
     }
+    drop(clusters);
 
-    let second = (|| -> io::Result<()> {
-        let flags = Replication::SyncOne.leader_flags();
-        let mut cluster = Cluster::start(&opts.keyval_bin, secret, flags)?;
-        cluster.add_followers(&FOLLOWERS)?;
-        let name = Replication::SyncOne.name();
-        cluster.measure_each(name, opts.case_duration, &mut with_sync)
-    })();
-    if let Err(e) = second {
-        println!("--sync-followers 1: FAILED: {e}");
-        fail_unrun(&mut with_sync, &e);
-    }
-
+    let alone = std::mem::take(&mut outcomes[ALONE]);
     let mut rows = Vec::new();
-    for (replication, outcomes) in [
-        (Replication::Async, with_async),
-        (Replication::SyncOne, with_sync),
-    ] {
-        let cases = PIPELINES.iter().zip(&alone).zip(outcomes);
-        for ((&pipeline, alone), replicated) in cases {
-            let alone = match alone {
-                Ok(m) => Ok(Measured {
-                    report: m.report.clone(),
-                    lag: None,
-                }),
-                Err(e) => Err(e.clone()),
-            };
+    for (&setup, by_pipeline) in SETUPS.iter().zip(outcomes) {
+        let Some(replication) = setup else {
+            continue;
+        };
+        for ((&pipeline, alone), replicated) in PIPELINES.iter().zip(&alone).zip(by_pipeline) {
             rows.push(Row {
                 replication,
                 pipeline,
-                alone,
+                alone: alone.clone(),
                 replicated,
             });
         }
@@ -218,10 +258,34 @@ fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
     rows
 }
 
-/// Gives every pipeline depth not measured yet the error that stopped the
-/// run.
-fn fail_unrun(outcomes: &mut Vec<Outcome>, e: &io::Error) {
-    outcomes.resize_with(PIPELINES.len(), || Err(e.to_string()));
+/// Starts the cluster of a throughput setup: a leader, and for a
+/// replicating setup two followers in sync with it.
+fn start_setup<'a>(
+    opts: &'a ReplicationOptions,
+    secret: &'a str,
+    setup: Option<Replication>,
+) -> io::Result<Cluster<'a>> {
+    let flags = setup.map_or(&[][..], Replication::leader_flags);
+    let mut cluster = Cluster::start(&opts.keyval_bin, secret, flags)?;
+    if setup.is_some() {
+        cluster.add_followers(&FOLLOWERS)?;
+    }
+    Ok(cluster)
+}
+
+/// Waits until every running cluster is idle (see
+/// [`Cluster::wait_settled`]). One that does not settle in time is
+/// stopped, and its later cases fail.
+fn settle(clusters: &mut [Slot<'_>]) {
+    for (slot, setup) in clusters.iter_mut().zip(SETUPS) {
+        let Ok(cluster) = slot else {
+            continue;
+        };
+        if let Err(e) = cluster.wait_settled() {
+            println!("{}: FAILED: {e}", setup_name(setup));
+            *slot = Err(format!("did not settle: {e}"));
+        }
+    }
 }
 
 /// A leader and its followers, all started with the same secret.
@@ -280,7 +344,7 @@ impl<'a> Cluster<'a> {
         for &id in ids {
             self.start_follower(id, TempDir::new()?, START_WAIT)?;
         }
-        self.wait_in_sync()
+        self.wait_settled()
     }
 
     /// Stops follower `id` with SIGTERM (bounded) and returns its data
@@ -307,50 +371,33 @@ impl<'a> Cluster<'a> {
         Ok(())
     }
 
-    /// Waits until the leader lists every running follower with
-    /// `acked` equal to its own `seq`.
-    fn wait_in_sync(&mut self) -> io::Result<()> {
+    /// Waits until the cluster is idle: the leader lists every running
+    /// follower with `acked` equal to its own `seq`, and no node is
+    /// compacting.
+    fn wait_settled(&mut self) -> io::Result<()> {
         let ids: Vec<u32> = self.followers.iter().map(|(id, _)| *id).collect();
-        let mut probe = InfoProbe::new(self.leader.addr);
-        process::wait_for("followers in sync", SYNC_WAIT, POLL_EVERY, || {
+        let addrs =
+            std::iter::once(self.leader.addr).chain(self.followers.iter().map(|(_, f)| f.addr));
+        let mut probes: Vec<InfoProbe> = addrs.map(InfoProbe::new).collect();
+        process::wait_for("cluster idle", SYNC_WAIT, POLL_EVERY, || {
             self.check_alive()?;
-            let info = match probe.info() {
-                Ok(info) => info,
-                Err(e) => return Ok(ControlFlow::Continue(format!("leader INFO failed: {e}"))),
-            };
-            let seq = info_u64(&info, "seq")?;
-            let mut state = format!("leader seq {seq}");
-            let mut done = true;
-            for id in &ids {
-                let line = info.get(&format!("follower_{id}"));
-                let acked = line.and_then(|v| lag::parse_acked(v));
-                done &= acked == Some(seq);
-                let _ = write!(
-                    state,
-                    "; follower_{id} {}",
-                    line.map_or("not connected", String::as_str)
-                );
+            let mut infos = Vec::with_capacity(probes.len());
+            for probe in &mut probes {
+                match probe.info() {
+                    Ok(info) => infos.push(info),
+                    Err(e) => {
+                        return Ok(ControlFlow::Continue(format!(
+                            "INFO of {} failed: {e}",
+                            probe.addr
+                        )))
+                    }
+                }
             }
-            Ok(if done {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(state)
+            Ok(match unsettled(&infos[0], &infos[1..], &ids)? {
+                None => ControlFlow::Break(()),
+                Some(state) => ControlFlow::Continue(state),
             })
         })
-    }
-
-    /// Measures each of [`PIPELINES`] in turn, appending to `outcomes`,
-    /// and stops at the first failure.
-    fn measure_each(
-        &mut self,
-        name: &str,
-        duration: Duration,
-        outcomes: &mut Vec<Outcome>,
-    ) -> io::Result<()> {
-        for &pipeline in &PIPELINES {
-            outcomes.push(Ok(self.measure(name, pipeline, duration)?));
-        }
-        Ok(())
     }
 
     /// Drives the standard PUT load at `pipeline` for `duration`, sampling
@@ -427,6 +474,132 @@ impl InfoProbe {
     }
 }
 
+/// What keeps a cluster from being idle, from the `INFO` of its leader and
+/// of its followers `ids` (in that order), or `None` when it is idle: the
+/// leader lists every follower with `acked` equal to its `seq`, and no node
+/// reports `compacting 1`.
+///
+/// # Errors
+/// A leader `INFO` without a numeric `seq`.
+fn unsettled(
+    leader: &HashMap<String, String>,
+    followers: &[HashMap<String, String>],
+    ids: &[u32],
+) -> io::Result<Option<String>> {
+    let seq = info_u64(leader, "seq")?;
+    let mut state = format!("leader seq {seq}");
+    let mut idle = true;
+    for id in ids {
+        let line = leader.get(&format!("follower_{id}"));
+        idle &= line.and_then(|v| lag::parse_acked(v)) == Some(seq);
+        let _ = write!(
+            state,
+            "; follower_{id} {}",
+            line.map_or("not connected", String::as_str)
+        );
+    }
+    let compacting =
+        |info: &HashMap<String, String>| info.get("compacting").is_some_and(|v| v != "0");
+    if compacting(leader) {
+        idle = false;
+        state.push_str("; leader compacting");
+    }
+    for (id, info) in ids.iter().zip(followers) {
+        if compacting(info) {
+            idle = false;
+            let _ = write!(state, "; follower {id} compacting");
+        }
+    }
+    Ok((!idle).then_some(state))
+}
+
+/// The median of `values` (the mean of the middle two when their count is
+/// even), or `None` when there are none.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// The smallest and largest of `values`, or `None` when there are none.
+fn min_max(values: &[f64]) -> Option<(f64, f64)> {
+    let min = values.iter().copied().min_by(f64::total_cmp)?;
+    let max = values.iter().copied().max_by(f64::total_cmp)?;
+    Some((min, max))
+}
+
+/// The position in `values` of their median: the lower of the middle two
+/// when their count is even, so that it names a value that was measured.
+/// `None` when there are none.
+fn median_index(values: &[f64]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    order.get(values.len().checked_sub(1)? / 2).copied()
+}
+
+/// A throughput row over its rounds.
+#[derive(Debug, PartialEq)]
+struct RoundSummary {
+    /// Median ops/s of the leader alone over the rounds that measured it.
+    alone: Option<f64>,
+    /// Median ops/s of the replicating leader over the rounds that
+    /// measured it.
+    replicated: Option<f64>,
+    /// Median of the per-round ratios, replicated over alone.
+    ratio: Option<f64>,
+    /// Smallest and largest per-round ratio.
+    range: Option<(f64, f64)>,
+    /// Rounds that measured both leaders (and the alone one above 0 ops/s),
+    /// so gave a ratio.
+    rounds: usize,
+    /// The round (index) whose ratio is the median, see [`median_index`].
+    median_round: Option<usize>,
+}
+
+/// Summarises a row from its per-round ops/s (`None`: that round failed).
+/// Each round's ratio uses that round's own alone figure.
+fn summarize_rounds(alone: &[Option<f64>], replicated: &[Option<f64>]) -> RoundSummary {
+    let measured = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<f64>>();
+    let (rounds, ratios): (Vec<usize>, Vec<f64>) = alone
+        .iter()
+        .zip(replicated)
+        .enumerate()
+        .filter_map(|(i, pair)| match pair {
+            (Some(a), Some(r)) if *a > 0.0 => Some((i, r / a)),
+            _ => None,
+        })
+        .unzip();
+    RoundSummary {
+        alone: median(&measured(alone)),
+        replicated: median(&measured(replicated)),
+        ratio: median(&ratios),
+        range: min_max(&ratios),
+        rounds: ratios.len(),
+        median_round: median_index(&ratios).map(|i| rounds[i]),
+    }
+}
+
+/// The errors of the rounds that failed, each distinct message once with
+/// the rounds (1-based) it ended.
+fn failures(outcomes: &[Outcome]) -> Vec<(Vec<usize>, &str)> {
+    let mut out: Vec<(Vec<usize>, &str)> = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        let Err(e) = o else {
+            continue;
+        };
+        match out.iter_mut().find(|(_, msg)| *msg == e.as_str()) {
+            Some((rounds, _)) => rounds.push(i + 1),
+            None => out.push((vec![i + 1], e)),
+        }
+    }
+    out
+}
+
 /// `p50 / p99 / max` lag in writes and in milliseconds, plus samples.
 fn fmt_lag(lag: &LagStats) -> String {
     let mut out = format!(
@@ -455,71 +628,101 @@ fn fmt_lag_ms(lag: &LagStats) -> String {
     )
 }
 
-/// Renders the throughput comparison.
+/// Ops/s of each round (`None` where it failed).
+fn ops_by_round(outcomes: &[Outcome]) -> Vec<Option<f64>> {
+    outcomes
+        .iter()
+        .map(|o| o.as_ref().ok().map(|m| m.report.ops_per_sec()))
+        .collect()
+}
+
+/// Renders the throughput comparison: medians over the rounds, the
+/// per-round ratios' median and range, and the latencies of the round
+/// with the median ratio.
 fn throughput_table(rows: &[Row], case_duration: Duration) -> String {
+    let rounds = rows.first().map_or(0, |r| r.replicated.len());
     let mut out = format!(
         "PUT throughput, leader alone vs. replicating (fsync always, {CONNECTIONS} connections, \
-         {VALUE_SIZE}-byte values, {:.1} s per case)\n",
+         {VALUE_SIZE}-byte values, {rounds} rounds of {:.1} s per case)\n",
         case_duration.as_secs_f64()
     );
     let _ = writeln!(
         out,
-        "{:<22} {:>4} {:>12} {:>12} {:>6} {:>7}  {:<22} {:<22} {:>7}",
+        "{:<22} {:>4} {:>12} {:>12} {:>6} {:>11} {:>7} {:>6}  {:<22} {:<22} {:>7}",
         "followers",
         "pipe",
         "alone ops/s",
         "repl ops/s",
         "ratio",
+        "per round",
         "target",
+        "rounds",
         "alone p50/p99/p999 us",
         "repl p50/p99/p999 us",
         "errors"
     );
-    let ops = |o: &Outcome| match o {
-        Ok(m) => format!("{:.0}", m.report.ops_per_sec()),
-        Err(_) => "FAILED".to_string(),
+    let ops = |v: Option<f64>| v.map_or_else(|| "FAILED".to_string(), |v| format!("{v:.0}"));
+    let lat = |o: Option<&Outcome>| match o {
+        Some(Ok(m)) => latencies(&m.report),
+        _ => "-".to_string(),
     };
-    let lat = |o: &Outcome| match o {
-        Ok(m) => latencies(&m.report),
-        Err(_) => "-".to_string(),
-    };
-    let errs = |o: &Outcome| match o {
-        Ok(m) => m.report.errors.to_string(),
-        Err(_) => "-".to_string(),
+    let errs = |outcomes: &[Outcome]| {
+        let measured = outcomes.iter().flatten();
+        match measured.clone().count() {
+            0 => "-".to_string(),
+            _ => measured.map(|m| m.report.errors).sum::<u64>().to_string(),
+        }
     };
     for row in rows {
         let target = row.replication.target();
-        let ratio = match (&row.alone, &row.replicated) {
-            (Ok(a), Ok(r)) if a.report.ops_per_sec() > 0.0 => {
-                let ratio = r.report.ops_per_sec() / a.report.ops_per_sec();
-                let met = if ratio >= target { "" } else { "!" };
-                format!("{ratio:.2}{met}")
-            }
-            _ => "-".to_string(),
-        };
+        let sum = summarize_rounds(&ops_by_round(&row.alone), &ops_by_round(&row.replicated));
+        let ratio = sum.ratio.map_or_else(
+            || "-".to_string(),
+            // A space where `!` would go keeps the digits aligned.
+            |r| format!("{r:.2}{}", if r >= target { " " } else { "!" }),
+        );
+        let range = sum
+            .range
+            .map_or_else(|| "-".to_string(), |(lo, hi)| format!("{lo:.2}-{hi:.2}"));
         let _ = writeln!(
             out,
-            "{:<22} {:>4} {:>12} {:>12} {:>6} {:>7}  {:<22} {:<22} {:>7}",
+            "{:<22} {:>4} {:>12} {:>12} {:>6} {:>11} {:>7} {:>6}  {:<22} {:<22} {:>7}",
             row.replication.name(),
             row.pipeline,
-            ops(&row.alone),
-            ops(&row.replicated),
+            ops(sum.alone),
+            ops(sum.replicated),
             ratio,
+            range,
             format!(">= {target:.1}"),
-            lat(&row.alone),
-            lat(&row.replicated),
+            format!("{}/{}", sum.rounds, row.replicated.len()),
+            lat(sum.median_round.and_then(|i| row.alone.get(i))),
+            lat(sum.median_round.and_then(|i| row.replicated.get(i))),
             format!("{}/{}", errs(&row.alone), errs(&row.replicated)),
         );
     }
-    out.push_str("(! marks a ratio below its target)\n");
+    out.push_str(
+        "(ops/s: medians over the rounds; ratio: median of the per-round ratios, each round's \
+         replicated ops/s over that round's alone ops/s;\n per round: lowest-highest of those \
+         ratios; rounds: rounds that gave a ratio; latencies: the round with the median ratio; \
+         errors: summed over the rounds;\n ! marks a median ratio below its target)\n",
+    );
+    // The alone outcomes are shared by the rows of a pipeline depth.
+    let mut alone_listed: Vec<usize> = Vec::new();
     for row in rows {
-        for (which, o) in [("alone", &row.alone), ("replicated", &row.replicated)] {
-            if let Err(e) = o {
+        let mut listed = vec![(Replication::name(row.replication), &row.replicated)];
+        if !alone_listed.contains(&row.pipeline) {
+            alone_listed.push(row.pipeline);
+            listed.insert(0, (setup_name(None), &row.alone));
+        }
+        for (name, outcomes) in listed {
+            for (failed, e) in failures(outcomes) {
+                let plural = if failed.len() > 1 { "s" } else { "" };
+                let failed: Vec<String> = failed.iter().map(usize::to_string).collect();
                 let _ = writeln!(
                     out,
-                    "{} p{} {which}: {e}",
-                    row.replication.name(),
-                    row.pipeline
+                    "{name} p{}, round{plural} {}: {e}",
+                    row.pipeline,
+                    failed.join(", ")
                 );
             }
         }
@@ -527,20 +730,36 @@ fn throughput_table(rows: &[Row], case_duration: Duration) -> String {
     out
 }
 
-/// Renders the lag of every replicated row.
+/// Renders the lag of every replicated row, the samples of all its rounds
+/// pooled.
 fn lag_table(rows: &[Row]) -> String {
+    let rounds = rows.first().map_or(0, |r| r.replicated.len());
     let mut out = format!(
         "Replication lag under that load (the most-behind follower in each leader INFO, \
-         sampled every {} ms)\n",
+         sampled every {} ms; the samples of all {rounds} rounds pooled)\n",
         LAG_EVERY.as_millis()
     );
     let _ = writeln!(
         out,
-        "{:<22} {:>4} {:>8} {:>26} {:>26}",
-        "followers", "pipe", "samples", "writes p50 / p99 / max", "ms p50 / p99 / max"
+        "{:<22} {:>4} {:>6} {:>8} {:>26} {:>26}",
+        "followers", "pipe", "rounds", "samples", "writes p50 / p99 / max", "ms p50 / p99 / max"
     );
     for row in rows {
-        let Ok(Measured { lag: Some(lag), .. }) = &row.replicated else {
+        let mut pooled: Option<LagStats> = None;
+        let mut measured = 0;
+        for lag in row
+            .replicated
+            .iter()
+            .flatten()
+            .filter_map(|m| m.lag.as_ref())
+        {
+            measured += 1;
+            match &mut pooled {
+                Some(p) => p.merge(lag),
+                None => pooled = Some(lag.clone()),
+            }
+        }
+        let Some(lag) = pooled else {
             continue;
         };
         let writes = format!(
@@ -551,12 +770,13 @@ fn lag_table(rows: &[Row]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<22} {:>4} {:>8} {:>26} {:>26}",
+            "{:<22} {:>4} {:>6} {:>8} {:>26} {:>26}",
             row.replication.name(),
             row.pipeline,
+            format!("{measured}/{}", row.replicated.len()),
             lag.samples,
             writes,
-            fmt_lag_ms(lag)
+            fmt_lag_ms(&lag)
         );
         if lag.missing > 0 {
             let _ = writeln!(
@@ -737,6 +957,214 @@ fn wait_caught_up(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info(lines: &[(&str, &str)]) -> HashMap<String, String> {
+        lines
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A measured load of `ok` requests in one second, every latency
+    /// `latency_us`.
+    fn measured(ok: u64, latency_us: u64) -> Outcome {
+        let mut latency = crate::histogram::Histogram::new();
+        latency.record(latency_us * 1000);
+        Ok(Measured {
+            report: LoadReport {
+                ok,
+                not_found: 0,
+                errors: 1,
+                unanswered: 0,
+                elapsed: Duration::from_secs(1),
+                latency,
+            },
+            lag: None,
+        })
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[2.0]), Some(2.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn min_max_of_values() {
+        assert_eq!(min_max(&[]), None);
+        assert_eq!(min_max(&[0.5]), Some((0.5, 0.5)));
+        assert_eq!(min_max(&[0.6, 0.44, 0.79]), Some((0.44, 0.79)));
+    }
+
+    #[test]
+    fn median_index_names_a_measured_value() {
+        assert_eq!(median_index(&[]), None);
+        assert_eq!(median_index(&[7.0]), Some(0));
+        assert_eq!(median_index(&[0.79, 0.44, 0.61]), Some(2));
+        // Even count: the lower of the middle two.
+        assert_eq!(median_index(&[0.4, 0.9, 0.7, 0.5]), Some(3));
+    }
+
+    #[test]
+    fn each_round_is_compared_with_its_own_alone_figure() {
+        // Round 2 is slow on both sides; its ratio is still 0.5.
+        let alone = [Some(100.0), Some(40.0), Some(90.0)];
+        let replicated = [Some(80.0), Some(20.0), Some(63.0)];
+        let sum = summarize_rounds(&alone, &replicated);
+        assert_eq!(sum.alone, Some(90.0));
+        assert_eq!(sum.replicated, Some(63.0));
+        assert_eq!(sum.ratio, Some(0.7));
+        assert_eq!(sum.range, Some((0.5, 0.8)));
+        assert_eq!(sum.rounds, 3);
+        assert_eq!(sum.median_round, Some(2));
+    }
+
+    #[test]
+    fn failed_rounds_give_no_ratio() {
+        let alone = [Some(100.0), None, Some(0.0), Some(50.0)];
+        let replicated = [Some(60.0), Some(70.0), Some(10.0), None];
+        let sum = summarize_rounds(&alone, &replicated);
+        assert_eq!(sum.alone, Some(50.0));
+        assert_eq!(sum.replicated, Some(60.0));
+        assert_eq!(sum.ratio, Some(0.6));
+        assert_eq!(sum.range, Some((0.6, 0.6)));
+        assert_eq!(sum.rounds, 1);
+        assert_eq!(sum.median_round, Some(0));
+
+        let none = summarize_rounds(&[None, None], &[Some(1.0), None]);
+        assert_eq!(none.alone, None);
+        assert_eq!(none.ratio, None);
+        assert_eq!(none.range, None);
+        assert_eq!(none.rounds, 0);
+        assert_eq!(none.median_round, None);
+    }
+
+    #[test]
+    fn failures_are_grouped_by_message() {
+        let outcomes = vec![
+            measured(1, 1),
+            Err("boom".to_string()),
+            Err("not run".to_string()),
+            Err("boom".to_string()),
+        ];
+        assert_eq!(
+            failures(&outcomes),
+            vec![(vec![2, 4], "boom"), (vec![3], "not run")]
+        );
+        assert!(failures(&[measured(1, 1)]).is_empty());
+    }
+
+    #[test]
+    fn throughput_table_shows_medians_and_the_range() {
+        let alone = vec![measured(1000, 100), measured(400, 900), measured(900, 200)];
+        let rows = vec![
+            Row {
+                replication: Replication::Async,
+                pipeline: 1,
+                alone: alone.clone(),
+                // Ratios 0.8, 0.5, 0.7: median 0.7, below 0.8.
+                replicated: vec![measured(800, 300), measured(200, 5000), measured(630, 400)],
+            },
+            Row {
+                replication: Replication::SyncOne,
+                pipeline: 1,
+                alone,
+                replicated: vec![
+                    measured(600, 300),
+                    Err("follower died".to_string()),
+                    Err("not run: it failed".to_string()),
+                ],
+            },
+        ];
+        let table = throughput_table(&rows, Duration::from_secs(3));
+        assert!(table.contains("3 rounds of 3.0 s"), "{table}");
+        let lines: Vec<&str> = table.lines().collect();
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cells[3..10],
+            ["1", "900", "630", "0.70!", "0.50-0.80", ">=", "0.8"],
+            "{table}"
+        );
+        assert_eq!(cells[10], "3/3", "{table}");
+        // Latencies from round 3, the one with the median ratio.
+        assert!(lines[2].contains("200 / 200 / 200"), "{table}");
+        assert!(lines[2].contains("400 / 400 / 400"), "{table}");
+        assert!(lines[2].ends_with("3/3"), "{table}");
+        let cells: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            cells[3..8],
+            ["1", "900", "600", "0.60", "0.60-0.60"],
+            "{table}"
+        );
+        assert!(lines[3].contains(" 1/3 "), "{table}");
+        assert!(lines[3].ends_with("3/1"), "{table}");
+        assert!(table.contains("p1, round 2: follower died"), "{table}");
+        assert!(table.contains("p1, round 3: not run: it failed"), "{table}");
+        let mut rows = rows;
+        rows[1].replicated[2] = Err("follower died".to_string());
+        let table = throughput_table(&rows, Duration::from_secs(3));
+        assert!(table.contains("p1, rounds 2, 3: follower died"), "{table}");
+    }
+
+    #[test]
+    fn lag_is_pooled_over_the_rounds() {
+        let lagged = |acked: u64| {
+            let mut m = measured(100, 1).unwrap();
+            m.lag = Some(lag::summarize(&[lag::Sample {
+                at: Duration::ZERO,
+                seq: 100,
+                acked: Some(acked),
+            }]));
+            Ok(m)
+        };
+        let rows = vec![Row {
+            replication: Replication::Async,
+            pipeline: 16,
+            alone: vec![measured(100, 1), measured(100, 1), measured(100, 1)],
+            replicated: vec![lagged(90), Err("gone".to_string()), lagged(60)],
+        }];
+        let table = lag_table(&rows);
+        assert!(table.contains("all 3 rounds pooled"), "{table}");
+        let row: Vec<&str> = table.lines().nth(2).unwrap().split_whitespace().collect();
+        assert_eq!(row[4..9], ["2/3", "2", "10", "/", "40"], "{table}");
+    }
+
+    #[test]
+    fn a_cluster_is_idle_when_every_follower_acked_and_nothing_compacts() {
+        let leader = info(&[
+            ("seq", "100"),
+            ("compacting", "0"),
+            ("follower_2", "addr=127.0.0.1:1 acked=100 lag=0"),
+            ("follower_3", "addr=127.0.0.1:2 acked=100 lag=0"),
+        ]);
+        let idle = info(&[("seq", "100"), ("compacting", "0")]);
+        let busy = info(&[("seq", "100"), ("compacting", "1")]);
+        let ids = [2, 3];
+        let followers = [idle.clone(), idle.clone()];
+        assert_eq!(unsettled(&leader, &followers, &ids).unwrap(), None);
+        // A leader alone.
+        assert_eq!(unsettled(&idle, &[], &[]).unwrap(), None);
+        assert!(unsettled(&busy, &[], &[]).unwrap().is_some());
+
+        let state = unsettled(&leader, &[idle.clone(), busy], &ids)
+            .unwrap()
+            .unwrap();
+        assert!(state.contains("follower 3 compacting"), "{state}");
+
+        let mut behind = leader.clone();
+        behind.insert(
+            "follower_3".to_string(),
+            "addr=127.0.0.1:2 acked=97 lag=3".to_string(),
+        );
+        assert!(unsettled(&behind, &followers, &ids).unwrap().is_some());
+        behind.remove("follower_3");
+        let state = unsettled(&behind, &followers, &ids).unwrap().unwrap();
+        assert!(state.contains("follower_3 not connected"), "{state}");
+
+        assert!(unsettled(&info(&[]), &[], &[]).is_err());
+    }
 
     #[test]
     fn strips_log_prefixes() {
