@@ -366,7 +366,11 @@ mod tests {
         store.put(b"a", b"3", 3, &mut undo);
         undo.forget_through(2);
         assert_eq!(undo.len(), 1);
-        assert_eq!(undo.bytes.len(), 2, "only the last mark's key and old value");
+        assert_eq!(
+            undo.bytes.len(),
+            2,
+            "only the last mark's key and old value"
+        );
         undo.roll_back(&mut store);
         assert_eq!(store.get(b"a"), Some(&b"1"[..]));
         assert_eq!(store.get(b"b"), Some(&b"2"[..]));
