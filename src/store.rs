@@ -83,6 +83,10 @@ pub struct UndoLog {
     marks: VecDeque<Mark>,
 }
 
+/// Room the [`UndoLog`]'s ring keeps once it has drained: more is given
+/// back.
+const UNDO_KEEP_BYTES: usize = 4 << 20;
+
 /// One write in the [`UndoLog`].
 struct Mark {
     seq: u64,
@@ -133,6 +137,10 @@ impl UndoLog {
             self.marks.pop_front();
         }
         self.bytes.drain(..drop_bytes);
+        // A burst of large values must not pin its memory for good.
+        if self.bytes.capacity() > UNDO_KEEP_BYTES && self.bytes.len() <= UNDO_KEEP_BYTES / 2 {
+            self.bytes.shrink_to(UNDO_KEEP_BYTES / 2);
+        }
     }
 
     /// Forgets every write: the data set they changed is gone.
@@ -376,6 +384,24 @@ mod tests {
         assert_eq!(store.get(b"b"), Some(&b"2"[..]));
         undo.forget_through(u64::MAX);
         assert!(undo.bytes.is_empty());
+    }
+
+    #[test]
+    fn a_drained_ring_gives_back_a_burst_of_memory() {
+        let (mut store, mut undo) = (Store::new(), UndoLog::new());
+        let big = vec![b'x'; 1 << 20];
+        for seq in 1..=16 {
+            store.put(format!("k{seq}").as_bytes(), &big, seq, &mut undo);
+            store.put(format!("k{seq}").as_bytes(), b"small", seq, &mut undo);
+        }
+        assert!(undo.bytes.capacity() >= 16 << 20);
+        undo.forget_through(16);
+        assert!(undo.is_empty());
+        assert!(
+            undo.bytes.capacity() <= UNDO_KEEP_BYTES,
+            "{}",
+            undo.bytes.capacity()
+        );
     }
 
     #[test]
