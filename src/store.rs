@@ -201,16 +201,7 @@ impl Store {
     /// Removes `key` as write `seq`, noting it in `undo`; whether it was
     /// there (an absent key changes nothing and is not noted).
     pub fn delete(&mut self, key: &[u8], seq: u64, undo: &mut UndoLog) -> bool {
-        let hash = self.hasher.hash_one(key);
-        match self.entries.find_entry(hash, |e| e.key() == key) {
-            Ok(found) => {
-                let (old, _) = found.remove();
-                undo.push(seq, key, Some(old.value()));
-                self.live_bytes -= old.live_len();
-                true
-            }
-            Err(_) => false,
-        }
+        self.take(key, |old| undo.push(seq, key, Some(old)))
     }
 
     /// Sets `key` to `value` for good: replay and snapshots, which never
@@ -221,10 +212,17 @@ impl Store {
 
     /// Removes `key` for good; whether it was there.
     pub fn remove(&mut self, key: &[u8]) -> bool {
+        self.take(key, |_| ())
+    }
+
+    /// Removes `key`, first showing `removed` its value; whether it was
+    /// there.
+    fn take(&mut self, key: &[u8], removed: impl FnOnce(&[u8])) -> bool {
         let hash = self.hasher.hash_one(key);
         match self.entries.find_entry(hash, |e| e.key() == key) {
             Ok(found) => {
                 let (old, _) = found.remove();
+                removed(old.value());
                 self.live_bytes -= old.live_len();
                 true
             }
