@@ -894,21 +894,17 @@ fn snapshot_line(
         return "snapshot: no round ran\n".into();
     };
     let mb = first.bytes as f64 / 1e6;
-    let copies: Vec<f64> = rounds
-        .iter()
-        .map(|(c, _)| c.elapsed.as_secs_f64())
-        .collect();
-    let snapshots: Vec<f64> = rounds.iter().map(|(_, s)| s.as_secs_f64()).collect();
-    let ratios: Vec<f64> = rounds
-        .iter()
-        .map(|(c, s)| s.as_secs_f64() / c.elapsed.as_secs_f64().max(1e-9))
-        .collect();
+    // Times, copy as the baseline: the same summary as a throughput row.
+    let secs = |t: Duration| Some(t.as_secs_f64());
+    let copies: Vec<Option<f64>> = rounds.iter().map(|(c, _)| secs(c.elapsed)).collect();
+    let snapshots: Vec<Option<f64>> = rounds.iter().map(|(_, s)| secs(*s)).collect();
+    let sum = summarize_rounds(&copies, &snapshots);
     let (copy, snapshot) = (
-        median(&copies).unwrap_or_default(),
-        median(&snapshots).unwrap_or_default(),
+        sum.alone.unwrap_or_default(),
+        sum.replicated.unwrap_or_default(),
     );
-    let ratio = median(&ratios).unwrap_or_default();
-    let (low, high) = min_max(&ratios).unwrap_or_default();
+    let ratio = sum.ratio.unwrap_or(f64::INFINITY);
+    let (low, high) = sum.range.unwrap_or((ratio, ratio));
     let n = rounds.len();
     let mut out = format!(
         "snapshot of {keys} keys ({mb:.1} MB log, seq {seq}): empty follower in sync {snapshot:.2} s \
