@@ -9,10 +9,11 @@ mod common;
 
 use std::fs;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::cluster::{
-    digest, free_port, leader_on, put_many, seq, start_follower, wait_followers, wait_synced,
-    Follower,
+    count_log, digest, free_port, leader_on, put_many, seq, start_follower, wait_followers,
+    wait_log_count, wait_synced, Follower,
 };
 use common::{wait_until, Node, SECRET};
 
@@ -268,6 +269,32 @@ fn a_fenced_leader_stays_fenced_across_a_restart() {
     let out = ok(ctl(leader.addr.port(), &["promote"]));
     assert!(out.contains("OK epoch 2"), "{out}");
     assert_eq!(leader.client().call("PUT a 1"), "OK");
+}
+
+#[test]
+fn re_pointing_a_follower_leaves_it_one_steady_link() {
+    let leader = Node::leader(&[]);
+    let follower = start_follower(leader.addr.port(), 2, &[]);
+    wait_followers(&leader, 1);
+    let lp = leader.addr.port().to_string();
+    ok(ctl(follower.addr.port(), &["follow", "127.0.0.1", &lp]));
+    follower.wait_log("now following");
+    wait_log_count(&follower, "connected to the leader", 2);
+    // The replaced link's close must not drop the new one: the follower
+    // would dial again after its backoff (100 ms), and start a chain of
+    // links, each replacing the one before. Writes for half a second, one
+    // at a time, cover that.
+    let mut c = leader.client();
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_millis(500) {
+        assert_eq!(c.call(&format!("PUT k{n} v")), "OK");
+        n += 1;
+    }
+    wait_synced(&leader, &[&follower]);
+    wait_log_count(&follower, "connected to the leader", 2);
+    assert_eq!(count_log(&follower, "lost the link"), 0);
+    assert_eq!(leader.info_field("followers"), "1");
 }
 
 #[test]

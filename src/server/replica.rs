@@ -580,7 +580,11 @@ impl Node {
                     self.assign_awaited();
                 }
             }
-            Peer::Leader(_) => {
+            // Only the current link counts: one replaced by `FOLLOW` or
+            // `PROMOTE` closes after its successor may have been dialled,
+            // and must not orphan it (each orphan's close would dial yet
+            // another link, for ever).
+            Peer::Leader(_) if self.repl.link.key == Some(key) => {
                 let link = &mut self.repl.link;
                 link.key = None;
                 if link.status != Some(LinkStatus::Refused) {
