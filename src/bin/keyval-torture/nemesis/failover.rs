@@ -176,15 +176,18 @@ impl Nemesis {
         self.release();
         let down = self.millis(1000, 4000);
         self.nap(down);
-        let (id, addr, proxy) = {
+        // The `follow` runs under the cluster lock: the other lanes may
+        // fault again, and must not kill or restart the new node (which
+        // moves it to another port) before it has been told to follow.
+        let id = {
             let mut c = lock(&self.shared.cluster);
             let id = c.add_follower()?;
             let node = c.node(id)?;
             let addr = node.addr().ok_or("the new node is not running")?;
-            (id, addr, node.proxy.addr())
+            self.shared.ctl.follow(addr, node.proxy.addr())?;
+            id
         };
         self.gate().replacing -= 1;
-        self.shared.ctl.follow(addr, proxy)?;
         self.note(format!(
             "lose-leader: new empty node {id} replaces node {old}; keyval-ctl follow through its proxy"
         ));
