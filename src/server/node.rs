@@ -209,7 +209,9 @@ impl Node {
             },
             Peer::FollowerAuth { .. } => self.follower_auth(conn, key, line),
             Peer::AdminAuth { .. } => self.admin_auth(conn, line),
-            Peer::Leader(_) => self.link_line(conn, line),
+            Peer::Leader(_) if self.is_current_link(key) => self.link_line(conn, line),
+            // A replaced link's lines are ignored until it closes.
+            Peer::Leader(_) => {}
             // Frames, not lines, flow on these.
             Peer::Follower(_) => {}
         }

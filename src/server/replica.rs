@@ -205,6 +205,9 @@ impl Node {
     /// follower). Returns the bytes consumed; a protocol error marks the
     /// connection for closing.
     pub fn process_frames(&mut self, conn: &mut Conn, key: usize, bytes: &[u8]) -> usize {
+        if matches!(conn.kind, Peer::Leader(_)) && !self.is_current_link(key) {
+            return bytes.len();
+        }
         let mut off = 0;
         while !conn.closing && conn.kind.is_framed() && !conn.kind.holds_input() {
             match Frame::decode(&bytes[off..]) {
@@ -485,6 +488,15 @@ impl Node {
         }
     }
 
+    /// Whether connection `key` is this follower's link to its leader. A
+    /// link replaced by `FOLLOW` or `PROMOTE` stays open until the end of
+    /// the loop turn; what it still brings (a plan that would clear the
+    /// permission `FOLLOW` gave to drop writes, records of the old leader)
+    /// is ignored, and its close changes nothing.
+    pub fn is_current_link(&self, key: usize) -> bool {
+        self.repl.link.key == Some(key)
+    }
+
     /// A line on the follower's link during the handshake.
     pub fn link_line(&mut self, conn: &mut Conn, line: &[u8]) {
         let mut kind = std::mem::replace(&mut conn.kind, Peer::AwaitHello);
@@ -580,11 +592,10 @@ impl Node {
                     self.assign_awaited();
                 }
             }
-            // Only the current link counts: one replaced by `FOLLOW` or
-            // `PROMOTE` closes after its successor may have been dialled,
-            // and must not orphan it (each orphan's close would dial yet
-            // another link, for ever).
-            Peer::Leader(_) if self.repl.link.key == Some(key) => {
+            // A replaced link closes after its successor may have been
+            // dialled, and must not orphan it (each orphan's close would
+            // dial yet another link, for ever).
+            Peer::Leader(_) if self.is_current_link(key) => {
                 let link = &mut self.repl.link;
                 link.key = None;
                 if link.status != Some(LinkStatus::Refused) {
