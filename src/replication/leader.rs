@@ -122,15 +122,16 @@ impl Feed {
         self.generation != wal.generation()
     }
 
-    /// Appends frames to `out` until it holds `limit` bytes or the follower
-    /// has everything written so far.
+    /// Appends frames to `out` until it has added `room` bytes or the
+    /// follower has everything written so far.
     ///
     /// # Returns
-    /// Whether it stopped at `limit`, with more to send.
+    /// Whether it stopped for lack of room, with more to send.
     ///
     /// # Errors
     /// A [`FeedError`]; the caller drops the follower.
-    pub fn pump(&mut self, wal: &Wal, out: &mut Vec<u8>, limit: usize) -> Result<bool, FeedError> {
+    pub fn pump(&mut self, wal: &Wal, out: &mut Vec<u8>, room: usize) -> Result<bool, FeedError> {
+        let limit = out.len() + room;
         while out.len() < limit {
             let end = match self.follow_generation(wal)? {
                 Some(end) => end,
@@ -365,6 +366,48 @@ mod tests {
         o.wal.commit(&mut store).expect("commit");
         feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
         assert_eq!(record_seqs(&frames(&out)), vec![11]);
+    }
+
+    #[test]
+    fn pump_adds_up_to_its_room_whatever_the_buffer_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = Wal::open(&dir.path().join("leader.log"), FsyncPolicy::Always).expect("open");
+        let mut store = Store::new();
+        for i in 0..100 {
+            o.wal
+                .append(
+                    &mut store,
+                    Op::Put,
+                    format!("k{i}").as_bytes(),
+                    &[b'v'; 100],
+                )
+                .expect("put");
+        }
+        o.wal.commit(&mut store).expect("commit");
+        let mut feed = Feed::new(&o.wal, catch_up(0, 0)).expect("feed");
+        // Bytes the socket already took stay in the buffer until it drains;
+        // a room counted from the buffer's length would add nothing here.
+        let sent = vec![0u8; 1 << 20];
+        let mut out = sent.clone();
+        assert!(
+            feed.pump(&o.wal, &mut out, 0).expect("pump"),
+            "no room: more to send"
+        );
+        assert_eq!(out.len(), sent.len());
+        assert!(
+            feed.pump(&o.wal, &mut out, 1000).expect("pump"),
+            "stopped at its room"
+        );
+        let added = out.len() - sent.len();
+        assert!((1000..1000 + (256 << 10)).contains(&added), "{added}");
+        assert!(
+            !feed.pump(&o.wal, &mut out, 1 << 20).expect("pump"),
+            "all sent"
+        );
+        assert_eq!(
+            record_seqs(&frames(&out[sent.len()..])),
+            (1..=100).collect::<Vec<u64>>()
+        );
     }
 
     #[test]

@@ -642,7 +642,10 @@ impl Node {
                 let Some(feed) = &mut session.feed else {
                     return;
                 };
-                match feed.pump(&self.wal, conn.raw_out(), FOLLOWER_BUF_LOW) {
+                // The output buffer also holds what the socket already
+                // took, until it drains: only what is still unsent counts.
+                let room = FOLLOWER_BUF_LOW.saturating_sub(conn.pending_output());
+                match feed.pump(&self.wal, conn.raw_out(), room) {
                     Ok(more) => {
                         session.behind = more;
                         if let Some(entry) = self.repl.followers.get_mut(&session.id) {
