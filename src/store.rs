@@ -3,11 +3,22 @@
 //! take back what it changed.
 //!
 //! Pure: no IO, no clocks. The write-ahead log decides what is durable; this
-//! map only holds the current state. Each entry is one heap allocation
-//! holding both the key and the value, which keeps a million small keys
-//! within Redis's footprint. A value overwritten by one of the same length
-//! is overwritten in place, and what it replaced goes to the [`UndoLog`]'s
-//! one buffer, so the common overwrite allocates and frees nothing.
+//! map only holds the current state. An entry written by a client is one
+//! heap allocation holding both the key and the value, which keeps a
+//! million small keys within Redis's footprint. A value overwritten by one
+//! of the same length is overwritten in place, and what it replaced goes to
+//! the [`UndoLog`]'s one buffer, so the common overwrite allocates and
+//! frees nothing.
+//!
+//! A store built from a snapshot instead keeps the snapshot's records where
+//! they arrived: each chunk of the leader's log becomes a shared buffer
+//! ([`Store::share`]) and its keys point into it ([`Store::set_shared`]).
+//! That saves a million allocations, copies and fresh pages per million
+//! keys, most of a snapshot's build time. A buffer is freed once none of
+//! its keys is left in it (a key overwritten or deleted leaves it), so the
+//! memory a snapshot pins is at most its own size; buffers left less than
+//! half used when the snapshot ends are copied out at once
+//! ([`Store::settle_shared`]).
 //!
 //! The map hashes keys with foldhash, seeded at random per process: a
 //! third of the cost of std's SipHash for short keys, which every write,
@@ -17,56 +28,118 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use hashbrown::hash_table::Entry as Slot;
 use hashbrown::HashTable;
 use sha2::{Digest, Sha256};
 
-/// One key and its value in a single allocation:
-///
-/// ```text
-/// [key length: u16 LE][key bytes][value bytes]
-/// ```
-struct Entry(Box<[u8]>);
+/// Finds the key and value of the entry that begins `bytes` in a shared
+/// buffer. Every buffer of a store has the layout its `Locate` reads (the
+/// log's records: [`crate::wal::record::key_value_at`]).
+pub type Locate = fn(&[u8]) -> (&[u8], &[u8]);
+
+/// A shared buffer of a [`Store`], from [`Store::share`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferId(u32);
+
+/// One key and its value (16 bytes in the table either way).
+enum Entry {
+    /// Its own allocation: `[key length: u16 LE][key bytes][value bytes]`.
+    Own(Box<[u8]>),
+    /// In shared buffer `buffer`, at offset `at`.
+    Shared { buffer: u32, at: u32 },
+}
 
 impl Entry {
-    fn new(key: &[u8], value: &[u8]) -> Entry {
+    fn own(key: &[u8], value: &[u8]) -> Entry {
         let key_len = u16::try_from(key.len()).expect("keys are at most 1024 bytes");
         let mut bytes = Vec::with_capacity(2 + key.len() + value.len());
         bytes.extend_from_slice(&key_len.to_le_bytes());
         bytes.extend_from_slice(key);
         bytes.extend_from_slice(value);
-        Entry(bytes.into_boxed_slice())
+        Entry::Own(bytes.into_boxed_slice())
     }
 
-    fn split(&self) -> (&[u8], &[u8]) {
-        let key_len = usize::from(u16::from_le_bytes([self.0[0], self.0[1]]));
-        self.0[2..].split_at(key_len)
+    fn split<'a>(&'a self, buffers: &'a Buffers) -> (&'a [u8], &'a [u8]) {
+        match self {
+            Entry::Own(bytes) => {
+                let key_len = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+                bytes[2..].split_at(key_len)
+            }
+            Entry::Shared { buffer, at } => buffers.split(*buffer, *at),
+        }
     }
 
-    fn key(&self) -> &[u8] {
-        self.split().0
+    fn key<'a>(&'a self, buffers: &'a Buffers) -> &'a [u8] {
+        self.split(buffers).0
+    }
+}
+
+/// Key plus value bytes.
+fn live_len((key, value): (&[u8], &[u8])) -> u64 {
+    (key.len() + value.len()) as u64
+}
+
+/// The shared buffers of a store.
+struct Buffers {
+    /// Indexed by [`BufferId`]; `None` once freed (ids are not reused).
+    list: Vec<Option<Buffer>>,
+    locate: Locate,
+}
+
+struct Buffer {
+    bytes: Arc<[u8]>,
+    /// Entries pointing into it, and their key plus value bytes.
+    entries: u32,
+    live: u64,
+}
+
+fn locate_nothing(_: &[u8]) -> (&[u8], &[u8]) {
+    (&[], &[])
+}
+
+impl Default for Buffers {
+    fn default() -> Buffers {
+        Buffers {
+            list: Vec::new(),
+            locate: locate_nothing,
+        }
+    }
+}
+
+impl Buffers {
+    fn split(&self, buffer: u32, at: u32) -> (&[u8], &[u8]) {
+        let bytes = self
+            .list
+            .get(buffer as usize)
+            .and_then(Option::as_ref)
+            .and_then(|b| b.bytes.get(at as usize..));
+        // An entry keeps its buffer alive, so this always finds it.
+        bytes.map_or((&[], &[]), self.locate)
     }
 
-    fn value(&self) -> &[u8] {
-        self.split().1
+    fn get_mut(&mut self, buffer: u32) -> Option<&mut Buffer> {
+        self.list.get_mut(buffer as usize).and_then(Option::as_mut)
     }
 
-    /// Key plus value bytes.
-    fn live_len(&self) -> u64 {
-        self.0.len() as u64 - 2
+    /// An entry of `len` bytes now points into `buffer`.
+    fn hold(&mut self, buffer: u32, len: u64) {
+        if let Some(b) = self.get_mut(buffer) {
+            b.entries += 1;
+            b.live += len;
+        }
     }
 
-    /// Sets the value to `value`: in place when the length is unchanged,
-    /// else in a new allocation.
-    fn set_value(&mut self, value: &[u8]) {
-        let (key, old) = self.split();
-        if old.len() == value.len() {
-            let at = 2 + key.len();
-            self.0[at..].copy_from_slice(value);
-        } else {
-            *self = Entry::new(key, value);
+    /// An entry of `len` bytes left `buffer`; the last one frees it.
+    fn release(&mut self, buffer: u32, len: u64) {
+        if let Some(b) = self.get_mut(buffer) {
+            b.entries -= 1;
+            b.live -= len;
+            if b.entries == 0 {
+                self.list[buffer as usize] = None;
+            }
         }
     }
 }
@@ -173,6 +246,7 @@ impl UndoLog {
 pub struct Store {
     entries: HashTable<Entry>,
     hasher: RandomState,
+    buffers: Buffers,
     /// Sum of key and value lengths, the "live data" compaction compares
     /// the log against.
     live_bytes: u64,
@@ -187,9 +261,10 @@ impl Store {
     /// The value of `key`, if any.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         let hash = self.hasher.hash_one(key);
+        let buffers = &self.buffers;
         self.entries
-            .find(hash, |e| e.key() == key)
-            .map(Entry::value)
+            .find(hash, |e| e.key(buffers) == key)
+            .map(|e| e.split(buffers).1)
     }
 
     /// Sets `key` to `value` as write `seq`, noting in `undo` what it
@@ -219,47 +294,192 @@ impl Store {
     /// there.
     fn take(&mut self, key: &[u8], removed: impl FnOnce(&[u8])) -> bool {
         let hash = self.hasher.hash_one(key);
-        match self.entries.find_entry(hash, |e| e.key() == key) {
-            Ok(found) => {
-                let (old, _) = found.remove();
-                removed(old.value());
-                self.live_bytes -= old.live_len();
-                true
-            }
-            Err(_) => false,
+        let buffers = &self.buffers;
+        let Ok(found) = self.entries.find_entry(hash, |e| e.key(buffers) == key) else {
+            return false;
+        };
+        let (old, _) = found.remove();
+        let (_, value) = old.split(buffers);
+        removed(value);
+        let len = (key.len() + value.len()) as u64;
+        self.live_bytes -= len;
+        if let Entry::Shared { buffer, .. } = old {
+            self.buffers.release(buffer, len);
         }
+        true
     }
 
     /// Sets `key` to `value`, first showing `replaced` the old value (or
     /// `None`).
     fn upsert(&mut self, key: &[u8], value: &[u8], replaced: impl FnOnce(Option<&[u8]>)) {
         let hash = self.hasher.hash_one(key);
-        let hasher = &self.hasher;
-        let slot = self
-            .entries
-            .entry(hash, |e| e.key() == key, |e| hasher.hash_one(e.key()));
-        match slot {
+        let (hasher, buffers) = (&self.hasher, &self.buffers);
+        let slot = self.entries.entry(
+            hash,
+            |e| e.key(buffers) == key,
+            |e| hasher.hash_one(e.key(buffers)),
+        );
+        let left = match slot {
             Slot::Occupied(mut found) => {
                 let entry = found.get_mut();
-                replaced(Some(entry.value()));
-                self.live_bytes -= entry.live_len();
-                entry.set_value(value);
+                let (_, old) = entry.split(buffers);
+                replaced(Some(old));
+                let same_len = old.len() == value.len();
+                let old_len = (key.len() + old.len()) as u64;
+                self.live_bytes -= old_len;
+                match entry {
+                    Entry::Own(bytes) if same_len => {
+                        let at = bytes.len() - value.len();
+                        bytes[at..].copy_from_slice(value);
+                        None
+                    }
+                    Entry::Own(_) => {
+                        *entry = Entry::own(key, value);
+                        None
+                    }
+                    Entry::Shared { buffer, .. } => {
+                        let buffer = *buffer;
+                        *entry = Entry::own(key, value);
+                        Some((buffer, old_len))
+                    }
+                }
             }
             Slot::Vacant(free) => {
                 replaced(None);
-                free.insert(Entry::new(key, value));
+                free.insert(Entry::own(key, value));
+                None
+            }
+        };
+        self.live_bytes += (key.len() + value.len()) as u64;
+        if let Some((buffer, len)) = left {
+            self.buffers.release(buffer, len);
+        }
+    }
+
+    /// Takes `bytes` as a shared buffer whose entries [`Store::set_shared`]
+    /// can point into; `locate` reads them. A buffer no key uses is
+    /// dropped by [`Store::unshare_unused`].
+    ///
+    /// # Panics
+    /// Past `u32::MAX` buffers in one store (a snapshot of 2^32 chunks).
+    pub fn share(&mut self, bytes: Arc<[u8]>, locate: Locate) -> BufferId {
+        let id = u32::try_from(self.buffers.list.len()).expect("fewer than 2^32 shared buffers");
+        self.buffers.locate = locate;
+        self.buffers.list.push(Some(Buffer {
+            bytes,
+            entries: 0,
+            live: 0,
+        }));
+        BufferId(id)
+    }
+
+    /// Drops `buffer` if no key points into it.
+    pub fn unshare_unused(&mut self, buffer: BufferId) {
+        if let Some(slot) = self.buffers.list.get_mut(buffer.0 as usize) {
+            if slot.as_ref().is_some_and(|b| b.entries == 0) {
+                *slot = None;
             }
         }
-        self.live_bytes += (key.len() + value.len()) as u64;
+    }
+
+    /// Sets the key found at offset `at` of shared `buffer` to the value
+    /// found there, for good (replay and snapshots), without copying
+    /// either. An offset past 4 GiB is copied instead.
+    pub fn set_shared(&mut self, buffer: BufferId, at: usize) {
+        let Ok(at) = u32::try_from(at) else {
+            let Some(bytes) = self
+                .buffers
+                .list
+                .get(buffer.0 as usize)
+                .and_then(Option::as_ref)
+            else {
+                return;
+            };
+            let bytes = Arc::clone(&bytes.bytes);
+            let (key, value) = bytes
+                .get(at..)
+                .map_or((&[][..], &[][..]), self.buffers.locate);
+            return self.set(key, value);
+        };
+        let (hasher, buffers) = (&self.hasher, &self.buffers);
+        let (key, value) = buffers.split(buffer.0, at);
+        let len = live_len((key, value));
+        let shared = Entry::Shared {
+            buffer: buffer.0,
+            at,
+        };
+        let slot = self.entries.entry(
+            hasher.hash_one(key),
+            |e| e.key(buffers) == key,
+            |e| hasher.hash_one(e.key(buffers)),
+        );
+        let left = match slot {
+            Slot::Occupied(mut found) => {
+                let old_len = live_len(found.get().split(buffers));
+                self.live_bytes -= old_len;
+                match std::mem::replace(found.get_mut(), shared) {
+                    Entry::Shared { buffer, .. } => Some((buffer, old_len)),
+                    Entry::Own(_) => None,
+                }
+            }
+            Slot::Vacant(free) => {
+                free.insert(shared);
+                None
+            }
+        };
+        self.live_bytes += len;
+        self.buffers.hold(buffer.0, len);
+        if let Some((old, old_len)) = left {
+            self.buffers.release(old, old_len);
+        }
+    }
+
+    /// Copies the keys of every shared buffer less than half used into
+    /// allocations of their own, freeing those buffers: a snapshot of a
+    /// log that had not been compacted holds records of overwritten keys,
+    /// which would otherwise stay in memory.
+    pub fn settle_shared(&mut self) {
+        let sparse: Vec<bool> = (self.buffers.list.iter())
+            .map(|b| {
+                b.as_ref()
+                    .is_some_and(|b| 2 * b.live < b.bytes.len() as u64)
+            })
+            .collect();
+        if !sparse.contains(&true) {
+            return;
+        }
+        let buffers = &self.buffers;
+        for entry in self.entries.iter_mut() {
+            if let Entry::Shared { buffer, .. } = *entry {
+                if sparse[buffer as usize] {
+                    let (key, value) = entry.split(buffers);
+                    *entry = Entry::own(key, value);
+                }
+            }
+        }
+        for (slot, sparse) in self.buffers.list.iter_mut().zip(sparse) {
+            if sparse {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Bytes held in shared buffers, and how many of them are live keys
+    /// and values.
+    pub fn shared_bytes(&self) -> (u64, u64) {
+        let held = self.buffers.list.iter().flatten();
+        held.fold((0, 0), |(all, live), b| {
+            (all + b.bytes.len() as u64, live + b.live)
+        })
     }
 
     /// Makes room for `additional` more keys up front, so that building a
     /// large store (a snapshot) does not rehash it as it grows. Returns
     /// whether the memory was available; if not, the store grows as usual.
     pub fn try_reserve(&mut self, additional: usize) -> bool {
-        let hasher = &self.hasher;
+        let (hasher, buffers) = (&self.hasher, &self.buffers);
         self.entries
-            .try_reserve(additional, |e| hasher.hash_one(e.key()))
+            .try_reserve(additional, |e| hasher.hash_one(e.key(buffers)))
             .is_ok()
     }
 
@@ -281,9 +501,8 @@ impl Store {
     /// The keys starting with `prefix`, in byte order.
     pub fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<&[u8]> {
         let mut keys: Vec<&[u8]> = self
-            .entries
             .iter()
-            .map(Entry::key)
+            .map(|(key, _)| key)
             .filter(|k| k.starts_with(prefix))
             .collect();
         keys.sort_unstable();
@@ -292,7 +511,7 @@ impl Store {
 
     /// Every key and value, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.entries.iter().map(Entry::split)
+        self.entries.iter().map(|e| e.split(&self.buffers))
     }
 
     /// SHA-256 over `<key>\n<value>\n` for every key in byte order, as lower
@@ -400,6 +619,120 @@ mod tests {
             "{}",
             undo.bytes.capacity()
         );
+    }
+
+    /// A buffer of entries laid out `[key len: u8][value len: u8][key][value]`,
+    /// and the offset of each.
+    fn buffer_of(pairs: &[(&str, &str)]) -> (Arc<[u8]>, Vec<usize>) {
+        let (mut bytes, mut at) = (Vec::new(), Vec::new());
+        for (k, v) in pairs {
+            at.push(bytes.len());
+            bytes.extend_from_slice(&[k.len() as u8, v.len() as u8]);
+            bytes.extend_from_slice(k.as_bytes());
+            bytes.extend_from_slice(v.as_bytes());
+        }
+        (Arc::from(bytes), at)
+    }
+
+    fn locate(bytes: &[u8]) -> (&[u8], &[u8]) {
+        let (k, v) = (usize::from(bytes[0]), usize::from(bytes[1]));
+        (&bytes[2..2 + k], &bytes[2 + k..2 + k + v])
+    }
+
+    #[test]
+    fn shared_entries_read_like_own_ones_and_free_their_buffer() {
+        let (bytes, at) = buffer_of(&[("a", "1"), ("b", "22"), ("a", "333")]);
+        let (mut shared, mut own) = (Store::new(), Store::new());
+        own.set(b"c", b"own");
+        shared.set(b"c", b"own");
+        let id = shared.share(Arc::clone(&bytes), locate);
+        for &at in &at {
+            shared.set_shared(id, at);
+        }
+        for (k, v) in [("a", "1"), ("b", "22"), ("a", "333")] {
+            own.set(k.as_bytes(), v.as_bytes());
+        }
+        assert_eq!(shared.get(b"a"), Some(&b"333"[..]), "the later record wins");
+        assert_eq!(shared.digest(), own.digest());
+        assert_eq!(shared.live_bytes(), own.live_bytes());
+        assert_eq!(shared.keys_with_prefix(b""), own.keys_with_prefix(b""));
+        assert_eq!(
+            shared.shared_bytes(),
+            (bytes.len() as u64, 7),
+            "b22 and a333"
+        );
+        assert_eq!(Arc::strong_count(&bytes), 2);
+
+        // Overwrites, a delete and a roll-back move the keys out.
+        let mut undo = UndoLog::new();
+        shared.put(b"a", b"4", 1, &mut undo);
+        assert!(shared.delete(b"b", 2, &mut undo));
+        assert_eq!(shared.get(b"a"), Some(&b"4"[..]));
+        assert_eq!(Arc::strong_count(&bytes), 1, "the last key left the buffer");
+        assert_eq!(shared.shared_bytes(), (0, 0));
+        undo.roll_back(&mut shared);
+        assert_eq!(shared.digest(), own.digest());
+        assert_eq!(shared.live_bytes(), own.live_bytes());
+    }
+
+    #[test]
+    fn a_key_moves_between_buffers_and_unused_ones_are_dropped() {
+        let (first, at1) = buffer_of(&[("k", "old"), ("x", "1")]);
+        let (second, at2) = buffer_of(&[("k", "new")]);
+        let (unused, _) = buffer_of(&[("u", "1")]);
+        let mut store = Store::new();
+        let (id1, id2) = (
+            store.share(Arc::clone(&first), locate),
+            store.share(Arc::clone(&second), locate),
+        );
+        store.set_shared(id1, at1[0]);
+        store.set_shared(id1, at1[1]);
+        store.set_shared(id2, at2[0]);
+        assert_eq!(store.get(b"k"), Some(&b"new"[..]));
+        assert_eq!(store.live_bytes(), 6);
+        let id3 = store.share(Arc::clone(&unused), locate);
+        store.unshare_unused(id3);
+        store.unshare_unused(id1);
+        assert_eq!(Arc::strong_count(&unused), 1, "no key in it");
+        assert_eq!(Arc::strong_count(&first), 2, "still holds x");
+        assert!(store.remove(b"x"));
+        assert_eq!(Arc::strong_count(&first), 1);
+        assert_eq!(Arc::strong_count(&second), 2);
+    }
+
+    #[test]
+    fn settling_copies_keys_out_of_buffers_less_than_half_used() {
+        let pairs: Vec<(String, String)> =
+            (0..10).map(|i| (format!("k{i}"), "v".repeat(20))).collect();
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (sparse, at1) = buffer_of(&pairs);
+        let (full, at2) = buffer_of(&[("f", "value")]);
+        let mut store = Store::new();
+        let (id1, id2) = (
+            store.share(Arc::clone(&sparse), locate),
+            store.share(Arc::clone(&full), locate),
+        );
+        for &at in &at1 {
+            store.set_shared(id1, at);
+        }
+        store.set_shared(id2, at2[0]);
+        for i in 0..6 {
+            store.set(format!("k{i}").as_bytes(), b"elsewhere");
+        }
+        let digest = store.digest();
+        store.settle_shared();
+        assert_eq!(
+            Arc::strong_count(&sparse),
+            1,
+            "4 of 10 keys left: copied out"
+        );
+        assert_eq!(Arc::strong_count(&full), 2, "fully used: kept");
+        assert_eq!(store.digest(), digest);
+        assert_eq!(store.get(b"k9"), Some(&b"v".repeat(20)[..]));
+        assert_eq!(store.shared_bytes(), (full.len() as u64, 6));
     }
 
     #[test]

@@ -146,6 +146,25 @@ impl Op {
 }
 
 /// A record's whole length from its first four bytes, the body length.
+/// The key and value of the record that begins `bytes`, for a store that
+/// keeps records where they are ([`crate::store::Store::set_shared`]). The
+/// record was decoded, checksum and all, before the store took it; this
+/// only finds its fields again (lengths that do not fit give empty slices,
+/// not a panic).
+pub fn key_value_at(bytes: &[u8]) -> (&[u8], &[u8]) {
+    let field = |at: usize, len: usize| bytes.get(at..at + len);
+    let (Some(body_len), Some(key_len)) = (field(0, 4), field(17, 2)) else {
+        return (&[], &[]);
+    };
+    let key_at = RECORD_PREFIX_LEN + BODY_FIXED_LEN;
+    let key_end = key_at + usize::from(u16::from_le_bytes([key_len[0], key_len[1]]));
+    let end = RECORD_PREFIX_LEN + le_u32(body_len) as usize;
+    match (bytes.get(key_at..key_end), bytes.get(key_end..end)) {
+        (Some(key), Some(value)) => (key, value),
+        _ => (&[], &[]),
+    }
+}
+
 fn total_len(prefix: &[u8]) -> Result<usize, RecordError> {
     let body_len = le_u32(&prefix[..4]) as usize;
     if !(BODY_FIXED_LEN..=MAX_BODY_LEN).contains(&body_len) {
@@ -332,6 +351,36 @@ mod tests {
     #[test]
     fn crc32_known_answer() {
         assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn key_value_at_finds_what_decode_found() {
+        let mut buf = Vec::new();
+        for (key, value) in [
+            (&b"k"[..], &b"v"[..]),
+            (b"key:17", b""),
+            (b"x", &[7u8; 300][..]),
+        ] {
+            buf.clear();
+            let op = if value.is_empty() {
+                Op::Delete
+            } else {
+                Op::Put
+            };
+            Record {
+                seq: 9,
+                op,
+                key,
+                value,
+            }
+            .encode(&mut buf);
+            buf.extend_from_slice(b"the next record");
+            assert_eq!(key_value_at(&buf), (key, value));
+        }
+        let empty: (&[u8], &[u8]) = (&[], &[]);
+        for cut in [0, 4, 18, 20, buf.len() - 16] {
+            assert_eq!(key_value_at(&buf[..cut]), empty, "cut at {cut}");
+        }
     }
 
     #[test]

@@ -42,7 +42,9 @@ use std::time::{Duration, Instant};
 use tempfile::NamedTempFile;
 
 use super::lineage::Lineage;
-use super::record::{Decoded, Header, Record, BODY_FIXED_LEN, HEADER_LEN, RECORD_PREFIX_LEN};
+use super::record::{
+    self, Decoded, Header, Op, Record, BODY_FIXED_LEN, HEADER_LEN, RECORD_PREFIX_LEN,
+};
 use super::{apply_logged, compact, SeqCheck, WalError};
 use crate::store::Store;
 
@@ -394,12 +396,7 @@ fn build_snapshot(keys_hint: u64, inbox: &Inbox<Msg>, flow: &Flow) -> Result<Bui
     for msg in inbox {
         match msg {
             Msg::Chunk(chunk) => {
-                // The entries of three quarters of a step of records (their
-                // bytes plus malloc's headers) fit in the room one step made.
-                for piece in chunk.chunks(GROW_STEP * 3 / 4) {
-                    grow_arena();
-                    decoder.feed(piece)?;
-                }
+                decoder.feed(&chunk)?;
                 flow.done(BUILDER, chunk.len());
             }
             Msg::End(seq) => return decoder.finish(seq),
@@ -408,24 +405,11 @@ fn build_snapshot(keys_hint: u64, inbox: &Inbox<Msg>, flow: &Flow) -> Result<Bui
     Err("the snapshot was abandoned".into())
 }
 
-/// See [`grow_arena`].
-const GROW_STEP: usize = 120 * 1024;
-
-/// Makes room for the next entries in this thread's `malloc` arena in one
-/// step. glibc grows a thread's arena a page at a time, with one `mprotect`
-/// each (30k of them for a 1M-key snapshot, each taking the process's
-/// memory-map lock, which the other threads' page faults wait for). A block
-/// just under the `mmap` threshold is carved from the arena's top, growing
-/// it at once, and freed back into the top, where the next entries find it:
-/// it stays under the trim threshold. Harmless with other allocators.
-fn grow_arena() {
-    drop(std::hint::black_box(Vec::<u8>::with_capacity(GROW_STEP)));
-}
-
 /// Turns the bytes of a log file, in chunks of any size, into a store:
 /// checks the header, every record's checksum and the order rule, and
-/// applies the records. Records are decoded in place in each chunk; only
-/// one that straddles two chunks is copied.
+/// applies the records. Records are decoded in place in each chunk, and
+/// the store keeps each chunk as a shared buffer its keys point into (see
+/// [`Store::share`]); only a record that straddles two chunks is copied.
 pub struct Decoder {
     /// A partial header or record from the end of the last chunk.
     carry: Vec<u8>,
@@ -451,7 +435,8 @@ impl Decoder {
     ///
     /// # Errors
     /// A description of what is wrong with the bytes.
-    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), String> {
+    pub fn feed(&mut self, shared: &Arc<[u8]>) -> Result<(), String> {
+        let mut chunk: &[u8] = shared;
         if self.state.is_none() {
             let take = (HEADER_LEN - self.carry.len()).min(chunk.len());
             self.carry.extend_from_slice(&chunk[..take]);
@@ -487,23 +472,30 @@ impl Decoder {
                 Err(e) => return Err(format!("snapshot record: {e}")),
             }
         }
-        let mut off = 0;
+        let mut off = shared.len() - chunk.len();
+        let buffer = self.store.share(Arc::clone(shared), record::key_value_at);
         loop {
-            match Record::decode(&chunk[off..]) {
+            match Record::decode(&shared[off..]) {
                 Ok(Decoded::Record(rec, used)) => {
-                    apply_logged(&rec, seqs, &mut self.store, lineage)?;
+                    if rec.op == Op::Put {
+                        seqs.accept(rec.seq)?;
+                        self.store.set_shared(buffer, off);
+                    } else {
+                        apply_logged(&rec, seqs, &mut self.store, lineage)?;
+                    }
                     off += used;
                 }
                 Ok(Decoded::Incomplete { .. }) => break,
                 Err(e) => return Err(format!("snapshot record: {e}")),
             }
         }
-        self.carry.extend_from_slice(&chunk[off..]);
+        self.store.unshare_unused(buffer);
+        self.carry.extend_from_slice(&shared[off..]);
         Ok(())
     }
 
     /// Checks that the bytes ended after a whole record, at `seq`.
-    fn finish(self, seq: u64) -> Result<Built, String> {
+    fn finish(mut self, seq: u64) -> Result<Built, String> {
         let Some((header, seqs, lineage)) = self.state else {
             return Err("snapshot ended before its header".into());
         };
@@ -519,6 +511,7 @@ impl Decoder {
                 seqs.last()
             ));
         }
+        self.store.settle_shared();
         Ok(Built {
             header,
             lineage,
@@ -530,7 +523,6 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::record::Op;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
@@ -569,7 +561,7 @@ mod tests {
         for chunk in [1, 2, 7, 8, 9, 30, 48, 49, 1000] {
             let mut d = Decoder::new(10);
             for piece in log.chunks(chunk) {
-                d.feed(piece).expect("feed");
+                d.feed(&Arc::from(piece)).expect("feed");
             }
             let built = d.finish(21).expect("finish");
             assert_eq!(built.store.len(), 6, "chunks of {chunk}");
@@ -582,20 +574,21 @@ mod tests {
     fn the_decoder_refuses_short_wrong_or_damaged_logs() {
         let log = sample_log();
         let mut d = Decoder::new(0);
-        d.feed(&log[..log.len() - 3]).expect("feed");
+        d.feed(&Arc::from(&log[..log.len() - 3])).expect("feed");
         assert!(d.finish(21).is_err(), "ends inside a record");
         let mut d = Decoder::new(0);
-        d.feed(&log).expect("feed");
+        d.feed(&Arc::from(&log[..])).expect("feed");
         assert!(d.finish(22).is_err(), "ends at another seq");
         let mut d = Decoder::new(0);
-        d.feed(&log[..HEADER_LEN - 1]).expect("feed");
+        d.feed(&Arc::from(&log[..HEADER_LEN - 1])).expect("feed");
         assert!(d.finish(0).is_err(), "no header");
         let mut bad = log.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
         for chunk in [5, 1000] {
             let mut d = Decoder::new(0);
-            let fed: Result<Vec<()>, String> = bad.chunks(chunk).map(|p| d.feed(p)).collect();
+            let fed: Result<Vec<()>, String> =
+                bad.chunks(chunk).map(|p| d.feed(&Arc::from(p))).collect();
             assert!(fed.is_err(), "a flipped bit in chunks of {chunk}");
         }
     }
@@ -616,7 +609,7 @@ mod tests {
             let mut d = Decoder::new(0);
             let chunk = 1 + (x as usize >> 40) % 64;
             for piece in bytes.chunks(chunk) {
-                if d.feed(piece).is_err() {
+                if d.feed(&Arc::from(piece)).is_err() {
                     break;
                 }
             }
