@@ -358,19 +358,17 @@ impl Store {
 
     /// Takes `bytes` as a shared buffer whose entries [`Store::set_shared`]
     /// can point into; `locate` reads them. A buffer no key uses is
-    /// dropped by [`Store::unshare_unused`].
-    ///
-    /// # Panics
-    /// Past `u32::MAX` buffers in one store (a snapshot of 2^32 chunks).
-    pub fn share(&mut self, bytes: Arc<[u8]>, locate: Locate) -> BufferId {
-        let id = u32::try_from(self.buffers.list.len()).expect("fewer than 2^32 shared buffers");
+    /// dropped by [`Store::unshare_unused`]. `None` once the store has had
+    /// 2^32 buffers: the caller then sets its keys the usual way.
+    pub fn share(&mut self, bytes: Arc<[u8]>, locate: Locate) -> Option<BufferId> {
+        let id = u32::try_from(self.buffers.list.len()).ok()?;
         self.buffers.locate = locate;
         self.buffers.list.push(Some(Buffer {
             bytes,
             entries: 0,
             live: 0,
         }));
-        BufferId(id)
+        Some(BufferId(id))
     }
 
     /// Drops `buffer` if no key points into it.
@@ -645,7 +643,7 @@ mod tests {
         let (mut shared, mut own) = (Store::new(), Store::new());
         own.set(b"c", b"own");
         shared.set(b"c", b"own");
-        let id = shared.share(Arc::clone(&bytes), locate);
+        let id = shared.share(Arc::clone(&bytes), locate).expect("id");
         for &at in &at {
             shared.set_shared(id, at);
         }
@@ -682,15 +680,15 @@ mod tests {
         let (unused, _) = buffer_of(&[("u", "1")]);
         let mut store = Store::new();
         let (id1, id2) = (
-            store.share(Arc::clone(&first), locate),
-            store.share(Arc::clone(&second), locate),
+            store.share(Arc::clone(&first), locate).expect("id"),
+            store.share(Arc::clone(&second), locate).expect("id"),
         );
         store.set_shared(id1, at1[0]);
         store.set_shared(id1, at1[1]);
         store.set_shared(id2, at2[0]);
         assert_eq!(store.get(b"k"), Some(&b"new"[..]));
         assert_eq!(store.live_bytes(), 6);
-        let id3 = store.share(Arc::clone(&unused), locate);
+        let id3 = store.share(Arc::clone(&unused), locate).expect("id");
         store.unshare_unused(id3);
         store.unshare_unused(id1);
         assert_eq!(Arc::strong_count(&unused), 1, "no key in it");
@@ -712,8 +710,8 @@ mod tests {
         let (full, at2) = buffer_of(&[("f", "value")]);
         let mut store = Store::new();
         let (id1, id2) = (
-            store.share(Arc::clone(&sparse), locate),
-            store.share(Arc::clone(&full), locate),
+            store.share(Arc::clone(&sparse), locate).expect("id"),
+            store.share(Arc::clone(&full), locate).expect("id"),
         );
         for &at in &at1 {
             store.set_shared(id1, at);

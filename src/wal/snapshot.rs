@@ -477,7 +477,7 @@ impl Decoder {
         loop {
             match Record::decode(&shared[off..]) {
                 Ok(Decoded::Record(rec, used)) => {
-                    if rec.op == Op::Put {
+                    if let Some(buffer) = buffer.filter(|_| rec.op == Op::Put) {
                         seqs.accept(rec.seq)?;
                         self.store.set_shared(buffer, off);
                     } else {
@@ -489,7 +489,9 @@ impl Decoder {
                 Err(e) => return Err(format!("snapshot record: {e}")),
             }
         }
-        self.store.unshare_unused(buffer);
+        if let Some(buffer) = buffer {
+            self.store.unshare_unused(buffer);
+        }
         self.carry.extend_from_slice(&shared[off..]);
         Ok(())
     }
