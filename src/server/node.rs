@@ -347,6 +347,7 @@ impl Node {
     /// (under `--fsync always`). Writes from [`Wal::lost_from`] on, if the
     /// log failed, must be answered `ERROR`.
     pub fn commit(&mut self) -> u64 {
+        self.wal.set_inline_syncs(self.awaited_count() == 0);
         match self.wal.commit(&mut self.store) {
             Ok(seq) => seq,
             Err(e) => {

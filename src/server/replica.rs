@@ -833,7 +833,7 @@ impl Node {
     }
 
     /// Followers told that client writes wait for their acks.
-    fn awaited_count(&self) -> usize {
+    pub(super) fn awaited_count(&self) -> usize {
         self.repl
             .followers
             .values()

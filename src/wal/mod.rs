@@ -512,6 +512,17 @@ impl Wal {
             && self.syncer.as_ref().is_some_and(Syncer::is_busy)
     }
 
+    /// Whether a small batch with no sync in flight may be fsynced on the
+    /// loop (the default; see `SYNC_INLINE_BELOW`). A leader whose client
+    /// writes wait for follower acks turns it off: its loop has those acks
+    /// to take in while the disk works, and an fsync on the loop held each
+    /// of them back by up to one fsync (with `--sync-followers 1` at 50
+    /// connections, every fsync on the thread made 15–30 % more writes per
+    /// second in three interleaved runs).
+    pub fn set_inline_syncs(&mut self, on: bool) {
+        self.inline_below = if on { SYNC_INLINE_BELOW } else { 0 };
+    }
+
     /// A follower whose leader waits for no acks defers its fsyncs: the
     /// records it receives are already durable on the leader, so nothing
     /// is answered on the strength of its own fsync, and fsyncing every
@@ -1436,6 +1447,22 @@ pub(crate) mod tests {
         control.gate.open();
         commit_durably(&mut o, &control);
         assert_eq!(o.wal.durable_seq(), 22);
+        // With inline syncs off (a leader awaiting acks), even a small
+        // batch on an idle thread goes to it.
+        o.wal.set_inline_syncs(false);
+        control.gate.close();
+        put(&mut o, "small", "3");
+        assert_eq!(o.wal.commit(&mut o.store).expect("commit"), 22);
+        control.gate.open();
+        commit_durably(&mut o, &control);
+        assert_eq!(o.wal.durable_seq(), 23);
+        o.wal.set_inline_syncs(true);
+        put(&mut o, "small", "4");
+        assert_eq!(
+            o.wal.commit(&mut o.store).expect("commit"),
+            24,
+            "inline again"
+        );
     }
 
     #[test]
