@@ -517,8 +517,8 @@ impl Wal {
     /// writes wait for follower acks turns it off: its loop has those acks
     /// to take in while the disk works, and an fsync on the loop held each
     /// of them back by up to one fsync (with `--sync-followers 1` at 50
-    /// connections, every fsync on the thread made 15–30 % more writes per
-    /// second in three interleaved runs).
+    /// connections, every fsync on the thread made 7–25 % more writes per
+    /// second in four interleaved runs).
     pub fn set_inline_syncs(&mut self, on: bool) {
         self.inline_below = if on { SYNC_INLINE_BELOW } else { 0 };
     }
