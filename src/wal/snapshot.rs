@@ -573,6 +573,46 @@ mod tests {
     }
 
     #[test]
+    fn the_store_keeps_well_used_chunks_and_copies_out_the_rest() {
+        let mut log = Vec::new();
+        Header {
+            history: [9; 16],
+            base_seq: 0,
+            epoch: 1,
+        }
+        .encode(&mut log);
+        for seq in 1..=100u64 {
+            let key = format!("key{seq}");
+            Record {
+                seq,
+                op: Op::Put,
+                key: key.as_bytes(),
+                value: &[b'v'; 50],
+            }
+            .encode(&mut log);
+        }
+        let mut d = Decoder::new(100);
+        for piece in log.chunks(1000) {
+            d.feed(&Arc::from(piece)).expect("feed");
+        }
+        let built = d.finish(100).expect("finish");
+        let (held, live) = built.store.shared_bytes();
+        assert!(
+            held > 0 && live > held / 2,
+            "every key live: kept ({live} of {held})"
+        );
+        assert_eq!(built.store.get(b"key77"), Some(&[b'v'; 50][..]));
+        assert_eq!(built.store.len(), 100);
+
+        // The sample log is mostly overwritten records: copied out.
+        let mut d = Decoder::new(10);
+        d.feed(&Arc::from(&sample_log()[..])).expect("feed");
+        let built = d.finish(21).expect("finish");
+        assert_eq!(built.store.shared_bytes(), (0, 0));
+        assert_eq!(built.store.get(b"k6"), Some(&b"value"[..]));
+    }
+
+    #[test]
     fn the_decoder_refuses_short_wrong_or_damaged_logs() {
         let log = sample_log();
         let mut d = Decoder::new(0);
