@@ -437,12 +437,11 @@ impl Store {
     /// log that had not been compacted holds records of overwritten keys,
     /// which would otherwise stay in memory.
     pub fn settle_shared(&mut self) {
-        let sparse: Vec<bool> = (self.buffers.list.iter())
-            .map(|b| {
-                b.as_ref()
-                    .is_some_and(|b| 2 * b.live < b.bytes.len() as u64)
-            })
-            .collect();
+        let is_sparse = |b: &Option<Buffer>| {
+            b.as_ref()
+                .is_some_and(|b| 2 * b.live < b.bytes.len() as u64)
+        };
+        let sparse: Vec<bool> = self.buffers.list.iter().map(is_sparse).collect();
         if !sparse.contains(&true) {
             return;
         }
