@@ -380,27 +380,16 @@ impl Store {
         }
     }
 
-    /// Sets the key found at offset `at` of shared `buffer` to the value
-    /// found there, for good (replay and snapshots), without copying
-    /// either. An offset past 4 GiB is copied instead.
-    pub fn set_shared(&mut self, buffer: BufferId, at: usize) {
+    /// Sets `key` to `value` for good (replay and snapshots) without
+    /// copying either: they are the entry the buffer's `Locate` finds at
+    /// offset `at` of shared `buffer`, which the caller has just decoded.
+    /// An offset past 4 GiB is copied instead.
+    pub fn set_shared(&mut self, buffer: BufferId, at: usize, key: &[u8], value: &[u8]) {
         let Ok(at) = u32::try_from(at) else {
-            let Some(bytes) = self
-                .buffers
-                .list
-                .get(buffer.0 as usize)
-                .and_then(Option::as_ref)
-            else {
-                return;
-            };
-            let bytes = Arc::clone(&bytes.bytes);
-            let (key, value) = bytes
-                .get(at..)
-                .map_or((&[][..], &[][..]), self.buffers.locate);
             return self.set(key, value);
         };
+        debug_assert_eq!(self.buffers.split(buffer.0, at), (key, value));
         let (hasher, buffers) = (&self.hasher, &self.buffers);
-        let (key, value) = buffers.split(buffer.0, at);
         let len = live_len((key, value));
         let shared = Entry::Shared {
             buffer: buffer.0,
@@ -644,7 +633,8 @@ mod tests {
         shared.set(b"c", b"own");
         let id = shared.share(Arc::clone(&bytes), locate).expect("id");
         for &at in &at {
-            shared.set_shared(id, at);
+            let (key, value) = locate(&bytes[at..]);
+            shared.set_shared(id, at, key, value);
         }
         for (k, v) in [("a", "1"), ("b", "22"), ("a", "333")] {
             own.set(k.as_bytes(), v.as_bytes());
@@ -682,9 +672,14 @@ mod tests {
             store.share(Arc::clone(&first), locate).expect("id"),
             store.share(Arc::clone(&second), locate).expect("id"),
         );
-        store.set_shared(id1, at1[0]);
-        store.set_shared(id1, at1[1]);
-        store.set_shared(id2, at2[0]);
+        for (id, bytes, at) in [
+            (id1, &first, at1[0]),
+            (id1, &first, at1[1]),
+            (id2, &second, at2[0]),
+        ] {
+            let (key, value) = locate(&bytes[at..]);
+            store.set_shared(id, at, key, value);
+        }
         assert_eq!(store.get(b"k"), Some(&b"new"[..]));
         assert_eq!(store.live_bytes(), 6);
         let id3 = store.share(Arc::clone(&unused), locate).expect("id");
@@ -713,9 +708,11 @@ mod tests {
             store.share(Arc::clone(&full), locate).expect("id"),
         );
         for &at in &at1 {
-            store.set_shared(id1, at);
+            let (key, value) = locate(&sparse[at..]);
+            store.set_shared(id1, at, key, value);
         }
-        store.set_shared(id2, at2[0]);
+        let (key, value) = locate(&full[at2[0]..]);
+        store.set_shared(id2, at2[0], key, value);
         for i in 0..6 {
             store.set(format!("k{i}").as_bytes(), b"elsewhere");
         }

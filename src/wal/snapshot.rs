@@ -479,7 +479,7 @@ impl Decoder {
                 Ok(Decoded::Record(rec, used)) => {
                     if let Some(buffer) = buffer.filter(|_| rec.op == Op::Put) {
                         seqs.accept(rec.seq)?;
-                        self.store.set_shared(buffer, off);
+                        self.store.set_shared(buffer, off, rec.key, rec.value);
                     } else {
                         apply_logged(&rec, seqs, &mut self.store, lineage)?;
                     }
