@@ -730,6 +730,79 @@ mod tests {
     }
 
     #[test]
+    fn random_mixes_of_shared_and_own_writes_match_a_plain_map() {
+        use std::collections::HashMap;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..200 {
+            let (mut store, mut undo) = (Store::new(), UndoLog::new());
+            let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+            let mut buffers = Vec::new();
+            for step in 0..60 {
+                let key = format!("k{}", next(12)).into_bytes();
+                let value = "v".repeat(1 + next(4) as usize).into_bytes();
+                match next(5) {
+                    0 => {
+                        // A chunk of a few entries, some keys repeated.
+                        let pairs: Vec<(String, String)> = (0..1 + next(4))
+                            .map(|i| (format!("k{}", next(12)), format!("s{round}.{step}.{i}")))
+                            .collect();
+                        let pairs: Vec<(&str, &str)> = pairs
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect();
+                        let (bytes, at) = buffer_of(&pairs);
+                        let id = store.share(Arc::clone(&bytes), locate).expect("id");
+                        for (&at, (k, v)) in at.iter().zip(&pairs) {
+                            store.set_shared(id, at, k.as_bytes(), v.as_bytes());
+                            model.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+                        }
+                        store.unshare_unused(id);
+                        buffers.push(bytes);
+                    }
+                    1 => {
+                        store.set(&key, &value);
+                        model.insert(key, value);
+                    }
+                    2 => {
+                        assert_eq!(store.remove(&key), model.remove(&key).is_some());
+                    }
+                    3 => {
+                        // Writes that a failed commit takes back.
+                        let digest = store.digest();
+                        store.put(&key, &value, 1, &mut undo);
+                        store.delete(b"k0", 2, &mut undo);
+                        undo.roll_back(&mut store);
+                        assert_eq!(store.digest(), digest);
+                    }
+                    _ => store.settle_shared(),
+                }
+                let live: u64 = model.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+                assert_eq!(store.len(), model.len());
+                assert_eq!(store.live_bytes(), live);
+                for (k, v) in &model {
+                    assert_eq!(store.get(k), Some(&v[..]));
+                }
+                let (held, shared_live) = store.shared_bytes();
+                assert!(shared_live <= live && shared_live <= held);
+                let held_now: u64 = (buffers.iter())
+                    .filter(|b| Arc::strong_count(b) > 1)
+                    .map(|b| b.len() as u64)
+                    .sum();
+                assert_eq!(
+                    held, held_now,
+                    "a buffer is held exactly while a key is in it"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn keys_are_sorted_and_filtered() {
         let mut store = Store::new();
         for k in ["user:2", "user:10", "admin", "user:1"] {
