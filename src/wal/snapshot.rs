@@ -9,8 +9,11 @@
 //!                  │                   fdatasync every SYNC_EVERY bytes
 //!                  └─> builder thread: decode the records, apply them to a
 //!                                      fresh Store (reserved for the
-//!                                      leader's key count)
-//!  END seq ──> writer: fsync;  builder: check the order rule and the seq
+//!                                      leader's key count) whose keys
+//!                                      point into the chunks
+//!  END seq ──> writer: fsync;  builder: check the order rule and the seq,
+//!                                      copy out the chunks less than half
+//!                                      used
 //!          ──> both report through a channel and the loop's waker
 //! ```
 //!
