@@ -450,6 +450,12 @@ impl Store {
         }
     }
 
+    /// Buffers ever shared with this store, freed ones included.
+    #[cfg(test)]
+    pub fn buffers_shared(&self) -> usize {
+        self.buffers.list.len()
+    }
+
     /// Bytes held in shared buffers, and how many of them are live keys
     /// and values.
     pub fn shared_bytes(&self) -> (u64, u64) {

@@ -476,13 +476,21 @@ impl Decoder {
             }
         }
         let mut off = shared.len() - chunk.len();
-        let buffer = self.store.share(Arc::clone(shared), record::key_value_at);
+        // Shared with the store at its first PUT: a chunk with none (a
+        // piece of one record, say) costs the store nothing.
+        let mut buffer = None;
         loop {
             match Record::decode(&shared[off..]) {
                 Ok(Decoded::Record(rec, used)) => {
-                    if let Some(buffer) = buffer.filter(|_| rec.op == Op::Put) {
+                    let id = match rec.op {
+                        Op::Put => *buffer.get_or_insert_with(|| {
+                            self.store.share(Arc::clone(shared), record::key_value_at)
+                        }),
+                        _ => None,
+                    };
+                    if let Some(id) = id {
                         seqs.accept(rec.seq)?;
-                        self.store.set_shared(buffer, off, rec.key, rec.value);
+                        self.store.set_shared(id, off, rec.key, rec.value);
                     } else {
                         apply_logged(&rec, seqs, &mut self.store, lineage)?;
                     }
@@ -492,8 +500,8 @@ impl Decoder {
                 Err(e) => return Err(format!("snapshot record: {e}")),
             }
         }
-        if let Some(buffer) = buffer {
-            self.store.unshare_unused(buffer);
+        if let Some(id) = buffer.flatten() {
+            self.store.unshare_unused(id);
         }
         self.carry.extend_from_slice(&shared[off..]);
         Ok(())
@@ -570,6 +578,10 @@ mod tests {
             }
             let built = d.finish(21).expect("finish");
             assert_eq!(built.store.len(), 6, "chunks of {chunk}");
+            if chunk < 26 {
+                // No chunk holds a whole record (the smallest is 26 bytes).
+                assert_eq!(built.store.buffers_shared(), 0, "chunks of {chunk}");
+            }
             assert_eq!(built.store.get(b"k6"), Some(&b"value"[..]));
             assert_eq!(built.header.history, [9; 16]);
         }
