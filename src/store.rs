@@ -301,7 +301,7 @@ impl Store {
         let (old, _) = found.remove();
         let (_, value) = old.split(buffers);
         removed(value);
-        let len = (key.len() + value.len()) as u64;
+        let len = live_len((key, value));
         self.live_bytes -= len;
         if let Entry::Shared { buffer, .. } = old {
             self.buffers.release(buffer, len);
@@ -325,24 +325,20 @@ impl Store {
                 let (_, old) = entry.split(buffers);
                 replaced(Some(old));
                 let same_len = old.len() == value.len();
-                let old_len = (key.len() + old.len()) as u64;
+                let old_len = live_len((key, old));
                 self.live_bytes -= old_len;
+                let left = match *entry {
+                    Entry::Shared { buffer, .. } => Some((buffer, old_len)),
+                    Entry::Own(_) => None,
+                };
                 match entry {
                     Entry::Own(bytes) if same_len => {
                         let at = bytes.len() - value.len();
                         bytes[at..].copy_from_slice(value);
-                        None
                     }
-                    Entry::Own(_) => {
-                        *entry = Entry::own(key, value);
-                        None
-                    }
-                    Entry::Shared { buffer, .. } => {
-                        let buffer = *buffer;
-                        *entry = Entry::own(key, value);
-                        Some((buffer, old_len))
-                    }
+                    _ => *entry = Entry::own(key, value),
                 }
+                left
             }
             Slot::Vacant(free) => {
                 replaced(None);
@@ -350,7 +346,7 @@ impl Store {
                 None
             }
         };
-        self.live_bytes += (key.len() + value.len()) as u64;
+        self.live_bytes += live_len((key, value));
         if let Some((buffer, len)) = left {
             self.buffers.release(buffer, len);
         }

@@ -152,11 +152,11 @@ impl Op {
 /// only finds its fields again (lengths that do not fit give empty slices,
 /// not a panic).
 pub fn key_value_at(bytes: &[u8]) -> (&[u8], &[u8]) {
-    let field = |at: usize, len: usize| bytes.get(at..at + len);
-    let (Some(body_len), Some(key_len)) = (field(0, 4), field(17, 2)) else {
+    let key_at = RECORD_PREFIX_LEN + BODY_FIXED_LEN;
+    // The body length opens the record; the key length ends the fixed body.
+    let (Some(body_len), Some(key_len)) = (bytes.get(..4), bytes.get(key_at - 2..key_at)) else {
         return (&[], &[]);
     };
-    let key_at = RECORD_PREFIX_LEN + BODY_FIXED_LEN;
     let key_end = key_at + usize::from(u16::from_le_bytes([key_len[0], key_len[1]]));
     let end = RECORD_PREFIX_LEN + le_u32(body_len) as usize;
     match (bytes.get(key_at..key_end), bytes.get(key_end..end)) {

@@ -539,8 +539,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
-    /// A log of 20 puts over 7 keys and a delete: 6 keys, seq 21.
-    fn sample_log() -> Vec<u8> {
+    /// A log of just the header, history `[9; 16]`, base seq 0.
+    fn empty_log() -> Vec<u8> {
         let mut log = Vec::new();
         Header {
             history: [9; 16],
@@ -548,6 +548,12 @@ mod tests {
             epoch: 1,
         }
         .encode(&mut log);
+        log
+    }
+
+    /// A log of 20 puts over 7 keys and a delete: 6 keys, seq 21.
+    fn sample_log() -> Vec<u8> {
+        let mut log = empty_log();
         for seq in 1..=20u64 {
             let key = format!("k{}", seq % 7);
             Record {
@@ -589,13 +595,7 @@ mod tests {
 
     #[test]
     fn the_store_keeps_well_used_chunks_and_copies_out_the_rest() {
-        let mut log = Vec::new();
-        Header {
-            history: [9; 16],
-            base_seq: 0,
-            epoch: 1,
-        }
-        .encode(&mut log);
+        let mut log = empty_log();
         for seq in 1..=100u64 {
             let key = format!("key{seq}");
             Record {
