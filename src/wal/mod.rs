@@ -1096,17 +1096,35 @@ pub fn apply_logged(
     store: &mut Store,
     lineage: &mut Lineage,
 ) -> Result<(), String> {
+    match accept_logged(rec, seqs, lineage)? {
+        Some(Op::Put) => store.set(rec.key, rec.value),
+        Some(Op::Delete) => drop(store.remove(rec.key)),
+        Some(Op::Fork) | None => {}
+    }
+    Ok(())
+}
+
+/// Checks the seq of one record read from a log file and applies it to
+/// the lineage if it is a fork. Returns what is left to apply to the
+/// data: a put or a delete.
+///
+/// # Errors
+/// A description of a record out of order.
+pub fn accept_logged(
+    rec: &Record<'_>,
+    seqs: &mut SeqCheck,
+    lineage: &mut Lineage,
+) -> Result<Option<Op>, String> {
     if let Some((history, epoch)) = rec.as_fork() {
         seqs.accept_fork(rec.seq)?;
-        return lineage.fork(history, epoch, rec.seq);
+        lineage.fork(history, epoch, rec.seq)?;
+        return Ok(None);
     }
     seqs.accept(rec.seq)?;
     match rec.op {
-        Op::Put => store.set(rec.key, rec.value),
-        Op::Delete => drop(store.remove(rec.key)),
-        Op::Fork => return Err("a malformed fork record".into()),
+        Op::Fork => Err("a malformed fork record".into()),
+        op => Ok(Some(op)),
     }
-    Ok(())
 }
 
 /// Fresh random history id.

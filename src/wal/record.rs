@@ -145,9 +145,8 @@ impl Op {
     }
 }
 
-/// A record's whole length from its first four bytes, the body length.
 /// The key and value of the record that begins `bytes`, for a store that
-/// keeps records where they are ([`crate::store::Store::set_shared`]). The
+/// keeps records where they are ([`crate::store::BulkLoad::set_shared`]). The
 /// record was decoded, checksum and all, before the store took it; this
 /// only finds its fields again (lengths that do not fit give empty slices,
 /// not a panic).
