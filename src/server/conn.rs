@@ -288,9 +288,11 @@ impl Conn {
     /// Socket errors; the caller closes the connection.
     pub fn flush(&mut self) -> io::Result<bool> {
         let mut written = 0;
+        let mut capped = false;
         while self.wpos < self.wbuf.len() {
             if written >= WRITE_PER_TURN {
-                return Ok(true);
+                capped = true;
+                break;
             }
             let end = self.wbuf.len().min(self.wpos + WRITE_PER_TURN - written);
             match self.stream.write(&self.wbuf[self.wpos..end]) {
@@ -311,8 +313,15 @@ impl Conn {
             if self.wbuf.capacity() > 4 * OUTPUT_HIGH {
                 self.wbuf.shrink_to(READ_CHUNK);
             }
+        } else if self.wpos >= self.wbuf.len() - self.wpos {
+            // At least half of it is written: move the rest to the front.
+            // Output added as fast as the socket takes it (a follower's
+            // feed) may never drain completely, and the written bytes
+            // would otherwise pile up in front, as large as a snapshot.
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
         }
-        Ok(false)
+        Ok(capped)
     }
 
     /// The released output buffer, for peers that never hold replies
@@ -357,6 +366,51 @@ impl Conn {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn output_that_never_drains_keeps_the_buffer_bounded() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        let (server, peer) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let mut conn = Conn::new(TcpStream::from_std(server), peer);
+        let total: u64 = 64 << 20;
+        let reader = std::thread::spawn(move || {
+            let mut client = client;
+            let mut got = 0u64;
+            let mut buf = vec![0u8; 1 << 16];
+            while got < total {
+                match client.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n as u64,
+                }
+            }
+            got
+        });
+        // Like a follower's feed: topped up before every flush, so more
+        // than a flush writes (its per-turn cap) is always pending and the
+        // buffer never empties.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut added = 0u64;
+        let mut largest = 0;
+        while conn.written_total < total {
+            assert!(Instant::now() < deadline, "the writes do not finish");
+            while conn.pending_output() < 2 * WRITE_PER_TURN && added < total {
+                let out = conn.raw_out();
+                out.resize(out.len() + (256 << 10), b'x');
+                added += 256 << 10;
+            }
+            conn.flush().expect("flush");
+            largest = largest.max(conn.wbuf.len());
+        }
+        assert_eq!(reader.join().expect("reader"), total);
+        assert!(
+            largest <= 6 * WRITE_PER_TURN,
+            "the buffer grew to {largest} bytes for at most {} pending",
+            2 * WRITE_PER_TURN + (256 << 10)
+        );
+    }
 
     #[test]
     fn a_flush_writes_at_most_the_per_turn_cap() {
