@@ -412,8 +412,10 @@ impl Store {
         Some(at)
     }
 
-    /// Puts `entry` (already counted by [`Store::hold_shared`]) in the
-    /// table, in place of the entry of its key if there is one.
+    /// Puts `entry` in the table, in place of the entry of its key if there
+    /// is one. The new entry is already counted in the live bytes (and its
+    /// buffer, if shared, by [`Store::hold_shared`]); the one it replaces
+    /// is taken out of them here.
     fn place(&mut self, hash: u64, entry: Entry) {
         let (hasher, buffers) = (&self.hasher, &self.buffers);
         let slot = self.entries.entry(
