@@ -772,6 +772,37 @@ mod tests {
         (Arc::from(bytes), at)
     }
 
+    fn owned_buffer_of(pairs: &[(String, String)]) -> (Arc<[u8]>, Vec<usize>) {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        buffer_of(&pairs)
+    }
+
+    /// A xorshift generator of numbers below its argument.
+    fn below(mut x: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        }
+    }
+
+    /// The store holds exactly the shared buffers a key is still in (told
+    /// by the test's own references to them), and the live bytes in them
+    /// never exceed their size.
+    fn assert_held_exactly_while_used(store: &Store, buffers: &[Arc<[u8]>]) {
+        let (held, live) = store.shared_bytes();
+        assert!(live <= held);
+        let held_now: u64 = (buffers.iter())
+            .filter(|b| Arc::strong_count(b) > 1)
+            .map(|b| b.len() as u64)
+            .sum();
+        assert_eq!(
+            held, held_now,
+            "a buffer is held exactly while a key is in it"
+        );
+    }
+
     fn locate(bytes: &[u8]) -> (&[u8], &[u8]) {
         let (k, v) = (usize::from(bytes[0]), usize::from(bytes[1]));
         (&bytes[2..2 + k], &bytes[2 + k..2 + k + v])
@@ -884,13 +915,7 @@ mod tests {
     #[test]
     fn random_mixes_of_shared_and_own_writes_match_a_plain_map() {
         use std::collections::HashMap;
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut next = below(0x2545_f491_4f6c_dd1d);
         for round in 0..200 {
             let (mut store, mut undo) = (Store::new(), UndoLog::new());
             let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -904,11 +929,7 @@ mod tests {
                         let pairs: Vec<(String, String)> = (0..1 + next(4))
                             .map(|i| (format!("k{}", next(12)), format!("s{round}.{step}.{i}")))
                             .collect();
-                        let pairs: Vec<(&str, &str)> = pairs
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.as_str()))
-                            .collect();
-                        let (bytes, at) = buffer_of(&pairs);
+                        let (bytes, at) = owned_buffer_of(&pairs);
                         let id = store.share(Arc::clone(&bytes), locate).expect("id");
                         for (&at, (k, v)) in at.iter().zip(&pairs) {
                             store.set_shared(id, at, k.as_bytes(), v.as_bytes());
@@ -940,29 +961,16 @@ mod tests {
                 for (k, v) in &model {
                     assert_eq!(store.get(k), Some(&v[..]));
                 }
-                let (held, shared_live) = store.shared_bytes();
-                assert!(shared_live <= live && shared_live <= held);
-                let held_now: u64 = (buffers.iter())
-                    .filter(|b| Arc::strong_count(b) > 1)
-                    .map(|b| b.len() as u64)
-                    .sum();
-                assert_eq!(
-                    held, held_now,
-                    "a buffer is held exactly while a key is in it"
-                );
+                let (_, shared_live) = store.shared_bytes();
+                assert!(shared_live <= live);
+                assert_held_exactly_while_used(&store, &buffers);
             }
         }
     }
 
     #[test]
     fn a_bulk_load_ends_as_its_writes_applied_in_order() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut next = below(0x9e37_79b9_7f4a_7c15);
         // No hint, a hint far too small (the table grows as it fills), and
         // one that spreads the keys over several regions.
         for hint in [0, 50, 40_000] {
@@ -979,11 +987,7 @@ mod tests {
                         let pairs: Vec<(String, String)> = (0..1 + next(20))
                             .map(|i| (format!("k{}", next(2000)), format!("s{step}.{i}")))
                             .collect();
-                        let pairs: Vec<(&str, &str)> = pairs
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.as_str()))
-                            .collect();
-                        let (bytes, at) = buffer_of(&pairs);
+                        let (bytes, at) = owned_buffer_of(&pairs);
                         let id = load.share(Arc::clone(&bytes), locate).expect("id");
                         for (&at, (k, v)) in at.iter().zip(&pairs) {
                             load.set_shared(id, at, k.as_bytes(), v.as_bytes());
@@ -1007,15 +1011,7 @@ mod tests {
             assert_eq!(store.len(), plain.len(), "hint {hint}");
             assert_eq!(store.digest(), plain.digest(), "hint {hint}");
             assert_eq!(store.live_bytes(), plain.live_bytes(), "hint {hint}");
-            let (held, _) = store.shared_bytes();
-            let held_now: u64 = (buffers.iter())
-                .filter(|b| Arc::strong_count(b) > 1)
-                .map(|b| b.len() as u64)
-                .sum();
-            assert_eq!(
-                held, held_now,
-                "a buffer is held exactly while a key is in it"
-            );
+            assert_held_exactly_while_used(&store, &buffers);
         }
     }
 

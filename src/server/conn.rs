@@ -367,17 +367,20 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    #[test]
-    fn output_that_never_drains_keeps_the_buffer_bounded() {
+    /// A connection on a loopback socket, and the client end.
+    fn connected() -> (Conn, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client = std::net::TcpStream::connect(addr).expect("connect");
         let (server, peer) = listener.accept().expect("accept");
         server.set_nonblocking(true).expect("nonblocking");
-        let mut conn = Conn::new(TcpStream::from_std(server), peer);
-        let total: u64 = 64 << 20;
-        let reader = std::thread::spawn(move || {
-            let mut client = client;
+        (Conn::new(TcpStream::from_std(server), peer), client)
+    }
+
+    /// Reads `total` bytes from `client` as fast as they come (fewer if
+    /// it closes); the thread returns the count.
+    fn read_in_thread(mut client: std::net::TcpStream, total: u64) -> std::thread::JoinHandle<u64> {
+        std::thread::spawn(move || {
             let mut got = 0u64;
             let mut buf = vec![0u8; 1 << 16];
             while got < total {
@@ -387,7 +390,14 @@ mod tests {
                 }
             }
             got
-        });
+        })
+    }
+
+    #[test]
+    fn output_that_never_drains_keeps_the_buffer_bounded() {
+        let (mut conn, client) = connected();
+        let total: u64 = 64 << 20;
+        let reader = read_in_thread(client, total);
         // Like a follower's feed: topped up before every flush, so more
         // than a flush writes (its per-turn cap) is always pending and the
         // buffer never empties.
@@ -414,27 +424,11 @@ mod tests {
 
     #[test]
     fn a_flush_writes_at_most_the_per_turn_cap() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = std::net::TcpStream::connect(addr).expect("connect");
-        let (server, peer) = listener.accept().expect("accept");
-        server.set_nonblocking(true).expect("nonblocking");
-        let mut conn = Conn::new(TcpStream::from_std(server), peer);
+        let (mut conn, client) = connected();
         let total = 3 * WRITE_PER_TURN + 12_345;
         conn.reply_with(|out| out.resize(total, b'x'));
         // A reader as fast as the writer: the socket never fills.
-        let reader = std::thread::spawn(move || {
-            let mut client = client;
-            let mut got = 0;
-            let mut buf = vec![0u8; 1 << 16];
-            while got < total {
-                match client.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got += n,
-                }
-            }
-            got
-        });
+        let reader = read_in_thread(client, total as u64);
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut capped = 0;
         while conn.wants_write() {
@@ -448,6 +442,6 @@ mod tests {
         }
         assert_eq!(conn.written_total, total as u64);
         assert!(capped <= 3);
-        assert_eq!(reader.join().expect("reader"), total);
+        assert_eq!(reader.join().expect("reader"), total as u64);
     }
 }
