@@ -72,10 +72,54 @@ fn nonce() -> String {
     hex::encode(Sha256::digest(seed.as_bytes()))[..32].to_string()
 }
 
+/// One direction of a session after `HELLO LEADER`: records
+/// `[len u32 LE][payload][16-byte tag]`, the tag the first 16 bytes of
+/// HMAC-SHA256(key, counter u64 LE ‖ len ‖ payload), the key
+/// HMAC-SHA256(secret, "keyval-session|<sender word>|<id>|<fnonce>|<lnonce>").
+struct SealHalf {
+    key: Vec<u8>,
+    counter: u64,
+}
+
+impl SealHalf {
+    fn new(sender: &str, id: &str, fnonce: &str, lnonce: &str) -> SealHalf {
+        let key = hex::decode(hmac_hex(
+            SECRET.as_bytes(),
+            &format!("keyval-session|{sender}|{id}|{fnonce}|{lnonce}"),
+        ))
+        .expect("hex");
+        SealHalf { key, counter: 0 }
+    }
+
+    fn tag(&mut self, payload: &[u8]) -> Vec<u8> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("hmac key");
+        mac.update(&self.counter.to_le_bytes());
+        mac.update(&(payload.len() as u32).to_le_bytes());
+        mac.update(payload);
+        self.counter += 1;
+        mac.finalize().into_bytes()[..16].to_vec()
+    }
+
+    /// `plain` as one record (the tests send small messages).
+    fn seal(&mut self, plain: &[u8]) -> Vec<u8> {
+        let mut out = (plain.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(plain);
+        let tag = self.tag(plain);
+        out.extend_from_slice(&tag);
+        out
+    }
+}
+
 /// One end of a replication connection, scripted by the test.
 struct Peer {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
+    /// After `HELLO LEADER`: what this end sends, and what it receives.
+    send: Option<SealHalf>,
+    recv: Option<SealHalf>,
+    /// Received records not yet whole, and opened bytes not yet taken.
+    wire: Vec<u8>,
+    plain: Vec<u8>,
 }
 
 impl Peer {
@@ -83,17 +127,38 @@ impl Peer {
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
         let reader = BufReader::new(stream.try_clone().expect("clone"));
-        Peer { stream, reader }
+        Peer {
+            stream,
+            reader,
+            send: None,
+            recv: None,
+            wire: Vec::new(),
+            plain: Vec::new(),
+        }
     }
 
     fn connect(addr: SocketAddr) -> Peer {
         Peer::new(TcpStream::connect(addr).expect("connect"))
     }
 
+    /// From here on both directions are sealed: `me` and `other` are the
+    /// words of this end and the other (`keyval-follower`, `keyval-leader`).
+    fn begin_session(&mut self, me: &str, other: &str, id: &str, fnonce: &str, lnonce: &str) {
+        self.send = Some(SealHalf::new(me, id, fnonce, lnonce));
+        self.recv = Some(SealHalf::new(other, id, fnonce, lnonce));
+    }
+
     fn send_line(&mut self, line: &str) {
-        self.stream
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("send line");
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    /// Sends `bytes`, sealed once the session began.
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        let wire = match &mut self.send {
+            Some(half) => half.seal(bytes),
+            None => bytes.to_vec(),
+        };
+        self.stream.write_all(&wire).expect("send");
     }
 
     fn line(&mut self) -> String {
@@ -109,16 +174,48 @@ impl Peer {
         let mut frame = vec![kind];
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(payload);
-        self.stream.write_all(&frame).expect("send frame");
+        self.send_bytes(&frame);
+    }
+
+    /// Reads up to `max` bytes from the socket and opens the records they
+    /// complete into `plain` (checking every tag).
+    fn pull(&mut self, max: usize) {
+        let mut buf = vec![0u8; max];
+        let n = self.reader.read(&mut buf).expect("read");
+        assert!(n > 0, "connection closed while waiting for bytes");
+        let Some(recv) = &mut self.recv else {
+            self.plain.extend_from_slice(&buf[..n]);
+            return;
+        };
+        self.wire.extend_from_slice(&buf[..n]);
+        while self.wire.len() >= 4 {
+            let len = u32::from_le_bytes(self.wire[..4].try_into().expect("4")) as usize;
+            if self.wire.len() < 4 + len + 16 {
+                break;
+            }
+            let tag = recv.tag(&self.wire[4..4 + len]);
+            assert_eq!(&self.wire[4 + len..4 + len + 16], &tag[..], "record MAC");
+            self.plain.extend_from_slice(&self.wire[4..4 + len]);
+            self.wire.drain(..4 + len + 16);
+        }
+    }
+
+    /// The next whole frame in `plain`, if there is one.
+    fn take_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let head = self.plain.get(..5)?;
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let frame: Vec<u8> = self.plain.get(..5 + len)?.to_vec();
+        self.plain.drain(..5 + len);
+        Some((frame[0], frame[5..].to_vec()))
     }
 
     fn frame(&mut self) -> (u8, Vec<u8>) {
-        let mut head = [0u8; 5];
-        self.reader.read_exact(&mut head).expect("frame header");
-        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut payload = vec![0u8; len];
-        self.reader.read_exact(&mut payload).expect("frame payload");
-        (head[0], payload)
+        loop {
+            if let Some(frame) = self.take_frame() {
+                return frame;
+            }
+            self.pull(256 << 10);
+        }
     }
 
     /// Whether the other side closes the connection (reading and dropping
@@ -155,10 +252,20 @@ impl Challenged {
         hmac_hex(secret.as_bytes(), &message)
     }
 
-    /// Sends `line` (the `AUTH`) and returns the leader's reply.
+    /// Sends `line` (the `AUTH`) and returns the leader's reply; after
+    /// `HELLO LEADER` the peer's session began.
     fn answer(mut self, line: &str) -> (Peer, String) {
         self.peer.send_line(line);
         let reply = self.peer.line();
+        if reply == "HELLO LEADER" {
+            self.peer.begin_session(
+                "keyval-follower",
+                "keyval-leader",
+                &self.id,
+                &self.fnonce,
+                &self.lnonce,
+            );
+        }
         (self.peer, reply)
     }
 }
@@ -458,33 +565,17 @@ fn a_follower_behind_the_compacted_log_gets_a_snapshot() {
 /// it has seen `END`.
 fn slow_snapshot_reader(mut peer: Peer, drain: Arc<AtomicBool>) -> thread::JoinHandle<Peer> {
     thread::spawn(move || {
-        let mut acc: Vec<u8> = Vec::new();
-        let mut buf = vec![0u8; 256 << 10];
         let mut last_ack = Instant::now();
         let deadline = Instant::now() + 4 * WAIT;
         loop {
             assert!(Instant::now() < deadline, "no END within {:?}", 4 * WAIT);
             let fast = drain.load(Ordering::Relaxed);
-            let want = if fast { buf.len() } else { 8 << 10 };
-            let n = peer
-                .reader
-                .read(&mut buf[..want])
-                .expect("read the snapshot");
-            assert!(n > 0, "the leader closed the link mid-snapshot");
-            acc.extend_from_slice(&buf[..n]);
-            let mut off = 0;
-            while acc.len() - off >= 5 {
-                let len = u32::from_le_bytes(acc[off + 1..off + 5].try_into().expect("4"));
-                let end = off + 5 + len as usize;
-                if acc.len() < end {
-                    break;
-                }
-                if acc[off] == b'E' {
+            peer.pull(if fast { 256 << 10 } else { 8 << 10 });
+            while let Some((kind, _)) = peer.take_frame() {
+                if kind == b'E' {
                     return peer;
                 }
-                off = end;
             }
-            acc.drain(..off);
             if last_ack.elapsed() > Duration::from_millis(500) {
                 peer.send_frame(b'A', &ack_payload(0, 1));
                 last_ack = Instant::now();
@@ -910,6 +1001,7 @@ fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
     );
     assert_eq!(peer.line(), format!("AUTH {fproof}"));
     peer.send_line("HELLO LEADER");
+    peer.begin_session("keyval-leader", "keyval-follower", "2", &fnonce, &lnonce);
     let (kind, sync) = peer.frame();
     assert_eq!(kind, b'S');
     assert_eq!(sync.len(), 21 + 32, "one history in the lineage");
@@ -1123,11 +1215,13 @@ fn a_follower_that_acks_but_stops_reading_is_cut_off_and_resumes_from_its_seq() 
     let stop_acking = Arc::new(AtomicBool::new(false));
     let acker = {
         let mut stream = peer.stream.try_clone().expect("clone");
+        let mut send = peer.send.take().expect("a session");
         let stop_acking = Arc::clone(&stop_acking);
         thread::spawn(move || {
             let mut ack = vec![b'A', 16, 0, 0, 0];
             ack.extend_from_slice(&ack_payload(5, epoch));
-            while !stop_acking.load(Ordering::Relaxed) && stream.write_all(&ack).is_ok() {
+            while !stop_acking.load(Ordering::Relaxed) && stream.write_all(&send.seal(&ack)).is_ok()
+            {
                 thread::sleep(Duration::from_millis(200));
             }
         })

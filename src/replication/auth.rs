@@ -50,17 +50,43 @@ pub fn is_nonce(text: &[u8]) -> bool {
     text.len() == NONCE_HEX_LEN && text.iter().all(u8::is_ascii_hexdigit)
 }
 
-fn mac(secret: &[u8], prover: Prover, id: &str, fnonce: &str, lnonce: &str) -> Hmac<Sha256> {
+/// `HMAC-SHA256(secret, "<parts joined by |>")`, not yet finalized.
+fn mac_of(secret: &[u8], parts: &[&str]) -> Hmac<Sha256> {
     // HMAC takes keys of any length.
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC accepts any key length");
-    for (i, part) in [prover.word(), id, fnonce, lnonce].into_iter().enumerate() {
+    for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             mac.update(b"|");
         }
         mac.update(part.as_bytes());
     }
     mac
+}
+
+fn mac(secret: &[u8], prover: Prover, id: &str, fnonce: &str, lnonce: &str) -> Hmac<Sha256> {
+    mac_of(secret, &[prover.word(), id, fnonce, lnonce])
+}
+
+/// The key that seals what `sender` sends after the handshake
+/// ([`session`](super::session)):
+/// `HMAC-SHA256(secret, "keyval-session|<word>|<id>|<fnonce>|<lnonce>")`.
+/// It never crosses the wire, and no proof equals it (a proof's message
+/// starts with the prover's word).
+pub fn session_key(
+    secret: &[u8],
+    sender: Prover,
+    id: &str,
+    fnonce: &str,
+    lnonce: &str,
+) -> [u8; 32] {
+    mac_of(
+        secret,
+        &["keyval-session", sender.word(), id, fnonce, lnonce],
+    )
+    .finalize()
+    .into_bytes()
+    .into()
 }
 
 /// The proof `prover` sends: lower-case hex of

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::session::Session;
 use super::wire::{Mode, Plan};
 use crate::wal::record::HistoryId;
 use crate::wal::snapshot::Receiver;
@@ -17,8 +18,9 @@ pub enum LinkState {
     Connecting,
     /// Sent `HELLO FOLLOWER|<id>:<fnonce>`; expecting `CHALLENGE`.
     AwaitChallenge { fnonce: String },
-    /// Sent `AUTH`; expecting `HELLO LEADER`.
-    AwaitWelcome,
+    /// Sent `AUTH`; expecting `HELLO LEADER`, after which this session
+    /// seals both directions.
+    AwaitWelcome(Box<Session>),
     /// Sent `SYNC`; expecting `PLAN`.
     AwaitPlan,
     /// Receiving a snapshot (and, after its `END`, waiting for it to be

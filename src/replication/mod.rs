@@ -3,6 +3,8 @@
 //! stream; they acknowledge what they made durable.
 //!
 //! - [`auth`]: the HMAC challenge-response of the handshake (pure).
+//! - [`session`]: the MAC'd records every byte travels in after the
+//!   handshake, for followers and admin connections alike (pure).
 //! - [`wire`]: the binary frames after `HELLO LEADER` (pure).
 //! - [`leader`]: the leader's cursor into its own log for each follower.
 //! - [`follower`]: the follower's link state, its acceptance rule, backoff,
@@ -14,6 +16,7 @@
 pub mod auth;
 pub mod follower;
 pub mod leader;
+pub mod session;
 pub mod wire;
 
 use std::time::Duration;

@@ -22,6 +22,7 @@ use super::replica::LinkStatus;
 use crate::config::{LeaderAddr, Role};
 use crate::protocol::{AdminRequest, Reply};
 use crate::replication::auth::{self, Prover};
+use crate::replication::session::Session;
 
 /// The id an admin connection proves under.
 const ADMIN_ID: &str = "admin";
@@ -62,8 +63,17 @@ impl Node {
             None => Reply::InvalidHandshake.as_bytes(),
             Some(p) if auth::verify(secret, Prover::Admin, ADMIN_ID, anonce, nnonce, p) => {
                 info!("{}: admin authenticated", conn.peer);
+                let session = Session::new(
+                    secret,
+                    Prover::Leader,
+                    Prover::Admin,
+                    ADMIN_ID,
+                    anonce,
+                    nnonce,
+                );
                 conn.kind = Peer::Admin;
                 conn.reply(Reply::HelloServer);
+                conn.begin_session(session);
                 return;
             }
             Some(_) => b"INVALID_SECRET_KEY\n",

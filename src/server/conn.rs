@@ -18,6 +18,7 @@ use super::held::{HeldReplies, Progress};
 use crate::protocol::Reply;
 use crate::replication::follower::LinkState;
 use crate::replication::leader::Feed;
+use crate::replication::session::{SealError, Session};
 
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK: usize = 64 << 10;
@@ -148,6 +149,65 @@ pub struct Conn {
     pub gone: bool,
     /// Bytes written to the socket since it opened.
     pub written_total: u64,
+    /// After a follower's or an admin's handshake: every byte both ways
+    /// travels in MAC'd records (`replication::session`).
+    sealed: Option<Box<Sealed>>,
+}
+
+/// The record layer of a connection whose session began: `rbuf` and
+/// `wbuf` keep holding the stream's own bytes, and this turns them into
+/// records and back at the socket's edge.
+struct Sealed {
+    session: Session,
+    /// Bytes read but not yet opened: at most one partial record.
+    wire_in: Vec<u8>,
+    /// `wbuf[..sealed_to]` is ready for the wire (sealed, or sent before
+    /// the session began); what follows is sealed by the next flush.
+    sealed_to: usize,
+    /// The bytes being sealed (a buffer kept for reuse).
+    plain: Vec<u8>,
+    /// The session began during the line just executed: input after that
+    /// line, already read as plain bytes, is records
+    /// ([`Conn::open_after_handshake`]).
+    began: bool,
+}
+
+impl Sealed {
+    /// Opens the records `read` completes, appending their bytes to
+    /// `plain`.
+    fn open(&mut self, read: &[u8], plain: &mut Vec<u8>) -> io::Result<()> {
+        let result = if self.wire_in.is_empty() {
+            // The common case: whole records straight from the read.
+            self.session.opener.open(read, plain).map(|used| {
+                self.wire_in.extend_from_slice(&read[used..]);
+            })
+        } else {
+            self.wire_in.extend_from_slice(read);
+            self.session
+                .opener
+                .open(&self.wire_in, plain)
+                .map(|used| drop(self.wire_in.drain(..used)))
+        };
+        result.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Seals `wbuf[sealed_to..]` in place.
+    fn seal(&mut self, wbuf: &mut Vec<u8>) -> io::Result<()> {
+        if self.sealed_to < wbuf.len() {
+            self.plain.clear();
+            self.plain.extend_from_slice(&wbuf[self.sealed_to..]);
+            wbuf.truncate(self.sealed_to);
+            self.session
+                .sealer
+                .seal(&self.plain, wbuf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            self.sealed_to = wbuf.len();
+            if self.plain.capacity() > 4 * OUTPUT_HIGH {
+                self.plain = Vec::new();
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Conn {
@@ -170,14 +230,59 @@ impl Conn {
             dirty: false,
             gone: false,
             written_total: 0,
+            sealed: None,
         }
     }
 
-    /// Reads one chunk (through the loop's shared `scratch` buffer, so an
-    /// idle connection holds no read buffer) and appends it to `rbuf`.
+    /// Begins the session: from here on, output not yet released (all of
+    /// it, for a peer that holds no replies) is sealed, and input after
+    /// the line being executed is opened.
+    pub fn begin_session(&mut self, session: Session) {
+        debug_assert!(self.held.is_empty(), "a handshake reply is never held");
+        self.sealed = Some(Box::new(Sealed {
+            session,
+            wire_in: Vec::new(),
+            sealed_to: self.wbuf.len(),
+            plain: Vec::new(),
+            began: true,
+        }));
+    }
+
+    /// Whether the session began during the line just executed; the
+    /// caller then passes the input after that line to
+    /// [`Conn::open_after_handshake`].
+    pub fn session_began(&mut self) -> bool {
+        self.sealed
+            .as_mut()
+            .is_some_and(|s| std::mem::take(&mut s.began))
+    }
+
+    /// Input after the line that began the session, read before the
+    /// session existed: `input[from..]` is records, opened in place.
     ///
     /// # Errors
-    /// Socket errors other than `WouldBlock` and `Interrupted`.
+    /// A record that fails; the connection must close.
+    pub fn open_after_handshake(
+        &mut self,
+        input: &mut Vec<u8>,
+        from: usize,
+    ) -> Result<(), SealError> {
+        let Some(sealed) = &mut self.sealed else {
+            return Ok(());
+        };
+        let wire = input.split_off(from);
+        let used = sealed.session.opener.open(&wire, input)?;
+        sealed.wire_in.extend_from_slice(&wire[used..]);
+        Ok(())
+    }
+
+    /// Reads one chunk (through the loop's shared `scratch` buffer, so an
+    /// idle connection holds no read buffer) and appends it to `rbuf`
+    /// (once a session began, the bytes of the records it completes).
+    ///
+    /// # Errors
+    /// Socket errors other than `WouldBlock` and `Interrupted`, and
+    /// `InvalidData` for a session record that fails its MAC.
     pub fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<ReadStatus> {
         let result = loop {
             match self.stream.read(scratch) {
@@ -191,7 +296,10 @@ impl Conn {
                 Ok(ReadStatus::Eof)
             }
             Ok(n) => {
-                self.rbuf.extend_from_slice(&scratch[..n]);
+                match &mut self.sealed {
+                    None => self.rbuf.extend_from_slice(&scratch[..n]),
+                    Some(sealed) => sealed.open(&scratch[..n], &mut self.rbuf)?,
+                }
                 // A short read of a stream socket emptied its receive
                 // buffer: more data will raise a new edge, so the loop need
                 // not pay for a read that only says WouldBlock.
@@ -287,6 +395,9 @@ impl Conn {
     /// # Errors
     /// Socket errors; the caller closes the connection.
     pub fn flush(&mut self) -> io::Result<bool> {
+        if let Some(sealed) = &mut self.sealed {
+            sealed.seal(&mut self.wbuf)?;
+        }
         let mut written = 0;
         let mut capped = false;
         while self.wpos < self.wbuf.len() {
@@ -320,6 +431,9 @@ impl Conn {
             // would otherwise pile up in front, as large as a snapshot.
             self.wbuf.drain(..self.wpos);
             self.wpos = 0;
+        }
+        if let Some(sealed) = &mut self.sealed {
+            sealed.sealed_to = self.wbuf.len();
         }
         Ok(capped)
     }

@@ -370,6 +370,11 @@ impl Server {
                     self.mark_dirty(key);
                     return;
                 }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    error!("{}: {e}; closing the connection", conn.peer);
+                    self.close(key, "bad session record");
+                    return;
+                }
                 Err(e) => {
                     debug!("{}: read error: {e}", conn.peer);
                     self.close(key, "read error");
@@ -424,6 +429,13 @@ impl Server {
                     self.node.execute_line(conn, key, line);
                     off += used;
                     scanned = 0;
+                    if conn.session_began() {
+                        // What followed the handshake's last line is records.
+                        if let Err(e) = conn.open_after_handshake(&mut rbuf, off) {
+                            error!("{}: {e}; closing the connection", conn.peer);
+                            conn.closing = true;
+                        }
+                    }
                 }
                 Line::TooLong => {
                     debug!("{}: line longer than {max_line} bytes", conn.peer);

@@ -17,6 +17,7 @@ use crate::protocol::Reply;
 use crate::replication::auth::{self, Prover};
 use crate::replication::follower::{check_plan, Backoff, Holding, LinkState};
 use crate::replication::leader::Feed;
+use crate::replication::session::Session;
 use crate::replication::wire::{self, Frame, Mode};
 use crate::replication::{FOLLOWER_BUF_LOW, LINK_TIMEOUT};
 use crate::wal::lineage::{self, Lineage, Plan};
@@ -177,7 +178,16 @@ impl Node {
             self.repl.evict.push(old.key);
         }
         info!("{}: follower {id} authenticated", conn.peer);
+        let session = Session::new(
+            secret,
+            Prover::Leader,
+            Prover::Follower,
+            &id.to_string(),
+            fnonce,
+            lnonce,
+        );
         conn.reply_with(|out| out.extend_from_slice(b"HELLO LEADER\n"));
+        conn.begin_session(session);
         let now = Instant::now();
         conn.kind = Peer::Follower(Box::new(FollowerSession {
             id,
@@ -536,9 +546,23 @@ impl Node {
                 }
                 let fproof = auth::proof(&secret, Prover::Follower, &id, fnonce, lnonce);
                 conn.reply_with(|out| out.extend_from_slice(format!("AUTH {fproof}\n").as_bytes()));
-                *state = LinkState::AwaitWelcome;
+                let session = Session::new(
+                    &secret,
+                    Prover::Follower,
+                    Prover::Leader,
+                    &id,
+                    fnonce,
+                    lnonce,
+                );
+                *state = LinkState::AwaitWelcome(Box::new(session));
             }
-            LinkState::AwaitWelcome if text == "HELLO LEADER" => {
+            LinkState::AwaitWelcome(_) if text == "HELLO LEADER" => {
+                let LinkState::AwaitWelcome(session) =
+                    std::mem::replace(state, LinkState::AwaitPlan)
+                else {
+                    unreachable!("matched above");
+                };
+                conn.begin_session(*session);
                 Frame::Sync {
                     seq: self.wal.last_seq(),
                     epoch: self.known_epoch(),

@@ -1,13 +1,16 @@
 //! One authenticated admin connection to a node: the `HELLO ADMIN`
 //! challenge (the node proves the secret first, then this tool does), then
-//! request lines and their replies. Blocking I/O with timeouts: this is a
+//! request lines and their replies, each way in MAC'd session records
+//! (`keyval::replication::session`), so a relay can neither forge a reply
+//! nor slip in a request. Blocking I/O with timeouts: this is a
 //! command-line tool talking to one node at a time.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use keyval::replication::auth::{self, Prover};
+use keyval::replication::session;
 
 /// The id the admin proofs are made under.
 const ADMIN_ID: &str = "admin";
@@ -17,8 +20,14 @@ const MAX_REPLY: u64 = 64 << 20;
 
 /// An open admin session.
 pub struct Session {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    stream: TcpStream,
+    /// Received bytes (opened, once the session began) not yet taken as
+    /// lines.
+    input: Vec<u8>,
+    /// Received records not yet whole.
+    wire: Vec<u8>,
+    /// The session's keys, from `HELLO SERVER` on.
+    sealed: Option<session::Session>,
     /// `host:port`, for messages.
     pub addr: String,
 }
@@ -61,10 +70,11 @@ impl Session {
         let io = |e: std::io::Error| format!("{addr}: {e}");
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
-        let writer = stream.try_clone().map_err(io)?;
         let mut session = Session {
-            reader: BufReader::new(stream),
-            writer,
+            stream,
+            input: Vec::new(),
+            wire: Vec::new(),
+            sealed: None,
             addr: addr.to_string(),
         };
         session.handshake(secret)?;
@@ -99,7 +109,19 @@ impl Session {
         }
         let aproof = auth::proof(secret, Prover::Admin, ADMIN_ID, &anonce, nnonce);
         match self.call(&format!("AUTH {aproof}"))?.as_str() {
-            "HELLO SERVER" => Ok(()),
+            "HELLO SERVER" => {
+                self.sealed = Some(session::Session::new(
+                    secret,
+                    Prover::Admin,
+                    Prover::Leader,
+                    ADMIN_ID,
+                    &anonce,
+                    nnonce,
+                ));
+                // Anything after `HELLO SERVER` is records.
+                let early = std::mem::take(&mut self.input);
+                self.receive(&early)
+            }
             "INVALID_SECRET_KEY" => Err(format!(
                 "{}: the node refused this tool's proof: INVALID_SECRET_KEY",
                 self.addr
@@ -113,22 +135,68 @@ impl Session {
     /// # Errors
     /// IO errors and a closed connection, with the node's address.
     pub fn call(&mut self, request: &str) -> Result<String, String> {
-        self.writer
-            .write_all(format!("{request}\n").as_bytes())
+        let line = format!("{request}\n");
+        let bytes = match &mut self.sealed {
+            None => line.into_bytes(),
+            Some(sealed) => {
+                let mut out = Vec::new();
+                sealed
+                    .sealer
+                    .seal(line.as_bytes(), &mut out)
+                    .map_err(|e| format!("{}: {e}", self.addr))?;
+                out
+            }
+        };
+        self.stream
+            .write_all(&bytes)
             .map_err(|e| format!("{}: {e}", self.addr))?;
         self.line()
     }
 
     fn line(&mut self) -> Result<String, String> {
-        let mut line = String::new();
-        let n = (&mut self.reader)
-            .take(MAX_REPLY)
-            .read_line(&mut line)
-            .map_err(|e| format!("{}: {e}", self.addr))?;
-        if n == 0 {
-            return Err(format!("{}: the node closed the connection", self.addr));
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            if let Some(at) = self.input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.input.drain(..=at).collect();
+                let text = String::from_utf8_lossy(&line);
+                return Ok(text.trim_end_matches(['\n', '\r']).to_string());
+            }
+            if self.input.len() as u64 > MAX_REPLY {
+                return Err(format!(
+                    "{}: a reply line past {MAX_REPLY} bytes",
+                    self.addr
+                ));
+            }
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .map_err(|e| format!("{}: {e}", self.addr))?;
+            if n == 0 {
+                return Err(format!("{}: the node closed the connection", self.addr));
+            }
+            self.receive(&chunk[..n])?;
         }
-        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    }
+
+    /// Takes in bytes read from the socket: opened first once the session
+    /// began.
+    fn receive(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let Some(sealed) = &mut self.sealed else {
+            self.input.extend_from_slice(bytes);
+            return Ok(());
+        };
+        self.wire.extend_from_slice(bytes);
+        let used = sealed
+            .opener
+            .open(&self.wire, &mut self.input)
+            .map_err(|e| {
+                format!(
+                    "{}: {e}: something on the path tampers with this connection",
+                    self.addr
+                )
+            })?;
+        self.wire.drain(..used);
+        Ok(())
     }
 
     /// `INFO`.
