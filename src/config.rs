@@ -165,9 +165,12 @@ impl Config {
             (Role::Follower, None) => return Err("--role follower needs --id N (N >= 2)".into()),
         };
         let leader = match (cli.leader_host, cli.leader_port) {
-            (Some(host), Some(port)) if !host.is_empty() && port != 0 => {
-                Some(LeaderAddr { host, port })
+            (Some(host), Some(_)) if !crate::protocol::is_host(host.as_bytes()) => {
+                return Err(format!(
+                    "--leader_host {host:?}: not an IP address or a host name"
+                ))
             }
+            (Some(host), Some(port)) if port != 0 => Some(LeaderAddr { host, port }),
             (None, None) => None,
             _ => return Err(
                 "--leader_host and --leader_port go together (a non-empty host and a port >= 1)"

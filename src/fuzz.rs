@@ -1,7 +1,8 @@
 //! Fuzz loops for every decoder that reads bytes from outside: the client
 //! request parser ([`crate::protocol`]), the log record and header decoder
-//! ([`crate::wal::record`]) and the replication frame decoder
-//! ([`crate::replication::wire`]). Compiled only for tests.
+//! ([`crate::wal::record`]), the replication frame decoder
+//! ([`crate::replication::wire`]) and the session record opener
+//! ([`crate::replication::session`]). Compiled only for tests.
 //!
 //! Each target feeds random valid encodings, mutations of them, and plain
 //! random bytes, and asserts that nothing panics and that the results are
@@ -16,6 +17,8 @@ use crate::protocol::{
     check_key, next_line, parse_hello, parse_request, AdminRequest, Hello, Line, Request,
     MAX_KEY_BYTES,
 };
+use crate::replication::auth::Prover;
+use crate::replication::session::{Opener, Session};
 use crate::replication::wire::{Frame, Mode, Plan, FRAME_HEADER_LEN};
 use crate::testutil::{fuzz, Fuzz};
 use crate::wal::lineage::Segment;
@@ -97,8 +100,8 @@ fn valid_line(f: &mut Fuzz) -> Vec<u8> {
             .pick(&[&b"KEYS"[..], b"PING", b"INFO", b"DIGEST", b"CLOSE"])
             .to_vec(),
         8 => [
-            b"FOLLOW ",
-            &k[..],
+            &b"FOLLOW "[..],
+            *f.pick(&[&b"10.0.0.2"[..], b"db-2.example.com", b"::1", b"localhost"]),
             b" ",
             (1 + f.below(65535)).to_string().as_bytes(),
         ]
@@ -180,7 +183,9 @@ fn check_line(line: &[u8], valid: bool) {
                     assert!(check_key(key).is_ok() && !value.is_empty());
                 }
                 Request::Get { key } | Request::Delete { key } => assert!(check_key(key).is_ok()),
-                Request::Admin(AdminRequest::Follow { port, .. }) => assert_ne!(*port, 0),
+                Request::Admin(AdminRequest::Follow { host, port }) => {
+                    assert!(crate::protocol::is_host(host) && *port != 0);
+                }
                 _ => {}
             }
             let again = format_request(&req);
@@ -354,6 +359,63 @@ fn replication_frame_decoder() {
                         assert!(!input.valid, "a valid frame refused: {e}");
                         break;
                     }
+                }
+            }
+        },
+    );
+}
+
+/// The session both ends of the sealed-stream target use.
+fn test_session(me: Prover, peer: Prover) -> Session {
+    Session::new(
+        b"fuzz-secret",
+        me,
+        peer,
+        "2",
+        "00112233445566778899aabbccddeeff",
+        "ffeeddccbbaa99887766554433221100",
+    )
+}
+
+#[test]
+fn sealed_stream_opener() {
+    fuzz(
+        "session",
+        |f| {
+            // Frames as a leader sends them, each sealed on its own, so
+            // every record boundary is a frame boundary.
+            let mut leader = test_session(Prover::Leader, Prover::Follower);
+            let mut bytes = Vec::new();
+            for _ in 0..1 + f.below(4) {
+                leader
+                    .sealer
+                    .seal(&valid_frame(f), &mut bytes)
+                    .expect("seal");
+            }
+            f.vary(bytes, 200, b"\x00\x01\x10\x40\xff")
+        },
+        |input| {
+            let mut follower = test_session(Prover::Follower, Prover::Leader);
+            let mut plain = Vec::new();
+            let result = follower.opener.open(&input.bytes, &mut plain);
+            match result {
+                Ok(used) => {
+                    assert!(used <= input.bytes.len());
+                    assert!(input.bytes.len() - used < Opener::MAX_PENDING);
+                    assert!(
+                        !input.valid || used == input.bytes.len(),
+                        "a valid record left"
+                    );
+                }
+                Err(e) => assert!(!input.valid, "a valid stream refused: {e}"),
+            }
+            // Whatever opened is whole frames the leader sent: a change to
+            // any byte would have failed its record's tag.
+            let mut rest = &plain[..];
+            while !rest.is_empty() {
+                match Frame::decode(rest) {
+                    Ok(Some((_, used))) => rest = &rest[used..],
+                    other => panic!("opened bytes that are not the frames sent: {other:?}"),
                 }
             }
         },

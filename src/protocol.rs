@@ -146,6 +146,8 @@ pub enum ParseError {
     BadKey,
     /// A port that is not a number in 1..=65535.
     BadPort,
+    /// A host that is neither an IP address nor a DNS name.
+    BadHost,
 }
 
 /// Parses one request line (without its terminator).
@@ -201,12 +203,42 @@ pub fn parse_request(line: &[u8]) -> Result<Request<'_>, ParseError> {
     } else if is(b"FOLLOW") {
         let (host, port) = split_once(rest.ok_or(ParseError::MissingArgument)?, b' ')
             .ok_or(ParseError::MissingArgument)?;
-        check_key(host)?;
+        if !is_host(host) {
+            return Err(ParseError::BadHost);
+        }
         let port = parse_port(port)?;
         Ok(Request::Admin(AdminRequest::Follow { host, port }))
     } else {
         Err(ParseError::UnknownCommand)
     }
+}
+
+/// Whether `text` names a host: an IP address (an IPv6 one possibly in
+/// brackets), or a DNS name of at most 253 bytes whose dot-separated labels
+/// are 1 to 63 letters, digits and hyphens, not starting or ending with a
+/// hyphen.
+pub fn is_host(text: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(text) else {
+        return false;
+    };
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = text.strip_suffix('.').unwrap_or(text);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Parses a TCP port, 1..=65535.
@@ -454,6 +486,29 @@ mod tests {
                 port: 5000
             }))
         );
+        for bad in [
+            "FOLLOW -h 5000",
+            "FOLLOW h_1 5000",
+            "FOLLOW a..b 5000",
+            "FOLLOW [10.0.0.1 5000",
+            "FOLLOW host;rm 5000",
+            "FOLLOW \u{e9}t\u{e9} 5000",
+        ] {
+            assert_eq!(parse(bad), Err(ParseError::BadHost), "{bad}");
+        }
+        assert_eq!(
+            parse(&format!("FOLLOW {} 1", "a".repeat(64))),
+            Err(ParseError::BadHost)
+        );
+        for good in [
+            "db-1.example.com",
+            "10.0.0.2",
+            "::1",
+            "[fe80::1]",
+            "localhost.",
+        ] {
+            assert!(is_host(good.as_bytes()), "{good}");
+        }
         assert_eq!(parse("FOLLOW h 0"), Err(ParseError::BadPort));
         assert_eq!(parse("FOLLOW h 70000"), Err(ParseError::BadPort));
         assert_eq!(parse("FOLLOW h +5"), Err(ParseError::BadPort));

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::session::Session;
 use super::wire::{Mode, Plan};
+use super::{plausible_epoch, MAX_EPOCH_LEAP};
 use crate::wal::record::HistoryId;
 use crate::wal::snapshot::Receiver;
 
@@ -95,6 +96,80 @@ pub struct Holding {
     /// The operator asked this node to follow this leader (`FOLLOW`):
     /// writes the leader lacks may be dropped.
     pub may_discard: bool,
+}
+
+/// A claim in a leader's plan that cannot be true of this follower, or
+/// of any real leader: a protocol error, whatever the plan's other fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadClaim {
+    /// An epoch past [`MAX_EPOCH_LEAP`] above the highest this follower
+    /// knows.
+    EpochLeap { claimed: u64, known: u64 },
+    /// A point of agreement after this follower's last write.
+    CommonAhead { common: u64, mine: u64 },
+    /// More fork records to keep than this follower's log holds.
+    ForksAhead { keep: u32, mine: usize },
+    /// The leader's own seq below the point it says it continues from.
+    SeqBehind { seq: u64, common: u64 },
+}
+
+impl std::fmt::Display for BadClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadClaim::EpochLeap { claimed, known } => write!(
+                f,
+                "epoch {claimed} is more than {MAX_EPOCH_LEAP} above the highest this node knows \
+                 ({known})"
+            ),
+            BadClaim::CommonAhead { common, mine } => write!(
+                f,
+                "it says the logs agree through seq {common}, but this node's log ends at {mine}"
+            ),
+            BadClaim::ForksAhead { keep, mine } => write!(
+                f,
+                "it says to keep {keep} fork records, but this node's log holds {mine}"
+            ),
+            BadClaim::SeqBehind { seq, common } => write!(
+                f,
+                "its last seq {seq} is below the seq {common} it continues from"
+            ),
+        }
+    }
+}
+
+/// Checks what a plan claims about this follower and about the leader
+/// against what this follower knows, before any of it is believed.
+///
+/// # Errors
+/// The first [`BadClaim`].
+pub fn check_claims(plan: &Plan, mine: Holding) -> Result<(), BadClaim> {
+    if !plausible_epoch(plan.epoch, mine.epoch) {
+        return Err(BadClaim::EpochLeap {
+            claimed: plan.epoch,
+            known: mine.epoch,
+        });
+    }
+    if let Some(common) = plan.common {
+        if common > mine.seq {
+            return Err(BadClaim::CommonAhead {
+                common,
+                mine: mine.seq,
+            });
+        }
+        if plan.seq < common {
+            return Err(BadClaim::SeqBehind {
+                seq: plan.seq,
+                common,
+            });
+        }
+    }
+    if plan.mode == Mode::CatchUp && plan.keep_forks as usize > mine.forks {
+        return Err(BadClaim::ForksAhead {
+            keep: plan.keep_forks,
+            mine: mine.forks,
+        });
+    }
+    Ok(())
 }
 
 /// What accepting a plan does to this follower's log.
@@ -196,6 +271,66 @@ mod tests {
             epoch: 2,
             may_discard,
         }
+    }
+
+    #[test]
+    fn claims_a_plan_cannot_make_are_protocol_errors() {
+        let mine = holding(40, 1, false);
+        // What real leaders send passes.
+        for ok in [
+            plan(Mode::CatchUp, 2, Some(40), 1),
+            plan(Mode::CatchUp, 3, Some(10), 0),
+            plan(Mode::Snapshot, 2, None, 0),
+            plan(Mode::Snapshot, 2 + MAX_EPOCH_LEAP, Some(40), 0),
+        ] {
+            assert_eq!(check_claims(&ok, mine), Ok(()), "{ok:?}");
+        }
+        // A forged epoch that would fence the real leader for good, or
+        // leave no epoch to promote to.
+        for claimed in [3 + MAX_EPOCH_LEAP, 1 << 62, u64::MAX] {
+            assert_eq!(
+                check_claims(&plan(Mode::Snapshot, claimed, None, 0), mine),
+                Err(BadClaim::EpochLeap { claimed, known: 2 })
+            );
+        }
+        // A history this follower does not have: agreement past its end,
+        // forks it never had, a leader behind its own continuation point.
+        assert_eq!(
+            check_claims(&plan(Mode::CatchUp, 2, Some(41), 0), mine),
+            Err(BadClaim::CommonAhead {
+                common: 41,
+                mine: 40
+            })
+        );
+        assert_eq!(
+            check_claims(&plan(Mode::Snapshot, 2, Some(41), 0), mine),
+            Err(BadClaim::CommonAhead {
+                common: 41,
+                mine: 40
+            })
+        );
+        assert_eq!(
+            check_claims(&plan(Mode::CatchUp, 2, Some(40), 2), mine),
+            Err(BadClaim::ForksAhead { keep: 2, mine: 1 })
+        );
+        let mut behind = plan(Mode::CatchUp, 2, Some(40), 0);
+        behind.seq = 39;
+        assert_eq!(
+            check_claims(&behind, mine),
+            Err(BadClaim::SeqBehind {
+                seq: 39,
+                common: 40
+            })
+        );
+        // The epoch bound saturates instead of wrapping.
+        let far = Holding {
+            epoch: u64::MAX - 1,
+            ..mine
+        };
+        assert_eq!(
+            check_claims(&plan(Mode::Snapshot, u64::MAX, None, 0), far),
+            Ok(())
+        );
     }
 
     #[test]

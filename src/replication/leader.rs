@@ -47,6 +47,10 @@ pub struct Feed {
     /// then copied without decoding (the follower verifies each checksum).
     past_skip: bool,
     scratch: Vec<u8>,
+    /// The highest seq this follower can hold: the seq its data agreed
+    /// with the leader's at, then the last record or snapshot sent. An ack
+    /// above it is a protocol error.
+    sent_seq: u64,
 }
 
 /// Why a feed cannot continue; the follower is disconnected and starts over
@@ -85,6 +89,10 @@ impl Feed {
     /// If the log file cannot be opened a second time.
     pub fn new(wal: &Wal, plan: Plan) -> io::Result<Feed> {
         let file = wal.reader()?;
+        let sent_seq = match plan {
+            Plan::CatchUp { from, .. } => from,
+            Plan::Snapshot { .. } => 0,
+        };
         let (cursor, skip_through, skip_forks, snapshot) = match plan {
             Plan::CatchUp {
                 from, skip_forks, ..
@@ -106,7 +114,14 @@ impl Feed {
             snapshot,
             past_skip: false,
             scratch: Vec::new(),
+            sent_seq,
         })
+    }
+
+    /// The highest seq sent so far (or known to the follower when the feed
+    /// began): what it may acknowledge at most.
+    pub fn sent_seq(&self) -> u64 {
+        self.sent_seq
     }
 
     /// Whether the snapshot part is still being sent.
@@ -143,6 +158,7 @@ impl Feed {
                 self.cursor += n as u64;
                 if self.cursor >= part.end {
                     Frame::End { seq: part.seq }.encode(out);
+                    self.sent_seq = part.seq;
                     self.snapshot = None;
                 }
                 continue;
@@ -216,13 +232,18 @@ impl Feed {
         let frame_at = wire::begin(out, b'R');
         let mut off = 0;
         if self.past_skip {
+            let mut last = None;
             while let Ok(Some(len)) = Record::peek_len(&self.scratch[off..n]) {
                 if off + len > n {
                     break;
                 }
+                last = Some(off);
                 off += len;
             }
             out.extend_from_slice(&self.scratch[..off]);
+            if let Some(seq) = last.and_then(|at| Record::peek_seq(&self.scratch[at..off])) {
+                self.sent_seq = self.sent_seq.max(seq);
+            }
         }
         while off < n && !self.past_skip {
             match Record::decode(&self.scratch[off..n]) {
@@ -236,6 +257,7 @@ impl Feed {
                     };
                     if send {
                         out.extend_from_slice(&self.scratch[off..off + used]);
+                        self.sent_seq = self.sent_seq.max(rec.seq);
                     }
                     // Later writes have higher seqs, and no fork is skipped.
                     self.past_skip = self.skip_forks == 0 && rec.seq >= self.skip_through;
@@ -354,9 +376,11 @@ mod tests {
         }
         o.wal.commit(&mut store).expect("commit");
         let mut feed = Feed::new(&o.wal, catch_up(6, 0)).expect("feed");
+        assert_eq!(feed.sent_seq(), 6, "the follower holds seq 6");
         let mut out = Vec::new();
         feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
         assert_eq!(record_seqs(&frames(&out)), vec![7, 8, 9, 10]);
+        assert_eq!(feed.sent_seq(), 10);
         out.clear();
         feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
         assert!(out.is_empty());
@@ -366,6 +390,11 @@ mod tests {
         o.wal.commit(&mut store).expect("commit");
         feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
         assert_eq!(record_seqs(&frames(&out)), vec![11]);
+        assert_eq!(
+            feed.sent_seq(),
+            11,
+            "records copied without decoding count too"
+        );
     }
 
     #[test]

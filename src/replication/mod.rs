@@ -27,6 +27,19 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Silence after which a link is declared dead.
 pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How far above the highest epoch a node knows a peer's epoch may be.
+/// Each promotion adds one, so a real cluster never comes near; a claim
+/// past it (2^62, `u64::MAX`) is a protocol error, never learned: learned,
+/// it would fence the real leader for good, and at `u64::MAX` no node
+/// could ever be promoted again.
+pub const MAX_EPOCH_LEAP: u64 = 1 << 16;
+
+/// Whether `epoch`, claimed by a peer, is within [`MAX_EPOCH_LEAP`] of
+/// `known`, the highest epoch this node knows.
+pub fn plausible_epoch(epoch: u64, known: u64) -> bool {
+    epoch <= known.saturating_add(MAX_EPOCH_LEAP)
+}
+
 /// Output buffered for one follower before the leader stops reading the
 /// log for it (the feed resumes as the socket drains).
 pub const FOLLOWER_BUF_LOW: usize = 1 << 20;

@@ -23,6 +23,7 @@ use crate::config::{LeaderAddr, Role};
 use crate::protocol::{AdminRequest, Reply};
 use crate::replication::auth::{self, Prover};
 use crate::replication::session::Session;
+use crate::replication::{plausible_epoch, MAX_EPOCH_LEAP};
 
 /// The id an admin connection proves under.
 const ADMIN_ID: &str = "admin";
@@ -119,7 +120,9 @@ impl Node {
             return "WRONG_ROLE leader".into();
         }
         let from = self.wal.lineage().current();
-        let epoch = self.known_epoch() + 1;
+        let Some(epoch) = self.known_epoch().checked_add(1) else {
+            return "ERROR no epoch above the highest known".into();
+        };
         let segment = match self
             .wal
             .defer_syncs(false)
@@ -199,9 +202,20 @@ impl Node {
 
     /// News of `epoch` from `source`: a leader that hears of a higher epoch
     /// was replaced by a promotion and stops taking writes.
-    pub fn learn_epoch(&mut self, epoch: u64, source: &str) {
-        if epoch <= self.known_epoch() {
-            return;
+    ///
+    /// # Errors
+    /// An epoch implausibly far above any this node knows
+    /// ([`MAX_EPOCH_LEAP`]): a protocol error, and nothing is learned.
+    pub fn learn_epoch(&mut self, epoch: u64, source: &str) -> Result<(), String> {
+        let known = self.known_epoch();
+        if !plausible_epoch(epoch, known) {
+            return Err(format!(
+                "{source} claims epoch {epoch}, more than {MAX_EPOCH_LEAP} above the highest \
+                 this node knows ({known}); not believed"
+            ));
+        }
+        if epoch <= known {
+            return Ok(());
         }
         self.role.epoch_seen = epoch;
         if self.role.role == Role::Leader && !self.role.fenced {
@@ -214,5 +228,6 @@ impl Node {
             );
         }
         self.save_role();
+        Ok(())
     }
 }

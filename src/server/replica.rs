@@ -15,11 +15,11 @@ use super::node::Node;
 use crate::config::Role;
 use crate::protocol::Reply;
 use crate::replication::auth::{self, Prover};
-use crate::replication::follower::{check_plan, Backoff, Holding, LinkState};
+use crate::replication::follower::{check_claims, check_plan, Backoff, Holding, LinkState};
 use crate::replication::leader::Feed;
 use crate::replication::session::Session;
 use crate::replication::wire::{self, Frame, Mode};
-use crate::replication::{FOLLOWER_BUF_LOW, LINK_TIMEOUT};
+use crate::replication::{plausible_epoch, FOLLOWER_BUF_LOW, LINK_TIMEOUT, MAX_EPOCH_LEAP};
 use crate::wal::lineage::{self, Lineage, Plan};
 use crate::wal::record::{Decoded, Record};
 use crate::wal::snapshot::{Announced, Receiver, Snapshot};
@@ -280,11 +280,17 @@ impl Node {
                 let feed =
                     Feed::new(&self.wal, plan).map_err(|e| format!("opening the log: {e}"))?;
                 session.feed = Some(feed);
-                self.learn_epoch(epoch, &format!("follower {id} at {}", conn.peer));
+                self.learn_epoch(epoch, &format!("follower {id} at {}", conn.peer))?;
                 self.send_plan(conn, id, plan, &follower, seq);
                 Ok(())
             }
             Frame::Ack { seq, epoch } if session.feed.is_some() => {
+                let sent = session.feed.as_ref().map_or(0, Feed::sent_seq);
+                if seq > sent {
+                    return Err(format!(
+                        "the follower acknowledges seq {seq}, but only seq {sent} was sent to it"
+                    ));
+                }
                 session.acked = seq;
                 let id = session.id;
                 if let Some(entry) = self.repl.followers.get_mut(&id).filter(|e| e.key == key) {
@@ -295,8 +301,7 @@ impl Node {
                     entry.acked = seq;
                     self.repl.acks_changed = true;
                 }
-                self.learn_epoch(epoch, &format!("follower {id} at {}", conn.peer));
-                Ok(())
+                self.learn_epoch(epoch, &format!("follower {id} at {}", conn.peer))
             }
             other => Err(format!("unexpected frame from a follower: {other:?}")),
         }
@@ -372,6 +377,7 @@ impl Node {
                     epoch: self.known_epoch(),
                     may_discard: self.role.may_discard,
                 };
+                check_claims(&plan, holding).map_err(|e| format!("the leader's plan: {e}"))?;
                 let acceptance = match check_plan(&plan, holding) {
                     Ok(acceptance) => acceptance,
                     Err(refusal) => {
@@ -387,7 +393,7 @@ impl Node {
                         return Ok(());
                     }
                 };
-                self.learn_epoch(plan.epoch, &format!("the leader at {}", conn.peer));
+                self.learn_epoch(plan.epoch, &format!("the leader at {}", conn.peer))?;
                 if let Some((first, last)) = acceptance.dropped {
                     warn!(
                         "{}: dropping {} writes (seq {first}..={last}) that the leader does not \
@@ -481,6 +487,13 @@ impl Node {
                 Ok(())
             }
             (_, Frame::Heartbeat { seq, epoch }) => {
+                if !plausible_epoch(epoch, self.known_epoch()) {
+                    return Err(format!(
+                        "a heartbeat claims epoch {epoch}, more than {MAX_EPOCH_LEAP} above the \
+                         highest this node knows ({})",
+                        self.known_epoch()
+                    ));
+                }
                 self.repl.link.leader_seq = seq;
                 if epoch < self.known_epoch() {
                     error!(

@@ -274,6 +274,13 @@ impl Record<'_> {
         buf.get(..4).map(total_len).transpose()
     }
 
+    /// The seq of the record at the start of `buf`, read without checking
+    /// it (the caller knows it is whole and was checked when written).
+    pub fn peek_seq(buf: &[u8]) -> Option<u64> {
+        buf.get(RECORD_PREFIX_LEN..RECORD_PREFIX_LEN + 8)
+            .map(le_u64)
+    }
+
     /// Decodes the record at the start of `buf`.
     ///
     /// # Errors
