@@ -501,6 +501,41 @@ mod tests {
     }
 
     #[test]
+    fn random_damage_never_panics_and_a_cut_keeps_a_prefix() {
+        let (bytes, offsets) = log(0, &seqs(12), 6);
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for round in 0..3000 {
+            let mut bad = bytes.clone();
+            // Overwrite a few bytes, then maybe cut and append noise.
+            for _ in 0..1 + next() % 4 {
+                let at = HEADER_LEN + (next() as usize) % (bad.len() - HEADER_LEN);
+                bad[at] = next() as u8;
+            }
+            if next() % 2 == 0 {
+                bad.truncate(HEADER_LEN + (next() as usize) % (bad.len() - HEADER_LEN));
+            }
+            for _ in 0..next() % 64 {
+                bad.push(next() as u8);
+            }
+            match replayed(&bad) {
+                // A cut keeps whole records that were there unchanged.
+                Ok((end, last)) => {
+                    assert!(offsets.contains(&end) || end == bytes.len() as u64);
+                    assert_eq!(bad[..end as usize], bytes[..end as usize], "round {round}");
+                    assert_eq!(last, offsets.iter().filter(|&&o| o < end).count() as u64);
+                }
+                Err(offset) => assert!(offsets.contains(&offset), "round {round}"),
+            }
+        }
+    }
+
+    #[test]
     fn the_window_follows_the_sequence() {
         let mut seqs = SeqCheck::new(5);
         assert!(seqs.in_snapshot_part());
