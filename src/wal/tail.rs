@@ -129,7 +129,7 @@ pub fn read_exact_at<R: ReadAt + ?Sized>(src: &R, buf: &mut [u8], offset: u64) -
 /// it. Past the snapshot part the records are numbered one by one (a fork
 /// repeats the last seq), so a record after the stop has a seq from the
 /// last one to one more per [`MIN_RECORD_LEN`] bytes to the end. Inside
-/// the snapshot part any seq from 1 on is possible.
+/// the snapshot part any seq from 1 up to the same bound is possible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqWindow {
     lo: u64,
