@@ -456,6 +456,74 @@ fn damage_before_the_tail_stops_the_node_naming_file_and_offset() {
     assert_eq!(info_u64(&node, "seq"), 11);
 }
 
+/// A bit flip in an early record's length field that makes the length run
+/// past the end of the file looks, to a reader that only looks forward,
+/// like a record torn by a crash. It is not: hundreds of acknowledged
+/// records follow it. The node must refuse to start, name the file and the
+/// offset, and leave the file as it was.
+#[test]
+fn a_length_flipped_past_the_end_is_refused_not_cut() {
+    const WRITES: usize = 600;
+    let mut node = Node::leader(&[]);
+    let pairs = pipelined_puts(&node, "p", WRITES);
+    assert_eq!(info_u64(&node, "seq"), WRITES as u64);
+    node.signal("TERM");
+    let status = node.wait_exit();
+    assert!(status.success(), "SIGTERM exit {status}");
+    let path = log_path(&node);
+    let dir = node.data_dir.clone();
+    let original = fs::read(&path).expect("read log");
+    let full = original.len() as u64;
+
+    // The third record: after the header and the first two.
+    let third = HEADER_LEN
+        + pairs[..2]
+            .iter()
+            .map(|(k, v)| record_len(k, v))
+            .sum::<u64>();
+    let third_len = record_len(&pairs[2].0, &pairs[2].1);
+    // Bit 6 of the length's third byte adds 4 MiB: past the end of the
+    // file, but under the largest length a record may have.
+    let mut bytes = original.clone();
+    let at = third as usize + 2;
+    bytes[at] ^= 0x40;
+    let mut length = [0u8; 4];
+    length.copy_from_slice(&bytes[third as usize..third as usize + 4]);
+    let length = u64::from(u32::from_le_bytes(length));
+    assert_eq!(length, third_len - 8 + (4 << 20), "the flipped length");
+    assert!(
+        third + 8 + length > full,
+        "the length must run past the end"
+    );
+    fs::write(&path, &bytes).expect("write damaged log");
+
+    let (status, log) = match Node::try_start_in(&dir, &["--role", "leader"]) {
+        Ok(node) => panic!("started on a damaged log; log:\n{}", node.log_text()),
+        Err(failure) => failure,
+    };
+    assert_eq!(status.code(), Some(1), "exit status {status}; log:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("leader.log") && names_offset(l, third)),
+        "no error line naming leader.log and offset {third}:\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.contains("WARN") && l.contains("cut")),
+        "the damage was taken for a torn tail:\n{log}"
+    );
+    assert_eq!(
+        fs::read(&path).expect("read log"),
+        bytes,
+        "the refused log was modified"
+    );
+
+    // With the bit restored, every write is there.
+    fs::write(&path, &original).expect("restore log");
+    let node = Node::start_in(&dir, &["--role", "leader"]);
+    assert_eq!(info_u64(&node, "seq"), WRITES as u64);
+    assert_all_present(&node, &pairs);
+}
+
 // ---------------------------------------------------------------------------
 // Compaction under load
 // ---------------------------------------------------------------------------

@@ -11,7 +11,8 @@
 //! sync is reported, and the next sync covers all of it. Under a light load
 //! (a small batch, no sync in flight) the loop fsyncs inline instead, which
 //! is cheaper then (`SYNC_INLINE_BELOW`). [`Wal::open`] replays the file into a [`Store`],
-//! cutting back a torn tail and refusing to start on damage before it.
+//! cutting back a torn tail and refusing to start on damage before it
+//! ([`tail`] tells the two apart).
 //! Compaction ([`compact`]) rewrites the file on a background thread.
 //!
 //! Three points along the log matter:
@@ -35,11 +36,11 @@ pub mod record;
 pub mod scan;
 pub mod snapshot;
 pub mod syncer;
+pub mod tail;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,8 +49,9 @@ use log::{info, warn};
 
 use crate::store::{Store, UndoLog};
 use lineage::{Lineage, Segment};
-use record::{Decoded, Header, HistoryId, Op, Record, HEADER_LEN};
+use record::{Decoded, Header, HistoryId, Op, Record, HEADER_LEN, RECORD_PREFIX_LEN};
 use syncer::{Outcome, Syncer, Target};
+use tail::{ReadAt, Tail};
 
 /// Under `--fsync always`, a batch smaller than this (about 120 writes of
 /// 100-byte values), with no sync in flight, is fsynced on the loop
@@ -95,12 +97,17 @@ pub enum WalError {
         path: PathBuf,
         reason: record::HeaderError,
     },
-    /// Damage before the tail: valid records follow the damaged one, so
-    /// cutting here would drop acknowledged writes.
+    /// Damage before the tail: a record out of sequence, or a damaged one
+    /// with a valid record after it (see [`tail`]), so cutting here would
+    /// drop acknowledged writes. Replay leaves the file as it is.
     Corrupt {
         path: PathBuf,
+        /// Where the record replay could not take begins.
         offset: u64,
         reason: String,
+        /// Where the valid record after a damaged one begins, if that is
+        /// what made this damage and not a torn tail.
+        next: Option<u64>,
     },
     /// Another process holds the log.
     Locked { path: PathBuf },
@@ -125,12 +132,19 @@ impl fmt::Display for WalError {
                 path,
                 offset,
                 reason,
-            } => write!(
-                f,
-                "{}: offset {offset}: {reason}; valid records follow, so this is not a torn tail \
-                 (restore the file or move it away to start empty)",
-                path.display()
-            ),
+                next,
+            } => {
+                write!(f, "{}: offset {offset}: {reason}; ", path.display())?;
+                if let Some(next) = next {
+                    write!(f, "a valid record follows at offset {next}, so ")?;
+                }
+                write!(
+                    f,
+                    "this is damage, not a torn tail; the file was left as it is (restore it, \
+                     resync this node, or cut the file at offset {offset} by hand to drop every \
+                     write from there on)"
+                )
+            }
             WalError::Locked { path } => {
                 write!(
                     f,
@@ -300,12 +314,12 @@ impl Wal {
         }
         // Append mode: every write lands at the end whatever else reads the
         // file, and a truncation after a failed write cannot leave a hole.
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(path)
             .map_err(io_err(path, "open"))?;
-        let replayed = replay(path, &mut file, None)?;
+        let replayed = replay(path, &file, None)?;
         let truncated = replayed.file_len - replayed.end;
         let snapshot_suspect = truncated > 0
             && replayed.header.base_seq > 0
@@ -858,8 +872,8 @@ impl Wal {
         if to < self.header.base_seq {
             return Err(cannot);
         }
-        let mut reader = File::open(&self.path).map_err(io_err(&self.path, "open"))?;
-        let replayed = replay(&self.path, &mut reader, Some(Cut { to, keep_forks }))?;
+        let reader = File::open(&self.path).map_err(io_err(&self.path, "open"))?;
+        let replayed = replay(&self.path, &reader, Some(Cut { to, keep_forks }))?;
         if replayed.uncut {
             return Err(cannot);
         }
@@ -1054,7 +1068,7 @@ impl SeqCheck {
     /// # Errors
     /// A description of the break in the order.
     pub fn accept(&mut self, seq: u64) -> Result<(), String> {
-        let in_snapshot_part = seq <= self.base && self.last == self.base;
+        let in_snapshot_part = seq <= self.base && self.in_snapshot_part();
         if in_snapshot_part {
             Ok(())
         } else if seq == self.last + 1 {
@@ -1071,7 +1085,7 @@ impl SeqCheck {
     /// # Errors
     /// A description of the break in the order.
     pub fn accept_fork(&mut self, seq: u64) -> Result<(), String> {
-        let in_snapshot_part = seq <= self.base && self.last == self.base;
+        let in_snapshot_part = seq <= self.base && self.in_snapshot_part();
         if in_snapshot_part || seq == self.last {
             Ok(())
         } else {
@@ -1082,6 +1096,12 @@ impl SeqCheck {
     /// The seq the records so far bring the data to.
     pub fn last(&self) -> u64 {
         self.last
+    }
+
+    /// Whether no record past the base seq has come yet, so the next one
+    /// may still belong to the snapshot part (any seq up to the base).
+    pub fn in_snapshot_part(&self) -> bool {
+        self.last == self.base
     }
 }
 
@@ -1180,19 +1200,22 @@ struct Cut {
 /// Read size for replay.
 const REPLAY_CHUNK: usize = 4 << 20;
 
-/// Replays the log into a store. Stops at the first damaged or incomplete
-/// record; if that is the tail, `end` marks where to cut, otherwise it is an
-/// error.
-fn replay(path: &Path, file: &mut File, cut: Option<Cut>) -> Result<Replayed, WalError> {
-    let file_len = file.metadata().map_err(io_err(path, "stat"))?.len();
-    let mut reader = io::BufReader::with_capacity(REPLAY_CHUNK, &*file);
+/// Replays the log into a store. Stops at the first record it cannot
+/// take (damaged, or running past the end of the file) and asks
+/// [`tail::judge`] what the rest is: a torn tail, which `end` then marks
+/// for cutting, or damage, which is an error naming the offset. A record
+/// out of sequence is always an error.
+fn replay<R: ReadAt + ?Sized>(
+    path: &Path,
+    src: &R,
+    cut: Option<Cut>,
+) -> Result<Replayed, WalError> {
+    let file_len = src.size().map_err(io_err(path, "stat"))?;
     let mut head = [0u8; HEADER_LEN];
-    reader
-        .read_exact(&mut head)
-        .map_err(|_| WalError::BadHeader {
-            path: path.to_path_buf(),
-            reason: record::HeaderError::Short,
-        })?;
+    tail::read_exact_at(src, &mut head, 0).map_err(|_| WalError::BadHeader {
+        path: path.to_path_buf(),
+        reason: record::HeaderError::Short,
+    })?;
     let header = Header::decode(&head).map_err(|reason| WalError::BadHeader {
         path: path.to_path_buf(),
         reason,
@@ -1200,6 +1223,8 @@ fn replay(path: &Path, file: &mut File, cut: Option<Cut>) -> Result<Replayed, Wa
     let mut store = Store::new();
     let mut lineage = Lineage::new(header.history, header.epoch);
     let mut offset = HEADER_LEN as u64;
+    // The file offset of the end of `buf`.
+    let mut read_to = offset;
     let mut seqs = SeqCheck::new(header.base_seq);
     let mut cut_at: Option<u64> = None;
     let mut dropped: Option<(u64, u64)> = None;
@@ -1209,7 +1234,7 @@ fn replay(path: &Path, file: &mut File, cut: Option<Cut>) -> Result<Replayed, Wa
     let mut eof = false;
     loop {
         let outcome = Record::decode(&buf[start..]);
-        match outcome {
+        let stop = match outcome {
             Ok(Decoded::Record(rec, used)) => {
                 let keep = cut.is_none_or(|c| match rec.op {
                     Op::Fork => lineage.forks() < c.keep_forks,
@@ -1229,47 +1254,67 @@ fn replay(path: &Path, file: &mut File, cut: Option<Cut>) -> Result<Replayed, Wa
                             path: path.to_path_buf(),
                             offset,
                             reason,
+                            next: None,
                         }
                     })?;
                 }
                 start += used;
                 offset += used as u64;
+                continue;
             }
-            Ok(Decoded::Incomplete { needed }) => {
-                if eof {
-                    // The file ends inside this record: a torn tail.
+            Ok(Decoded::Incomplete { needed }) if eof => {
+                if offset == file_len {
                     break;
                 }
+                if needed > RECORD_PREFIX_LEN {
+                    format!("a record of {needed} bytes runs past the end of the file ({file_len} bytes)")
+                } else {
+                    format!("the file ends inside a record prefix ({file_len} bytes)")
+                }
+            }
+            Ok(Decoded::Incomplete { needed }) => {
                 buf.drain(..start);
                 start = 0;
-                let want = needed.max(REPLAY_CHUNK);
-                let before = buf.len();
-                buf.resize(want.max(before), 0);
-                let mut filled = before;
+                // Never more than the file holds, whatever a damaged
+                // length asks for.
+                let have = buf.len();
+                let left = usize::try_from(file_len.saturating_sub(read_to)).unwrap_or(usize::MAX);
+                let want = needed.max(REPLAY_CHUNK).saturating_sub(have).min(left);
+                if want == 0 {
+                    eof = true;
+                    continue;
+                }
+                buf.resize(have + want, 0);
+                let mut filled = have;
                 while filled < buf.len() {
-                    match reader.read(&mut buf[filled..]) {
+                    match src.read_at(&mut buf[filled..], read_to) {
                         Ok(0) => {
                             eof = true;
                             break;
                         }
-                        Ok(n) => filled += n,
+                        Ok(n) => {
+                            filled += n;
+                            read_to += n as u64;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(io_err(path, "read")(e)),
                     }
                 }
                 buf.truncate(filled);
+                continue;
             }
-            Err(reason) => {
-                if let Some(next) = find_record_after(file, offset + 1, file_len, seqs.last())
-                    .map_err(io_err(path, "read"))?
-                {
-                    return Err(WalError::Corrupt {
-                        path: path.to_path_buf(),
-                        offset,
-                        reason: format!("{reason} (a valid record follows at offset {next})"),
-                    });
-                }
-                break;
+            Err(reason) => reason.to_string(),
+        };
+        let window = tail::SeqWindow::after(&seqs, file_len - offset);
+        match tail::judge(src, offset, file_len, window).map_err(io_err(path, "read"))? {
+            Tail::Torn => break,
+            Tail::Damaged { next } => {
+                return Err(WalError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset,
+                    reason: stop,
+                    next: Some(next),
+                })
             }
         }
     }
@@ -1283,40 +1328,6 @@ fn replay(path: &Path, file: &mut File, cut: Option<Cut>) -> Result<Replayed, Wa
         dropped,
         uncut,
     })
-}
-
-/// Looks for a plausible, checksummed record starting anywhere in
-/// `from..file_len`. Finding one means damage at an earlier offset is not
-/// a torn tail.
-fn find_record_after(
-    file: &File,
-    from: u64,
-    file_len: u64,
-    last_seq: u64,
-) -> io::Result<Option<u64>> {
-    if from >= file_len {
-        return Ok(None);
-    }
-    let mut rest = vec![0u8; (file_len - from) as usize];
-    file.read_exact_at(&mut rest, from)?;
-    let max_seq = last_seq.saturating_add(rest.len() as u64 / 19 + 1);
-    for at in 0..rest.len() {
-        let window = &rest[at..];
-        // Cheap filter before the checksum: a believable seq.
-        let Some(seq_bytes) = window.get(8..16) else {
-            break;
-        };
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(seq_bytes);
-        let seq = u64::from_le_bytes(seq);
-        if seq == 0 || seq > max_seq {
-            continue;
-        }
-        if let Ok(Decoded::Record(..)) = Record::decode(window) {
-            return Ok(Some(from + at as u64));
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]
