@@ -50,7 +50,11 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealError {
     /// A length of zero or above [`MAX_RECORD`].
-    BadLength(u32),
+    BadLength {
+        /// The record's number in this direction.
+        record: u64,
+        len: u32,
+    },
     /// The tag does not verify: the bytes were changed, dropped, replayed
     /// or reordered, or the sender does not hold the secret.
     BadMac {
@@ -64,9 +68,10 @@ pub enum SealError {
 impl std::fmt::Display for SealError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SealError::BadLength(len) => write!(
+            SealError::BadLength { record, len } => write!(
                 f,
-                "a session record of {len} bytes (1 to {MAX_RECORD} allowed)"
+                "session record {record} claims {len} bytes (1 to {MAX_RECORD} allowed): not \
+                 from the peer that holds the secret"
             ),
             SealError::BadMac { record } => write!(
                 f,
@@ -176,7 +181,10 @@ impl Opener {
         while let Some(head) = wire.get(off..off + RECORD_HEADER_LEN) {
             let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
             if len == 0 || len as usize > MAX_RECORD {
-                return Err(SealError::BadLength(len));
+                return Err(SealError::BadLength {
+                    record: self.counter,
+                    len,
+                });
             }
             let start = off + RECORD_HEADER_LEN;
             let end = start + len as usize;
@@ -327,11 +335,14 @@ mod tests {
         let too_long = ((MAX_RECORD + 1) as u32).to_le_bytes();
         assert_eq!(
             follower.opener.open(&too_long, &mut got),
-            Err(SealError::BadLength(MAX_RECORD as u32 + 1))
+            Err(SealError::BadLength {
+                record: 0,
+                len: MAX_RECORD as u32 + 1
+            })
         );
         assert_eq!(
             follower.opener.open(&[0, 0, 0, 0], &mut got),
-            Err(SealError::BadLength(0))
+            Err(SealError::BadLength { record: 0, len: 0 })
         );
         assert_eq!(follower.opener.open(&[1, 0, 0], &mut got), Ok(0));
     }
