@@ -4,12 +4,16 @@
 //! Every flag has an environment twin (`--max-clients` is
 //! `KEYVAL_MAX_CLIENTS`), so a systemd `EnvironmentFile` can carry a whole
 //! configuration. Problems are reported as one line; `main` exits 2.
+//!
+//! The shared secret and the client password are never printed: `Config`'s
+//! `Debug` shows them redacted.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::access::Password;
 use crate::wal::FsyncPolicy;
 
 /// The role a node starts in.
@@ -24,6 +28,13 @@ pub enum Role {
 pub enum FsyncArg {
     Always,
     Everysec,
+    No,
+}
+
+/// `yes` or `no` (`--protected-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum YesNo {
+    Yes,
     No,
 }
 
@@ -97,6 +108,12 @@ pub struct Cli {
     /// Read the shared secret from this file instead of `KEYVAL_SECRET`.
     #[arg(long, env = "KEYVAL_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
+    /// Read the client password from this file instead of `KEYVAL_PASSWORD`.
+    #[arg(long, env = "KEYVAL_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// With no password, refuse clients that are not on loopback.
+    #[arg(long, env = "KEYVAL_PROTECTED_MODE", value_enum, default_value = "yes")]
+    pub protected_mode: YesNo,
     /// Log level (logs go to stderr).
     #[arg(long, env = "KEYVAL_LOG_LEVEL", value_enum, default_value = "info")]
     pub log_level: LogLevel,
@@ -140,7 +157,13 @@ pub struct Config {
     pub compact_min_bytes: u64,
     pub compact_ratio: f64,
     /// The shared secret, if any. Never logged.
-    pub secret: Option<Vec<u8>>,
+    pub secret: Option<SecretBytes>,
+    /// The client password, if any (`--password-file`, `KEYVAL_PASSWORD`).
+    /// Never logged.
+    pub password: Option<Password>,
+    /// `--protected-mode yes`: with no password, clients from other hosts
+    /// are refused.
+    pub protected_mode: bool,
     pub log_level: LogLevel,
 }
 
@@ -149,12 +172,17 @@ pub struct Config {
 const MAX_LINE_LIMIT: usize = 64 << 20;
 
 impl Config {
-    /// Checks the parsed flags and reads the secret. `env_secret` is the
-    /// value of `KEYVAL_SECRET`, passed in so this stays testable.
+    /// Checks the parsed flags and reads the secret and the password.
+    /// `env_secret` and `env_password` are the values of `KEYVAL_SECRET`
+    /// and `KEYVAL_PASSWORD`, passed in so this stays testable.
     ///
     /// # Errors
     /// A one-line description of the first problem found.
-    pub fn from_cli(cli: Cli, env_secret: Option<String>) -> Result<Config, String> {
+    pub fn from_cli(
+        cli: Cli,
+        env_secret: Option<String>,
+        env_password: Option<String>,
+    ) -> Result<Config, String> {
         let id = match (cli.role, cli.id) {
             (Role::Leader, None | Some(1)) => 1,
             (Role::Leader, Some(id)) => return Err(format!("--id {id}: a leader's id is 1")),
@@ -201,7 +229,8 @@ impl Config {
                 cli.sync_followers, cli.max_followers
             ));
         }
-        let secret = load_secret(cli.secret_file.as_deref(), env_secret)?;
+        let secret = load_secret(cli.secret_file.as_deref(), env_secret)?.map(SecretBytes);
+        let password = load_password(cli.password_file.as_deref(), env_password)?;
         if cli.role == Role::Follower && secret.is_none() {
             return Err(
                 "a follower needs the shared secret: set KEYVAL_SECRET or --secret-file".into(),
@@ -227,6 +256,8 @@ impl Config {
             compact_min_bytes: cli.compact_min_bytes,
             compact_ratio: cli.compact_ratio,
             secret,
+            password,
+            protected_mode: cli.protected_mode == YesNo::Yes,
             log_level: cli.log_level,
         })
     }
@@ -258,6 +289,52 @@ pub fn load_secret(
         None => env_secret.map(String::into_bytes).map(trim_secret),
     };
     Ok(secret.filter(|s| !s.is_empty()))
+}
+
+/// The client password from `--password-file` if given, else from
+/// `KEYVAL_PASSWORD` (`env_password`); `None` when neither is set. One
+/// trailing newline is dropped, as for the secret.
+///
+/// # Errors
+/// An unreadable password file, or an empty password (which would let in
+/// anyone; unset it for no password).
+pub fn load_password(
+    file: Option<&std::path::Path>,
+    env_password: Option<String>,
+) -> Result<Option<Password>, String> {
+    let (password, source) = match (file, env_password) {
+        (Some(path), _) => {
+            let text = std::fs::read(path)
+                .map_err(|e| format!("--password-file {}: {e}", path.display()))?;
+            (
+                trim_secret(text),
+                format!("--password-file {}", path.display()),
+            )
+        }
+        (None, Some(env)) => (trim_secret(env.into_bytes()), "KEYVAL_PASSWORD".into()),
+        (None, None) => return Ok(None),
+    };
+    Password::new(&password).map(Some).ok_or_else(|| {
+        format!("{source}: the password is empty (unset it to run without a password)")
+    })
+}
+
+/// Secret bytes whose `Debug` does not show them, so that printing a
+/// [`Config`] cannot leak the shared secret. Dereferences to the bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(pub Vec<u8>);
+
+impl std::ops::Deref for SecretBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// A clap error as the one line SPEC §1 asks for: its first paragraph,
@@ -295,7 +372,70 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("keyval").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        Config::from_cli(cli, Some("s3cret\n".into()))
+        Config::from_cli(cli, Some("s3cret\n".into()), None)
+    }
+
+    fn parse_with_password(args: &[&str], env: Option<&str>) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("keyval").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::from_cli(cli, Some("s3cret\n".into()), env.map(String::from))
+    }
+
+    #[test]
+    fn password_from_env_or_file() {
+        let c = parse_with_password(&["--role", "leader"], None).expect("valid");
+        assert_eq!(c.password, None);
+        assert!(c.protected_mode);
+        let c = parse_with_password(&["--role", "leader"], Some("pw\n")).expect("valid");
+        assert!(c.password.as_ref().is_some_and(|p| p.matches(b"pw")));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("password");
+        std::fs::write(&file, "from file\n").expect("write");
+        let path = file.to_str().expect("utf8");
+        // The file wins over the environment, as for the secret.
+        let c = parse_with_password(&["--role", "leader", "--password-file", path], Some("env"))
+            .expect("valid");
+        assert!(c.password.as_ref().is_some_and(|p| p.matches(b"from file")));
+
+        std::fs::write(&file, "\n").expect("write");
+        let err = parse_with_password(&["--role", "leader", "--password-file", path], None)
+            .expect_err("empty file");
+        assert!(err.contains("empty") && !err.contains('\n'), "{err}");
+        let err = parse_with_password(&["--role", "leader"], Some("")).expect_err("empty env");
+        assert!(err.contains("KEYVAL_PASSWORD"), "{err}");
+        let missing = dir.path().join("no-such-file");
+        let err = parse_with_password(
+            &[
+                "--role",
+                "leader",
+                "--password-file",
+                missing.to_str().expect("utf8"),
+            ],
+            None,
+        )
+        .expect_err("missing file");
+        assert!(err.contains("no-such-file"), "{err}");
+    }
+
+    #[test]
+    fn protected_mode_flag() {
+        let c = parse(&["--role", "leader", "--protected-mode", "no"]).expect("valid");
+        assert!(!c.protected_mode);
+        let c = parse(&["--role", "leader", "--protected-mode", "yes"]).expect("valid");
+        assert!(c.protected_mode);
+        assert!(parse(&["--role", "leader", "--protected-mode", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn debug_shows_neither_secret_nor_password() {
+        let c = parse_with_password(&["--role", "leader"], Some("pa55word-xyz")).expect("valid");
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("pa55word-xyz"), "{shown}");
+        // Nor the bytes, as a derived Debug of a Vec<u8> would show them.
+        assert!(!shown.contains("115, 51, 99"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
     }
 
     #[test]

@@ -69,6 +69,7 @@ fn format_request(req: &Request<'_>) -> Vec<u8> {
         Request::Ping => vec![b"PING"],
         Request::Info => vec![b"INFO"],
         Request::Digest => vec![b"DIGEST"],
+        Request::Auth { password } => vec![b"AUTH", password.0],
         Request::Admin(AdminRequest::Promote) => vec![b"PROMOTE"],
         Request::Admin(AdminRequest::Compact) => vec![b"COMPACT"],
         Request::Admin(AdminRequest::Fence) => vec![b"FENCE"],
@@ -91,7 +92,7 @@ fn format_hello(hello: &Hello<'_>) -> Vec<u8> {
 /// A valid request line, command words in random case, `\n` or `\r\n`.
 fn valid_line(f: &mut Fuzz) -> Vec<u8> {
     let k = key(f);
-    let mut line = match f.below(12) {
+    let mut line = match f.below(13) {
         0..3 => [b"PUT ", &k[..], b" ", &value(f)].concat(),
         3..5 => [b"GET ", &k[..]].concat(),
         5 => [b"DELETE ", &k[..]].concat(),
@@ -114,6 +115,7 @@ fn valid_line(f: &mut Fuzz) -> Vec<u8> {
         ]
         .concat(),
         10 => b"HELLO CLIENT".to_vec(),
+        11 => [b"AUTH ", &value(f)[..]].concat(),
         _ => f.pick(&[&b"PROMOTE"[..], b"COMPACT", b"FENCE"]).to_vec(),
     };
     let word_end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());

@@ -22,10 +22,12 @@
 //!   compaction.
 //! - [`server`]: the event loop and connections; the only user of mio.
 //! - [`config`]: flags and `KEYVAL_*` environment.
+//! - [`access`]: the client password gate and protected mode, pure.
 //! - [`error`]: the top-level error.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod access;
 pub mod config;
 pub mod error;
 pub mod protocol;

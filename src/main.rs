@@ -23,7 +23,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
-    let config = match Config::from_cli(cli, std::env::var("KEYVAL_SECRET").ok()) {
+    let config = match Config::from_cli(
+        cli,
+        std::env::var("KEYVAL_SECRET").ok(),
+        std::env::var("KEYVAL_PASSWORD").ok(),
+    ) {
         Ok(config) => config,
         Err(msg) => {
             eprintln!("keyval: {msg}");

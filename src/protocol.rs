@@ -11,7 +11,10 @@
 //! GET <key>               -> <value> | NOT_FOUND
 //! DELETE <key>            -> OK | NOT_FOUND
 //! KEYS [<prefix>]         -> <n>, then n keys
+//! AUTH <password>         -> OK | WRONGPASS | ERROR no password is set
 //! ```
+
+use crate::access;
 
 /// Longest key, in bytes (SPEC §2).
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -107,6 +110,9 @@ pub enum Request<'a> {
     Info,
     /// `DIGEST`: SHA-256 over the whole data set.
     Digest,
+    /// `AUTH <password>`: the password is the rest of the line (see
+    /// [`crate::access`]).
+    Auth { password: Redacted<'a> },
     /// An admin command (only honoured on an authenticated admin connection).
     Admin(AdminRequest<'a>),
 }
@@ -129,6 +135,27 @@ impl Request<'_> {
     /// Whether this request changes data (refused on a follower).
     pub fn is_write(&self) -> bool {
         matches!(self, Request::Put { .. } | Request::Delete { .. })
+    }
+
+    /// How the password gate treats it: `AUTH` opens the gate, `PING` and
+    /// `CLOSE` pass it, everything else waits behind it.
+    pub fn access_kind(&self) -> access::Kind {
+        match self {
+            Request::Auth { .. } => access::Kind::Auth,
+            Request::Ping | Request::Close => access::Kind::Open,
+            _ => access::Kind::Gated,
+        }
+    }
+}
+
+/// Bytes that must never be printed (an `AUTH` password): `Debug` shows
+/// only that they are there, so a logged request cannot leak them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Redacted<'a>(pub &'a [u8]);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 
@@ -194,6 +221,14 @@ pub fn parse_request(line: &[u8]) -> Result<Request<'_>, ParseError> {
         no_args(rest, Request::Info)
     } else if is(b"DIGEST") {
         no_args(rest, Request::Digest)
+    } else if is(b"AUTH") {
+        // The rest of the line, spaces included, like a PUT's value.
+        match rest {
+            Some(password) if !password.is_empty() => Ok(Request::Auth {
+                password: Redacted(password),
+            }),
+            _ => Err(ParseError::MissingArgument),
+        }
     } else if is(b"PROMOTE") {
         no_args(rest, Request::Admin(AdminRequest::Promote))
     } else if is(b"COMPACT") {
@@ -312,6 +347,14 @@ pub enum Reply {
     WriteNotAllowed,
     ReplicationTimeout,
     Error,
+    /// A password is set and this connection has not given it (SPEC §6).
+    NoAuth,
+    /// `AUTH` with the wrong password; the connection stays.
+    WrongPass,
+    /// `AUTH` on a node with no password configured.
+    NoPasswordSet,
+    /// Protected mode refused a client from another host; then close.
+    Denied,
 }
 
 impl Reply {
@@ -330,9 +373,19 @@ impl Reply {
             Reply::WriteNotAllowed => b"WRITE_NOT_ALLOWED\n",
             Reply::ReplicationTimeout => b"REPLICATION_TIMEOUT\n",
             Reply::Error => b"ERROR\n",
+            Reply::NoAuth => b"NOAUTH\n",
+            Reply::WrongPass => b"WRONGPASS\n",
+            Reply::NoPasswordSet => b"ERROR no password is set\n",
+            Reply::Denied => DENIED_LINE,
         }
     }
 }
+
+/// What protected mode answers a client from another host before closing
+/// it: what happened and the three ways to fix it.
+pub const DENIED_LINE: &[u8] = b"DENIED protected mode: no password is set and this client is \
+not on loopback; set a password (--password-file or KEYVAL_PASSWORD), connect from this host, \
+or turn protected mode off with --protected-mode no\n";
 
 /// Appends a value reply (`<value>\n`).
 pub fn encode_value(out: &mut Vec<u8>, value: &[u8]) {
@@ -520,6 +573,60 @@ mod tests {
         assert!(parse("PUT a b").is_ok_and(|r| r.is_write()));
         assert!(parse("DELETE a").is_ok_and(|r| r.is_write()));
         assert!(parse("GET a").is_ok_and(|r| !r.is_write()));
+    }
+
+    #[test]
+    fn auth_takes_the_rest_of_the_line() {
+        assert_eq!(
+            parse("AUTH hunter2"),
+            Ok(Request::Auth {
+                password: Redacted(b"hunter2")
+            })
+        );
+        assert_eq!(
+            parse("auth two words "),
+            Ok(Request::Auth {
+                password: Redacted(b"two words ")
+            })
+        );
+        assert_eq!(parse("AUTH"), Err(ParseError::MissingArgument));
+        assert_eq!(parse("AUTH "), Err(ParseError::MissingArgument));
+        let shown = format!("{:?}", parse("AUTH hunter2"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn access_kinds() {
+        use crate::access::Kind;
+        for (line, kind) in [
+            ("AUTH x", Kind::Auth),
+            ("PING", Kind::Open),
+            ("CLOSE", Kind::Open),
+            ("GET a", Kind::Gated),
+            ("PUT a b", Kind::Gated),
+            ("DELETE a", Kind::Gated),
+            ("KEYS", Kind::Gated),
+            ("INFO", Kind::Gated),
+            ("DIGEST", Kind::Gated),
+            ("PROMOTE", Kind::Gated),
+        ] {
+            assert_eq!(parse(line).map(|r| r.access_kind()), Ok(kind), "{line}");
+        }
+    }
+
+    #[test]
+    fn access_replies_are_single_lines() {
+        for reply in [
+            Reply::NoAuth,
+            Reply::WrongPass,
+            Reply::NoPasswordSet,
+            Reply::Denied,
+        ] {
+            let bytes = reply.as_bytes();
+            assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
+            assert_eq!(bytes.last(), Some(&b'\n'));
+        }
+        assert!(Reply::Denied.as_bytes().starts_with(b"DENIED "));
     }
 
     #[test]

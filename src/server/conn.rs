@@ -121,6 +121,8 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// What the peer is, decided by its first line.
     pub kind: Peer,
+    /// A client gave the password (`AUTH`); see [`crate::access`].
+    pub authenticated: bool,
     /// Read, not yet parsed.
     pub rbuf: Vec<u8>,
     /// Bytes at the start of `rbuf` already searched for a newline in
@@ -217,6 +219,7 @@ impl Conn {
             stream,
             peer,
             kind: Peer::AwaitHello,
+            authenticated: false,
             rbuf: Vec::new(),
             scanned: 0,
             discarding: false,

@@ -15,13 +15,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use mio::Waker;
 
 use super::conn::{Conn, Peer};
 use super::jobs::{Answer, Jobs, INLINE_MAX_KEYS};
 use super::replica::{LinkInfo, Replication};
 use super::role::{role_word, RoleState};
+use crate::access::{self, AuthOutcome, Verdict};
 use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::protocol::{self, parse_hello, parse_request, Hello, Reply, Request};
@@ -108,6 +109,17 @@ impl Node {
             warn!(
                 "no shared secret (KEYVAL_SECRET or --secret-file): every follower will be refused"
             );
+        }
+        if config.password.is_none() && !access::is_loopback(config.bind) {
+            if config.protected_mode {
+                warn!(
+                    "protected mode: no client password is set, so clients from other hosts are \
+                     refused (DENIED); set --password-file or KEYVAL_PASSWORD, or use \
+                     --protected-mode no"
+                );
+            } else {
+                warn!("no client password and --protected-mode no: any host can read and write");
+            }
         }
         if role.role == Role::Leader && !role.fenced && opened.wal.last_seq() > 0 {
             // Whatever this log lost at the last stop (an unsynced tail, a
@@ -220,6 +232,21 @@ impl Node {
     fn hello(&mut self, conn: &mut Conn, line: &[u8]) {
         match parse_hello(line) {
             Some(Hello::Client) => {
+                let password_set = self.config.password.is_some();
+                if access::protected_refuses(
+                    self.config.protected_mode,
+                    password_set,
+                    conn.peer.ip(),
+                ) {
+                    info!(
+                        "{}: client refused: protected mode (no password set, peer not on \
+                         loopback)",
+                        conn.peer
+                    );
+                    conn.reply(Reply::Denied);
+                    conn.closing = true;
+                    return;
+                }
                 conn.kind = Peer::Client;
                 conn.reply(Reply::HelloServer);
             }
@@ -234,6 +261,13 @@ impl Node {
     }
 
     fn execute(&mut self, conn: &mut Conn, key: usize, request: Request<'_>) {
+        // An admin proved the shared secret, which is worth the password.
+        let proven = conn.authenticated || matches!(conn.kind, Peer::Admin);
+        let password_set = self.config.password.is_some();
+        if access::gate(password_set, proven, request.access_kind()) == Verdict::NoAuth {
+            conn.reply(Reply::NoAuth);
+            return;
+        }
         if request.is_write() && !self.is_writable_leader() {
             let reply = match (&self.role.leader, self.role.role) {
                 (Some(leader), Role::Follower) => {
@@ -279,6 +313,7 @@ impl Node {
                 });
             }
             Request::Digest => self.query(conn, key, Query::Digest),
+            Request::Auth { password } => self.auth(conn, password.0),
             Request::Ping => conn.reply(Reply::Pong),
             Request::Close => {
                 conn.reply(Reply::Bye);
@@ -287,6 +322,23 @@ impl Node {
             // Admin commands need the admin handshake.
             Request::Admin(admin) if matches!(conn.kind, Peer::Admin) => self.admin(conn, admin),
             Request::Admin(_) => conn.reply(Reply::InvalidCommand),
+        }
+    }
+
+    /// `AUTH <password>`: a right one opens the gate for this connection;
+    /// a wrong one leaves it as it was. The candidate is never logged.
+    fn auth(&mut self, conn: &mut Conn, candidate: &[u8]) {
+        match access::authenticate(self.config.password.as_ref(), candidate) {
+            AuthOutcome::Accepted => {
+                conn.authenticated = true;
+                debug!("{}: client authenticated", conn.peer);
+                conn.reply(Reply::Ok);
+            }
+            AuthOutcome::WrongPass => {
+                debug!("{}: wrong password", conn.peer);
+                conn.reply(Reply::WrongPass);
+            }
+            AuthOutcome::NoPasswordSet => conn.reply(Reply::NoPasswordSet),
         }
     }
 
