@@ -84,12 +84,14 @@ pub struct Cli {
     /// When the log is fsynced.
     #[arg(long, env = "KEYVAL_FSYNC", value_enum, default_value = "always")]
     pub fsync: FsyncArg,
-    /// Answer a write only once this many followers have it durably.
-    #[arg(long, env = "KEYVAL_SYNC_FOLLOWERS", default_value_t = 0)]
-    pub sync_followers: usize,
-    /// How long a write waits for follower acks (0 = forever).
-    #[arg(long, env = "KEYVAL_SYNC_TIMEOUT_MS", default_value_t = 5000)]
-    pub sync_timeout_ms: u64,
+    /// Answer a write only once this many followers have it durably
+    /// [default: what the leader announced, else 0].
+    #[arg(long, env = "KEYVAL_SYNC_FOLLOWERS")]
+    pub sync_followers: Option<usize>,
+    /// How long a write waits for follower acks, 0 = forever [default: what
+    /// the leader announced, else 5000].
+    #[arg(long, env = "KEYVAL_SYNC_TIMEOUT_MS")]
+    pub sync_timeout_ms: Option<u64>,
     /// Follower cap.
     #[arg(long, env = "KEYVAL_MAX_FOLLOWERS", default_value_t = 10)]
     pub max_followers: usize,
@@ -149,8 +151,11 @@ pub struct Config {
     pub leader: Option<LeaderAddr>,
     pub data_dir: PathBuf,
     pub fsync: FsyncPolicy,
-    pub sync_followers: usize,
-    pub sync_timeout_ms: u64,
+    /// `--sync-followers` when given: it wins over the cluster's rule this
+    /// node learned (see `Node::policy`).
+    pub sync_followers: Option<usize>,
+    /// `--sync-timeout-ms` when given.
+    pub sync_timeout_ms: Option<u64>,
     pub max_followers: usize,
     pub max_clients: usize,
     pub max_line_bytes: usize,
@@ -223,10 +228,11 @@ impl Config {
         if cli.max_clients == 0 {
             return Err("--max-clients must be at least 1".into());
         }
-        if cli.sync_followers > cli.max_followers {
+        if let Some(n) = cli.sync_followers.filter(|&n| n > cli.max_followers) {
             return Err(format!(
-                "--sync-followers {} is more than --max-followers {}: no write could ever be answered",
-                cli.sync_followers, cli.max_followers
+                "--sync-followers {n} is more than --max-followers {}: no write could ever be \
+                 answered",
+                cli.max_followers
             ));
         }
         let secret = load_secret(cli.secret_file.as_deref(), env_secret)?.map(SecretBytes);

@@ -317,6 +317,10 @@ fn valid_frame(f: &mut Fuzz) -> Vec<u8> {
                 bytes: (seq << 7) | 1,
                 keys: seq >> 1,
             }),
+            policy: crate::replication::SyncPolicy {
+                followers: f.below(11),
+                timeout_ms: seq >> 3,
+            },
         }),
         3 => Frame::Chunk(&bytes),
         4 => Frame::End { seq },

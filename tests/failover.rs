@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    count_log, digest, free_port, leader_on, put_many, seq, start_follower, wait_followers,
+    count_log, digest, free_port, leader_on, put_many, seq, start_follower, stop, wait_followers,
     wait_log_count, wait_synced, Follower,
 };
 use common::{wait_until, Node, SECRET};
@@ -331,4 +331,36 @@ fn admin_commands_need_the_admin_handshake() {
     let out = ctl(leader.addr.port(), &["promote"]);
     assert!(!out.status.success(), "promoting a leader is a wrong role");
     assert!(String::from_utf8_lossy(&out.stderr).contains("WRONG_ROLE leader"));
+}
+
+#[test]
+fn a_promoted_follower_keeps_the_output_rule_its_leader_announced() {
+    // The followers are started with no --sync-followers at all, as a
+    // follower unit copied from a template might be.
+    let mut leader = leader_on(
+        free_port(),
+        &["--sync-followers", "1", "--sync-timeout-ms", "300"],
+    );
+    let mut f2 = start_follower(leader.addr.port(), 2, &[]);
+    wait_followers(&leader, 1);
+    assert_eq!(leader.client().call("PUT a 1"), "OK");
+    wait_until("the follower to learn the rule", || {
+        f2.info_field("sync_policy") == "leader"
+    });
+    assert_eq!(f2.info_field("sync_followers"), "1");
+    assert_eq!(f2.info_field("sync_timeout_ms"), "300");
+    assert_eq!(leader.info_field("sync_policy"), "flags");
+    // It survives a restart of the follower, in its state file.
+    stop(&mut f2);
+    f2.restart();
+    assert_eq!(f2.info_field("sync_followers"), "1");
+    leader.kill9();
+    ok(ctl(f2.addr.port(), &["promote"]));
+    assert_eq!(f2.info_field("role"), "leader");
+    // No follower: a write is durable on the new leader but waits for one,
+    // exactly as on the old.
+    assert_eq!(f2.client().call("PUT b 2"), "REPLICATION_TIMEOUT");
+    assert!(f2
+        .wait_log("promoted to leader")
+        .contains("writes wait for 1 follower(s) (the output rule from its leader)"));
 }

@@ -336,7 +336,7 @@ fn join_fake_follower(addr: SocketAddr, id: u32) -> Peer {
     let (kind, payload) = peer.frame();
     assert_eq!(kind, b'P', "the first frame after SYNC is the plan");
     assert_eq!(payload[0], 2, "an unknown history gets a snapshot");
-    assert_eq!(payload.len(), 63);
+    assert_eq!(payload.len(), 73);
     assert_ne!(
         payload[47..55],
         [0; 8],
@@ -1027,6 +1027,9 @@ fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
     plan.push(1);
     plan.extend_from_slice(&(leader_log.len() as u64).to_le_bytes());
     plan.extend_from_slice(&200u64.to_le_bytes());
+    // The cluster's output rule: no follower awaited, 5000 ms.
+    plan.extend_from_slice(&0u16.to_le_bytes());
+    plan.extend_from_slice(&5000u64.to_le_bytes());
     peer.send_frame(b'P', &plan);
     let half = leader_log.len() / 2;
     peer.send_frame(b'F', &leader_log[..half]);

@@ -227,8 +227,8 @@ fn an_impostor_that_relays_the_handshake_cannot_feed_a_follower() {
     plan.extend_from_slice(&[7; 16]);
     plan.extend_from_slice(&(1u64 << 62).to_le_bytes());
     plan.extend_from_slice(&1u64.to_le_bytes());
-    plan.extend_from_slice(&[0; 8 + 1 + 4 + 1 + 8 + 8]);
-    plan.truncate(63);
+    plan.extend_from_slice(&[0; 8 + 1 + 4 + 1 + 8 + 8 + 2 + 8]);
+    plan.truncate(73);
     let mut forged = frame(b'P', &plan);
     // Enough bytes that the follower reads them as a whole record.
     for _ in 0..64 {

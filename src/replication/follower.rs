@@ -261,6 +261,7 @@ mod tests {
             keep_forks,
             acks_awaited: false,
             announced: None,
+            policy: crate::replication::SyncPolicy::DEFAULT,
         }
     }
 

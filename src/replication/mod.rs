@@ -27,6 +27,26 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Silence after which a link is declared dead.
 pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The cluster's output rule (`--sync-followers`, `--sync-timeout-ms`).
+/// A leader announces it in every `PLAN`; followers keep it in their state
+/// file, and a promoted follower enforces it, so a failover never weakens
+/// it unless an operator gives the flag explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPolicy {
+    /// Followers that must hold a write durably before it is answered.
+    pub followers: usize,
+    /// How long a write waits for them (0 = forever).
+    pub timeout_ms: u64,
+}
+
+impl SyncPolicy {
+    /// No flags, nothing learned: writes wait for no follower.
+    pub const DEFAULT: SyncPolicy = SyncPolicy {
+        followers: 0,
+        timeout_ms: 5000,
+    };
+}
+
 /// How far above the highest epoch a node knows a peer's epoch may be.
 /// Each promotion adds one, so a real cluster never comes near; a claim
 /// past it (2^62, `u64::MAX`) is a protocol error, never learned: learned,

@@ -14,7 +14,7 @@
 //!   'A' ACK        seq:u64 epoch:u64               durable through seq (also the heartbeat)
 //! leader -> follower
 //!   'P' PLAN       mode:u8 history[16] epoch:u64 seq:u64 related:u8 common:u64 keep:u32
-//!                  acks:u8 bytes:u64 keys:u64
+//!                  acks:u8 bytes:u64 keys:u64 sync:u16 sync_timeout_ms:u64
 //!                  mode 1 = catch-up (records after seq `common` follow; the
 //!                  follower first cuts its log back to `common` and its first
 //!                  `keep` fork records), 2 = snapshot (file chunks follow; the
@@ -26,7 +26,10 @@
 //!                  gather its fsyncs;
 //!                  bytes/keys: a snapshot plan announces the bytes of log
 //!                  file that follow and the leader's live key count (the
-//!                  follower sizes its new map by it); 0 in a catch-up plan
+//!                  follower sizes its new map by it); 0 in a catch-up plan;
+//!                  sync/sync_timeout_ms: the cluster's output rule
+//!                  (`SyncPolicy`), which the follower keeps for when it is
+//!                  promoted
 //!   'F' CHUNK      bytes of the leader's log file, from offset 0 (snapshot only)
 //!   'E' END        seq:u64                         the snapshot is complete through seq
 //!   'R' RECORDS    whole log records, byte for byte as in the log (see wal::record)
@@ -37,6 +40,7 @@
 //!
 //! All integers are little-endian.
 
+use super::SyncPolicy;
 use crate::wal::lineage::Segment;
 use crate::wal::record::{HistoryId, MAX_BODY_LEN};
 use crate::wal::snapshot::Announced;
@@ -67,7 +71,7 @@ const SYNC_FIXED_LEN: usize = 21;
 const SEGMENT_LEN: usize = 32;
 
 /// Bytes of a `PLAN`.
-const PLAN_LEN: usize = 63;
+const PLAN_LEN: usize = 73;
 
 /// The leader's answer to `SYNC`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +91,8 @@ pub struct Plan {
     pub acks_awaited: bool,
     /// Snapshot: the size of the file part and the leader's key count.
     pub announced: Option<Announced>,
+    /// The cluster's output rule.
+    pub policy: SyncPolicy,
 }
 
 /// One decoded frame; byte payloads borrow from the input.
@@ -181,6 +187,9 @@ impl Frame<'_> {
                 let a = plan.announced.unwrap_or(Announced { bytes: 0, keys: 0 });
                 out.extend_from_slice(&a.bytes.to_le_bytes());
                 out.extend_from_slice(&a.keys.to_le_bytes());
+                let followers = u16::try_from(plan.policy.followers).unwrap_or(u16::MAX);
+                out.extend_from_slice(&followers.to_le_bytes());
+                out.extend_from_slice(&plan.policy.timeout_ms.to_le_bytes());
             }
             Frame::Chunk(bytes) | Frame::Records(bytes) => out.extend_from_slice(bytes),
             Frame::Ack { seq, epoch } | Frame::Heartbeat { seq, epoch } => {
@@ -320,6 +329,10 @@ fn decode_plan(p: &[u8]) -> Result<Plan, WireError> {
             // Canonical: a catch-up announces nothing.
             (Mode::CatchUp, _, _) => return Err(WireError::BadField),
         },
+        policy: SyncPolicy {
+            followers: usize::from(u16::from_le_bytes([p[63], p[64]])),
+            timeout_ms: u64_at(p, 65),
+        },
     })
 }
 
@@ -370,6 +383,10 @@ mod tests {
             keep_forks: 2,
             acks_awaited: true,
             announced: None,
+            policy: SyncPolicy {
+                followers: 2,
+                timeout_ms: 750,
+            },
         }
     }
 
@@ -448,8 +465,8 @@ mod tests {
     fn layout_of_a_snapshot_plan() {
         let mut buf = Vec::new();
         Frame::Plan(announced(plan(Mode::Snapshot, Some(4)))).encode(&mut buf);
-        assert_eq!(buf.len(), FRAME_HEADER_LEN + 63);
-        assert_eq!(&buf[..5], &[b'P', 63, 0, 0, 0]);
+        assert_eq!(buf.len(), FRAME_HEADER_LEN + 73);
+        assert_eq!(&buf[..5], &[b'P', 73, 0, 0, 0]);
         let p = &buf[FRAME_HEADER_LEN..];
         assert_eq!(p[0], 2);
         assert_eq!(p[33], 1);
@@ -457,6 +474,8 @@ mod tests {
         assert_eq!(p[46], 1, "acks awaited");
         assert_eq!(u64_at(p, 47), 1 << 33);
         assert_eq!(u64_at(p, 55), 1_000_000);
+        assert_eq!(&p[63..65], &[2, 0], "two followers awaited");
+        assert_eq!(u64_at(p, 65), 750, "for 750 ms");
         // A catch-up announces nothing.
         let mut catch_up = Vec::new();
         let mut bad = announced(plan(Mode::CatchUp, Some(4)));
@@ -465,7 +484,7 @@ mod tests {
         bad.announced = None;
         catch_up.clear();
         Frame::Plan(bad).encode(&mut catch_up);
-        assert!(matches!(Frame::decode(&catch_up), Ok(Some((Frame::Plan(p), 68))) if p == bad));
+        assert!(matches!(Frame::decode(&catch_up), Ok(Some((Frame::Plan(p), 78))) if p == bad));
         // Any other length is refused.
         let mut odd = buf[..FRAME_HEADER_LEN + 54].to_vec();
         odd[1] = 54;
@@ -473,6 +492,9 @@ mod tests {
         let mut old = buf[..FRAME_HEADER_LEN + 46].to_vec();
         old[1] = 46;
         assert_eq!(Frame::decode(&old), Err(WireError::BadLength));
+        let mut before_policy = buf[..FRAME_HEADER_LEN + 63].to_vec();
+        before_policy[1] = 63;
+        assert_eq!(Frame::decode(&before_policy), Err(WireError::BadLength));
     }
 
     #[test]

@@ -144,11 +144,15 @@ impl Node {
         self.role.may_discard = false;
         self.role.epoch_seen = epoch;
         self.save_role();
+        let policy = self.policy();
         warn!(
-            "promoted to leader: history {} epoch {epoch}, forked from history {} at seq {}",
+            "promoted to leader: history {} epoch {epoch}, forked from history {} at seq {}; \
+             writes wait for {} follower(s) (the output rule from its {})",
             hex::encode(segment.history),
             hex::encode(from.history),
-            segment.start
+            segment.start,
+            policy.followers,
+            self.policy_source()
         );
         format!("OK epoch {epoch} seq {}", segment.start)
     }

@@ -27,7 +27,7 @@ use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::protocol::{self, parse_hello, parse_request, Hello, Reply, Request};
 use crate::query::Query;
-use crate::replication::HEARTBEAT_INTERVAL;
+use crate::replication::{SyncPolicy, HEARTBEAT_INTERVAL};
 use crate::store::Store;
 use crate::wal::compact::Compaction;
 use crate::wal::record::Op;
@@ -88,6 +88,18 @@ impl Node {
             source: e,
         })?;
         let role = Node::starting_role(&config)?;
+        if let Some(learned) = role.policy.filter(|_| role.role == Role::Leader) {
+            let flags = (config.sync_followers, config.sync_timeout_ms);
+            if flags.0.is_some_and(|n| n != learned.followers)
+                || flags.1.is_some_and(|ms| ms != learned.timeout_ms)
+            {
+                warn!(
+                    "--sync-followers/--sync-timeout-ms override the cluster's output rule this \
+                     node learned from its leader ({} follower(s), {} ms)",
+                    learned.followers, learned.timeout_ms
+                );
+            }
+        }
         let path = config.data_dir.join(&role.log);
         let started = Instant::now();
         let mut opened = Wal::open(&path, config.fsync)?;
@@ -194,6 +206,28 @@ impl Node {
     }
 
     /// The highest epoch this node knows of.
+    /// The output rule this node enforces as a leader: its flags where
+    /// given, else what its leader last announced (kept in the state file),
+    /// else none.
+    pub fn policy(&self) -> SyncPolicy {
+        let learned = self.role.policy.unwrap_or(SyncPolicy::DEFAULT);
+        SyncPolicy {
+            followers: self.config.sync_followers.unwrap_or(learned.followers),
+            timeout_ms: self.config.sync_timeout_ms.unwrap_or(learned.timeout_ms),
+        }
+    }
+
+    /// Where [`Node::policy`] comes from, for `INFO`.
+    pub fn policy_source(&self) -> &'static str {
+        if self.config.sync_followers.is_some() || self.config.sync_timeout_ms.is_some() {
+            "flags"
+        } else if self.role.policy.is_some() {
+            "leader"
+        } else {
+            "default"
+        }
+    }
+
     pub fn known_epoch(&self) -> u64 {
         self.role.epoch_seen.max(self.wal.lineage().current().epoch)
     }
@@ -374,9 +408,10 @@ impl Node {
     fn write(&mut self, conn: &mut Conn, op: Op, key: &[u8], value: &[u8]) {
         match self.wal.append(&mut self.store, op, key, value) {
             Ok(seq) => {
-                let wait = self.config.sync_followers > 0 && self.config.sync_timeout_ms > 0;
-                let deadline = wait
-                    .then(|| Instant::now() + Duration::from_millis(self.config.sync_timeout_ms));
+                let policy = self.policy();
+                let wait = policy.followers > 0 && policy.timeout_ms > 0;
+                let deadline =
+                    wait.then(|| Instant::now() + Duration::from_millis(policy.timeout_ms));
                 conn.hold(seq, deadline);
             }
             Err(_) => conn.reply(Reply::Error),

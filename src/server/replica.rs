@@ -19,7 +19,9 @@ use crate::replication::follower::{check_claims, check_plan, Backoff, Holding, L
 use crate::replication::leader::Feed;
 use crate::replication::session::Session;
 use crate::replication::wire::{self, Frame, Mode};
-use crate::replication::{plausible_epoch, FOLLOWER_BUF_LOW, LINK_TIMEOUT, MAX_EPOCH_LEAP};
+use crate::replication::{
+    plausible_epoch, SyncPolicy, FOLLOWER_BUF_LOW, LINK_TIMEOUT, MAX_EPOCH_LEAP,
+};
 use crate::wal::lineage::{self, Lineage, Plan};
 use crate::wal::record::{Decoded, Record};
 use crate::wal::snapshot::{Announced, Receiver, Snapshot};
@@ -337,7 +339,7 @@ impl Node {
             }
         };
         // This follower's entry is new: the others awaited are elsewhere.
-        let awaited = self.awaited_count() < self.config.sync_followers;
+        let awaited = self.awaited_count() < self.policy().followers;
         if let Some(entry) = self.repl.followers.get_mut(&id) {
             entry.acks_awaited = awaited;
         }
@@ -359,6 +361,7 @@ impl Node {
             keep_forks: u32::try_from(keep_forks).unwrap_or(u32::MAX),
             acks_awaited: awaited,
             announced,
+            policy: self.policy(),
         })
         .encode(conn.raw_out());
     }
@@ -412,6 +415,7 @@ impl Node {
                     self.role.may_discard = false;
                     self.save_role();
                 }
+                self.learn_policy(conn, plan.policy);
                 self.wal
                     .defer_syncs(!plan.acks_awaited)
                     .map_err(|e| e.to_string())?;
@@ -508,6 +512,29 @@ impl Node {
                 Ok(())
             }
             (_, other) => Err(format!("unexpected frame from the leader: {other:?}")),
+        }
+    }
+
+    /// Keeps the cluster's output rule a leader announced, for when this
+    /// node is promoted.
+    fn learn_policy(&mut self, conn: &Conn, policy: SyncPolicy) {
+        if self.role.policy == Some(policy) {
+            return;
+        }
+        self.role.policy = Some(policy);
+        self.save_role();
+        info!(
+            "{}: the cluster's output rule: writes wait for {} follower(s), for {} ms; kept for \
+             when this node is promoted",
+            conn.peer, policy.followers, policy.timeout_ms
+        );
+        if self.policy() != policy {
+            let mine = self.policy();
+            warn!(
+                "this node's --sync-followers {} / --sync-timeout-ms {} differ from the cluster's \
+                 rule and win if it is promoted; remove them to keep the cluster's",
+                mine.followers, mine.timeout_ms
+            );
         }
     }
 
@@ -884,7 +911,7 @@ impl Node {
     /// that matter. When one of the N goes, the most advanced of the others
     /// takes its place (told with a `WAIT` frame by `feed_peer`).
     fn assign_awaited(&mut self) {
-        while self.awaited_count() < self.config.sync_followers {
+        while self.awaited_count() < self.policy().followers {
             let next = self
                 .repl
                 .followers
@@ -901,7 +928,7 @@ impl Node {
     /// The seq through which held writes may be answered: the local ack
     /// point, and with `--sync-followers N` the N-th highest follower ack.
     pub fn release_point(&self, local: u64) -> u64 {
-        let n = self.config.sync_followers;
+        let n = self.policy().followers;
         if n == 0 {
             return local;
         }
@@ -921,6 +948,10 @@ impl Node {
 
     /// `INFO` lines about replication.
     pub fn replication_info(&self, lines: &mut Vec<String>) {
+        let policy = self.policy();
+        lines.push(format!("sync_followers {}", policy.followers));
+        lines.push(format!("sync_timeout_ms {}", policy.timeout_ms));
+        lines.push(format!("sync_policy {}", self.policy_source()));
         match self.role.role {
             Role::Leader => {
                 let connected: Vec<(&u32, &FollowerEntry)> = self

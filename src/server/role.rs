@@ -16,6 +16,8 @@
 //! epoch 3                  the highest epoch this node knows of
 //! discard 1                1: the operator allowed dropping writes the leader lacks
 //! log leader.log           the log file (it keeps its name through role changes)
+//! sync 1 5000              the cluster's output rule as last announced by a
+//!                          leader (followers, timeout ms); optional
 //! ```
 
 use std::io::Write;
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, LeaderAddr, Role};
 use crate::error::Error;
+use crate::replication::SyncPolicy;
 use crate::wal::compact;
 
 /// The node's current role and what goes with it.
@@ -39,6 +42,9 @@ pub struct RoleState {
     pub may_discard: bool,
     /// File name of the log in the data directory.
     pub log: String,
+    /// The cluster's output rule as a leader last announced it: what this
+    /// node enforces once promoted, unless its own flags say otherwise.
+    pub policy: Option<SyncPolicy>,
 }
 
 impl RoleState {
@@ -56,6 +62,7 @@ impl RoleState {
             epoch_seen: 0,
             may_discard: false,
             log,
+            policy: None,
         }
     }
 
@@ -77,6 +84,9 @@ impl RoleState {
             u8::from(self.may_discard),
             self.log
         ));
+        if let Some(p) = self.policy {
+            text.push_str(&format!("sync {} {}\n", p.followers, p.timeout_ms));
+        }
         text
     }
 
@@ -92,6 +102,7 @@ impl RoleState {
             epoch_seen: 0,
             may_discard: false,
             log: String::new(),
+            policy: None,
         };
         let mut role = None;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -112,6 +123,13 @@ impl RoleState {
                 "epoch" => state.epoch_seen = value.parse().map_err(|_| bad())?,
                 "discard" => state.may_discard = parse_flag(value).ok_or_else(bad)?,
                 "log" if is_plain_file_name(value) => state.log = value.to_string(),
+                "sync" => {
+                    let (n, ms) = value.split_once(' ').ok_or_else(bad)?;
+                    state.policy = Some(SyncPolicy {
+                        followers: n.parse().map_err(|_| bad())?,
+                        timeout_ms: ms.parse().map_err(|_| bad())?,
+                    });
+                }
                 _ => return Err(bad()),
             }
         }
@@ -207,6 +225,10 @@ mod tests {
             epoch_seen: 3,
             may_discard: true,
             log: "leader.log".into(),
+            policy: Some(SyncPolicy {
+                followers: 1,
+                timeout_ms: 250,
+            }),
         }
     }
 
@@ -218,9 +240,11 @@ mod tests {
             role: Role::Leader,
             leader: None,
             fenced: true,
+            policy: None,
             ..follower()
         };
         assert_eq!(RoleState::parse(&leader.encode()), Ok(leader));
+        assert!(follower().encode().contains("\nsync 1 250\n"));
     }
 
     #[test]
@@ -232,6 +256,8 @@ mod tests {
             "role leader\nlog ../a.log\n",
             "role leader\nlog a.log\nepoch x\n",
             "role leader\nlog a.log\nsurprise 1\n",
+            "role leader\nlog a.log\nsync 1\n",
+            "role leader\nlog a.log\nsync x 5\n",
             "role leader\n",
         ] {
             assert!(RoleState::parse(text).is_err(), "{text:?}");
