@@ -98,6 +98,9 @@ pub struct Cli {
     /// Client cap.
     #[arg(long, env = "KEYVAL_MAX_CLIENTS", default_value_t = 10000)]
     pub max_clients: usize,
+    /// How long a new connection may take to finish its handshake.
+    #[arg(long, env = "KEYVAL_HANDSHAKE_TIMEOUT_MS", default_value_t = 10000)]
+    pub handshake_timeout_ms: u64,
     /// Longest request line, in bytes.
     #[arg(long, env = "KEYVAL_MAX_LINE_BYTES", default_value_t = 1_048_576)]
     pub max_line_bytes: usize,
@@ -158,6 +161,9 @@ pub struct Config {
     pub sync_timeout_ms: Option<u64>,
     pub max_followers: usize,
     pub max_clients: usize,
+    /// A connection still in its handshake this long after it was
+    /// accepted is closed (SPEC §6).
+    pub handshake_timeout_ms: u64,
     pub max_line_bytes: usize,
     pub compact_min_bytes: u64,
     pub compact_ratio: f64,
@@ -228,6 +234,9 @@ impl Config {
         if cli.max_clients == 0 {
             return Err("--max-clients must be at least 1".into());
         }
+        if cli.handshake_timeout_ms == 0 {
+            return Err("--handshake-timeout-ms must be at least 1".into());
+        }
         if let Some(n) = cli.sync_followers.filter(|&n| n > cli.max_followers) {
             return Err(format!(
                 "--sync-followers {n} is more than --max-followers {}: no write could ever be \
@@ -258,6 +267,7 @@ impl Config {
             sync_timeout_ms: cli.sync_timeout_ms,
             max_followers: cli.max_followers,
             max_clients: cli.max_clients,
+            handshake_timeout_ms: cli.handshake_timeout_ms,
             max_line_bytes: cli.max_line_bytes,
             compact_min_bytes: cli.compact_min_bytes,
             compact_ratio: cli.compact_ratio,
@@ -507,6 +517,16 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn the_handshake_timeout_defaults_to_ten_seconds_and_is_not_zero() {
+        let c = parse(&["--role", "leader"]).expect("valid");
+        assert_eq!(c.handshake_timeout_ms, 10_000);
+        let c = parse(&["--role", "leader", "--handshake-timeout-ms", "300"]).expect("valid");
+        assert_eq!(c.handshake_timeout_ms, 300);
+        let err = parse(&["--role", "leader", "--handshake-timeout-ms", "0"]).expect_err("0");
+        assert!(err.contains("--handshake-timeout-ms"), "{err}");
     }
 
     fn usage_line(args: &[&str]) -> String {

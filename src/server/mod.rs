@@ -33,11 +33,13 @@ mod admin;
 pub mod conn;
 pub mod held;
 mod jobs;
+mod logthrottle;
 mod node;
 mod replica;
 mod resolve;
 mod role;
 pub mod slab;
+mod slots;
 mod systemd;
 
 use std::io;
@@ -64,6 +66,7 @@ use mio::net::TcpStream;
 use node::Node;
 use resolve::{Resolution, Resolver};
 use slab::Slab;
+use slots::Slots;
 
 /// Wakes the loop from the compaction, log sync and query job threads.
 const WAKER: Token = Token(usize::MAX);
@@ -112,6 +115,9 @@ pub struct Server {
     /// A follower's feed has more to send and room for it: turn again
     /// at once.
     pump_again: bool,
+    /// Connection slots, handshake deadlines, and accepting when out of
+    /// descriptors (`slots`).
+    slots: Slots,
 }
 
 impl Server {
@@ -120,6 +126,7 @@ impl Server {
     /// # Errors
     /// A damaged log, an unusable data directory, or a port in use.
     pub fn bind(config: Config) -> Result<Server, Error> {
+        let slots = Slots::new(&config);
         let poll = Poll::new().map_err(Error::io("create poll"))?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::io("create waker"))?);
@@ -162,6 +169,7 @@ impl Server {
             scratch: vec![0; conn::READ_CHUNK],
             resolver: Resolver::default(),
             pump_again: false,
+            slots,
         })
     }
 
@@ -203,6 +211,7 @@ impl Server {
                 }
             }
             let now = Instant::now();
+            self.slot_timers(now);
             self.end_turn(now);
             if self
                 .shutdown_by
@@ -225,50 +234,16 @@ impl Server {
             .iter()
             .filter_map(|&k| self.conns.get(k)?.next_deadline(local))
             .min();
-        [self.node.next_deadline(), held, self.shutdown_by]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|d| d.saturating_duration_since(now))
-    }
-
-    fn accept(&mut self) {
-        loop {
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            let (mut stream, peer) = match listener.accept() {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: log and retry when readiness comes
-                    // again rather than spin.
-                    warn!("accept failed: {e}");
-                    return;
-                }
-            };
-            if self.conns.len() >= self.node.config.max_clients {
-                warn!(
-                    "{peer}: refused, {} connections already (--max-clients)",
-                    self.conns.len()
-                );
-                let _ = io::Write::write(&mut stream, Reply::TooManyConnections.as_bytes());
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let key = self.conns.vacant_key();
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(&mut stream, Token(key), Interest::READABLE)
-            {
-                warn!("{peer}: cannot register: {e}");
-                continue;
-            }
-            self.conns.insert(Conn::new(stream, peer));
-            debug!("{peer}: connected (conn {key})");
-        }
+        [
+            self.node.next_deadline(),
+            held,
+            self.shutdown_by,
+            self.slots.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| d.saturating_duration_since(now))
     }
 
     fn on_signal(&mut self) {
@@ -426,7 +401,9 @@ impl Server {
             }
             match next_line_after(rest, max_line, scanned) {
                 Line::Complete(line, used) => {
-                    self.node.execute_line(conn, key, line);
+                    if !self.slots.screen(conn, line) {
+                        self.node.execute_line(conn, key, line);
+                    }
                     off += used;
                     scanned = 0;
                     if conn.session_began() {
@@ -445,7 +422,9 @@ impl Server {
                 Line::Incomplete if conn.peer_eof => {
                     // The peer ended without a final newline: take what it
                     // sent as the last line.
-                    self.node.execute_line(conn, key, rest);
+                    if !self.slots.screen(conn, rest) {
+                        self.node.execute_line(conn, key, rest);
+                    }
                     off = rbuf.len();
                 }
                 Line::Incomplete => {
@@ -460,6 +439,7 @@ impl Server {
         }
         conn.scanned = scanned.min(rbuf.len());
         conn.rbuf = rbuf;
+        self.slots.observe(key, &conn.kind);
         if conn.has_held() {
             self.waiting.push(key);
         }
@@ -696,6 +676,7 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.gone = true;
         self.closed.push(key);
+        self.slots.table.closed(key);
         self.node.on_close(conn, key, Instant::now());
         self.node.forget_queries(key);
     }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use log::{error, info, warn};
 
 use super::conn::{Conn, FollowerSession, Peer};
+use super::logthrottle::throttled;
 use super::node::Node;
 use crate::config::Role;
 use crate::protocol::Reply;
@@ -92,7 +93,12 @@ impl Node {
     /// `HELLO FOLLOWER|<id>:<fnonce>` on a leader: challenge it.
     pub fn follower_hello(&mut self, conn: &mut Conn, id: &[u8], fnonce: &[u8]) {
         let fail = |conn: &mut Conn, reply: &[u8], why: &str| {
-            warn!("{}: follower refused: {why}", conn.peer);
+            throttled!(
+                warn,
+                "follower-refused",
+                "{}: follower refused: {why}",
+                conn.peer
+            );
             conn.reply_with(|out| out.extend_from_slice(reply));
             conn.closing = true;
         };
@@ -163,7 +169,9 @@ impl Node {
             }
         };
         if let Some(reply) = reply {
-            warn!(
+            throttled!(
+                warn,
+                &format!("follower-refused-{id}"),
                 "{}: follower {id} refused: {}",
                 conn.peer,
                 String::from_utf8_lossy(reply).trim_end()
@@ -173,13 +181,21 @@ impl Node {
             return;
         }
         if let Some(old) = self.repl.followers.remove(&id) {
-            info!(
+            throttled!(
+                info,
+                &format!("follower-replaced-{id}"),
                 "follower {id}: reconnected from {}, replacing the connection from {}",
-                conn.peer, old.addr
+                conn.peer,
+                old.addr
             );
             self.repl.evict.push(old.key);
         }
-        info!("{}: follower {id} authenticated", conn.peer);
+        throttled!(
+            info,
+            &format!("follower-authenticated-{id}"),
+            "{}: follower {id} authenticated",
+            conn.peer
+        );
         let session = Session::new(
             secret,
             Prover::Leader,
