@@ -17,6 +17,7 @@ use std::time::Instant;
 use log::{error, info, warn};
 
 use super::conn::{Conn, Peer};
+use super::logthrottle::throttled;
 use super::node::Node;
 use super::replica::LinkStatus;
 use crate::config::{LeaderAddr, Role};
@@ -32,7 +33,7 @@ impl Node {
     /// `HELLO ADMIN|<anonce>`: challenge it.
     pub fn admin_hello(&mut self, conn: &mut Conn, anonce: &[u8]) {
         let refuse = |conn: &mut Conn, reply: &[u8], why: &str| {
-            warn!("{}: admin refused: {why}", conn.peer);
+            throttled!(warn, "admin-refused", "{}: admin refused: {why}", conn.peer);
             conn.reply_with(|out| out.extend_from_slice(reply));
             conn.closing = true;
         };
@@ -79,7 +80,9 @@ impl Node {
             }
             Some(_) => b"INVALID_SECRET_KEY\n",
         };
-        warn!(
+        throttled!(
+            warn,
+            "admin-refused",
             "{}: admin refused: {}",
             conn.peer,
             String::from_utf8_lossy(reply).trim_end()

@@ -20,6 +20,7 @@ use mio::Waker;
 
 use super::conn::{Conn, Peer};
 use super::jobs::{Answer, Jobs, INLINE_MAX_KEYS};
+use super::logthrottle::throttled;
 use super::replica::{LinkInfo, Replication};
 use super::role::{role_word, RoleState};
 use crate::access::{self, AuthOutcome, Verdict};
@@ -287,7 +288,12 @@ impl Node {
             Some(Hello::Follower { id, nonce }) => self.follower_hello(conn, id, nonce),
             Some(Hello::Admin { nonce }) => self.admin_hello(conn, nonce),
             None => {
-                info!("{}: invalid handshake", conn.peer);
+                throttled!(
+                    info,
+                    "invalid-handshake",
+                    "{}: invalid handshake",
+                    conn.peer
+                );
                 conn.reply(Reply::InvalidHandshake);
                 conn.closing = true;
             }

@@ -69,6 +69,9 @@ pub enum Fault {
     StallLink,
     /// Delay every chunk on a follower's link.
     SlowLink,
+    /// Flip bits on a follower's link, both ways: the link must drop,
+    /// and no value may change.
+    TamperLink,
     /// A burst of large overwrites, so the logs compact.
     Compact,
     /// Start one more follower.
@@ -82,7 +85,7 @@ pub enum Fault {
 
 impl Fault {
     /// Every kind with its relative weight.
-    pub const ALL: [(Fault, u64); 11] = [
+    pub const ALL: [(Fault, u64); 12] = [
         (Fault::KillLeader, 3),
         (Fault::KillFollower, 3),
         (Fault::TornFollower, 3),
@@ -90,6 +93,7 @@ impl Fault {
         (Fault::CutLink, 3),
         (Fault::StallLink, 3),
         (Fault::SlowLink, 2),
+        (Fault::TamperLink, 2),
         (Fault::Compact, 3),
         (Fault::AddFollower, 1),
         (Fault::LoseLeader, 1),
@@ -124,6 +128,7 @@ impl Fault {
             Fault::CutLink => "cut-link",
             Fault::StallLink => "stall-link",
             Fault::SlowLink => "slow-link",
+            Fault::TamperLink => "tamper-link",
             Fault::Compact => "compact-burst",
             Fault::AddFollower => "add-follower",
             Fault::LoseLeader => "lose-leader",
@@ -320,7 +325,8 @@ impl Nemesis {
             | Fault::TornFollower
             | Fault::CutLink
             | Fault::StallLink
-            | Fault::SlowLink => Some(self.pick_follower()),
+            | Fault::SlowLink
+            | Fault::TamperLink => Some(self.pick_follower()),
             Fault::Compact | Fault::AddFollower | Fault::LoseLeader | Fault::Switchover => None,
         };
         if let Some(id) = target {
@@ -360,6 +366,10 @@ impl Nemesis {
                 let delay = self.millis(5, 150);
                 let hold = self.millis(2000, 10000);
                 self.hurt_link(id, LinkMode::Slow(delay), hold)
+            }
+            Fault::TamperLink => {
+                let hold = self.millis(300, 3000);
+                self.hurt_link(id, LinkMode::Tamper, hold)
             }
             Fault::Compact => {
                 let count = 200 + self.rng.below(800) as usize;
@@ -417,11 +427,18 @@ impl Nemesis {
             c.node(id)?.proxy.set_mode(mode);
             Ok(())
         };
+        let flips = |c: &Cluster| c.node(id).map(|n| n.proxy.flips());
+        let before = flips(&lock(&self.shared.cluster))?;
         set(&lock(&self.shared.cluster), mode)?;
         self.note(format!("link of node {id}: {mode:?} for {hold:?}"));
         self.nap(hold);
         set(&lock(&self.shared.cluster), LinkMode::Pass)?;
-        self.note(format!("link of node {id}: healed"));
+        let flipped = flips(&lock(&self.shared.cluster))? - before;
+        self.note(if flipped > 0 {
+            format!("link of node {id}: healed ({flipped} bits flipped on the way)")
+        } else {
+            format!("link of node {id}: healed")
+        });
         Ok(true)
     }
 

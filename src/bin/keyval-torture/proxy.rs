@@ -12,6 +12,10 @@
 //! - `Freeze`: connections stay open but no byte moves (TCP backpressure
 //!   builds up on both sides), like a stalled route.
 //! - `Slow(d)`: every chunk read waits `d` before it is forwarded.
+//! - `Tamper`: one bit of every chunk, in either direction, is flipped on
+//!   the way, as a relay without the secret could. The session MACs make
+//!   each end drop such a link; the checker then finds every value as it
+//!   was written, or the tampering got through.
 //!
 //! Blocking sockets with short timeouts keep it simple: every thread wakes
 //! at least every [`TICK`] to look at the mode and the stop flag.
@@ -37,6 +41,7 @@ pub enum LinkMode {
     Cut,
     Freeze,
     Slow(Duration),
+    Tamper,
 }
 
 /// State shared by the accept thread and the copy threads.
@@ -47,6 +52,8 @@ struct Shared {
     /// value it was opened under.
     cuts: AtomicU64,
     stop: AtomicBool,
+    /// Bits flipped in `Tamper` mode, over the proxy's life.
+    flips: AtomicU64,
 }
 
 impl Shared {
@@ -79,12 +86,18 @@ impl Proxy {
             mode: Mutex::new(LinkMode::Pass),
             cuts: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            flips: AtomicU64::new(0),
         });
         let accept_shared = Arc::clone(&shared);
         thread::Builder::new()
             .name(format!("proxy-{}", addr.port()))
             .spawn(move || accept_loop(&listener, &accept_shared))?;
         Ok(Proxy { addr, shared })
+    }
+
+    /// Bits flipped in `Tamper` mode so far.
+    pub fn flips(&self) -> u64 {
+        self.shared.flips.load(Ordering::SeqCst)
     }
 
     /// Where followers dial.
@@ -193,8 +206,15 @@ fn pump(mut src: &TcpStream, mut dst: &TcpStream, generation: u64, shared: &Shar
             Err(_) => return,
         };
         // Looked at after the read, which may have waited through a change.
-        if let LinkMode::Slow(d) = shared.mode() {
-            thread::sleep(d);
+        match shared.mode() {
+            LinkMode::Slow(d) => thread::sleep(d),
+            LinkMode::Tamper => {
+                let flips = shared.flips.fetch_add(1, Ordering::SeqCst);
+                // A spread of positions and bits, no randomness needed.
+                let at = (flips.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7) as usize % n;
+                buf[at] ^= 1 << (flips % 8);
+            }
+            _ => {}
         }
         let mut sent = 0;
         while sent < n {
@@ -290,6 +310,21 @@ mod tests {
         proxy.set_mode(LinkMode::Pass);
         let (mut s, mut r) = dial(&proxy);
         assert_eq!(echo(&mut s, &mut r, "e").as_deref(), Some("e"));
+    }
+
+    #[test]
+    fn tamper_changes_what_passes() {
+        let proxy = Proxy::start(echo_server()).expect("proxy");
+        let (mut s, mut r) = dial(&proxy);
+        proxy.set_mode(LinkMode::Tamper);
+        let text = "abcdefghijklmnopqrstuvwxyz";
+        let back = echo(&mut s, &mut r, text);
+        assert_ne!(
+            back.as_deref(),
+            Some(text),
+            "a tampered link delivered intact"
+        );
+        assert!(proxy.flips() >= 1);
     }
 
     #[test]
