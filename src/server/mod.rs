@@ -33,6 +33,7 @@ mod admin;
 pub mod conn;
 pub mod held;
 mod jobs;
+mod limits;
 mod node;
 mod replica;
 mod resolve;
@@ -60,6 +61,7 @@ use crate::replication::follower::LinkState;
 use crate::replication::HEARTBEAT_INTERVAL;
 use conn::{Conn, Peer, ReadStatus};
 use held::Progress;
+use limits::Budget;
 use mio::net::TcpStream;
 use node::Node;
 use resolve::{Resolution, Resolver};
@@ -103,6 +105,10 @@ pub struct Server {
     flush_again: Vec<usize>,
     /// Connections to free at the end of this turn.
     closed: Vec<usize>,
+    /// Client connections whose input paused for their output or the
+    /// client budget; checked at the end of each turn, as the budget can
+    /// drain through other connections.
+    paused: Vec<usize>,
     /// Set by SIGTERM/SIGINT: the time by which to be gone.
     shutdown_by: Option<Instant>,
     /// The buffer every socket read goes through.
@@ -158,6 +164,7 @@ impl Server {
             resume: Vec::new(),
             flush_again: Vec::new(),
             closed: Vec::new(),
+            paused: Vec::new(),
             shutdown_by: None,
             scratch: vec![0; conn::READ_CHUNK],
             resolver: Resolver::default(),
@@ -403,8 +410,9 @@ impl Server {
                 }
                 break;
             }
-            if conn.is_backlogged() {
+            if held_back(conn, key, &self.node.budget) {
                 conn.paused = true;
+                self.paused.push(key);
                 break;
             }
             let rest = &rbuf[off..];
@@ -422,6 +430,14 @@ impl Server {
             match next_line_after(rest, max_line, scanned) {
                 Line::Complete(line, used) => {
                     self.node.execute_line(conn, key, line);
+                    if conn.deferred.is_some() {
+                        // A query without room for its reply: the line
+                        // stays unread until output drains.
+                        conn.paused = true;
+                        self.paused.push(key);
+                        break;
+                    }
+                    book(&mut self.node.budget, key, conn);
                     off += used;
                     scanned = 0;
                 }
@@ -434,6 +450,12 @@ impl Server {
                     // The peer ended without a final newline: take what it
                     // sent as the last line.
                     self.node.execute_line(conn, key, rest);
+                    if conn.deferred.is_some() {
+                        conn.paused = true;
+                        self.paused.push(key);
+                        break;
+                    }
+                    book(&mut self.node.budget, key, conn);
                     off = rbuf.len();
                 }
                 Line::Incomplete => {
@@ -446,6 +468,11 @@ impl Server {
         if conn.closing {
             rbuf.clear();
         }
+        if rbuf.is_empty() && rbuf.capacity() > 4 * conn::READ_CHUNK {
+            // A long line read earlier leaves no large buffer behind.
+            rbuf = Vec::new();
+        }
+        book(&mut self.node.budget, key, conn);
         conn.scanned = scanned.min(rbuf.len());
         conn.rbuf = rbuf;
         if conn.has_held() {
@@ -466,14 +493,26 @@ impl Server {
     fn end_turn(&mut self, now: Instant) {
         let local = self.node.commit();
         for answer in self.node.query_jobs() {
-            let Some(conn) = self.conns.get_mut(answer.conn).filter(|c| !c.gone) else {
+            let key = answer.conn;
+            let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
                 continue;
             };
+            let (len, max) = (answer.reply.len(), self.node.budget.conn_max());
             // A reply for an earlier connection in the same slot finds no
             // hold with its id.
-            if conn.fill_query(answer.hold, answer.reply) {
-                self.waiting.push(answer.conn);
+            if !conn.fill_query(answer.hold, answer.reply) {
+                continue;
             }
+            if len > max {
+                warn!(
+                    "{}: closed, a {len}-byte query reply is more than --max-output-bytes {max}",
+                    conn.peer
+                );
+                self.close(key, "output limit");
+                continue;
+            }
+            book(&mut self.node.budget, key, conn);
+            self.waiting.push(key);
         }
         self.replicate();
         self.tick(now);
@@ -498,6 +537,7 @@ impl Server {
             };
             conn.release(&progress);
             conn.expire(now, local);
+            book(&mut self.node.budget, key, conn);
             if conn.has_held() {
                 still_waiting.push(key);
             }
@@ -508,6 +548,7 @@ impl Server {
         for key in std::mem::take(&mut self.dirty) {
             self.flush(key);
         }
+        self.resume_drained();
         self.pump_again = self.node.repl.followers.values().any(|e| {
             self.conns
                 .get(e.key)
@@ -652,7 +693,8 @@ impl Server {
                 return;
             }
         }
-        if conn.paused && !conn.is_backlogged() {
+        book(&mut self.node.budget, key, conn);
+        if conn.paused && !held_back(conn, key, &self.node.budget) {
             conn.paused = false;
             self.resume.push(key);
         }
@@ -675,6 +717,28 @@ impl Server {
         }
     }
 
+    /// Resumes paused client connections that may take requests again: the
+    /// budget drains through other connections' flushes, which no event of
+    /// their own announces.
+    fn resume_drained(&mut self) {
+        self.paused.sort_unstable();
+        self.paused.dedup();
+        let mut still = Vec::new();
+        for key in std::mem::take(&mut self.paused) {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone && c.paused) else {
+                continue;
+            };
+            if held_back(conn, key, &self.node.budget) {
+                still.push(key);
+            } else {
+                conn.paused = false;
+                self.resume.push(key);
+            }
+        }
+        self.paused = still;
+        self.node.budget.paused = self.paused.len();
+    }
+
     /// Deregisters a connection; its slot is freed at the end of the turn.
     fn close(&mut self, key: usize, why: &str) {
         let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
@@ -684,8 +748,42 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.gone = true;
         self.closed.push(key);
+        self.node
+            .budget
+            .forget(key, std::mem::take(&mut conn.booked));
         self.node.on_close(conn, key, Instant::now());
         self.node.forget_queries(key);
+    }
+}
+
+/// Whether connection `key` must take no more requests for now: its own
+/// backlog ([`Conn::is_backlogged`]), or for a client, its unread output
+/// against the limits (`limits`), or a query that waits for room.
+fn held_back(conn: &Conn, key: usize, budget: &Budget) -> bool {
+    if conn.is_backlogged() {
+        return true;
+    }
+    if !limits::counts(&conn.kind) {
+        return false;
+    }
+    let mine = conn.pending_output();
+    mine >= budget.pause_at()
+        || budget.over_share(mine)
+        || conn
+            .deferred
+            .is_some_and(|reserve| budget.admit_query(key, mine, reserve) == limits::Admit::Later)
+}
+
+/// Books connection `key`'s unread output in the client budget.
+fn book(budget: &mut Budget, key: usize, conn: &mut Conn) {
+    let now = if limits::counts(&conn.kind) {
+        conn.pending_output()
+    } else {
+        0
+    };
+    if now != conn.booked {
+        budget.update(key, conn.booked, now);
+        conn.booked = now;
     }
 }
 
