@@ -22,19 +22,6 @@ pub fn counts(kind: &Peer) -> bool {
     !matches!(kind, Peer::Follower(_) | Peer::Leader(_))
 }
 
-/// Whether a query may start now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    /// Within both limits.
-    Now,
-    /// Past the global budget, but the connection holds nothing and no
-    /// other query is past it: start, so a client that reads its replies
-    /// is never starved by others that do not.
-    Overdraft,
-    /// Not now: the request waits, unread, until output drains.
-    Later,
-}
-
 /// The books of unread client output, and the limits they are held to.
 #[derive(Debug)]
 pub struct Budget {
@@ -46,10 +33,6 @@ pub struct Budget {
     total: usize,
     /// Client connections with some unread output.
     holders: usize,
-    /// The connection whose query started past the global budget
-    /// ([`Admit::Overdraft`]); one at a time, so the overshoot is at most
-    /// one reply. Cleared once that connection's output drains.
-    overdraft: Option<usize>,
     /// Connections whose input is paused for output (for `INFO`), as the
     /// loop last counted them.
     pub paused: usize,
@@ -63,7 +46,6 @@ impl Budget {
             total_max,
             total: 0,
             holders: 0,
-            overdraft: None,
             paused: 0,
         }
     }
@@ -78,24 +60,13 @@ impl Budget {
         self.conn_max
     }
 
-    /// Connection `key`'s unread output went from `old` to `new` bytes.
-    pub fn update(&mut self, key: usize, old: usize, new: usize) {
+    /// A connection's unread output went from `old` to `new` bytes.
+    pub fn update(&mut self, old: usize, new: usize) {
         self.total = self.total.saturating_sub(old).saturating_add(new);
         match (old > 0, new > 0) {
             (false, true) => self.holders += 1,
             (true, false) => self.holders = self.holders.saturating_sub(1),
             _ => {}
-        }
-        if new == 0 && self.overdraft == Some(key) {
-            self.overdraft = None;
-        }
-    }
-
-    /// Connection `key`, holding `old` bytes, closed.
-    pub fn forget(&mut self, key: usize, old: usize) {
-        self.update(key, old, 0);
-        if self.overdraft == Some(key) {
-            self.overdraft = None;
         }
     }
 
@@ -121,30 +92,22 @@ impl Budget {
         self.total > self.total_max && mine >= self.share()
     }
 
-    /// Whether connection `key`, holding `mine`, may start a query whose
-    /// reply is at most `reserve` bytes.
+    /// Whether a connection holding `mine` may start a query whose reply
+    /// is at most `reserve` bytes; if not, the request waits unread.
     ///
-    /// Per connection: only while the reservation fits under
+    /// Per connection: while the reservation fits under
     /// `--max-output-bytes`, or the connection holds nothing (a reply
     /// bigger than the limit on its own is caught when it comes in).
-    /// Globally: while it fits in the budget, or as the one overdraft.
-    pub fn admit_query(&self, key: usize, mine: usize, reserve: usize) -> Admit {
-        let fits_conn = mine == 0 || mine.saturating_add(reserve) <= self.conn_max;
-        if !fits_conn {
-            return Admit::Later;
+    /// Globally: while it fits in the budget, or the connection holds
+    /// nothing. A client that reads its replies is never starved by others
+    /// that do not; past the budget each connection gets at most the one
+    /// reply, and then holds the most and pauses.
+    pub fn admit_query(&self, mine: usize, reserve: usize) -> bool {
+        if mine == 0 {
+            return true;
         }
-        if self.total.saturating_add(reserve) <= self.total_max {
-            return Admit::Now;
-        }
-        if mine == 0 && self.overdraft.is_none_or(|k| k == key) {
-            return Admit::Overdraft;
-        }
-        Admit::Later
-    }
-
-    /// Connection `key` started a query past the global budget.
-    pub fn take_overdraft(&mut self, key: usize) {
-        self.overdraft = Some(key);
+        mine.saturating_add(reserve) <= self.conn_max
+            && self.total.saturating_add(reserve) <= self.total_max
     }
 }
 
@@ -157,16 +120,16 @@ mod tests {
     #[test]
     fn the_books_follow_updates_and_closes() {
         let mut b = Budget::new(4 * MIB, 16 * MIB);
-        b.update(1, 0, 100);
-        b.update(2, 0, 50);
-        b.update(1, 100, 300);
+        b.update(0, 100);
+        b.update(0, 50);
+        b.update(100, 300);
         assert_eq!((b.total(), b.holders), (350, 2));
-        b.update(2, 50, 0);
+        b.update(50, 0);
         assert_eq!((b.total(), b.holders), (300, 1));
-        b.forget(1, 300);
+        b.update(300, 0);
         assert_eq!((b.total(), b.holders), (0, 0));
         // Never below zero, even if booked twice.
-        b.forget(1, 300);
+        b.update(300, 0);
         assert_eq!((b.total(), b.holders), (0, 0));
     }
 
@@ -179,45 +142,40 @@ mod tests {
     #[test]
     fn over_the_budget_only_the_biggest_holders_pause() {
         let mut b = Budget::new(64 * MIB, 10 * MIB);
-        b.update(1, 0, 9 * MIB);
-        b.update(2, 0, MIB);
+        b.update(0, 9 * MIB);
+        b.update(0, MIB);
         assert!(!b.over_share(9 * MIB), "at the budget, not past it");
-        b.update(2, MIB, 2 * MIB);
+        b.update(MIB, 2 * MIB);
         // 11 MiB held by two: the share is 5 MiB.
         assert!(b.over_share(9 * MIB));
         assert!(!b.over_share(2 * MIB));
         assert!(!b.over_share(0), "a fresh client is served");
-        b.update(1, 9 * MIB, 7 * MIB);
+        b.update(9 * MIB, 7 * MIB);
         assert!(!b.over_share(7 * MIB), "drained under the budget: resume");
     }
 
     #[test]
     fn a_query_reserves_its_reply_against_the_connection_limit() {
         let b = Budget::new(4 * MIB, 256 * MIB);
-        assert_eq!(b.admit_query(1, 0, MIB), Admit::Now);
-        assert_eq!(b.admit_query(1, 3 * MIB, MIB), Admit::Now);
-        assert_eq!(b.admit_query(1, 3 * MIB + 1, MIB), Admit::Later);
+        assert!(b.admit_query(0, MIB));
+        assert!(b.admit_query(3 * MIB, MIB));
+        assert!(!b.admit_query(3 * MIB + 1, MIB));
         // Bigger than the limit on its own: only with nothing else owed.
-        assert_eq!(b.admit_query(1, 0, 10 * MIB), Admit::Now);
-        assert_eq!(b.admit_query(1, 1, 10 * MIB), Admit::Later);
+        assert!(b.admit_query(0, 10 * MIB));
+        assert!(!b.admit_query(1, 10 * MIB));
     }
 
     #[test]
-    fn past_the_budget_one_query_may_overdraw_for_a_connection_owing_nothing() {
+    fn past_the_budget_a_query_waits_unless_its_connection_owes_nothing() {
         let mut b = Budget::new(64 * MIB, 10 * MIB);
-        b.update(1, 0, 9 * MIB);
-        assert_eq!(b.admit_query(2, 0, MIB), Admit::Now);
-        assert_eq!(b.admit_query(2, 0, 2 * MIB), Admit::Overdraft);
-        assert_eq!(b.admit_query(1, 9 * MIB, 2 * MIB), Admit::Later);
-        b.take_overdraft(2);
-        b.update(2, 0, 2 * MIB);
-        assert_eq!(b.admit_query(3, 0, 2 * MIB), Admit::Later, "one at a time");
-        assert_eq!(b.admit_query(3, 0, 0), Admit::Later);
-        // Connection 2's reply is read: the overdraft is free again.
-        b.update(2, 2 * MIB, 0);
-        assert_eq!(b.admit_query(3, 0, 2 * MIB), Admit::Overdraft);
-        b.take_overdraft(3);
-        b.forget(3, 0);
-        assert_eq!(b.admit_query(4, 0, 2 * MIB), Admit::Overdraft);
+        b.update(0, 9 * MIB);
+        assert!(b.admit_query(100, MIB - 100));
+        assert!(!b.admit_query(100, MIB));
+        assert!(!b.admit_query(9 * MIB, 2 * MIB));
+        assert!(b.admit_query(0, 2 * MIB), "a fresh client is served");
+        b.update(0, 2 * MIB);
+        assert!(!b.admit_query(2 * MIB, 2 * MIB), "and then pauses");
+        b.update(9 * MIB, 0);
+        assert!(b.admit_query(2 * MIB, 2 * MIB), "drained: room again");
     }
 }

@@ -410,7 +410,7 @@ impl Server {
                 }
                 break;
             }
-            if held_back(conn, key, &self.node.budget) {
+            if held_back(conn, &self.node.budget) {
                 conn.paused = true;
                 self.paused.push(key);
                 break;
@@ -437,7 +437,7 @@ impl Server {
                         self.paused.push(key);
                         break;
                     }
-                    book(&mut self.node.budget, key, conn);
+                    book(&mut self.node.budget, conn);
                     off += used;
                     scanned = 0;
                 }
@@ -455,7 +455,7 @@ impl Server {
                         self.paused.push(key);
                         break;
                     }
-                    book(&mut self.node.budget, key, conn);
+                    book(&mut self.node.budget, conn);
                     off = rbuf.len();
                 }
                 Line::Incomplete => {
@@ -472,7 +472,7 @@ impl Server {
             // A long line read earlier leaves no large buffer behind.
             rbuf = Vec::new();
         }
-        book(&mut self.node.budget, key, conn);
+        book(&mut self.node.budget, conn);
         conn.scanned = scanned.min(rbuf.len());
         conn.rbuf = rbuf;
         if conn.has_held() {
@@ -511,7 +511,7 @@ impl Server {
                 self.close(key, "output limit");
                 continue;
             }
-            book(&mut self.node.budget, key, conn);
+            book(&mut self.node.budget, conn);
             self.waiting.push(key);
         }
         self.replicate();
@@ -537,7 +537,7 @@ impl Server {
             };
             conn.release(&progress);
             conn.expire(now, local);
-            book(&mut self.node.budget, key, conn);
+            book(&mut self.node.budget, conn);
             if conn.has_held() {
                 still_waiting.push(key);
             }
@@ -693,8 +693,8 @@ impl Server {
                 return;
             }
         }
-        book(&mut self.node.budget, key, conn);
-        if conn.paused && !held_back(conn, key, &self.node.budget) {
+        book(&mut self.node.budget, conn);
+        if conn.paused && !held_back(conn, &self.node.budget) {
             conn.paused = false;
             self.resume.push(key);
         }
@@ -728,7 +728,7 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone && c.paused) else {
                 continue;
             };
-            if held_back(conn, key, &self.node.budget) {
+            if held_back(conn, &self.node.budget) {
                 still.push(key);
             } else {
                 conn.paused = false;
@@ -748,18 +748,16 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         conn.gone = true;
         self.closed.push(key);
-        self.node
-            .budget
-            .forget(key, std::mem::take(&mut conn.booked));
+        self.node.budget.update(std::mem::take(&mut conn.booked), 0);
         self.node.on_close(conn, key, Instant::now());
         self.node.forget_queries(key);
     }
 }
 
-/// Whether connection `key` must take no more requests for now: its own
+/// Whether a connection must take no more requests for now: its own
 /// backlog ([`Conn::is_backlogged`]), or for a client, its unread output
 /// against the limits (`limits`), or a query that waits for room.
-fn held_back(conn: &Conn, key: usize, budget: &Budget) -> bool {
+fn held_back(conn: &Conn, budget: &Budget) -> bool {
     if conn.is_backlogged() {
         return true;
     }
@@ -771,18 +769,18 @@ fn held_back(conn: &Conn, key: usize, budget: &Budget) -> bool {
         || budget.over_share(mine)
         || conn
             .deferred
-            .is_some_and(|reserve| budget.admit_query(key, mine, reserve) == limits::Admit::Later)
+            .is_some_and(|reserve| !budget.admit_query(mine, reserve))
 }
 
-/// Books connection `key`'s unread output in the client budget.
-fn book(budget: &mut Budget, key: usize, conn: &mut Conn) {
+/// Books a connection's unread output in the client budget.
+fn book(budget: &mut Budget, conn: &mut Conn) {
     let now = if limits::counts(&conn.kind) {
         conn.pending_output()
     } else {
         0
     };
     if now != conn.booked {
-        budget.update(key, conn.booked, now);
+        budget.update(conn.booked, now);
         conn.booked = now;
     }
 }

@@ -20,7 +20,7 @@ use mio::Waker;
 
 use super::conn::{Conn, Peer};
 use super::jobs::{Answer, Jobs, INLINE_MAX_KEYS};
-use super::limits::{Admit, Budget};
+use super::limits::Budget;
 use super::replica::{LinkInfo, Replication};
 use super::role::{role_word, RoleState};
 use crate::config::{Config, Role};
@@ -312,13 +312,9 @@ impl Node {
             return;
         }
         let reserve = query.reply_bound(&self.store);
-        match self.budget.admit_query(key, conn.pending_output(), reserve) {
-            Admit::Now => {}
-            Admit::Overdraft => self.budget.take_overdraft(key),
-            Admit::Later => {
-                conn.deferred = Some(reserve);
-                return;
-            }
+        if !self.budget.admit_query(conn.pending_output(), reserve) {
+            conn.deferred = Some(reserve);
+            return;
         }
         let hold = self
             .jobs
