@@ -104,6 +104,17 @@ pub struct Cli {
     /// Longest request line, in bytes.
     #[arg(long, env = "KEYVAL_MAX_LINE_BYTES", default_value_t = 1_048_576)]
     pub max_line_bytes: usize,
+    /// Unread replies one client may hold, queued query replies included.
+    #[arg(long, env = "KEYVAL_MAX_OUTPUT_BYTES", default_value_t = 67_108_864)]
+    pub max_output_bytes: usize,
+    /// Unread replies all clients together may hold before the biggest
+    /// holders stop being served.
+    #[arg(
+        long,
+        env = "KEYVAL_MAX_OUTPUT_TOTAL_BYTES",
+        default_value_t = 268_435_456
+    )]
+    pub max_output_total_bytes: usize,
     /// Compaction is considered once the log is at least this big...
     #[arg(long, env = "KEYVAL_COMPACT_MIN_BYTES", default_value_t = 67_108_864)]
     pub compact_min_bytes: u64,
@@ -165,6 +176,8 @@ pub struct Config {
     /// accepted is closed (SPEC §6).
     pub handshake_timeout_ms: u64,
     pub max_line_bytes: usize,
+    pub max_output_bytes: usize,
+    pub max_output_total_bytes: usize,
     pub compact_min_bytes: u64,
     pub compact_ratio: f64,
     /// The shared secret, if any. Never logged.
@@ -181,6 +194,9 @@ pub struct Config {
 /// The longest line the log format can hold comfortably (a record body is
 /// capped at 256 MiB).
 const MAX_LINE_LIMIT: usize = 64 << 20;
+
+/// The smallest `--max-output-bytes`: room for a few ordinary replies.
+const MIN_OUTPUT_BYTES: usize = 4096;
 
 impl Config {
     /// Checks the parsed flags and reads the secret and the password.
@@ -223,6 +239,18 @@ impl Config {
             return Err(format!(
                 "--max-line-bytes {}: must be between 16 and {MAX_LINE_LIMIT}",
                 cli.max_line_bytes
+            ));
+        }
+        if cli.max_output_bytes < MIN_OUTPUT_BYTES {
+            return Err(format!(
+                "--max-output-bytes {}: must be at least {MIN_OUTPUT_BYTES}",
+                cli.max_output_bytes
+            ));
+        }
+        if cli.max_output_total_bytes < cli.max_output_bytes {
+            return Err(format!(
+                "--max-output-total-bytes {} is less than --max-output-bytes {}",
+                cli.max_output_total_bytes, cli.max_output_bytes
             ));
         }
         if !(cli.compact_ratio.is_finite() && cli.compact_ratio >= 1.0) {
@@ -269,6 +297,8 @@ impl Config {
             max_clients: cli.max_clients,
             handshake_timeout_ms: cli.handshake_timeout_ms,
             max_line_bytes: cli.max_line_bytes,
+            max_output_bytes: cli.max_output_bytes,
+            max_output_total_bytes: cli.max_output_total_bytes,
             compact_min_bytes: cli.compact_min_bytes,
             compact_ratio: cli.compact_ratio,
             secret,
@@ -462,6 +492,10 @@ mod tests {
             (1, 5000, 10, 10000)
         );
         assert_eq!(c.fsync, FsyncPolicy::Always);
+        assert_eq!(
+            (c.max_output_bytes, c.max_output_total_bytes),
+            (64 << 20, 256 << 20)
+        );
         assert_eq!(c.log_path(), PathBuf::from("./leader.log"));
         assert_eq!(c.secret.as_deref(), Some(&b"s3cret"[..]));
     }
@@ -510,6 +544,16 @@ mod tests {
             &["--role", "leader", "--id", "3"],
             &["--role", "leader", "--max-line-bytes", "1"],
             &["--role", "leader", "--compact-ratio", "0.5"],
+            &["--role", "leader", "--max-output-bytes", "100"],
+            &["--role", "leader", "--max-output-bytes", "-1"],
+            &[
+                "--role",
+                "leader",
+                "--max-output-bytes",
+                "2000000",
+                "--max-output-total-bytes",
+                "1000000",
+            ],
             &["--role", "leader", "--sync-followers", "11"],
             &["--role", "leader", "--leader_host", "h"],
             &["--role", "boss"],

@@ -35,6 +35,25 @@ impl Query {
         out
     }
 
+    /// The most bytes [`Query::answer`] can give for the data in `store`,
+    /// found without building it: what a query reserves against its
+    /// connection's output limit while a job computes it. `KEYS` with an
+    /// empty prefix is exact; with a prefix, it is the bound for every key.
+    pub fn reply_bound(&self, store: &Store) -> usize {
+        match self {
+            // 64 hex digits and a newline.
+            Query::Digest => 65,
+            Query::Keys { .. } => {
+                let keys = store.len();
+                let bytes = usize::try_from(store.key_bytes()).unwrap_or(usize::MAX);
+                // The count line, then each key and its newline.
+                (keys.to_string().len() + 1)
+                    .saturating_add(bytes)
+                    .saturating_add(keys)
+            }
+        }
+    }
+
     /// The request line's command word, for logs.
     pub fn name(&self) -> &'static str {
         match self {
@@ -147,6 +166,28 @@ mod tests {
             }
             for (query, fold) in queries.iter().zip(folds) {
                 assert_eq!(fold.finish(), query.answer(&store), "{query:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_reply_bound_holds_and_is_exact_without_a_prefix() {
+        let mut store = Store::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..200 {
+            let key = format!("k{}", xorshift(&mut rng) % 5000);
+            if round % 5 == 4 {
+                store.remove(key.as_bytes());
+            } else {
+                store.set(key.as_bytes(), b"some value");
+            }
+            for query in [Query::Digest, keys(""), keys("k1"), keys("zz")] {
+                let bound = query.reply_bound(&store);
+                let len = query.answer(&store).len();
+                assert!(len <= bound, "{query:?}: {len} > {bound}");
+                if query == keys("") || query == Query::Digest {
+                    assert_eq!(len, bound, "{query:?}");
+                }
             }
         }
     }

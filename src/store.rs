@@ -251,6 +251,9 @@ pub struct Store {
     /// Sum of key and value lengths, the "live data" compaction compares
     /// the log against.
     live_bytes: u64,
+    /// Sum of key lengths: bounds the size of a `KEYS` reply before it is
+    /// built.
+    key_bytes: u64,
 }
 
 impl Store {
@@ -304,6 +307,7 @@ impl Store {
         removed(value);
         let len = live_len((key, value));
         self.live_bytes -= len;
+        self.key_bytes -= key.len() as u64;
         if let Entry::Shared { buffer, .. } = old {
             self.buffers.release(buffer, len);
         }
@@ -344,6 +348,7 @@ impl Store {
             Slot::Vacant(free) => {
                 replaced(None);
                 free.insert(Entry::own(key, value));
+                self.key_bytes += key.len() as u64;
                 None
             }
         };
@@ -418,6 +423,7 @@ impl Store {
     /// is taken out of them here.
     fn place(&mut self, hash: u64, entry: Entry) {
         let (hasher, buffers) = (&self.hasher, &self.buffers);
+        let key_len = entry.key(buffers).len() as u64;
         let slot = self.entries.entry(
             hash,
             |e| e.key(buffers) == entry.key(buffers),
@@ -434,6 +440,7 @@ impl Store {
             }
             Slot::Vacant(free) => {
                 free.insert(entry);
+                self.key_bytes += key_len;
                 None
             }
         };
@@ -509,6 +516,11 @@ impl Store {
     /// Bytes of keys plus values.
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes
+    }
+
+    /// Bytes of keys.
+    pub fn key_bytes(&self) -> u64 {
+        self.key_bytes
     }
 
     /// The keys starting with `prefix`, in byte order.
@@ -958,6 +970,8 @@ mod tests {
                 let live: u64 = model.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
                 assert_eq!(store.len(), model.len());
                 assert_eq!(store.live_bytes(), live);
+                let key_bytes: u64 = model.keys().map(|k| k.len() as u64).sum();
+                assert_eq!(store.key_bytes(), key_bytes);
                 for (k, v) in &model {
                     assert_eq!(store.get(k), Some(&v[..]));
                 }
@@ -1011,6 +1025,7 @@ mod tests {
             assert_eq!(store.len(), plain.len(), "hint {hint}");
             assert_eq!(store.digest(), plain.digest(), "hint {hint}");
             assert_eq!(store.live_bytes(), plain.live_bytes(), "hint {hint}");
+            assert_eq!(store.key_bytes(), plain.key_bytes(), "hint {hint}");
             assert_held_exactly_while_used(&store, &buffers);
         }
     }

@@ -25,7 +25,9 @@ pub const READ_CHUNK: usize = 64 << 10;
 
 /// Pending output above which a connection's input is no longer processed
 /// (and so no longer read): a client that does not read its replies costs
-/// at most about this much memory.
+/// at most about this much memory, plus one reply. Queries reserve their
+/// reply up front, so they count too (see `super::limits`, which also
+/// lowers this to `--max-output-bytes` if that is lower).
 pub const OUTPUT_HIGH: usize = 1 << 20;
 
 /// Bytes written to one socket per loop turn; the rest waits for the next
@@ -154,6 +156,12 @@ pub struct Conn {
     /// After a follower's or an admin's handshake: every byte both ways
     /// travels in MAC'd records (`replication::session`).
     sealed: Option<Box<Sealed>>,
+    /// Unread output as last booked in the client budget
+    /// (`super::limits::Budget`).
+    pub booked: usize,
+    /// A query request waits, unread, for room for its reply: the bytes it
+    /// would reserve.
+    pub deferred: Option<usize>,
 }
 
 /// The record layer of a connection whose session began: `rbuf` and
@@ -234,6 +242,8 @@ impl Conn {
             gone: false,
             written_total: 0,
             sealed: None,
+            booked: 0,
+            deferred: None,
         }
     }
 
@@ -334,10 +344,10 @@ impl Conn {
         self.held.reply_seen(&mut self.wbuf, seen, encode);
     }
 
-    /// Holds the reply to a query that job hold `id` computes
-    /// ([`HeldReplies::hold_query`]).
-    pub fn hold_query(&mut self, seen: Option<u64>, id: u64) {
-        self.held.hold_query(seen, id);
+    /// Holds the reply to a query that job hold `id` computes, reserving
+    /// `reserve` bytes for it ([`HeldReplies::hold_query`]).
+    pub fn hold_query(&mut self, seen: Option<u64>, id: u64, reserve: usize) {
+        self.held.hold_query(seen, id, reserve);
     }
 
     /// Brings in a query's reply ([`HeldReplies::fill_query`]).
@@ -373,9 +383,10 @@ impl Conn {
         !self.held.is_empty()
     }
 
-    /// Output bytes not yet written, held or released.
+    /// Output bytes not yet written, held or released, and the bytes
+    /// reserved for query replies not yet computed.
     pub fn pending_output(&self) -> usize {
-        self.wbuf.len() - self.wpos + self.held.bytes()
+        self.wbuf.len() - self.wpos + self.held.bytes() + self.held.reserved()
     }
 
     /// Whether input should wait: until the output drains, or until a
@@ -424,7 +435,10 @@ impl Conn {
         if self.wpos == self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
-            if self.wbuf.capacity() > 4 * OUTPUT_HIGH {
+            // A large reply (a query's is moved in whole) leaves its
+            // capacity behind: give it back once written, so an idle
+            // connection keeps no more than a chunk.
+            if self.wbuf.capacity() > 4 * READ_CHUNK {
                 self.wbuf.shrink_to(READ_CHUNK);
             }
         } else if self.wpos >= self.wbuf.len() - self.wpos {
@@ -560,5 +574,38 @@ mod tests {
         assert_eq!(conn.written_total, total as u64);
         assert!(capped <= 3);
         assert_eq!(reader.join().expect("reader"), total as u64);
+    }
+
+    #[test]
+    fn a_query_reply_counts_from_its_reservation_and_its_buffer_is_given_back() {
+        let (mut conn, client) = connected();
+        let reply_len = 2 << 20;
+        conn.hold_query(None, 1, 3 << 20);
+        assert_eq!(
+            conn.pending_output(),
+            3 << 20,
+            "reserved before it is built"
+        );
+        assert!(conn.is_backlogged());
+        assert!(conn.fill_query(1, vec![b'k'; reply_len]));
+        assert_eq!(conn.pending_output(), reply_len);
+        conn.release(&Progress {
+            acked: 0,
+            local: 0,
+            lost_from: None,
+        });
+        let reader = read_in_thread(client, reply_len as u64);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while conn.wants_write() {
+            assert!(Instant::now() < deadline, "the flush does not finish");
+            conn.flush().expect("flush");
+        }
+        assert_eq!(reader.join().expect("reader"), reply_len as u64);
+        assert_eq!(conn.pending_output(), 0);
+        assert!(
+            conn.wbuf.capacity() <= 4 * READ_CHUNK,
+            "{} bytes kept after the reply drained",
+            conn.wbuf.capacity()
+        );
     }
 }

@@ -62,8 +62,9 @@ enum Wait {
     /// A read: its reply is the first `own` bytes of `after`.
     Read { own: usize },
     /// A query whose reply job `id` is computing; it becomes a `Read` when
-    /// the reply comes in.
-    Query { id: u64 },
+    /// the reply comes in. Until then `reserve` bytes, the largest its reply
+    /// can be, count as held (see `super::limits`).
+    Query { id: u64, reserve: usize },
 }
 
 /// The held replies of one connection, oldest first.
@@ -74,6 +75,8 @@ pub struct HeldReplies {
     bytes: usize,
     /// Holds of [`Wait::Query`] whose reply has not come in.
     queries: usize,
+    /// The sum of their reservations.
+    reserved: usize,
 }
 
 impl HeldReplies {
@@ -95,6 +98,11 @@ impl HeldReplies {
     /// Queries whose reply has not come in yet.
     pub fn queries(&self) -> usize {
         self.queries
+    }
+
+    /// Bytes reserved for the replies of those queries.
+    pub fn reserved(&self) -> usize {
+        self.reserved
     }
 
     /// Queues a reply that `encode` appends: behind the newest held reply if
@@ -147,13 +155,15 @@ impl HeldReplies {
 
     /// Holds the reply to a query that job `id` computes, as of a moment
     /// when it may have seen writes through `seen` (as for
-    /// [`HeldReplies::reply_seen`]).
-    pub fn hold_query(&mut self, seen: Option<u64>, id: u64) {
+    /// [`HeldReplies::reply_seen`]), reserving `reserve` bytes for it until
+    /// it comes in.
+    pub fn hold_query(&mut self, seen: Option<u64>, id: u64, reserve: usize) {
         self.queries += 1;
+        self.reserved += reserve;
         self.queue.push_back(Held {
             // Seq 0 is durable from the start and never lost.
             seq: seen.unwrap_or(0),
-            wait: Wait::Query { id },
+            wait: Wait::Query { id, reserve },
             deadline: None,
             after: Vec::new(),
         });
@@ -164,9 +174,16 @@ impl HeldReplies {
     /// [`HeldReplies::release`]). Returns false if no reply waits for it
     /// (it was answered `ERROR` meanwhile).
     pub fn fill_query(&mut self, id: u64, mut reply: Vec<u8>) -> bool {
-        let Some(held) = self.queue.iter_mut().find(|h| h.wait == Wait::Query { id }) else {
+        let Some(held) = self
+            .queue
+            .iter_mut()
+            .find(|h| matches!(h.wait, Wait::Query { id: at, .. } if at == id))
+        else {
             return false;
         };
+        if let Wait::Query { reserve, .. } = held.wait {
+            self.reserved -= reserve;
+        }
         let own = reply.len();
         // A large reply (`KEYS` over a million keys is 14 MB) is moved,
         // not copied, unless replies are queued behind it.
@@ -224,8 +241,9 @@ impl HeldReplies {
         let own = match held.wait {
             Wait::Write => 0,
             Wait::Read { own } => own,
-            Wait::Query { .. } => {
+            Wait::Query { reserve, .. } => {
                 self.queries -= 1;
+                self.reserved -= reserve;
                 0
             }
         };
@@ -361,16 +379,18 @@ mod tests {
     fn a_query_holds_back_what_follows_it_until_its_reply_comes_in() {
         let (mut held, mut out) = (HeldReplies::default(), Vec::new());
         held.reply_with(&mut out, value("before"));
-        held.hold_query(None, 7);
+        held.hold_query(None, 7, 10);
         held.reply_with(&mut out, value("PONG"));
         held.hold_write(3, None);
         held.reply_with(&mut out, value("after"));
         assert_eq!(held.queries(), 1);
+        assert_eq!(held.reserved(), 10);
         held.release(&mut out, &progress(3, 3, None));
         assert_eq!(text(&out), "before\n", "the query is not computed yet");
         assert!(!held.fill_query(8, b"other\n".to_vec()), "no such query");
         assert!(held.fill_query(7, b"digest\n".to_vec()));
         assert_eq!(held.queries(), 0);
+        assert_eq!(held.reserved(), 0, "the reply replaces its reservation");
         assert_eq!(held.bytes(), "digest\nPONG\nafter\n".len());
         held.release(&mut out, &progress(3, 3, None));
         assert_eq!(text(&out), "before\ndigest\nPONG\nOK\nafter\n");
@@ -382,7 +402,7 @@ mod tests {
     fn a_computed_query_still_waits_for_the_writes_it_saw() {
         let (mut held, mut out) = (HeldReplies::default(), Vec::new());
         held.hold_write(4, None);
-        held.hold_query(Some(4), 1);
+        held.hold_query(Some(4), 1, 10);
         assert!(held.fill_query(1, b"keys\n".to_vec()));
         held.release(&mut out, &progress(3, 3, None));
         assert_eq!(text(&out), "");
@@ -393,19 +413,25 @@ mod tests {
     #[test]
     fn a_query_that_saw_a_lost_write_is_answered_error_computed_or_not() {
         let (mut held, mut out) = (HeldReplies::default(), Vec::new());
-        held.hold_query(Some(5), 1);
+        held.hold_query(Some(5), 1, 10);
         held.reply_with(&mut out, value("PONG"));
-        held.hold_query(Some(5), 2);
+        held.hold_query(Some(5), 2, 10);
         assert!(held.fill_query(2, b"digest\n".to_vec()));
-        held.hold_query(Some(4), 3);
+        held.hold_query(Some(4), 3, 10);
         held.release(&mut out, &progress(4, 4, Some(5)));
         assert_eq!(text(&out), "ERROR\nPONG\nERROR\n");
         assert_eq!(held.queries(), 1, "query 3 saw only durable writes");
+        assert_eq!(
+            held.reserved(),
+            10,
+            "answered ERROR: reservations given back"
+        );
         assert!(!held.fill_query(1, b"late\n".to_vec()), "already answered");
         assert!(held.fill_query(3, b"3\n".to_vec()));
         held.release(&mut out, &progress(4, 4, Some(5)));
         assert_eq!(text(&out), "ERROR\nPONG\nERROR\n3\n");
         assert_eq!(held.queries(), 0);
+        assert_eq!(held.reserved(), 0);
         assert_eq!(held.bytes(), 0);
     }
 

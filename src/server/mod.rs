@@ -33,6 +33,7 @@ mod admin;
 pub mod conn;
 pub mod held;
 mod jobs;
+mod limits;
 mod logthrottle;
 mod node;
 mod replica;
@@ -62,6 +63,7 @@ use crate::replication::follower::LinkState;
 use crate::replication::HEARTBEAT_INTERVAL;
 use conn::{Conn, Peer, ReadStatus};
 use held::Progress;
+use limits::Budget;
 use mio::net::TcpStream;
 use node::Node;
 use resolve::{Resolution, Resolver};
@@ -106,6 +108,10 @@ pub struct Server {
     flush_again: Vec<usize>,
     /// Connections to free at the end of this turn.
     closed: Vec<usize>,
+    /// Client connections whose input paused for their output or the
+    /// client budget; checked at the end of each turn, as the budget can
+    /// drain through other connections.
+    paused: Vec<usize>,
     /// Set by SIGTERM/SIGINT: the time by which to be gone.
     shutdown_by: Option<Instant>,
     /// The buffer every socket read goes through.
@@ -165,6 +171,7 @@ impl Server {
             resume: Vec::new(),
             flush_again: Vec::new(),
             closed: Vec::new(),
+            paused: Vec::new(),
             shutdown_by: None,
             scratch: vec![0; conn::READ_CHUNK],
             resolver: Resolver::default(),
@@ -383,8 +390,9 @@ impl Server {
                 }
                 break;
             }
-            if conn.is_backlogged() {
+            if held_back(conn, &self.node.budget) {
                 conn.paused = true;
+                self.paused.push(key);
                 break;
             }
             let rest = &rbuf[off..];
@@ -404,6 +412,14 @@ impl Server {
                     if !self.slots.screen(conn, line) {
                         self.node.execute_line(conn, key, line);
                     }
+                    if conn.deferred.is_some() {
+                        // A query without room for its reply: the line
+                        // stays unread until output drains.
+                        conn.paused = true;
+                        self.paused.push(key);
+                        break;
+                    }
+                    book(&mut self.node.budget, conn);
                     off += used;
                     scanned = 0;
                     if conn.session_began() {
@@ -425,6 +441,12 @@ impl Server {
                     if !self.slots.screen(conn, rest) {
                         self.node.execute_line(conn, key, rest);
                     }
+                    if conn.deferred.is_some() {
+                        conn.paused = true;
+                        self.paused.push(key);
+                        break;
+                    }
+                    book(&mut self.node.budget, conn);
                     off = rbuf.len();
                 }
                 Line::Incomplete => {
@@ -437,6 +459,11 @@ impl Server {
         if conn.closing {
             rbuf.clear();
         }
+        if rbuf.is_empty() && rbuf.capacity() > 4 * conn::READ_CHUNK {
+            // A long line read earlier leaves no large buffer behind.
+            rbuf = Vec::new();
+        }
+        book(&mut self.node.budget, conn);
         conn.scanned = scanned.min(rbuf.len());
         conn.rbuf = rbuf;
         self.slots.observe(key, &conn.kind);
@@ -458,14 +485,26 @@ impl Server {
     fn end_turn(&mut self, now: Instant) {
         let local = self.node.commit();
         for answer in self.node.query_jobs() {
-            let Some(conn) = self.conns.get_mut(answer.conn).filter(|c| !c.gone) else {
+            let key = answer.conn;
+            let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
                 continue;
             };
+            let (len, max) = (answer.reply.len(), self.node.budget.conn_max());
             // A reply for an earlier connection in the same slot finds no
             // hold with its id.
-            if conn.fill_query(answer.hold, answer.reply) {
-                self.waiting.push(answer.conn);
+            if !conn.fill_query(answer.hold, answer.reply) {
+                continue;
             }
+            if len > max {
+                warn!(
+                    "{}: closed, a {len}-byte query reply is more than --max-output-bytes {max}",
+                    conn.peer
+                );
+                self.close(key, "output limit");
+                continue;
+            }
+            book(&mut self.node.budget, conn);
+            self.waiting.push(key);
         }
         self.replicate();
         self.tick(now);
@@ -490,6 +529,7 @@ impl Server {
             };
             conn.release(&progress);
             conn.expire(now, local);
+            book(&mut self.node.budget, conn);
             if conn.has_held() {
                 still_waiting.push(key);
             }
@@ -500,6 +540,7 @@ impl Server {
         for key in std::mem::take(&mut self.dirty) {
             self.flush(key);
         }
+        self.resume_drained();
         self.pump_again = self.node.repl.followers.values().any(|e| {
             self.conns
                 .get(e.key)
@@ -644,7 +685,8 @@ impl Server {
                 return;
             }
         }
-        if conn.paused && !conn.is_backlogged() {
+        book(&mut self.node.budget, conn);
+        if conn.paused && !held_back(conn, &self.node.budget) {
             conn.paused = false;
             self.resume.push(key);
         }
@@ -667,6 +709,28 @@ impl Server {
         }
     }
 
+    /// Resumes paused client connections that may take requests again: the
+    /// budget drains through other connections' flushes, which no event of
+    /// their own announces.
+    fn resume_drained(&mut self) {
+        self.paused.sort_unstable();
+        self.paused.dedup();
+        let mut still = Vec::new();
+        for key in std::mem::take(&mut self.paused) {
+            let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone && c.paused) else {
+                continue;
+            };
+            if held_back(conn, &self.node.budget) {
+                still.push(key);
+            } else {
+                conn.paused = false;
+                self.resume.push(key);
+            }
+        }
+        self.paused = still;
+        self.node.budget.paused = self.paused.len();
+    }
+
     /// Deregisters a connection; its slot is freed at the end of the turn.
     fn close(&mut self, key: usize, why: &str) {
         let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
@@ -677,8 +741,40 @@ impl Server {
         conn.gone = true;
         self.closed.push(key);
         self.slots.table.closed(key);
+        self.node.budget.update(std::mem::take(&mut conn.booked), 0);
         self.node.on_close(conn, key, Instant::now());
         self.node.forget_queries(key);
+    }
+}
+
+/// Whether a connection must take no more requests for now: its own
+/// backlog ([`Conn::is_backlogged`]), or for a client, its unread output
+/// against the limits (`limits`), or a query that waits for room.
+fn held_back(conn: &Conn, budget: &Budget) -> bool {
+    if conn.is_backlogged() {
+        return true;
+    }
+    if !limits::counts(&conn.kind) {
+        return false;
+    }
+    let mine = conn.pending_output();
+    mine >= budget.pause_at()
+        || budget.over_share(mine)
+        || conn
+            .deferred
+            .is_some_and(|reserve| !budget.admit_query(mine, reserve))
+}
+
+/// Books a connection's unread output in the client budget.
+fn book(budget: &mut Budget, conn: &mut Conn) {
+    let now = if limits::counts(&conn.kind) {
+        conn.pending_output()
+    } else {
+        0
+    };
+    if now != conn.booked {
+        budget.update(conn.booked, now);
+        conn.booked = now;
     }
 }
 

@@ -20,6 +20,7 @@ use mio::Waker;
 
 use super::conn::{Conn, Peer};
 use super::jobs::{Answer, Jobs, INLINE_MAX_KEYS};
+use super::limits::Budget;
 use super::logthrottle::throttled;
 use super::replica::{LinkInfo, Replication};
 use super::role::{role_word, RoleState};
@@ -59,6 +60,9 @@ pub struct Node {
     compaction: Option<Compaction>,
     /// `DIGEST` and `KEYS` computed off the loop.
     jobs: Jobs,
+    /// The books of unread client output (`--max-output-bytes`,
+    /// `--max-output-total-bytes`); the loop keeps them.
+    pub budget: Budget,
     /// Finished compactions since start (INFO `compactions`).
     compactions: u64,
     /// No new compaction before this (after a failure).
@@ -151,8 +155,10 @@ impl Node {
         let jobs = Jobs::new(Arc::new(move || {
             let _ = job_waker.wake();
         }));
+        let budget = Budget::new(config.max_output_bytes, config.max_output_total_bytes);
         Ok(Node {
             config,
+            budget,
             store: opened.store,
             wal: opened.wal,
             waker,
@@ -384,17 +390,28 @@ impl Node {
 
     /// `DIGEST` or `KEYS` on connection `key`: from the store at once for a
     /// small data set, else by a job off the loop, over the data as of now.
+    ///
+    /// A job's reply is reserved against the output limits first, at the
+    /// most it can be ([`Query::reply_bound`]). Without room the request is
+    /// not taken: `conn.deferred` tells the loop to leave the line unread
+    /// until output drains.
     fn query(&mut self, conn: &mut Conn, key: usize, query: Query) {
+        conn.deferred = None;
         let seen = self.read_barrier();
         if self.store.len() <= INLINE_MAX_KEYS {
             let reply = query.answer(&self.store);
             conn.reply_seen(seen, |out| out.extend_from_slice(&reply));
             return;
         }
+        let reserve = query.reply_bound(&self.store);
+        if !self.budget.admit_query(conn.pending_output(), reserve) {
+            conn.deferred = Some(reserve);
+            return;
+        }
         let hold = self
             .jobs
             .request(query, self.wal.last_seq(), self.wal.resets(), key);
-        conn.hold_query(seen, hold);
+        conn.hold_query(seen, hold, reserve);
     }
 
     /// After the commit, before a compaction is put in place: takes in
@@ -622,6 +639,8 @@ impl Node {
             format!("compacting {}", u8::from(self.compaction.is_some())),
             format!("compactions {}", self.compactions),
             format!("queries {}", self.jobs.unfinished()),
+            format!("output_bytes {}", self.budget.total()),
+            format!("output_paused {}", self.budget.paused),
         ];
         self.replication_info(&mut lines);
         lines
