@@ -74,10 +74,10 @@ fn nonce() -> String {
 
 /// One direction of a session after `HELLO LEADER`: records
 /// `[len u32 LE][payload][16-byte tag]`, the tag the first 16 bytes of
-/// HMAC-SHA256(key, counter u64 LE ‖ len ‖ payload), the key
+/// BLAKE3-keyed(key, counter u64 LE ‖ len ‖ payload), the key
 /// HMAC-SHA256(secret, "keyval-session|<sender word>|<id>|<fnonce>|<lnonce>").
 struct SealHalf {
-    key: Vec<u8>,
+    key: [u8; 32],
     counter: u64,
 }
 
@@ -87,17 +87,19 @@ impl SealHalf {
             SECRET.as_bytes(),
             &format!("keyval-session|{sender}|{id}|{fnonce}|{lnonce}"),
         ))
-        .expect("hex");
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
         SealHalf { key, counter: 0 }
     }
 
     fn tag(&mut self, payload: &[u8]) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("hmac key");
+        let mut mac = blake3::Hasher::new_keyed(&self.key);
         mac.update(&self.counter.to_le_bytes());
         mac.update(&(payload.len() as u32).to_le_bytes());
         mac.update(payload);
         self.counter += 1;
-        mac.finalize().into_bytes()[..16].to_vec()
+        mac.finalize().as_bytes()[..16].to_vec()
     }
 
     /// `plain` as one record (the tests send small messages).

@@ -11,9 +11,14 @@
 //!               an admin), keyval-follower, keyval-admin; id: the
 //!               follower's id, or "admin"
 //! record      = [len: u32 LE][payload: len bytes][tag: 16 bytes]
-//! tag         = first 16 bytes of HMAC-SHA256(key(sender), counter: u64 LE ‖ len ‖ payload)
+//! tag         = first 16 bytes of BLAKE3-keyed(key(sender), counter: u64 LE ‖ len ‖ payload)
 //!               counter: records this sender sealed before, from 0
 //! ```
+//!
+//! The keys come from HMAC-SHA256, like the handshake's proofs; the tags
+//! from BLAKE3 in its keyed mode, a MAC three to four times faster than
+//! HMAC-SHA256 here (a snapshot's every byte is tagged on the leader's
+//! loop and checked on the follower's).
 //!
 //! - Each direction has its own key (the sender's word is in it), so a
 //!   record cannot be reflected back to its sender.
@@ -28,9 +33,6 @@
 //! - Nothing is encrypted: an observer on the path reads the data (as with
 //!   Redis without TLS). TLS is the layer for that.
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
-
 use super::auth::{self, Prover};
 
 /// Bytes of a record's length field.
@@ -43,8 +45,6 @@ pub const TAG_LEN: usize = 16;
 /// record before it can check it, so this bounds what a peer can make it
 /// hold; 64 KiB keeps the tag cost (20 bytes per record) far below 1 %.
 pub const MAX_RECORD: usize = 64 << 10;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Why received bytes are not a record of this session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,34 +107,41 @@ impl Session {
     ) -> Session {
         Session {
             sealer: Sealer {
-                mac: keyed(&auth::session_key(secret, me, id, fnonce, lnonce)),
+                mac: blake3::Hasher::new_keyed(&auth::session_key(secret, me, id, fnonce, lnonce)),
                 counter: 0,
             },
             opener: Opener {
-                mac: keyed(&auth::session_key(secret, peer, id, fnonce, lnonce)),
+                mac: blake3::Hasher::new_keyed(&auth::session_key(
+                    secret, peer, id, fnonce, lnonce,
+                )),
                 counter: 0,
             },
         }
     }
 }
 
-fn keyed(key: &[u8]) -> HmacSha256 {
-    <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length")
-}
-
-/// The tag of record `counter` with `payload`, from a keyed MAC that is
-/// cloned (keying costs two hash blocks; a clone costs none).
-fn tagger(mac: &HmacSha256, counter: u64, payload: &[u8]) -> HmacSha256 {
+/// The tag of record `counter` with `payload`, from the sender's keyed
+/// hasher (cloned, so the key schedule is done once per session).
+fn tag(mac: &blake3::Hasher, counter: u64, payload: &[u8]) -> [u8; TAG_LEN] {
     let mut mac = mac.clone();
     mac.update(&counter.to_le_bytes());
     mac.update(&(payload.len() as u32).to_le_bytes());
     mac.update(payload);
-    mac
+    let mut out = [0u8; TAG_LEN];
+    out.copy_from_slice(&mac.finalize().as_bytes()[..TAG_LEN]);
+    out
+}
+
+/// Whether two tags are equal, looking at every byte whatever the first
+/// difference (no early exit that would time how much of a forgery was
+/// right).
+fn same_tag(a: &[u8], b: &[u8; TAG_LEN]) -> bool {
+    a.len() == TAG_LEN && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Seals one direction of a session.
 pub struct Sealer {
-    mac: HmacSha256,
+    mac: blake3::Hasher,
     counter: u64,
 }
 
@@ -147,13 +154,11 @@ impl Sealer {
     pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
         out.reserve(plain.len() + plain.len().div_ceil(MAX_RECORD) * (RECORD_HEADER_LEN + TAG_LEN));
         for part in plain.chunks(MAX_RECORD) {
-            let tag = tagger(&self.mac, self.counter, part)
-                .finalize()
-                .into_bytes();
+            let tag = tag(&self.mac, self.counter, part);
             self.counter = self.counter.checked_add(1).ok_or(SealError::Exhausted)?;
             out.extend_from_slice(&(part.len() as u32).to_le_bytes());
             out.extend_from_slice(part);
-            out.extend_from_slice(&tag[..TAG_LEN]);
+            out.extend_from_slice(&tag);
         }
         Ok(())
     }
@@ -161,7 +166,7 @@ impl Sealer {
 
 /// Opens the other direction of a session.
 pub struct Opener {
-    mac: HmacSha256,
+    mac: blake3::Hasher,
     counter: u64,
 }
 
@@ -188,15 +193,15 @@ impl Opener {
             }
             let start = off + RECORD_HEADER_LEN;
             let end = start + len as usize;
-            let Some(tag) = wire.get(end..end + TAG_LEN) else {
+            let Some(received) = wire.get(end..end + TAG_LEN) else {
                 break;
             };
             let payload = &wire[start..end];
-            tagger(&self.mac, self.counter, payload)
-                .verify_truncated_left(tag)
-                .map_err(|_| SealError::BadMac {
+            if !same_tag(received, &tag(&self.mac, self.counter, payload)) {
+                return Err(SealError::BadMac {
                     record: self.counter,
-                })?;
+                });
+            }
             self.counter = self.counter.checked_add(1).ok_or(SealError::Exhausted)?;
             plain.extend_from_slice(payload);
             off = end + TAG_LEN;
@@ -236,11 +241,11 @@ mod tests {
         let wire = sealed(&mut leader.sealer, b"abc");
         assert_eq!(&wire[..7], b"\x03\0\0\0abc");
         let key = auth::session_key(b"s3cret", Prover::Leader, "2", F, L);
-        let mut mac = keyed(&key);
+        let mut mac = blake3::Hasher::new_keyed(&key);
         mac.update(&0u64.to_le_bytes());
         mac.update(&3u32.to_le_bytes());
         mac.update(b"abc");
-        assert_eq!(&wire[7..], &mac.finalize().into_bytes()[..TAG_LEN]);
+        assert_eq!(&wire[7..], &mac.finalize().as_bytes()[..TAG_LEN]);
         // The next record has counter 1: the same bytes get another tag.
         let again = sealed(&mut leader.sealer, b"abc");
         assert_ne!(again, wire);

@@ -407,51 +407,40 @@ impl Server {
                 scanned = 0;
                 continue;
             }
-            match next_line_after(rest, max_line, scanned) {
-                Line::Complete(line, used) => {
-                    if !self.slots.screen(conn, line) {
-                        self.node.execute_line(conn, key, line);
-                    }
-                    if conn.deferred.is_some() {
-                        // A query without room for its reply: the line
-                        // stays unread until output drains.
-                        conn.paused = true;
-                        self.paused.push(key);
-                        break;
-                    }
-                    book(&mut self.node.budget, conn);
-                    off += used;
-                    scanned = 0;
-                    if conn.session_began() {
-                        // What followed the handshake's last line is records.
-                        if let Err(e) = conn.open_after_handshake(&mut rbuf, off) {
-                            error!("{}: {e}; closing the connection", conn.peer);
-                            conn.closing = true;
-                        }
-                    }
-                }
+            let (line, used) = match next_line_after(rest, max_line, scanned) {
+                Line::Complete(line, used) => (line, used),
                 Line::TooLong => {
                     debug!("{}: line longer than {max_line} bytes", conn.peer);
                     conn.reply(Reply::LineTooLong);
                     conn.discarding = true;
+                    continue;
                 }
-                Line::Incomplete if conn.peer_eof => {
-                    // The peer ended without a final newline: take what it
-                    // sent as the last line.
-                    if !self.slots.screen(conn, rest) {
-                        self.node.execute_line(conn, key, rest);
-                    }
-                    if conn.deferred.is_some() {
-                        conn.paused = true;
-                        self.paused.push(key);
-                        break;
-                    }
-                    book(&mut self.node.budget, conn);
-                    off = rbuf.len();
-                }
+                // The peer ended without a final newline: take what it sent
+                // as the last line.
+                Line::Incomplete if conn.peer_eof => (rest, rest.len()),
                 Line::Incomplete => {
                     scanned = rest.len();
                     break;
+                }
+            };
+            if !self.slots.screen(conn, line) {
+                self.node.execute_line(conn, key, line);
+            }
+            if conn.deferred.is_some() {
+                // A query without room for its reply: the line stays unread
+                // until output drains.
+                conn.paused = true;
+                self.paused.push(key);
+                break;
+            }
+            book(&mut self.node.budget, conn);
+            off += used;
+            scanned = 0;
+            if conn.session_began() {
+                // What followed the handshake's last line is records.
+                if let Err(e) = conn.open_after_handshake(&mut rbuf, off) {
+                    error!("{}: {e}; closing the connection", conn.peer);
+                    conn.closing = true;
                 }
             }
         }
