@@ -18,7 +18,7 @@ use super::held::{HeldReplies, Progress};
 use crate::protocol::Reply;
 use crate::replication::follower::LinkState;
 use crate::replication::leader::Feed;
-use crate::replication::session::{SealError, Session};
+use crate::replication::session::{Opener, SealError, Session};
 
 /// Bytes read from a socket per `read` call.
 pub const READ_CHUNK: usize = 64 << 10;
@@ -174,8 +174,6 @@ struct Sealed {
     /// `wbuf[..sealed_to]` is ready for the wire (sealed, or sent before
     /// the session began); what follows is sealed by the next flush.
     sealed_to: usize,
-    /// The bytes being sealed (a buffer kept for reuse).
-    plain: Vec<u8>,
     /// The session began during the line just executed: input after that
     /// line, already read as plain bytes, is records
     /// ([`Conn::open_after_handshake`]).
@@ -184,37 +182,34 @@ struct Sealed {
 
 impl Sealed {
     /// Opens the records `read` completes, appending their bytes to
-    /// `plain`.
-    fn open(&mut self, read: &[u8], plain: &mut Vec<u8>) -> io::Result<()> {
-        let result = if self.wire_in.is_empty() {
-            // The common case: whole records straight from the read.
-            self.session.opener.open(read, plain).map(|used| {
-                self.wire_in.extend_from_slice(&read[used..]);
-            })
-        } else {
-            self.wire_in.extend_from_slice(read);
-            self.session
-                .opener
-                .open(&self.wire_in, plain)
-                .map(|used| drop(self.wire_in.drain(..used)))
-        };
-        result.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    /// `plain`. Only a record split between reads is copied aside (into
+    /// `wire_in`, just the bytes that complete it); whole records are
+    /// opened where they were read.
+    fn open(&mut self, mut read: &[u8], plain: &mut Vec<u8>) -> io::Result<()> {
+        let opener = &mut self.session.opener;
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        while !self.wire_in.is_empty() && !read.is_empty() {
+            let take = Opener::missing(&self.wire_in).min(read.len());
+            self.wire_in.extend_from_slice(&read[..take]);
+            read = &read[take..];
+            if Opener::missing(&self.wire_in) == 0 {
+                let used = opener.open(&self.wire_in, plain).map_err(invalid)?;
+                self.wire_in.drain(..used);
+            }
+        }
+        let used = opener.open(read, plain).map_err(invalid)?;
+        self.wire_in.extend_from_slice(&read[used..]);
+        Ok(())
     }
 
     /// Seals `wbuf[sealed_to..]` in place.
     fn seal(&mut self, wbuf: &mut Vec<u8>) -> io::Result<()> {
         if self.sealed_to < wbuf.len() {
-            self.plain.clear();
-            self.plain.extend_from_slice(&wbuf[self.sealed_to..]);
-            wbuf.truncate(self.sealed_to);
             self.session
                 .sealer
-                .seal(&self.plain, wbuf)
+                .seal_in_place(wbuf, self.sealed_to)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             self.sealed_to = wbuf.len();
-            if self.plain.capacity() > 4 * OUTPUT_HIGH {
-                self.plain = Vec::new();
-            }
         }
         Ok(())
     }
@@ -256,7 +251,6 @@ impl Conn {
             session,
             wire_in: Vec::new(),
             sealed_to: self.wbuf.len(),
-            plain: Vec::new(),
             began: true,
         }));
     }
@@ -551,6 +545,93 @@ mod tests {
             "the buffer grew to {largest} bytes for at most {} pending",
             2 * WRITE_PER_TURN + (256 << 10)
         );
+    }
+
+    /// The two ends of a follower's session.
+    fn sessions() -> (Session, Session) {
+        use crate::replication::auth::Prover;
+        let (f, l) = (
+            "00112233445566778899aabbccddeeff",
+            "ffeeddccbbaa99887766554433221100",
+        );
+        (
+            Session::new(b"k", Prover::Leader, Prover::Follower, "2", f, l),
+            Session::new(b"k", Prover::Follower, Prover::Leader, "2", f, l),
+        )
+    }
+
+    #[test]
+    fn a_session_seals_what_follows_it_and_opens_records_read_in_any_pieces() {
+        let (mut conn, mut client) = connected();
+        let (leader, mut follower) = sessions();
+        conn.reply_with(|out| out.extend_from_slice(b"HELLO LEADER\n"));
+        conn.begin_session(leader);
+        assert!(
+            conn.session_began() && !conn.session_began(),
+            "reported once"
+        );
+        let frames: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        conn.raw_out().extend_from_slice(&frames);
+        while conn.wants_write() {
+            conn.flush().expect("flush");
+        }
+        // The client sees the line in clear, then records it can open.
+        let mut wire = vec![0u8; 13];
+        client.read_exact(&mut wire).expect("hello");
+        assert_eq!(&wire, b"HELLO LEADER\n");
+        let mut sealed = Vec::new();
+        let mut plain = Vec::new();
+        while plain.len() < frames.len() {
+            let mut buf = [0u8; 8192];
+            let n = client.read(&mut buf).expect("read");
+            sealed.extend_from_slice(&buf[..n]);
+            let used = follower.opener.open(&sealed, &mut plain).expect("open");
+            sealed.drain(..used);
+        }
+        assert_eq!(plain, frames);
+        // The other way, cut at awkward places: the connection opens it all.
+        let mut back = Vec::new();
+        follower
+            .sealer
+            .seal(&frames[..40_000], &mut back)
+            .expect("seal");
+        follower
+            .sealer
+            .seal(&frames[40_000..], &mut back)
+            .expect("seal");
+        let mut scratch = vec![0u8; READ_CHUNK];
+        for piece in back.chunks(7_777) {
+            client.write_all(piece).expect("write");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                assert!(Instant::now() < deadline, "the piece never arrived");
+                match conn.read_some(&mut scratch).expect("read") {
+                    ReadStatus::Drained => std::thread::yield_now(),
+                    _ => break,
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while conn.rbuf.len() < frames.len() {
+            assert!(Instant::now() < deadline, "not all opened");
+            let _ = conn.read_some(&mut scratch).expect("read");
+        }
+        assert_eq!(conn.rbuf, frames);
+        // A flipped bit is an error, not data.
+        let mut bad = Vec::new();
+        follower.sealer.seal(b"ACK", &mut bad).expect("seal");
+        bad[5] ^= 1;
+        client.write_all(&bad).expect("write");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let err = loop {
+            assert!(Instant::now() < deadline, "no error");
+            match conn.read_some(&mut scratch) {
+                Err(e) => break e,
+                Ok(_) => std::thread::yield_now(),
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(conn.rbuf.len(), frames.len(), "nothing of it was let in");
     }
 
     #[test]
