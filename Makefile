@@ -70,6 +70,7 @@ install:
 	install -D -m 0644 conf/keyval-follower@.service $(DESTDIR)$(UNITDIR)/keyval-follower@.service
 	install -D -m 0640 conf/leader.env $(DESTDIR)$(CONFDIR)/leader.env.example
 	install -D -m 0640 conf/follower.env $(DESTDIR)$(CONFDIR)/follower.env.example
+	install -D -m 0644 conf/password.conf $(DESTDIR)$(CONFDIR)/password.conf.example
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	for f in docs/*.md; do \
 		[ -f "$$f" ] || continue; \
