@@ -12,6 +12,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 CONFDIR ?= /etc/keyval
+BUILD   ?= build
 TORTURE_SECONDS ?= 600
 FUZZ_SECONDS    ?= 60
 
@@ -21,8 +22,8 @@ all: build
 
 build:
 	$(CARGO) build --release --bins
-	mkdir -p build
-	cp target/release/keyval target/release/keyval-ctl target/release/keyval-bench build/
+	mkdir -p $(BUILD)
+	cp target/release/keyval target/release/keyval-ctl target/release/keyval-bench $(BUILD)/
 
 # rustfmt and clippy come with rustup's default profile; add them if absent.
 toolchain:
@@ -57,15 +58,14 @@ fuzz:
 
 # Installs what `make` built; it never builds (root often has no cargo):
 #   make && sudo make install
-BINS     = build/keyval build/keyval-ctl
 DOCDIR  ?= $(PREFIX)/share/doc/keyval
 
 install:
-	@for f in $(BINS); do \
+	@for f in $(BUILD)/keyval $(BUILD)/keyval-ctl; do \
 		[ -f "$$f" ] || { echo "make install: $$f is missing: run make first (as the user who builds)" >&2; exit 1; }; \
 	done
-	install -D -m 0755 build/keyval $(DESTDIR)$(PREFIX)/bin/keyval
-	install -D -m 0755 build/keyval-ctl $(DESTDIR)$(PREFIX)/bin/keyval-ctl
+	install -D -m 0755 $(BUILD)/keyval $(DESTDIR)$(PREFIX)/bin/keyval
+	install -D -m 0755 $(BUILD)/keyval-ctl $(DESTDIR)$(PREFIX)/bin/keyval-ctl
 	install -D -m 0644 conf/keyval-leader.service $(DESTDIR)$(UNITDIR)/keyval-leader.service
 	install -D -m 0644 conf/keyval-follower@.service $(DESTDIR)$(UNITDIR)/keyval-follower@.service
 	install -D -m 0640 conf/leader.env $(DESTDIR)$(CONFDIR)/leader.env.example

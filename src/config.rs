@@ -170,7 +170,7 @@ impl Config {
                 if let Some(addr) = leader_is_self(cli.bind, cli.port, &leader, Lookup::System) {
                     return Err(format!(
                         "--leader_host {} --leader_port {port}: that is this node's own address \
-                         ({addr}, listening on {}:{}); give the leader's address",
+                         ({addr}: it listens on {}:{}); give the leader's address",
                         leader.host, cli.bind, cli.port
                     ));
                 }
