@@ -310,13 +310,14 @@ pub fn leader_is_self(
     };
     addrs.into_iter().find(|addr| {
         let ip = addr.ip();
-        // Connecting to 0.0.0.0 (or ::) reaches the local host.
-        let local = ip.is_loopback()
-            || ip.is_unspecified()
-            || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok();
+        // Connecting to 0.0.0.0 (or ::) reaches the local host; an address
+        // a socket can be bound to is one of this machine's.
         ip == bind
             || (bind.is_loopback() && ip.is_unspecified())
-            || (bind.is_unspecified() && local)
+            || (bind.is_unspecified()
+                && (ip.is_loopback()
+                    || ip.is_unspecified()
+                    || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()))
     })
 }
 
@@ -376,13 +377,13 @@ mod tests {
             ("--leader_host", "--leader_port"),
             ("--leader-host", "--leader-port"),
         ] {
-            let c = parse(&["--role", "follower", "--id", "2", h, "127.0.0.1", p, "5000"])
+            let c = parse(&["--role", "follower", "--id", "2", h, "127.0.0.1", p, "6000"])
                 .expect("valid");
             assert_eq!(
                 c.leader,
                 Some(LeaderAddr {
                     host: "127.0.0.1".into(),
-                    port: 5000
+                    port: 6000
                 })
             );
             assert_eq!(c.log_path(), PathBuf::from("./follower_2.log"));

@@ -103,7 +103,8 @@ impl Node {
                 "this node is not a leader",
             );
         }
-        // Any id but this node's own: a deposed leader follows under its id 1.
+        // Any id >= 1 (a deposed leader follows under its id 1); the leader's own
+        // is refused once the follower proved the secret (`DUPLICATE_ID`).
         let id = std::str::from_utf8(id)
             .ok()
             .and_then(|s| s.parse::<u32>().ok())
@@ -115,13 +116,6 @@ impl Node {
                 "malformed HELLO FOLLOWER",
             );
         };
-        if id == self.config.id {
-            let why = format!(
-                "follower id {id} is this leader's own id; every node of a cluster needs an id \
-                 no other node has"
-            );
-            return fail(conn, format!("DUPLICATE_ID {why}\n").as_bytes(), &why);
-        }
         let Some(secret) = &self.config.secret else {
             return fail(
                 conn,
@@ -175,6 +169,19 @@ impl Node {
                 String::from_utf8_lossy(reply).trim_end()
             );
             conn.reply_with(|out| out.extend_from_slice(reply));
+            conn.closing = true;
+            return;
+        }
+        // Checked once the follower proved the secret: ids must be unique.
+        if id == self.config.id {
+            let why = format!(
+                "follower id {id} is this leader's own id; every node of a cluster needs an id \
+                 no other node has"
+            );
+            warn!("{}: follower refused: {why}", conn.peer);
+            conn.reply_with(|out| {
+                out.extend_from_slice(format!("DUPLICATE_ID {why}\n").as_bytes())
+            });
             conn.closing = true;
             return;
         }
