@@ -69,7 +69,8 @@ pub struct LinkInfo {
     /// The leader waits for this follower's acks (`PLAN`, then `WAIT`).
     pub acks_awaited: bool,
     /// Why the link was last refused, by either side, until it comes up
-    /// (`leader_link_error` in `INFO`, so `keyval-ctl follow` can say why).
+    /// (`leader_link_error` in `INFO`, so `keyval-ctl follow` can say why;
+    /// a full leader leaves the link `down` with this set).
     pub error: Option<String>,
 }
 
@@ -593,7 +594,12 @@ impl Node {
             "{}: the leader refused the handshake: {why}; retrying",
             conn.peer
         );
-        self.link_refused(why);
+        if word == "MAX_SIZE_EXCEEDED" {
+            // Room may free up: the link is down, not refused.
+            self.repl.link.error = Some(why);
+        } else {
+            self.link_refused(why);
+        }
         conn.closing = true;
     }
 
@@ -949,7 +955,7 @@ impl Node {
                     _ => "down",
                 };
                 lines.push(format!("leader_link {status}"));
-                if let (Some(LinkStatus::Refused), Some(why)) = (link.status, &link.error) {
+                if let (false, Some(why)) = (link.status == Some(LinkStatus::Up), &link.error) {
                     lines.push(format!("leader_link_error {}", one_line(why)));
                 }
                 if let Some(leader) = &self.role.leader {

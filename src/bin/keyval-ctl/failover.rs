@@ -168,8 +168,9 @@ pub enum Link {
     Up(Info),
     /// `leader_link refused`, with the node's reason (`leader_link_error`).
     Refused(String),
-    /// Still down when the wait ran out: the node keeps dialling.
-    Down,
+    /// Still down when the wait ran out (the node keeps dialling), with
+    /// the last refusal the node saw, if any.
+    Down(Option<String>),
 }
 
 /// Polls the node's `INFO` until `leader_link` is `up` or `refused`, for at
@@ -190,7 +191,11 @@ pub fn wait_for_link(session: &mut Session, limit: Duration) -> Result<Link, Str
                     .to_string();
                 return Ok(Link::Refused(why));
             }
-            _ if Instant::now() >= deadline => return Ok(Link::Down),
+            _ if Instant::now() >= deadline => {
+                return Ok(Link::Down(
+                    info.get("leader_link_error").map(str::to_string),
+                ))
+            }
             _ => thread::sleep(POLL),
         }
     }

@@ -134,7 +134,11 @@ fn run(cli: Cli) -> Result<(), String> {
                 failover::Link::Refused(why) => Err(format!(
                     "{addr}: {reply}, but the link to {leader} was refused: {why}"
                 )),
-                failover::Link::Down => Err(format!(
+                failover::Link::Down(Some(why)) => Err(format!(
+                    "{addr}: {reply}, but the link to {leader} is still down after {wait:?}: \
+                     {why} (the node keeps retrying)"
+                )),
+                failover::Link::Down(None) => Err(format!(
                     "{addr}: {reply}, but the link to {leader} is still down after {wait:?} \
                      (is that leader running and reachable from this node? keyval-ctl info \
                      shows the link; the node keeps retrying)"
