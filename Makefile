@@ -76,7 +76,7 @@ install:
 		[ -f "$$f" ] || continue; \
 		install -D -m 0644 "$$f" "$(DESTDIR)$(DOCDIR)/$$(basename "$$f")"; \
 	done
-	sed -i 's|/usr/local/bin/keyval|$(PREFIX)/bin/keyval|; s|/usr/local/share/doc/keyval|$(DOCDIR)|' \
+	sed -i 's|/usr/local/bin/keyval|$(PREFIX)/bin/keyval|g; s|/usr/local/share/doc/keyval|$(DOCDIR)|g' \
 		$(DESTDIR)$(UNITDIR)/keyval-leader.service $(DESTDIR)$(UNITDIR)/keyval-follower@.service
 
 clean:

@@ -207,6 +207,15 @@ fn make_install_installs_what_make_built_without_building() {
             text.contains("ExecStart=/usr/bin/keyval "),
             "{unit}:\n{text}"
         );
+        let docs = text
+            .lines()
+            .find(|l| l.starts_with("Documentation="))
+            .expect("a Documentation= line");
+        assert!(!docs.contains("/usr/local/"), "{docs}");
+        assert!(
+            docs.contains("/usr/share/doc/keyval/operations.md"),
+            "{docs}"
+        );
         assert!(
             text.contains("LoadCredential=secret:/etc/keyval/secret"),
             "{unit}:\n{text}"
