@@ -2,6 +2,7 @@
 #   make          release build, binary also at build/keyval
 #   make run      a leader on port 5000, data in the current directory
 #   make test     fmt check, clippy -D warnings, every unit and integration test
+#   make install  install what make built (never builds): make && sudo make install
 #   make bench    the benchmark suite: fresh leaders (and Redis, if installed), then replication
 #   make torture  fault injection for TORTURE_SECONDS (default 600); SEED=n reruns a seed
 #   make fuzz     the decoder fuzz loops, FUZZ_SECONDS (default 60) per target
@@ -11,6 +12,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 CONFDIR ?= /etc/keyval
+BUILD   ?= build
 TORTURE_SECONDS ?= 600
 FUZZ_SECONDS    ?= 60
 
@@ -20,8 +22,8 @@ all: build
 
 build:
 	$(CARGO) build --release --bins
-	mkdir -p build
-	cp target/release/keyval target/release/keyval-ctl target/release/keyval-bench build/
+	mkdir -p $(BUILD)
+	cp target/release/keyval target/release/keyval-ctl target/release/keyval-bench $(BUILD)/
 
 # rustfmt and clippy come with rustup's default profile; add them if absent.
 toolchain:
@@ -54,15 +56,27 @@ fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(if $(FUZZ_SEED),FUZZ_SEED=$(FUZZ_SEED)) \
 		$(CARGO) test --lib fuzz:: -- --test-threads 1 --nocapture
 
-install: build
-	install -D -m 0755 build/keyval $(DESTDIR)$(PREFIX)/bin/keyval
-	install -D -m 0755 build/keyval-ctl $(DESTDIR)$(PREFIX)/bin/keyval-ctl
+# Installs what `make` built; it never builds (root often has no cargo):
+#   make && sudo make install
+DOCDIR  ?= $(PREFIX)/share/doc/keyval
+
+install:
+	@for f in $(BUILD)/keyval $(BUILD)/keyval-ctl; do \
+		[ -f "$$f" ] || { echo "make install: $$f is missing: run make first (as the user who builds)" >&2; exit 1; }; \
+	done
+	install -D -m 0755 $(BUILD)/keyval $(DESTDIR)$(PREFIX)/bin/keyval
+	install -D -m 0755 $(BUILD)/keyval-ctl $(DESTDIR)$(PREFIX)/bin/keyval-ctl
 	install -D -m 0644 conf/keyval-leader.service $(DESTDIR)$(UNITDIR)/keyval-leader.service
 	install -D -m 0644 conf/keyval-follower@.service $(DESTDIR)$(UNITDIR)/keyval-follower@.service
 	install -D -m 0640 conf/leader.env $(DESTDIR)$(CONFDIR)/leader.env.example
 	install -D -m 0640 conf/follower.env $(DESTDIR)$(CONFDIR)/follower.env.example
-	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/keyval/README.md
-	sed -i 's|/usr/local/bin/keyval|$(PREFIX)/bin/keyval|' \
+	install -D -m 0644 conf/password.conf $(DESTDIR)$(CONFDIR)/password.conf.example
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	for f in docs/*.md; do \
+		[ -f "$$f" ] || continue; \
+		install -D -m 0644 "$$f" "$(DESTDIR)$(DOCDIR)/$$(basename "$$f")"; \
+	done
+	sed -i 's|/usr/local/bin/keyval|$(PREFIX)/bin/keyval|g; s|/usr/local/share/doc/keyval|$(DOCDIR)|g' \
 		$(DESTDIR)$(UNITDIR)/keyval-leader.service $(DESTDIR)$(UNITDIR)/keyval-follower@.service
 
 clean:

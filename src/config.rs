@@ -8,7 +8,7 @@
 //! The shared secret and the client password are never printed: `Config`'s
 //! `Debug` shows them redacted.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
@@ -225,7 +225,17 @@ impl Config {
                     "--leader_host {host:?}: not an IP address or a host name"
                 ))
             }
-            (Some(host), Some(port)) if port != 0 => Some(LeaderAddr { host, port }),
+            (Some(host), Some(port)) if port != 0 => {
+                let leader = LeaderAddr { host, port };
+                if let Some(addr) = leader_is_self(cli.bind, cli.port, &leader, Lookup::System) {
+                    return Err(format!(
+                        "--leader_host {} --leader_port {port}: that is this node's own address \
+                         ({addr}: it listens on {}:{}); give the leader's address",
+                        leader.host, cli.bind, cli.port
+                    ));
+                }
+                Some(leader)
+            }
             (None, None) => None,
             _ => return Err(
                 "--leader_host and --leader_port go together (a non-empty host and a port >= 1)"
@@ -383,6 +393,62 @@ impl std::fmt::Debug for SecretBytes {
     }
 }
 
+/// How a leader address is looked up by [`leader_is_self`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// IP literals and `localhost` only: no call that may block on DNS
+    /// (the event loop, answering `FOLLOW`).
+    NoDns,
+    /// Host names through the system resolver too (at start).
+    System,
+}
+
+/// Whether `leader` is this node's own listener on `bind`:`port`, so a
+/// follower of it would dial itself forever. Returns the address that
+/// matched.
+///
+/// It is when the port is the same and the leader's host is the bind
+/// address, or any address of this machine (a loopback one, `0.0.0.0`,
+/// or one a socket can be bound to) while the node listens on every
+/// address. A name that does not resolve is not this node.
+pub fn leader_is_self(
+    bind: IpAddr,
+    port: u16,
+    leader: &LeaderAddr,
+    lookup: Lookup,
+) -> Option<SocketAddr> {
+    if port == 0 || leader.port != port {
+        return None;
+    }
+    let host = leader.host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = if let Ok(ip) = host.parse::<IpAddr>() {
+        vec![SocketAddr::new(ip, port)]
+    } else if host.eq_ignore_ascii_case("localhost") {
+        vec![
+            SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port),
+            SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::LOCALHOST), port),
+        ]
+    } else if lookup == Lookup::System {
+        (host, port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    addrs.into_iter().find(|addr| {
+        let ip = addr.ip();
+        // Connecting to 0.0.0.0 (or ::) reaches the local host; an address
+        // a socket can be bound to is one of this machine's.
+        ip == bind
+            || (bind.is_loopback() && ip.is_unspecified())
+            || (bind.is_unspecified()
+                && (ip.is_loopback()
+                    || ip.is_unspecified()
+                    || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()))
+    })
+}
+
 /// A clap error as the one line SPEC §1 asks for: its first paragraph,
 /// joined. Taking only the first line would lose what clap lists on the
 /// following ones, such as the flag in "the following required arguments
@@ -506,13 +572,13 @@ mod tests {
             ("--leader_host", "--leader_port"),
             ("--leader-host", "--leader-port"),
         ] {
-            let c = parse(&["--role", "follower", "--id", "2", h, "127.0.0.1", p, "5000"])
+            let c = parse(&["--role", "follower", "--id", "2", h, "127.0.0.1", p, "6000"])
                 .expect("valid");
             assert_eq!(
                 c.leader,
                 Some(LeaderAddr {
                     host: "127.0.0.1".into(),
-                    port: 5000
+                    port: 6000
                 })
             );
             assert_eq!(c.log_path(), PathBuf::from("./follower_2.log"));
@@ -571,6 +637,52 @@ mod tests {
         assert_eq!(c.handshake_timeout_ms, 300);
         let err = parse(&["--role", "leader", "--handshake-timeout-ms", "0"]).expect_err("0");
         assert!(err.contains("--handshake-timeout-ms"), "{err}");
+    }
+
+    #[test]
+    fn a_follower_of_its_own_address_is_refused() {
+        for (bind, host) in [
+            ("127.0.0.1", "127.0.0.1"),
+            ("127.0.0.1", "localhost"),
+            ("127.0.0.1", "0.0.0.0"),
+            ("0.0.0.0", "127.0.0.1"),
+            ("0.0.0.0", "localhost"),
+            ("0.0.0.0", "::1"),
+        ] {
+            let args = [
+                "--role",
+                "follower",
+                "--id",
+                "2",
+                "--bind",
+                bind,
+                "--leader_host",
+                host,
+                "--leader_port",
+                "5000",
+            ];
+            let e = parse(&args).expect_err(host);
+            assert!(e.contains("this node's own address"), "{bind} {host}: {e}");
+        }
+        // Another port, or another loopback address than the one bound.
+        for (bind, host, port) in [
+            ("127.0.0.1", "127.0.0.1", "5001"),
+            ("127.0.0.2", "127.0.0.1", "5000"),
+        ] {
+            let args = [
+                "--role",
+                "follower",
+                "--id",
+                "2",
+                "--bind",
+                bind,
+                "--leader_host",
+                host,
+                "--leader_port",
+                port,
+            ];
+            assert!(parse(&args).is_ok(), "{bind} {host}:{port}");
+        }
     }
 
     fn usage_line(args: &[&str]) -> String {

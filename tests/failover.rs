@@ -193,11 +193,15 @@ fn a_partitioned_old_leader_cannot_ack_steps_down_and_rewinds_when_it_rejoins() 
     }
     put_many(&c.f2, "new", 0..10, "v");
 
-    // A node that knows epoch 2 reaches it: it steps down.
-    ok(ctl(
+    // A node that knows epoch 2 reaches it: it steps down. The node
+    // refuses it (it was replaced), and `follow` reports that.
+    let refused = ctl(
         c.f3.addr.port(),
         &["follow", "127.0.0.1", &c.leader.addr.port().to_string()],
-    ));
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was refused"), "{stderr}");
     c.leader.wait_log("knows epoch 2");
     wait_until("the old leader to fence itself", || {
         c.leader.info_field("writes") == "fenced"

@@ -824,7 +824,6 @@ fn malformed_follower_hellos_and_hellos_to_a_follower_are_refused() {
     let leader = Node::leader(&[]);
     let good = nonce();
     for hello in [
-        format!("HELLO FOLLOWER|1:{good}"),
         format!("HELLO FOLLOWER|0:{good}"),
         format!("HELLO FOLLOWER|x:{good}"),
         format!("HELLO FOLLOWER|:{good}"),
@@ -837,6 +836,11 @@ fn malformed_follower_hellos_and_hellos_to_a_follower_are_refused() {
         assert_eq!(peer.line(), "INVALID_HANDSHAKE_MESSAGE", "{hello:?}");
         assert!(peer.is_closed(), "{hello:?}");
     }
+    // The leader's own id, once the secret is proved: refused, saying why.
+    let (mut peer, reply) = fake_follower(leader.addr, 1);
+    assert!(reply.starts_with("DUPLICATE_ID "), "{reply}");
+    assert!(reply.contains("own id"), "{reply}");
+    assert!(peer.is_closed());
     let f2 = start_follower(leader.addr.port(), 2, &[]);
     let mut peer = Peer::connect(f2.addr);
     peer.send_line(&format!("HELLO FOLLOWER|3:{good}"));
@@ -943,6 +947,9 @@ fn max_followers_one_refuses_a_second_real_follower() {
     let line = f3.wait_log("the leader refused the handshake");
     assert!(line.contains("MAX_SIZE_EXCEEDED"), "{line}");
     assert_eq!(f3.info_field("leader_link"), "down");
+    assert!(f3
+        .info_field("leader_link_error")
+        .contains("MAX_SIZE_EXCEEDED"));
     assert_eq!(leader.info_field("followers"), "1");
     assert_eq!(leader.client().call("PUT k v"), "OK");
     wait_synced(&leader, &[&f2]);

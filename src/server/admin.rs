@@ -20,7 +20,7 @@ use super::conn::{Conn, Peer};
 use super::logthrottle::throttled;
 use super::node::Node;
 use super::replica::LinkStatus;
-use crate::config::{LeaderAddr, Role};
+use crate::config::{leader_is_self, LeaderAddr, Lookup, Role};
 use crate::protocol::{AdminRequest, Reply};
 use crate::replication::auth::{self, Prover};
 use crate::replication::session::Session;
@@ -166,6 +166,17 @@ impl Node {
         if self.config.secret.is_none() {
             return "ERROR no secret to follow with".into();
         }
+        let port = self.listen_port;
+        if let Some(addr) = leader_is_self(self.config.bind, port, &leader, Lookup::NoDns) {
+            warn!(
+                "FOLLOW {}:{} refused: that is this node itself ({addr})",
+                leader.host, leader.port
+            );
+            return format!(
+                "INVALID_LEADER {}:{} is this node itself (it listens on {}:{port})",
+                leader.host, leader.port, self.config.bind
+            );
+        }
         if self.role.role == Role::Leader {
             let followers: Vec<usize> = self.repl.followers.values().map(|e| e.key).collect();
             self.repl.evict.extend(followers);
@@ -188,6 +199,7 @@ impl Node {
         self.save_role();
         let link = &mut self.repl.link;
         link.status = Some(LinkStatus::Down);
+        link.error = None;
         link.backoff.reset();
         link.reconnect_at = Some(Instant::now());
         "OK".into()

@@ -136,13 +136,14 @@ impl Server {
         let poll = Poll::new().map_err(Error::io("create poll"))?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(Error::io("create waker"))?);
-        let node = Node::open(config, waker)?;
+        let mut node = Node::open(config, waker)?;
         let addr = SocketAddr::new(node.config.bind, node.config.port);
         let mut listener = TcpListener::bind(addr).map_err(|e| Error::Io {
             what: format!("bind {addr}"),
             source: e,
         })?;
         let local_addr = listener.local_addr().map_err(Error::io("local address"))?;
+        node.listen_port = local_addr.port();
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(Error::io("register listener"))?;

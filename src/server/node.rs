@@ -80,6 +80,10 @@ pub struct Node {
     /// The role changed away from leader this turn: held writes can no
     /// longer be confirmed and are answered `ERROR`.
     pub drop_held: bool,
+    /// The port the node listens on (`--port`, or the one picked for
+    /// `--port 0`; set once bound): `FOLLOW` refuses this node's own
+    /// address.
+    pub listen_port: u16,
 }
 
 impl Node {
@@ -179,6 +183,7 @@ impl Node {
             },
             role,
             drop_held: false,
+            listen_port: 0,
         })
     }
 

@@ -72,6 +72,10 @@ pub struct LinkInfo {
     pub last_heard: Option<Instant>,
     /// The leader waits for this follower's acks (`PLAN`, then `WAIT`).
     pub acks_awaited: bool,
+    /// Why the link was last refused, by either side, until it comes up
+    /// (`leader_link_error` in `INFO`, so `keyval-ctl follow` can say why;
+    /// a full leader leaves the link `down` with this set).
+    pub error: Option<String>,
 }
 
 /// Replication state of a node.
@@ -109,12 +113,12 @@ impl Node {
                 "this node is not a leader",
             );
         }
-        // Any id but this node's own: a deposed leader follows under its id 1.
-        let own = self.config.id;
+        // Any id >= 1 (a deposed leader follows under its id 1); the leader's own
+        // is refused once the follower proved the secret (`DUPLICATE_ID`).
         let id = std::str::from_utf8(id)
             .ok()
             .and_then(|s| s.parse::<u32>().ok())
-            .filter(|&id| id >= 1 && id != own);
+            .filter(|&id| id >= 1);
         let (Some(id), true) = (id, auth::is_nonce(fnonce)) else {
             return fail(
                 conn,
@@ -177,6 +181,19 @@ impl Node {
                 String::from_utf8_lossy(reply).trim_end()
             );
             conn.reply_with(|out| out.extend_from_slice(reply));
+            conn.closing = true;
+            return;
+        }
+        // Checked once the follower proved the secret: ids must be unique.
+        if id == self.config.id {
+            let why = format!(
+                "follower id {id} is this leader's own id; every node of a cluster needs an id \
+                 no other node has"
+            );
+            warn!("{}: follower refused: {why}", conn.peer);
+            conn.reply_with(|out| {
+                out.extend_from_slice(format!("DUPLICATE_ID {why}\n").as_bytes())
+            });
             conn.closing = true;
             return;
         }
@@ -407,7 +424,7 @@ impl Node {
                              the leader lacks), or stop it and empty its data directory.",
                             conn.peer
                         );
-                        self.repl.link.status = Some(LinkStatus::Refused);
+                        self.link_refused(format!("refusing this leader: {refusal}"));
                         conn.closing = true;
                         return Ok(());
                     }
@@ -437,6 +454,7 @@ impl Node {
                     .map_err(|e| e.to_string())?;
                 self.repl.link.acks_awaited = plan.acks_awaited;
                 self.repl.link.status = Some(LinkStatus::Up);
+                self.repl.link.error = None;
                 self.repl.link.backoff.reset();
                 let seq = plan.seq;
                 match plan.mode {
@@ -522,7 +540,10 @@ impl Node {
                         conn.peer,
                         self.known_epoch()
                     );
-                    self.repl.link.status = Some(LinkStatus::Refused);
+                    self.link_refused(format!(
+                        "the leader is at epoch {epoch}, but epoch {} exists: it was replaced",
+                        self.known_epoch()
+                    ));
                     conn.closing = true;
                 }
                 Ok(())
@@ -597,6 +618,9 @@ impl Node {
                          KEYVAL_SECRET); not following it",
                         conn.peer
                     );
+                    self.link_refused(
+                        "the leader could not prove the shared secret (a different secret?)".into(),
+                    );
                     conn.closing = true;
                     return;
                 }
@@ -632,18 +656,38 @@ impl Node {
         }
     }
 
+    /// The leader answered the handshake with an error: `<WORD>` or
+    /// `<WORD> <why>`. The link shows `refused`, with the reason, until it
+    /// comes up.
     fn link_refused_by_leader(&mut self, conn: &mut Conn, text: &str) {
-        let hint = match text {
+        let (word, why) = text.split_once(' ').unwrap_or((text, ""));
+        let hint = match word {
             "INVALID_SECRET_KEY" => "the leader does not share this follower's secret",
             "MAX_SIZE_EXCEEDED" => "the leader has its maximum number of followers",
             "CANNOT_ACCEPT_FOLLOWER_CONNECTION" => "that node is not a leader",
+            "INVALID_HANDSHAKE_MESSAGE" => "the leader did not accept this follower's hello",
+            _ if !why.is_empty() => why,
             _ => "unexpected reply",
         };
+        let why = format!("{word}: {hint}");
         error!(
-            "{}: the leader refused the handshake: {text:?} ({hint}); retrying",
+            "{}: the leader refused the handshake: {why}; retrying",
             conn.peer
         );
+        if word == "MAX_SIZE_EXCEEDED" {
+            // Room may free up: the link is down, not refused.
+            self.repl.link.error = Some(why);
+        } else {
+            self.link_refused(why);
+        }
         conn.closing = true;
+    }
+
+    /// Marks the link refused (by the leader, or by this follower's own
+    /// checks) for `why`, as `INFO` shows it.
+    pub fn link_refused(&mut self, why: String) {
+        self.repl.link.status = Some(LinkStatus::Refused);
+        self.repl.link.error = Some(why);
     }
 
     /// The link's socket connected: start the handshake.
@@ -896,7 +940,9 @@ impl Node {
                      snapshot",
                     conn.peer
                 );
-                self.repl.link.status = Some(LinkStatus::Refused);
+                self.link_refused(format!(
+                    "{e}; empty this node's data directory to resync it with a snapshot"
+                ));
                 conn.closing = true;
                 Ok(())
             }
@@ -993,6 +1039,9 @@ impl Node {
                     _ => "down",
                 };
                 lines.push(format!("leader_link {status}"));
+                if let (false, Some(why)) = (link.status == Some(LinkStatus::Up), &link.error) {
+                    lines.push(format!("leader_link_error {}", one_line(why)));
+                }
                 if let Some(leader) = &self.role.leader {
                     lines.push(format!("leader {}:{}", leader.host, leader.port));
                 }
@@ -1008,6 +1057,11 @@ impl Node {
             }
         }
     }
+}
+
+/// `text` on one line, for an `INFO` value.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Drops `value` on a short-lived thread (or here, if none can start).

@@ -2,6 +2,7 @@
 //! writes if it is reachable and let the best follower catch up, promote
 //! that follower, and re-point everyone else at it. Each step is printed;
 //! the first failure stops the run with what was done so far on screen.
+//! Also the wait for a re-pointed node's link, which `follow` uses.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -159,6 +160,45 @@ fn call(node: &mut Node, request: &str) -> Result<String, String> {
         .as_mut()
         .ok_or_else(|| format!("{}: unreachable", node.addr))?;
     session.call(request)
+}
+
+/// How a re-pointed node's link to its leader turned out.
+pub enum Link {
+    /// `leader_link up`; the node's `INFO`.
+    Up(Info),
+    /// `leader_link refused`, with the node's reason (`leader_link_error`).
+    Refused(String),
+    /// Still down when the wait ran out (the node keeps dialling), with
+    /// the last refusal the node saw, if any.
+    Down(Option<String>),
+}
+
+/// Polls the node's `INFO` until `leader_link` is `up` or `refused`, for at
+/// most `limit`.
+///
+/// # Errors
+/// The node stopped answering.
+pub fn wait_for_link(session: &mut Session, limit: Duration) -> Result<Link, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let info = session.info()?;
+        match info.get("leader_link") {
+            Some("up") => return Ok(Link::Up(info)),
+            Some("refused") => {
+                let why = info
+                    .get("leader_link_error")
+                    .unwrap_or("no reason given; see the node's log")
+                    .to_string();
+                return Ok(Link::Refused(why));
+            }
+            _ if Instant::now() >= deadline => {
+                return Ok(Link::Down(
+                    info.get("leader_link_error").map(str::to_string),
+                ))
+            }
+            _ => thread::sleep(POLL),
+        }
+    }
 }
 
 /// Polls `node`'s `INFO` until its seq reaches `seq`.

@@ -5,8 +5,10 @@
 //! `KEYVAL_SECRET` or `--secret-file`.
 //!
 //! This file owns the command line; `session` the admin connection,
-//! `failover` the guided failover. Exit status: 0 on success, 1 with a
-//! one-line reason on stderr otherwise, 2 for bad usage.
+//! `failover` the guided failover and the wait for a re-pointed node's
+//! link. Exit status: 0 on success, 1 with a one-line reason on stderr
+//! otherwise (including a `follow` whose link was refused or did not come
+//! up in time), 2 for bad usage.
 
 mod failover;
 mod session;
@@ -46,8 +48,16 @@ enum Command {
     Info,
     /// Make a follower the leader of a new history, one epoch up.
     Promote,
-    /// Make the node a follower of HOST PORT (dropping writes that leader lacks).
-    Follow { host: String, port: u16 },
+    /// Make the node a follower of HOST PORT (dropping writes that leader
+    /// lacks), then wait for its link to come up and say how it went.
+    Follow {
+        host: String,
+        port: u16,
+        /// How long to wait for the node's link to the leader to come up
+        /// (or be refused), in milliseconds; 0 does not wait.
+        #[arg(long, default_value_t = 5000)]
+        wait_ms: u64,
+    },
     /// Stop a leader taking writes (the first step of a planned switchover).
     Fence,
     /// Start a compaction of the node's log now.
@@ -95,8 +105,47 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             return Ok(());
         }
+        Command::Follow {
+            host,
+            port,
+            wait_ms,
+        } => {
+            let request = format!("FOLLOW {host} {port}");
+            let mut session = Session::open(&addr, &secret, timeout)?;
+            let reply = session.call(&request)?;
+            if reply != "OK" {
+                return Err(format!("{addr}: {request} answered {reply}"));
+            }
+            if wait_ms == 0 {
+                println!("{addr}: {reply} (not waiting for the link)");
+                return Ok(());
+            }
+            let leader = format!("{host}:{port}");
+            let wait = Duration::from_millis(wait_ms);
+            return match failover::wait_for_link(&mut session, wait)? {
+                failover::Link::Up(info) => {
+                    println!(
+                        "{addr}: {reply}; leader_link up: following {leader} (seq {}, lag {})",
+                        info.num("seq"),
+                        info.num("lag")
+                    );
+                    Ok(())
+                }
+                failover::Link::Refused(why) => Err(format!(
+                    "{addr}: {reply}, but the link to {leader} was refused: {why}"
+                )),
+                failover::Link::Down(Some(why)) => Err(format!(
+                    "{addr}: {reply}, but the link to {leader} is still down after {wait:?}: \
+                     {why} (the node keeps retrying)"
+                )),
+                failover::Link::Down(None) => Err(format!(
+                    "{addr}: {reply}, but the link to {leader} is still down after {wait:?} \
+                     (is that leader running and reachable from this node? keyval-ctl info \
+                     shows the link; the node keeps retrying)"
+                )),
+            };
+        }
         Command::Promote => "PROMOTE".to_string(),
-        Command::Follow { host, port } => format!("FOLLOW {host} {port}"),
         Command::Fence => "FENCE".to_string(),
         Command::Compact => "COMPACT".to_string(),
     };
