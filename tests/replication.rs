@@ -74,7 +74,7 @@ fn nonce() -> String {
 
 /// One direction of a session after `HELLO LEADER`: records
 /// `[len u32 LE][payload][16-byte tag]`, the tag the first 16 bytes of
-/// BLAKE3-keyed(key, counter u64 LE ‖ len ‖ payload), the key
+/// BLAKE3-keyed(key, payload ‖ counter u64 LE ‖ len u32 LE), the key
 /// HMAC-SHA256(secret, "keyval-session|<sender word>|<id>|<fnonce>|<lnonce>").
 struct SealHalf {
     key: [u8; 32],
@@ -95,9 +95,9 @@ impl SealHalf {
 
     fn tag(&mut self, payload: &[u8]) -> Vec<u8> {
         let mut mac = blake3::Hasher::new_keyed(&self.key);
+        mac.update(payload);
         mac.update(&self.counter.to_le_bytes());
         mac.update(&(payload.len() as u32).to_le_bytes());
-        mac.update(payload);
         self.counter += 1;
         mac.finalize().as_bytes()[..16].to_vec()
     }
