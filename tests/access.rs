@@ -14,11 +14,11 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::cluster::start_follower;
-use common::{keyval_bin, wait_until, Client, Node, SECRET};
+use common::{ctl, keyval_bin, wait_until, Client, Node, SECRET};
 use tempfile::TempDir;
 
 /// The password the tests configure.
@@ -186,17 +186,6 @@ fn auth_without_a_password_is_an_error_and_nothing_is_gated() {
     assert_eq!(c.call("PUT a 1"), "OK");
     assert_eq!(c.call("AUTH whatever"), "ERROR no password is set");
     assert_eq!(c.call("GET a"), "1");
-}
-
-/// Runs `keyval-ctl` against `port` with the cluster's secret.
-fn ctl(port: u16, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keyval-ctl"))
-        .env("KEYVAL_SECRET", SECRET)
-        .env_remove("KEYVAL_SECRET_FILE")
-        .args(["--port", &port.to_string(), "--timeout-ms", "5000"])
-        .args(args)
-        .output()
-        .expect("run keyval-ctl")
 }
 
 #[test]

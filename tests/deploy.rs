@@ -12,18 +12,7 @@ use std::process::{Command, Output};
 use common::cluster::{
     digest, free_port, leader_on, put_many, start_follower, wait_followers, wait_synced,
 };
-use common::{run_to_exit, wait_until, Node, SECRET};
-
-/// Runs `keyval-ctl --port <port> <args>` with the cluster's secret.
-fn ctl(port: u16, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keyval-ctl"))
-        .env("KEYVAL_SECRET", SECRET)
-        .env_remove("KEYVAL_SECRET_FILE")
-        .args(["--port", &port.to_string(), "--timeout-ms", "1500"])
-        .args(args)
-        .output()
-        .expect("run keyval-ctl")
-}
+use common::{ctl, run_to_exit, wait_until, Node};
 
 /// `keyval-ctl`'s stdout and stderr, for messages and checks.
 fn text(output: &Output) -> (String, String) {

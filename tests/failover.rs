@@ -8,29 +8,14 @@
 mod common;
 
 use std::fs;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
     count_log, digest, free_port, leader_on, put_many, seq, start_follower, stop, wait_followers,
     wait_log_count, wait_synced, Follower,
 };
-use common::{wait_until, Node, SECRET};
-
-/// Runs `keyval-ctl --port <port> <args>` with the cluster's secret.
-fn ctl(port: u16, args: &[&str]) -> Output {
-    ctl_with_secret(port, args, SECRET)
-}
-
-fn ctl_with_secret(port: u16, args: &[&str], secret: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keyval-ctl"))
-        .env("KEYVAL_SECRET", secret)
-        .env_remove("KEYVAL_SECRET_FILE")
-        .args(["--port", &port.to_string(), "--timeout-ms", "1500"])
-        .args(args)
-        .output()
-        .expect("run keyval-ctl")
-}
+use common::{ctl, ctl_with_secret, wait_until, Node};
 
 /// Asserts `keyval-ctl` succeeded; returns its stdout.
 fn ok(output: Output) -> String {

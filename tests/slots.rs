@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::cluster::{count_log, free_port, leader_on, start_follower, wait_followers};
-use common::{keyval_bin, wait_until, Client, Node, SECRET, WAIT};
+use common::{ctl, keyval_bin, wait_until, Client, Node, WAIT};
 
 /// Whether the server closed `stream` (EOF, a reset, or a refusal line
 /// followed by EOF), checked without blocking.
@@ -86,17 +86,6 @@ impl Drop for Attack {
             let _ = thread.join();
         }
     }
-}
-
-/// Runs `keyval-ctl --port <port> <args>` with the cluster's secret.
-fn ctl(port: u16, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_keyval-ctl"))
-        .env("KEYVAL_SECRET", SECRET)
-        .env_remove("KEYVAL_SECRET_FILE")
-        .args(["--port", &port.to_string(), "--timeout-ms", "3000"])
-        .args(args)
-        .output()
-        .expect("run keyval-ctl")
 }
 
 #[test]

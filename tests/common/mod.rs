@@ -12,7 +12,7 @@ pub mod cluster;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -411,4 +411,21 @@ pub fn run_to_exit(command: &mut Command) -> (ExitStatus, String) {
         thread::sleep(Duration::from_millis(10));
     };
     (status, drain.join().expect("stderr drain"))
+}
+
+/// Runs `keyval-ctl --port <port> <args>` with the cluster's secret.
+pub fn ctl(port: u16, args: &[&str]) -> Output {
+    ctl_with_secret(port, args, SECRET)
+}
+
+/// Runs `keyval-ctl --port <port> <args>` with `secret`, each of its waits
+/// bounded at 3 s.
+pub fn ctl_with_secret(port: u16, args: &[&str], secret: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyval-ctl"))
+        .env("KEYVAL_SECRET", secret)
+        .env_remove("KEYVAL_SECRET_FILE")
+        .args(["--port", &port.to_string(), "--timeout-ms", "3000"])
+        .args(args)
+        .output()
+        .expect("run keyval-ctl")
 }
