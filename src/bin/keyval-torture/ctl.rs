@@ -94,7 +94,10 @@ impl Ctl {
         Ok((out, promotion))
     }
 
-    /// `keyval-ctl --port <node> follow 127.0.0.1 <leader port>`.
+    /// `keyval-ctl --port <node> follow --wait-ms 0 127.0.0.1 <leader
+    /// port>`: the node takes the command; whether its link comes up is
+    /// the checker's to see, since another lane may be cutting, freezing
+    /// or pausing it meanwhile.
     ///
     /// # Errors
     /// As [`Ctl::run`].
@@ -105,6 +108,8 @@ impl Ctl {
             "--port".into(),
             node.port().to_string(),
             "follow".into(),
+            "--wait-ms".into(),
+            "0".into(),
             leader.ip().to_string(),
             leader.port().to_string(),
         ])
