@@ -52,6 +52,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the nemesis polls while it waits.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long a connection that carried flipped bits may stay open: longer
+/// than the longest pause (7 s) plus the silence after which a link is
+/// dropped (5 s).
+const TAMPERED_CLOSE_WITHIN: Duration = Duration::from_secs(20);
+
 /// A kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -439,7 +444,30 @@ impl Nemesis {
         } else {
             format!("link of node {id}: healed")
         });
+        if flipped > 0 {
+            self.tampered_links_close(id)?;
+        }
         Ok(true)
+    }
+
+    /// Every connection that carried a flipped bit must be dropped by the
+    /// node that read it (a bad session MAC), within a bound that covers a
+    /// paused peer and a silent link.
+    fn tampered_links_close(&self, id: u32) -> Result<(), String> {
+        let deadline = Instant::now() + TAMPERED_CLOSE_WITHIN;
+        loop {
+            let open = lock(&self.shared.cluster).node(id)?.proxy.tampered_open();
+            if open == 0 || self.shared.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{open} connection(s) of node {id} carried flipped bits and are still open \
+                     {TAMPERED_CLOSE_WITHIN:?} later: a node accepted tampered bytes"
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Sleeps `d`, cut short by an interrupt; false if interrupted.

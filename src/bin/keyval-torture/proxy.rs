@@ -13,9 +13,11 @@
 //!   builds up on both sides), like a stalled route.
 //! - `Slow(d)`: every chunk read waits `d` before it is forwarded.
 //! - `Tamper`: one bit of every chunk, in either direction, is flipped on
-//!   the way, as a relay without the secret could. The session MACs make
-//!   each end drop such a link; the checker then finds every value as it
-//!   was written, or the tampering got through.
+//!   the way, as a relay without the secret could, once a connection is
+//!   past its handshake lines (so every flip lands in MAC'd records). The
+//!   nodes must drop every such connection ([`Proxy::tampered_open`]
+//!   counts the ones still open), and the checker must find every value
+//!   as it was written.
 //!
 //! Blocking sockets with short timeouts keep it simple: every thread wakes
 //! at least every [`TICK`] to look at the mode and the stop flag.
@@ -33,6 +35,10 @@ const TICK: Duration = Duration::from_millis(50);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes copied per read.
 const CHUNK: usize = 16 * 1024;
+/// Bytes a direction passes untouched in `Tamper` mode: more than the
+/// handshake's lines, whose command words are case-insensitive (a flipped
+/// case bit there would be accepted, rightly).
+const HANDSHAKE_BYTES: u64 = 512;
 
 /// What the link currently does to traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +60,17 @@ struct Shared {
     stop: AtomicBool,
     /// Bits flipped in `Tamper` mode, over the proxy's life.
     flips: AtomicU64,
+    /// Connections that carried a flipped bit and are still open.
+    tampered_open: AtomicU64,
+}
+
+/// One proxied connection, as its two pumps see it.
+#[derive(Default)]
+struct Link {
+    /// A bit was flipped on it.
+    tampered: AtomicBool,
+    /// One of its pumps ended (and so both do).
+    closed: AtomicBool,
 }
 
 impl Shared {
@@ -87,6 +104,7 @@ impl Proxy {
             cuts: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             flips: AtomicU64::new(0),
+            tampered_open: AtomicU64::new(0),
         });
         let accept_shared = Arc::clone(&shared);
         thread::Builder::new()
@@ -98,6 +116,13 @@ impl Proxy {
     /// Bits flipped in `Tamper` mode so far.
     pub fn flips(&self) -> u64 {
         self.shared.flips.load(Ordering::SeqCst)
+    }
+
+    /// Connections that carried a flipped bit and are still open: once a
+    /// tampered link has had time to be read, any left is a node that
+    /// accepted tampered bytes.
+    pub fn tampered_open(&self) -> u64 {
+        self.shared.tampered_open.load(Ordering::SeqCst)
     }
 
     /// Where followers dial.
@@ -177,14 +202,20 @@ fn start_pumps(
         (inbound.try_clone()?, outbound.try_clone()?),
         (outbound, inbound),
     ];
+    let link = Arc::new(Link::default());
     for (src, dst) in pairs {
         let shared = Arc::clone(shared);
+        let link = Arc::clone(&link);
         thread::Builder::new()
             .name("proxy-pump".into())
             .spawn(move || {
-                pump(&src, &dst, generation, &shared);
+                pump(&src, &dst, generation, &shared, &link);
                 let _ = src.shutdown(Shutdown::Both);
                 let _ = dst.shutdown(Shutdown::Both);
+                if !link.closed.swap(true, Ordering::SeqCst) && link.tampered.load(Ordering::SeqCst)
+                {
+                    shared.tampered_open.fetch_sub(1, Ordering::SeqCst);
+                }
             })?;
     }
     Ok(())
@@ -192,8 +223,9 @@ fn start_pumps(
 
 /// Copies `src` to `dst` until either side closes, the link is cut, or the
 /// proxy stops.
-fn pump(mut src: &TcpStream, mut dst: &TcpStream, generation: u64, shared: &Shared) {
+fn pump(mut src: &TcpStream, mut dst: &TcpStream, generation: u64, shared: &Shared, link: &Link) {
     let mut buf = vec![0u8; CHUNK];
+    let mut passed = 0u64;
     while shared.alive(generation) {
         if shared.mode() == LinkMode::Freeze {
             thread::sleep(TICK);
@@ -208,14 +240,20 @@ fn pump(mut src: &TcpStream, mut dst: &TcpStream, generation: u64, shared: &Shar
         // Looked at after the read, which may have waited through a change.
         match shared.mode() {
             LinkMode::Slow(d) => thread::sleep(d),
-            LinkMode::Tamper => {
+            LinkMode::Tamper if passed >= HANDSHAKE_BYTES => {
                 let flips = shared.flips.fetch_add(1, Ordering::SeqCst);
                 // A spread of positions and bits, no randomness needed.
                 let at = (flips.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7) as usize % n;
                 buf[at] ^= 1 << (flips % 8);
+                if !link.tampered.swap(true, Ordering::SeqCst)
+                    && !link.closed.load(Ordering::SeqCst)
+                {
+                    shared.tampered_open.fetch_add(1, Ordering::SeqCst);
+                }
             }
             _ => {}
         }
+        passed += n as u64;
         let mut sent = 0;
         while sent < n {
             if !shared.alive(generation) {
@@ -313,10 +351,16 @@ mod tests {
     }
 
     #[test]
-    fn tamper_changes_what_passes() {
+    fn tamper_changes_what_passes_after_the_handshake_bytes() {
         let proxy = Proxy::start(echo_server()).expect("proxy");
         let (mut s, mut r) = dial(&proxy);
         proxy.set_mode(LinkMode::Tamper);
+        let handshake = "h".repeat(HANDSHAKE_BYTES as usize);
+        assert_eq!(
+            echo(&mut s, &mut r, &handshake).as_deref(),
+            Some(&handshake[..])
+        );
+        assert_eq!(proxy.tampered_open(), 0);
         let text = "abcdefghijklmnopqrstuvwxyz";
         let back = echo(&mut s, &mut r, text);
         assert_ne!(
@@ -325,6 +369,16 @@ mod tests {
             "a tampered link delivered intact"
         );
         assert!(proxy.flips() >= 1);
+        assert_eq!(proxy.tampered_open(), 1, "the echo server accepts anything");
+        drop((s, r));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proxy.tampered_open() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the closed link is still counted"
+            );
+            thread::sleep(TICK);
+        }
     }
 
     #[test]
