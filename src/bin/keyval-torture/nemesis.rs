@@ -440,7 +440,7 @@ impl Nemesis {
         set(&lock(&self.shared.cluster), LinkMode::Pass)?;
         let flipped = flips(&lock(&self.shared.cluster))? - before;
         self.note(if flipped > 0 {
-            format!("link of node {id}: healed ({flipped} bits flipped on the way)")
+            format!("link of node {id}: healed ({flipped} chunks tampered with on the way)")
         } else {
             format!("link of node {id}: healed")
         });
@@ -462,7 +462,7 @@ impl Nemesis {
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "{open} connection(s) of node {id} carried flipped bits and are still open \
+                    "{open} connection(s) of node {id} carried tampered bytes and are still open \
                      {TAMPERED_CLOSE_WITHIN:?} later: a node accepted tampered bytes"
                 ));
             }

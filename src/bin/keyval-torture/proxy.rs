@@ -12,12 +12,15 @@
 //! - `Freeze`: connections stay open but no byte moves (TCP backpressure
 //!   builds up on both sides), like a stalled route.
 //! - `Slow(d)`: every chunk read waits `d` before it is forwarded.
-//! - `Tamper`: one bit of every chunk, in either direction, is flipped on
-//!   the way, as a relay without the secret could, once a connection is
-//!   past its handshake lines (so every flip lands in MAC'd records). The
-//!   nodes must drop every such connection ([`Proxy::tampered_open`]
-//!   counts the ones still open), and the checker must find every value
-//!   as it was written.
+//! - `Tamper`: what a relay without the secret could do, once a connection
+//!   is past its handshake lines. Toward the leader, every `ACK` the
+//!   follower sends has its epoch raised by one, its tag left as it was
+//!   ([`AckForger`]): frames carry no checksum and the epoch is within the
+//!   bound on claims, so only the session MAC stands between that forgery
+//!   and a leader that fences itself. Toward the follower, one bit of
+//!   every chunk is flipped. The nodes must drop every such connection
+//!   ([`Proxy::tampered_open`] counts the ones still open), and the checker
+//!   must find every value as it was written.
 //!
 //! Blocking sockets with short timeouts keep it simple: every thread wakes
 //! at least every [`TICK`] to look at the mode and the stop flag.
@@ -58,10 +61,87 @@ struct Shared {
     /// value it was opened under.
     cuts: AtomicU64,
     stop: AtomicBool,
-    /// Bits flipped in `Tamper` mode, over the proxy's life.
+    /// Chunks changed in `Tamper` mode (a bit flipped or an `ACK`
+    /// forged), over the proxy's life.
     flips: AtomicU64,
     /// Connections that carried a flipped bit and are still open.
     tampered_open: AtomicU64,
+}
+
+/// Follows the follower's side of a replication stream well enough to
+/// find its `ACK`s: two handshake lines (`HELLO FOLLOWER`, `AUTH`), then
+/// session records `[len u32 LE][payload][16-byte tag]`, whose payloads in
+/// this direction start with a frame (a flush seals the few frames it has
+/// as one record).
+#[derive(Debug)]
+struct AckForger {
+    /// Handshake lines still to pass.
+    lines_left: u8,
+    /// A record header split between chunks.
+    head: Vec<u8>,
+    /// Bytes of the current record still to pass.
+    skip: usize,
+}
+
+impl AckForger {
+    fn new() -> AckForger {
+        AckForger {
+            lines_left: 2,
+            head: Vec::new(),
+            skip: 0,
+        }
+    }
+
+    /// Reads `chunk` through; with `forge`, raises the epoch of every
+    /// `ACK` that opens a record lying wholly in the chunk. Returns how
+    /// many it forged.
+    fn scan(&mut self, chunk: &mut [u8], forge: bool) -> usize {
+        let mut at = 0;
+        let mut forged = 0;
+        while at < chunk.len() {
+            if self.lines_left > 0 {
+                match chunk[at..].iter().position(|&b| b == b'\n') {
+                    Some(p) => {
+                        at += p + 1;
+                        self.lines_left -= 1;
+                    }
+                    None => at = chunk.len(),
+                }
+                continue;
+            }
+            if self.skip > 0 {
+                let k = self.skip.min(chunk.len() - at);
+                at += k;
+                self.skip -= k;
+                continue;
+            }
+            let start = at;
+            while self.head.len() < 4 && at < chunk.len() {
+                self.head.push(chunk[at]);
+                at += 1;
+            }
+            if self.head.len() < 4 {
+                break;
+            }
+            let len = u32::from_le_bytes([self.head[0], self.head[1], self.head[2], self.head[3]]);
+            let whole_here = self.head.len() == at - start;
+            self.head.clear();
+            self.skip = len as usize + 16;
+            let payload = at..at + len as usize;
+            // An ACK: kind 'A', length 16, then seq and epoch.
+            if forge && whole_here && chunk.len() >= payload.end + 16 && len >= 21 {
+                let p = &mut chunk[payload.start..payload.end];
+                if p[0] == b'A' && p[1..5] == 16u32.to_le_bytes() {
+                    let mut epoch = [0u8; 8];
+                    epoch.copy_from_slice(&p[13..21]);
+                    let raised = u64::from_le_bytes(epoch).wrapping_add(1);
+                    p[13..21].copy_from_slice(&raised.to_le_bytes());
+                    forged += 1;
+                }
+            }
+        }
+        forged
+    }
 }
 
 /// One proxied connection, as its two pumps see it.
@@ -113,7 +193,7 @@ impl Proxy {
         Ok(Proxy { addr, shared })
     }
 
-    /// Bits flipped in `Tamper` mode so far.
+    /// Chunks changed in `Tamper` mode so far.
     pub fn flips(&self) -> u64 {
         self.shared.flips.load(Ordering::SeqCst)
     }
@@ -203,13 +283,16 @@ fn start_pumps(
         (outbound, inbound),
     ];
     let link = Arc::new(Link::default());
-    for (src, dst) in pairs {
+    for (i, (src, dst)) in pairs.into_iter().enumerate() {
         let shared = Arc::clone(shared);
         let link = Arc::clone(&link);
+        // The follower dials the proxy: the first pair carries what it
+        // sends to the leader.
+        let mut forger = (i == 0).then(AckForger::new);
         thread::Builder::new()
             .name("proxy-pump".into())
             .spawn(move || {
-                pump(&src, &dst, generation, &shared, &link);
+                pump(&src, &dst, generation, &shared, &link, forger.as_mut());
                 let _ = src.shutdown(Shutdown::Both);
                 let _ = dst.shutdown(Shutdown::Both);
                 if !link.closed.swap(true, Ordering::SeqCst) && link.tampered.load(Ordering::SeqCst)
@@ -223,7 +306,14 @@ fn start_pumps(
 
 /// Copies `src` to `dst` until either side closes, the link is cut, or the
 /// proxy stops.
-fn pump(mut src: &TcpStream, mut dst: &TcpStream, generation: u64, shared: &Shared, link: &Link) {
+fn pump(
+    mut src: &TcpStream,
+    mut dst: &TcpStream,
+    generation: u64,
+    shared: &Shared,
+    link: &Link,
+    mut forger: Option<&mut AckForger>,
+) {
     let mut buf = vec![0u8; CHUNK];
     let mut passed = 0u64;
     while shared.alive(generation) {
@@ -238,20 +328,27 @@ fn pump(mut src: &TcpStream, mut dst: &TcpStream, generation: u64, shared: &Shar
             Err(_) => return,
         };
         // Looked at after the read, which may have waited through a change.
-        match shared.mode() {
-            LinkMode::Slow(d) => thread::sleep(d),
-            LinkMode::Tamper if passed >= HANDSHAKE_BYTES => {
-                let flips = shared.flips.fetch_add(1, Ordering::SeqCst);
+        let mode = shared.mode();
+        let changed = match (mode, forger.as_deref_mut()) {
+            (LinkMode::Slow(d), _) => {
+                thread::sleep(d);
+                false
+            }
+            (_, Some(forger)) => forger.scan(&mut buf[..n], mode == LinkMode::Tamper) > 0,
+            (LinkMode::Tamper, None) if passed >= HANDSHAKE_BYTES => {
+                let flips = shared.flips.load(Ordering::SeqCst);
                 // A spread of positions and bits, no randomness needed.
                 let at = (flips.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7) as usize % n;
                 buf[at] ^= 1 << (flips % 8);
-                if !link.tampered.swap(true, Ordering::SeqCst)
-                    && !link.closed.load(Ordering::SeqCst)
-                {
-                    shared.tampered_open.fetch_add(1, Ordering::SeqCst);
-                }
+                true
             }
-            _ => {}
+            _ => false,
+        };
+        if changed {
+            shared.flips.fetch_add(1, Ordering::SeqCst);
+            if !link.tampered.swap(true, Ordering::SeqCst) && !link.closed.load(Ordering::SeqCst) {
+                shared.tampered_open.fetch_add(1, Ordering::SeqCst);
+            }
         }
         passed += n as u64;
         let mut sent = 0;
@@ -379,6 +476,55 @@ mod tests {
             );
             thread::sleep(TICK);
         }
+    }
+
+    /// A session record around `payload`, with a made-up tag.
+    fn record(payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out.extend_from_slice(&[0xee; 16]);
+        out
+    }
+
+    fn ack(seq: u64, epoch: u64) -> Vec<u8> {
+        let mut out = vec![b'A', 16, 0, 0, 0];
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&epoch.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn the_forger_raises_ack_epochs_past_the_handshake_only() {
+        let mut stream = b"HELLO FOLLOWER|2:00ff\nAUTH 1234\n".to_vec();
+        let sync = record(&[b'S'; 60]);
+        stream.extend_from_slice(&sync);
+        stream.extend(record(&ack(7, 3)));
+        stream.extend(record(&ack(8, 3)));
+        // Whole, in one chunk.
+        let mut chunk = stream.clone();
+        assert_eq!(AckForger::new().scan(&mut chunk, true), 2);
+        let acks_at = stream.len() - 2 * 41;
+        assert_eq!(chunk[..acks_at], stream[..acks_at], "only the acks change");
+        assert_eq!(&chunk[acks_at + 4..acks_at + 25], &ack(7, 4)[..]);
+        assert_eq!(&chunk[acks_at + 45..acks_at + 66], &ack(8, 4)[..]);
+        // Cut anywhere, the parse stays in step (a record split between
+        // chunks passes untouched).
+        for cut in 1..stream.len() {
+            let mut forger = AckForger::new();
+            let (mut a, mut b) = (stream[..cut].to_vec(), stream[cut..].to_vec());
+            let n = forger.scan(&mut a, true) + forger.scan(&mut b, true);
+            assert!(n >= 1, "cut at {cut}");
+            let mut more = record(&ack(9, 3));
+            assert_eq!(
+                forger.scan(&mut more, true),
+                1,
+                "in step after a cut at {cut}"
+            );
+        }
+        // Not in tamper mode: nothing changes.
+        let mut chunk = stream.clone();
+        assert_eq!(AckForger::new().scan(&mut chunk, false), 0);
+        assert_eq!(chunk, stream);
     }
 
     #[test]
