@@ -179,6 +179,20 @@ fn forged_record(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A PUT log record as the log stores it: `[body len u32][crc32 of the
+/// body][seq u64][op 1][key len u16][key][value]`.
+fn log_record(seq: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut body = seq.to_le_bytes().to_vec();
+    body.push(1);
+    body.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    body.extend_from_slice(key);
+    body.extend_from_slice(value);
+    let mut out = (body.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend(body);
+    out
+}
+
 /// An `ACK` frame: seq and epoch.
 fn ack(seq: u64, epoch: u64) -> Vec<u8> {
     let mut payload = seq.to_le_bytes().to_vec();
@@ -223,22 +237,25 @@ fn an_impostor_that_relays_the_handshake_cannot_feed_a_follower() {
     let welcome = read_line(&mut from_leader);
     assert_eq!(welcome, "HELLO LEADER\n");
     f.write_all(welcome.as_bytes()).expect("welcome");
-    let mut plan = vec![2u8];
+    // A plan an empty follower would take (a catch-up from seq 0 at epoch
+    // 2, within the bound on claims) and a well-formed log record setting
+    // k7 to EVIL, each in a session record whose tag is made up: only the
+    // MAC tells them from the leader's.
+    let mut plan = vec![1u8];
     plan.extend_from_slice(&[7; 16]);
-    plan.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    plan.extend_from_slice(&2u64.to_le_bytes());
     plan.extend_from_slice(&1u64.to_le_bytes());
-    plan.extend_from_slice(&[0; 8 + 1 + 4 + 1 + 8 + 8 + 2 + 8]);
-    plan.truncate(73);
-    let mut forged = frame(b'P', &plan);
-    // Enough bytes that the follower reads them as a whole record.
-    for _ in 0..64 {
-        forged.extend(frame(b'R', &[b'x'; 1024]));
-    }
+    plan.push(1);
+    plan.extend_from_slice(&0u64.to_le_bytes());
+    plan.extend_from_slice(&[0; 4 + 1 + 8 + 8]);
+    plan.extend_from_slice(&0u16.to_le_bytes());
+    plan.extend_from_slice(&5000u64.to_le_bytes());
+    assert_eq!(plan.len(), 73);
+    let mut forged = forged_record(&frame(b'P', &plan));
+    forged.extend(forged_record(&frame(b'R', &log_record(1, b"k7", b"EVIL"))));
     f.write_all(&forged).expect("forged frames");
 
-    // Read as a record, the forgery has a length out of bounds or a tag
-    // that fails, depending on the bytes: either way record 0 is refused.
-    let line = follower.wait_log("session record 0");
+    let line = follower.wait_log("session record 0 fails its MAC");
     assert!(line.contains("closing the connection"), "{line}");
     let mut c = follower.client();
     assert_eq!(c.call("GET k7"), "NOT_FOUND", "nothing forged was applied");
