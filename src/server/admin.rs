@@ -93,7 +93,12 @@ impl Node {
 
     /// An admin command on an authenticated admin connection.
     pub fn admin(&mut self, conn: &mut Conn, request: AdminRequest<'_>) {
-        let asked = format!("{request:?}");
+        let asked = match &request {
+            AdminRequest::Follow { host, port } => {
+                format!("FOLLOW {} {port}", String::from_utf8_lossy(host))
+            }
+            other => format!("{other:?}").to_uppercase(),
+        };
         let reply = match request {
             AdminRequest::Promote => self.promote(),
             AdminRequest::Follow { host, port } => {
