@@ -143,6 +143,19 @@ pub struct LeaderAddr {
 }
 
 impl LeaderAddr {
+    /// `host` and `port`, an IPv6 host taken out of its brackets
+    /// (`[fe80::1]` is dialled as `fe80::1`).
+    pub fn new(host: &str, port: u16) -> LeaderAddr {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        LeaderAddr {
+            host: bare.to_string(),
+            port,
+        }
+    }
+
     /// `host:port`, the host possibly a bracketed IPv6 address.
     pub fn parse(text: &str) -> Option<LeaderAddr> {
         let (host, port) = text.rsplit_once(':')?;
@@ -226,7 +239,7 @@ impl Config {
                 ))
             }
             (Some(host), Some(port)) if port != 0 => {
-                let leader = LeaderAddr { host, port };
+                let leader = LeaderAddr::new(&host, port);
                 if let Some(addr) = leader_is_self(cli.bind, cli.port, &leader, Lookup::System) {
                     return Err(format!(
                         "--leader_host {} --leader_port {port}: that is this node's own address \

@@ -102,8 +102,7 @@ impl Node {
         let reply = match request {
             AdminRequest::Promote => self.promote(),
             AdminRequest::Follow { host, port } => {
-                let host = String::from_utf8_lossy(host).into_owned();
-                self.follow(LeaderAddr { host, port })
+                self.follow(LeaderAddr::new(&String::from_utf8_lossy(host), port))
             }
             AdminRequest::Fence => self.fence(),
             AdminRequest::Compact => {

@@ -265,6 +265,17 @@ mod tests {
     }
 
     #[test]
+    fn a_bracketed_host_is_dialled_bare() {
+        assert_eq!(LeaderAddr::new("[::1]", 5000).host, "::1");
+        assert_eq!(LeaderAddr::new("db1", 5000).host, "db1");
+        let state = RoleState {
+            leader: Some(LeaderAddr::new("[fe80::1]", 7)),
+            ..follower()
+        };
+        assert_eq!(RoleState::parse(&state.encode()), Ok(state));
+    }
+
+    #[test]
     fn addresses_parse_with_and_without_brackets() {
         assert_eq!(
             LeaderAddr::parse("[::1]:5000"),
