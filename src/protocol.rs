@@ -355,6 +355,15 @@ pub enum Reply {
     NoPasswordSet,
     /// Protected mode refused a client from another host; then close.
     Denied,
+    /// The leader's welcome to a follower that proved the secret: the
+    /// last plain line before the session records.
+    HelloLeader,
+    /// A handshake's proof failed, or the node has no secret.
+    InvalidSecretKey,
+    /// A follower dialled a node that is not a leader.
+    CannotAcceptFollower,
+    /// The leader has `--max-followers` followers.
+    MaxSizeExceeded,
 }
 
 impl Reply {
@@ -377,6 +386,10 @@ impl Reply {
             Reply::WrongPass => b"WRONGPASS\n",
             Reply::NoPasswordSet => b"ERROR no password is set\n",
             Reply::Denied => DENIED_LINE,
+            Reply::HelloLeader => b"HELLO LEADER\n",
+            Reply::InvalidSecretKey => b"INVALID_SECRET_KEY\n",
+            Reply::CannotAcceptFollower => b"CANNOT_ACCEPT_FOLLOWER_CONNECTION\n",
+            Reply::MaxSizeExceeded => b"MAX_SIZE_EXCEEDED\n",
         }
     }
 }

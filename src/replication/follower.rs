@@ -1,54 +1,388 @@
-//! The follower's side: the state of its link to the leader, the rule that
-//! decides whether to accept a leader at all, and reconnect backoff. A
-//! snapshot being received is a [`wal::snapshot::Receiver`](Receiver).
+//! The follower's side: its link to the leader as a state machine, the
+//! rule that decides whether to accept a leader's plan at all, and
+//! reconnect backoff.
 //!
-//! Nothing here owns a socket; the event loop feeds bytes in and sends what
-//! it is told.
+//! ```text
+//!  (down) ──dial──▶ Connecting ──connected──▶ Handshake ──welcome──▶ AwaitPlan
+//!    ▲                                                                  │ PLAN
+//!    │                                            ┌─────── Snapshot ◀───┤
+//!    └──── closed: backoff, then dial again ◀──── │ installed           │
+//!                                                 └──────▶ Streaming ◀──┘
+//! ```
+//!
+//! [`Link`] is a plain value: the event loop tells it what happened (the
+//! socket connected, a line or a frame came, the log made writes durable,
+//! a second passed, the connection closed) and does what it answers (send
+//! a line, send an `ACK`, close, dial later). The snapshot being received
+//! ([`Receiver`](crate::wal::snapshot::Receiver)) and the log are the
+//! loop's.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::session::Session;
+use super::epoch::{plausible_epoch, MAX_EPOCH_LEAP};
+use super::handshake::{DialError, Dialed, Dialer};
 use super::wire::{Mode, Plan};
-use super::{plausible_epoch, MAX_EPOCH_LEAP};
 use crate::wal::record::HistoryId;
-use crate::wal::snapshot::Receiver;
 
 /// Where the link to the leader stands.
-pub enum LinkState {
+#[derive(Debug)]
+pub enum Phase {
+    /// No connection: dial at `reconnect_at`.
+    Down,
     /// Non-blocking connect in progress.
     Connecting,
-    /// Sent `HELLO FOLLOWER|<id>:<fnonce>`; expecting `CHALLENGE`.
-    AwaitChallenge { fnonce: String },
-    /// Sent `AUTH`; expecting `HELLO LEADER`, after which this session
-    /// seals both directions.
-    AwaitWelcome(Box<Session>),
+    /// Sent the hello; the handshake is under way.
+    Handshake(Box<Dialer>),
     /// Sent `SYNC`; expecting `PLAN`.
     AwaitPlan,
     /// Receiving a snapshot (and, after its `END`, waiting for it to be
     /// finished and installed).
-    Snapshot(Box<Receiver>),
+    Snapshot,
     /// Receiving live records.
     Streaming,
 }
 
-impl LinkState {
-    /// Whether bytes on the link are frames rather than lines.
-    pub fn is_framed(&self) -> bool {
-        matches!(
-            self,
-            LinkState::AwaitPlan | LinkState::Snapshot(_) | LinkState::Streaming
-        )
-    }
+/// `leader_link` in `INFO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkStatus {
+    Down,
+    Up,
+    Refused,
+}
 
-    /// Whether the loop must leave the link's input unread for now: the
-    /// snapshot threads are behind, or the snapshot awaits its install.
-    pub fn holds_input(&self) -> bool {
-        matches!(self, LinkState::Snapshot(r) if r.holds_input())
+/// A follower's link to its leader.
+#[derive(Debug)]
+pub struct Link {
+    /// The loop's key of the connection, while there is one.
+    pub key: Option<usize>,
+    phase: Phase,
+    status: Option<LinkStatus>,
+    /// When to dial again.
+    pub reconnect_at: Option<Instant>,
+    backoff: Backoff,
+    /// The leader's last reported seq.
+    pub leader_seq: u64,
+    /// Last seq acknowledged to the leader.
+    acked_sent: u64,
+    /// When the leader was last heard from.
+    last_heard: Option<Instant>,
+    /// The leader waits for this follower's acks (`PLAN`, then `WAIT`).
+    pub acks_awaited: bool,
+    /// Why the link was last refused, by either side, until it comes up
+    /// (`leader_link_error` in `INFO`; a full leader leaves the link down
+    /// with this set).
+    error: Option<String>,
+}
+
+/// What the loop does after a handshake line on the link.
+#[derive(Debug)]
+pub enum HandshakeStep {
+    /// Send this line.
+    Send(String),
+    /// The leader welcomed this follower: begin the session, then send
+    /// `SYNC`.
+    Welcome(Box<super::session::Session>),
+    /// The handshake failed (the link shows why): close.
+    Failed(DialError),
+}
+
+/// A leader's heartbeat or plan that this follower will not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaderError {
+    /// An epoch past [`MAX_EPOCH_LEAP`]: a protocol error.
+    EpochLeap { claimed: u64, known: u64 },
+    /// The leader was deposed: a higher epoch exists. Refused.
+    Deposed { leader: u64, known: u64 },
+}
+
+impl std::fmt::Display for LeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaderError::EpochLeap { claimed, known } => write!(
+                f,
+                "a heartbeat claims epoch {claimed}, more than {MAX_EPOCH_LEAP} above the highest \
+                 this node knows ({known})"
+            ),
+            LeaderError::Deposed { leader, known } => write!(
+                f,
+                "the leader is at epoch {leader}, but epoch {known} exists: it was replaced"
+            ),
+        }
     }
 }
 
-/// Why a follower turns a leader down (SPEC §3: never throw away data the
-/// leader does not have).
+/// What the loop does for the link at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTick {
+    Nothing,
+    /// The leader has been silent too long: close and reconnect.
+    Silent,
+    /// Repeat the last acknowledgement (the follower's heartbeat).
+    Ack(u64),
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link::new(None)
+    }
+}
+
+impl Link {
+    /// A link that dials first at `first_dial`.
+    pub fn new(first_dial: Option<Instant>) -> Link {
+        Link {
+            key: None,
+            phase: Phase::Down,
+            status: None,
+            reconnect_at: first_dial,
+            backoff: Backoff::default(),
+            leader_seq: 0,
+            acked_sent: 0,
+            last_heard: None,
+            acks_awaited: false,
+            error: None,
+        }
+    }
+
+    /// The link's phase.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// `leader_link` for `INFO`: `None` before the first attempt.
+    pub fn status(&self) -> Option<LinkStatus> {
+        self.status
+    }
+
+    /// Why the link is not up, if known.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// Whether connection `key` is the current link. A link replaced by
+    /// `FOLLOW` or `PROMOTE` stays open until the end of the loop turn;
+    /// what it still brings is ignored, and its close changes nothing.
+    pub fn is_current(&self, key: usize) -> bool {
+        self.key == Some(key)
+    }
+
+    /// Whether bytes on the link are frames rather than lines.
+    pub fn is_framed(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::AwaitPlan | Phase::Snapshot | Phase::Streaming
+        )
+    }
+
+    /// Whether it is time to dial (no link, and the backoff passed).
+    pub fn due(&self, now: Instant) -> bool {
+        self.key.is_none() && self.reconnect_at.is_some_and(|at| now >= at)
+    }
+
+    /// A dial could not start (no address yet, connect refused): try again
+    /// after the backoff. `retry_soon` instead polls again at that time
+    /// without backing off (a name lookup in progress).
+    pub fn dial_failed(&mut self, now: Instant, retry_soon: Option<Duration>) {
+        let delay = retry_soon.unwrap_or_else(|| self.backoff.next_delay());
+        self.reconnect_at = Some(now + delay);
+    }
+
+    /// A non-blocking connect started on connection `key`.
+    pub fn dialling(&mut self, key: usize, now: Instant) {
+        self.key = Some(key);
+        self.reconnect_at = None;
+        self.phase = Phase::Connecting;
+        self.last_heard = Some(now);
+    }
+
+    /// The socket connected: the hello to send.
+    pub fn connected(&mut self, id: u32) -> String {
+        let dialer = Dialer::follower(id);
+        let hello = dialer.hello();
+        self.phase = Phase::Handshake(Box::new(dialer));
+        hello
+    }
+
+    /// A line from the leader during the handshake (without its newline).
+    pub fn on_line(&mut self, secret: &[u8], line: &str) -> HandshakeStep {
+        let Phase::Handshake(dialer) = &mut self.phase else {
+            return HandshakeStep::Failed(DialError::Refused {
+                word: line.to_string(),
+                detail: String::new(),
+            });
+        };
+        match dialer.on_line(secret, line) {
+            Ok(Dialed::Auth(line)) => HandshakeStep::Send(line),
+            Ok(Dialed::Welcome(session)) => {
+                self.phase = Phase::AwaitPlan;
+                HandshakeStep::Welcome(session)
+            }
+            Err(e) => {
+                if e.is_transient() {
+                    // Room may free up: the link is down, not refused.
+                    self.error = Some(e.to_string());
+                } else {
+                    self.refused(e.to_string());
+                }
+                HandshakeStep::Failed(e)
+            }
+        }
+    }
+
+    /// Any frame from the leader: it is alive.
+    pub fn heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+    }
+
+    /// The leader's plan was taken: the link is up, in the plan's mode.
+    /// `durable` is this follower's durable seq, acknowledged first on a
+    /// catch-up (0 for a snapshot). Returns the seq to acknowledge now.
+    pub fn up(&mut self, plan: &Plan, durable: u64) -> u64 {
+        self.leader_seq = plan.seq;
+        self.acks_awaited = plan.acks_awaited;
+        self.status = Some(LinkStatus::Up);
+        self.error = None;
+        self.backoff.reset();
+        let ack = match plan.mode {
+            Mode::CatchUp => {
+                self.phase = Phase::Streaming;
+                durable
+            }
+            Mode::Snapshot => {
+                self.phase = Phase::Snapshot;
+                0
+            }
+        };
+        self.acked_sent = ack;
+        ack
+    }
+
+    /// The snapshot through `seq` was installed: the stream follows. The
+    /// seq to acknowledge.
+    pub fn installed(&mut self, seq: u64) -> u64 {
+        self.phase = Phase::Streaming;
+        self.acked_sent = seq;
+        seq
+    }
+
+    /// Records through `seq` came in the stream.
+    pub fn received(&mut self, seq: u64) {
+        self.leader_seq = self.leader_seq.max(seq);
+    }
+
+    /// The log made writes through `seq` durable: the seq to acknowledge,
+    /// if the stream runs and it is news.
+    pub fn durable(&mut self, seq: u64) -> Option<u64> {
+        (matches!(self.phase, Phase::Streaming) && seq > self.acked_sent).then(|| {
+            self.acked_sent = seq;
+            seq
+        })
+    }
+
+    /// A heartbeat: the leader's seq and epoch, against the highest epoch
+    /// this follower knows.
+    ///
+    /// # Errors
+    /// An implausible epoch (protocol error), or a deposed leader (the
+    /// link is marked refused).
+    pub fn on_heartbeat(&mut self, seq: u64, epoch: u64, known: u64) -> Result<(), LeaderError> {
+        if !plausible_epoch(epoch, known) {
+            return Err(LeaderError::EpochLeap {
+                claimed: epoch,
+                known,
+            });
+        }
+        self.leader_seq = seq;
+        if epoch < known {
+            let e = LeaderError::Deposed {
+                leader: epoch,
+                known,
+            };
+            self.refused(e.to_string());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Once a second.
+    pub fn tick(&self, now: Instant, timeout: Duration) -> LinkTick {
+        if self
+            .last_heard
+            .is_some_and(|t| now.duration_since(t) > timeout)
+        {
+            return LinkTick::Silent;
+        }
+        match self.phase {
+            Phase::Streaming | Phase::Snapshot => LinkTick::Ack(self.acked_sent),
+            _ => LinkTick::Nothing,
+        }
+    }
+
+    /// Marks the link refused (by the leader, or by this follower's own
+    /// checks) for `why`, as `INFO` shows it.
+    pub fn refused(&mut self, why: String) {
+        self.status = Some(LinkStatus::Refused);
+        self.error = Some(why);
+    }
+
+    /// The current link's connection closed. Returns whether the link had
+    /// been up (the loss is worth a warning); dials again after the
+    /// backoff.
+    pub fn closed(&mut self, now: Instant) -> bool {
+        let was_up = self.status == Some(LinkStatus::Up);
+        self.key = None;
+        self.phase = Phase::Down;
+        if self.status != Some(LinkStatus::Refused) {
+            self.status = Some(LinkStatus::Down);
+        }
+        self.reconnect_at = Some(now + self.backoff.next_delay());
+        was_up
+    }
+
+    /// The node was re-pointed (`FOLLOW`): a fresh link, dialled at once.
+    /// Returns the old connection, to close.
+    pub fn restart(&mut self, now: Instant) -> Option<usize> {
+        let old = self.key.take();
+        *self = Link::new(Some(now));
+        self.status = Some(LinkStatus::Down);
+        old
+    }
+
+    /// The node stopped following (`PROMOTE`). Returns the old connection,
+    /// to close.
+    pub fn stop(&mut self) -> Option<usize> {
+        let old = self.key.take();
+        *self = Link::new(None);
+        old
+    }
+
+    /// `INFO` lines about the link.
+    pub fn info(&self, lines: &mut Vec<String>, last_seq: u64) {
+        let status = match self.status {
+            Some(LinkStatus::Up) => "up",
+            Some(LinkStatus::Refused) => "refused",
+            _ => "down",
+        };
+        lines.push(format!("leader_link {status}"));
+        if let (false, Some(why)) = (self.status == Some(LinkStatus::Up), &self.error) {
+            lines.push(format!("leader_link_error {}", one_line(why)));
+        }
+        lines.push(format!("leader_seq {}", self.leader_seq));
+        lines.push(format!(
+            "acks_awaited {}",
+            if self.acks_awaited { "yes" } else { "no" }
+        ));
+        lines.push(format!("lag {}", self.leader_seq.saturating_sub(last_seq)));
+    }
+}
+
+/// `text` on one line, for an `INFO` value.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Why a follower turns a leader's plan down: it never throws away data
+/// the leader does not have unless an operator said so.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The leader's epoch is below one this follower knows: it was deposed.

@@ -1,498 +1,532 @@
-//! The leader's side of one follower: what to send it and from where.
+//! The leader's book of its followers, and the rules it keeps with them:
+//! who is admitted, what an acknowledgement may claim, which followers the
+//! output rule waits for, the point up to which held writes may be
+//! answered, and when a silent or stalled follower is dropped.
 //!
-//! The leader's own log file is the replication backlog. A [`Feed`] is a
-//! cursor into it: a snapshot is the file's bytes from offset 0 to the
-//! point the plan was made, a catch-up is the records after the point
-//! where the follower's log and the leader's part (see
-//! [`lineage::plan`](crate::wal::lineage::plan)), and the live stream is
-//! the same cursor following the file as it grows. The feed reads only while the follower's output buffer is below
-//! a bound, so a slow follower costs disk reads later, not leader memory,
-//! and nothing is ever skipped.
+//! [`Leader`] is a plain value. The event loop tells it what happened (a
+//! follower proved the secret, its `SYNC` was planned, an `ACK` came, a
+//! connection closed, a second passed) and does what the answers say:
+//! send a `WAIT` or a heartbeat, close a connection. Each follower's
+//! [`Feed`](super::feed::Feed), which reads the log file, is kept beside
+//! it by the loop.
 //!
-//! Reads go through the feed's own file handle, so a compaction that
-//! replaces the file mid-stream is followed through [`Remap`].
+//! The output rule (`--sync-followers N`): N followers are *awaited*.
+//! They are told so (in their `PLAN`, later by `WAIT`) and fsync every
+//! batch; a write is answered once N followers acknowledged it. The others
+//! defer their fsyncs, which leaves the disk to the ones that count. When
+//! an awaited follower goes, the most advanced of the others takes its
+//! place.
 
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use super::wire::{self, Frame};
-use crate::wal::lineage::Plan;
-use crate::wal::record::{Decoded, Op, Record, HEADER_LEN};
-use crate::wal::{close_off_loop, Remap, Wal};
+use super::handshake::Refusal;
+use super::SyncPolicy;
 
-/// Bytes read from the log per step.
-const READ_CHUNK: usize = 256 << 10;
-
-/// A snapshot in progress: raw file bytes up to `end`, then `END seq`.
-#[derive(Debug, Clone, Copy)]
-struct SnapshotPart {
-    end: u64,
-    seq: u64,
-}
-
-/// A cursor into the leader's log for one follower.
-pub struct Feed {
-    /// Its own handle on the log file; `None` only while being dropped.
-    file: Option<File>,
-    generation: u64,
-    cursor: u64,
-    /// Writes with seq up to this are not sent (the follower has them).
-    skip_through: u64,
-    /// Fork records still to pass over before sending any (the follower
-    /// has them).
-    skip_forks: usize,
-    snapshot: Option<SnapshotPart>,
-    /// Set once every record from the cursor on is to be sent: they are
-    /// then copied without decoding (the follower verifies each checksum).
-    past_skip: bool,
-    scratch: Vec<u8>,
-    /// The highest seq this follower can hold: the seq its data agreed
-    /// with the leader's at, then the last record or snapshot sent. An ack
-    /// above it is a protocol error.
+/// One follower past the handshake.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    /// The connection it is on (the loop's key).
+    pub key: usize,
+    pub addr: SocketAddr,
+    /// Last seq it acknowledged as durable.
+    pub acked: u64,
+    /// It accepted its plan (sent its first `ACK`): counted as connected.
+    pub accepted: bool,
+    /// Client writes wait for its acks.
+    pub awaited: bool,
+    /// What it was last told about `awaited`; `None` before its plan.
+    told_awaited: Option<bool>,
+    /// Its `SYNC` was planned and its feed runs.
+    planned: bool,
+    /// The highest seq sent to it: what it may acknowledge at most.
     sent_seq: u64,
+    /// Its feed still reads a log file a compaction replaced.
+    pub behind_file: bool,
+    /// When it was last heard from.
+    last_heard: Instant,
+    /// Bytes the socket had taken at the last tick, and since when that
+    /// has not moved while output was waiting.
+    stall_mark: (u64, Instant),
 }
 
-/// Why a feed cannot continue; the follower is disconnected and starts over
-/// when it reconnects.
-#[derive(Debug)]
-pub enum FeedError {
-    Io(io::Error),
-    /// The log was replaced twice while this feed was behind.
-    Overtaken,
-    /// The log holds bytes that are not a record.
-    Corrupt(u64),
+/// A follower's frame the leader cannot take: a protocol error, and the
+/// follower is dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamError {
+    /// A frame out of place (`SYNC` twice, `ACK` before a plan, ...).
+    Unexpected(&'static str),
+    /// An acknowledgement of writes never sent to it.
+    AckAboveSent { seq: u64, sent: u64 },
 }
 
-impl std::fmt::Display for FeedError {
+impl std::fmt::Display for StreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FeedError::Io(e) => write!(f, "reading the log: {e}"),
-            FeedError::Overtaken => {
-                write!(f, "the log was compacted twice while this follower lagged")
-            }
-            FeedError::Corrupt(at) => write!(f, "unreadable record in the log at offset {at}"),
+            StreamError::Unexpected(what) => write!(f, "unexpected frame from a follower: {what}"),
+            StreamError::AckAboveSent { seq, sent } => write!(
+                f,
+                "the follower acknowledges seq {seq}, but only seq {sent} was sent to it"
+            ),
         }
     }
 }
 
-impl From<io::Error> for FeedError {
-    fn from(e: io::Error) -> FeedError {
-        FeedError::Io(e)
-    }
+/// What the loop does for a follower at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// Send a heartbeat.
+    Heartbeat,
+    /// Nothing heard for [`LINK_TIMEOUT`](super::LINK_TIMEOUT): drop it.
+    Silent,
+    /// Its output has not moved for the timeout: it stopped reading.
+    Stalled,
 }
 
-impl Feed {
-    /// A feed for `plan`, from the log as it is now.
+/// A follower connection's output, as the loop sees it at a tick.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// Bytes waiting to be written.
+    pub pending: bool,
+    /// Bytes the socket ever took.
+    pub written_total: u64,
+}
+
+/// The leader's followers, by id.
+#[derive(Debug, Default)]
+pub struct Leader {
+    followers: BTreeMap<u32, Follower>,
+}
+
+/// What admitting a follower replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// The connection the same id had before (a reconnect): close it.
+    pub replaced: Option<(usize, SocketAddr)>,
+}
+
+/// The rules admission applies after the follower's proof.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    pub is_leader: bool,
+    pub own_id: u32,
+    pub max_followers: usize,
+}
+
+impl Leader {
+    /// A follower proved the secret: admit it unless this node is no
+    /// leader, is full, or the id is its own. A follower reconnecting
+    /// under the same id replaces its old connection.
     ///
     /// # Errors
-    /// If the log file cannot be opened a second time.
-    pub fn new(wal: &Wal, plan: Plan) -> io::Result<Feed> {
-        let file = wal.reader()?;
-        let sent_seq = match plan {
-            Plan::CatchUp { from, .. } => from,
-            Plan::Snapshot { .. } => 0,
-        };
-        let (cursor, skip_through, skip_forks, snapshot) = match plan {
-            Plan::CatchUp {
-                from, skip_forks, ..
-            } => (HEADER_LEN as u64, from, skip_forks, None),
-            Plan::Snapshot { .. } => {
-                let part = SnapshotPart {
-                    end: wal.committed_end(),
-                    seq: wal.committed_seq(),
-                };
-                (0, part.seq, 0, Some(part))
-            }
-        };
-        Ok(Feed {
-            file: Some(file),
-            generation: wal.generation(),
-            cursor,
-            skip_through,
-            skip_forks,
-            snapshot,
-            past_skip: false,
-            scratch: Vec::new(),
-            sent_seq,
+    /// The [`Refusal`] to send.
+    pub fn admit(
+        &mut self,
+        id: u32,
+        key: usize,
+        addr: SocketAddr,
+        rules: Admission,
+        now: Instant,
+    ) -> Result<Admitted, Refusal> {
+        if !rules.is_leader {
+            return Err(Refusal::NotLeader);
+        }
+        let others = self.followers.keys().filter(|&&other| other != id).count();
+        if others >= rules.max_followers {
+            return Err(Refusal::Full);
+        }
+        if id == rules.own_id {
+            return Err(Refusal::DuplicateId(id));
+        }
+        let replaced = self.followers.insert(
+            id,
+            Follower {
+                key,
+                addr,
+                acked: 0,
+                accepted: false,
+                awaited: false,
+                told_awaited: None,
+                planned: false,
+                sent_seq: 0,
+                behind_file: false,
+                last_heard: now,
+                stall_mark: (0, now),
+            },
+        );
+        Ok(Admitted {
+            replaced: replaced.map(|old| (old.key, old.addr)),
         })
     }
 
-    /// The highest seq sent so far (or known to the follower when the feed
-    /// began): what it may acknowledge at most.
-    pub fn sent_seq(&self) -> u64 {
-        self.sent_seq
+    /// The follower `id` on connection `key`, if that connection is still
+    /// its current one.
+    pub fn get(&self, id: u32, key: usize) -> Option<&Follower> {
+        self.followers.get(&id).filter(|f| f.key == key)
     }
 
-    /// Whether the snapshot part is still being sent.
-    pub fn in_snapshot(&self) -> bool {
-        self.snapshot.is_some()
+    fn get_mut(&mut self, id: u32, key: usize) -> Option<&mut Follower> {
+        self.followers.get_mut(&id).filter(|f| f.key == key)
     }
 
-    /// Whether the feed still reads a file the log has replaced: it sends
-    /// a snapshot part from it, or records only that file holds. It
-    /// follows one replacement; a second one before it moves over drops
-    /// it ([`FeedError::Overtaken`]).
-    pub fn behind_file(&self, wal: &Wal) -> bool {
-        self.generation != wal.generation()
+    /// Any frame from the follower: it is alive.
+    pub fn heard(&mut self, id: u32, key: usize, now: Instant) {
+        if let Some(f) = self.get_mut(id, key) {
+            f.last_heard = now;
+        }
     }
 
-    /// Appends frames to `out` until it has added `room` bytes or the
-    /// follower has everything written so far.
-    ///
-    /// # Returns
-    /// Whether it stopped for lack of room, with more to send.
+    /// Whether the follower may send `SYNC` now (once, first).
     ///
     /// # Errors
-    /// A [`FeedError`]; the caller drops the follower.
-    pub fn pump(&mut self, wal: &Wal, out: &mut Vec<u8>, room: usize) -> Result<bool, FeedError> {
-        let limit = out.len() + room;
-        while out.len() < limit {
-            let end = match self.follow_generation(wal)? {
-                Some(end) => end,
-                None => continue,
-            };
-            if let Some(part) = self.snapshot {
-                let n = self.read(part.end)?;
-                Frame::Chunk(&self.scratch[..n]).encode(out);
-                self.cursor += n as u64;
-                if self.cursor >= part.end {
-                    Frame::End { seq: part.seq }.encode(out);
-                    self.sent_seq = part.seq;
-                    self.snapshot = None;
-                }
-                continue;
-            }
-            if self.cursor >= end {
-                break;
-            }
-            self.send_records(end, out)?;
-        }
-        Ok(out.len() >= limit)
-    }
-
-    /// Moves the cursor into the current file generation when it can.
-    /// Returns the offset up to which the feed's file may be read, or `None`
-    /// when the cursor was just translated (go round again).
-    fn follow_generation(&mut self, wal: &Wal) -> Result<Option<u64>, FeedError> {
-        if self.generation == wal.generation() {
-            return Ok(Some(wal.committed_end()));
-        }
-        match wal.remap() {
-            Some(Remap {
-                from,
-                old_offset,
-                new_offset,
-            }) if from == self.generation => {
-                if self.snapshot.is_none() && self.cursor >= old_offset {
-                    self.cursor = self.cursor - old_offset + new_offset;
-                    self.generation = wal.generation();
-                    if let Some(old) = self.file.replace(wal.reader()?) {
-                        close_off_loop(old);
-                    }
-                    Ok(None)
-                } else {
-                    // Finish what only the old file holds.
-                    Ok(Some(old_offset))
-                }
-            }
-            _ => Err(FeedError::Overtaken),
+    /// A second `SYNC`.
+    pub fn may_plan(&self, id: u32, key: usize) -> Result<(), StreamError> {
+        match self.get(id, key) {
+            Some(f) if !f.planned => Ok(()),
+            _ => Err(StreamError::Unexpected("SYNC after the plan")),
         }
     }
 
-    /// Reads up to a chunk of `file[cursor..end]` into `scratch`.
-    fn read(&mut self, end: u64) -> io::Result<usize> {
-        let want = READ_CHUNK.min((end - self.cursor) as usize);
-        self.fill(want)?;
-        Ok(want)
+    /// The follower's `SYNC` was answered with a plan whose feed starts
+    /// at `sent_seq`. Returns whether its writes are awaited: yes while
+    /// fewer than the policy's N are.
+    pub fn planned(&mut self, id: u32, key: usize, sent_seq: u64, policy: SyncPolicy) -> bool {
+        let awaited = self.awaited_count() < policy.followers;
+        if let Some(f) = self.get_mut(id, key) {
+            f.planned = true;
+            f.sent_seq = sent_seq;
+            f.awaited = awaited;
+            f.told_awaited = Some(awaited);
+        }
+        awaited
     }
 
-    /// Reads exactly `len` bytes at the cursor into `scratch`.
-    fn fill(&mut self, len: usize) -> io::Result<()> {
-        self.scratch.resize(len, 0);
-        let file = self
-            .file
-            .as_ref()
-            .ok_or_else(|| io::Error::other("the feed's log handle is closed"))?;
-        file.read_exact_at(&mut self.scratch, self.cursor)
+    /// The follower's feed sent up to `sent_seq`, and does or does not
+    /// still read a replaced log file.
+    pub fn fed(&mut self, id: u32, key: usize, sent_seq: u64, behind_file: bool) {
+        if let Some(f) = self.get_mut(id, key) {
+            f.sent_seq = f.sent_seq.max(sent_seq);
+            f.behind_file = behind_file;
+        }
     }
 
-    /// Sends the records in the next chunk, skipping those the follower has.
-    fn send_records(&mut self, end: u64, out: &mut Vec<u8>) -> Result<(), FeedError> {
-        let mut n = self.read(end)?;
-        // A record bigger than a chunk: read exactly that record.
-        if let Ok(Decoded::Incomplete { needed }) = Record::decode(&self.scratch[..n]) {
-            let needed = needed as u64;
-            if self.cursor + needed > end {
-                return Err(FeedError::Corrupt(self.cursor));
-            }
-            self.fill(needed as usize)?;
-            n = needed as usize;
+    /// An `ACK` of `seq`. Returns whether it is the follower's first: it
+    /// accepted the plan and now counts as connected.
+    ///
+    /// # Errors
+    /// An ack before the plan, or above what was sent.
+    pub fn on_ack(&mut self, id: u32, key: usize, seq: u64) -> Result<bool, StreamError> {
+        let f = self
+            .get_mut(id, key)
+            .filter(|f| f.planned)
+            .ok_or(StreamError::Unexpected("ACK before the plan"))?;
+        if seq > f.sent_seq {
+            return Err(StreamError::AckAboveSent {
+                seq,
+                sent: f.sent_seq,
+            });
         }
-        let frame_at = wire::begin(out, b'R');
-        let mut off = 0;
-        if self.past_skip {
-            let mut last = None;
-            while let Ok(Some(len)) = Record::peek_len(&self.scratch[off..n]) {
-                if off + len > n {
-                    break;
-                }
-                last = Some(off);
-                off += len;
-            }
-            out.extend_from_slice(&self.scratch[..off]);
-            if let Some(seq) = last.and_then(|at| Record::peek_seq(&self.scratch[at..off])) {
-                self.sent_seq = self.sent_seq.max(seq);
+        let first = !f.accepted;
+        f.accepted = true;
+        f.acked = seq;
+        Ok(first)
+    }
+
+    /// The follower's connection closed. Returns whether it was the
+    /// follower's current one; an awaited follower's role passes on.
+    pub fn remove(&mut self, id: u32, key: usize, policy: SyncPolicy) -> bool {
+        if self.get(id, key).is_none() {
+            return false;
+        }
+        if self.followers.remove(&id).is_some_and(|f| f.awaited) {
+            self.assign_awaited(policy);
+        }
+        true
+    }
+
+    /// Forgets every follower (this node stops being a leader); their
+    /// connections, to close.
+    pub fn clear(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.followers)
+            .into_values()
+            .map(|f| f.key)
+            .collect()
+    }
+
+    /// A change of the follower's `awaited` it was not told yet: send a
+    /// `WAIT` with it. Returns the new value once.
+    pub fn wait_news(&mut self, id: u32, key: usize) -> Option<bool> {
+        let f = self.get_mut(id, key)?;
+        let told = f.told_awaited?;
+        (told != f.awaited).then(|| {
+            f.told_awaited = Some(f.awaited);
+            f.awaited
+        })
+    }
+
+    /// Followers whose writes are awaited.
+    pub fn awaited_count(&self) -> usize {
+        self.followers.values().filter(|f| f.awaited).count()
+    }
+
+    /// Fills the policy's N awaited places from the connected followers
+    /// not awaited, most advanced first.
+    fn assign_awaited(&mut self, policy: SyncPolicy) {
+        while self.awaited_count() < policy.followers {
+            let next = self
+                .followers
+                .values_mut()
+                .filter(|f| f.accepted && !f.awaited)
+                .max_by_key(|f| f.acked);
+            match next {
+                Some(f) => f.awaited = true,
+                None => break,
             }
         }
-        while off < n && !self.past_skip {
-            match Record::decode(&self.scratch[off..n]) {
-                Ok(Decoded::Record(rec, used)) => {
-                    let send = if rec.op == Op::Fork {
-                        let known = self.skip_forks > 0;
-                        self.skip_forks = self.skip_forks.saturating_sub(1);
-                        !known
-                    } else {
-                        rec.seq > self.skip_through
-                    };
-                    if send {
-                        out.extend_from_slice(&self.scratch[off..off + used]);
-                        self.sent_seq = self.sent_seq.max(rec.seq);
-                    }
-                    // Later writes have higher seqs, and no fork is skipped.
-                    self.past_skip = self.skip_forks == 0 && rec.seq >= self.skip_through;
-                    off += used;
-                }
-                Ok(Decoded::Incomplete { .. }) => break,
-                Err(_) => return Err(FeedError::Corrupt(self.cursor + off as u64)),
+    }
+
+    /// The seq through which held writes may be answered: `local`, the
+    /// leader's own durable point, and under `--sync-followers N` the N-th
+    /// highest acknowledgement of a connected follower (0 with fewer than
+    /// N connected).
+    pub fn release_point(&self, local: u64, policy: SyncPolicy) -> u64 {
+        let n = policy.followers;
+        if n == 0 {
+            return local;
+        }
+        let mut acks: Vec<u64> = self
+            .followers
+            .values()
+            .filter(|f| f.accepted)
+            .map(|f| f.acked)
+            .collect();
+        if acks.len() < n {
+            return 0;
+        }
+        acks.sort_unstable_by(|a, b| b.cmp(a));
+        local.min(acks[n - 1])
+    }
+
+    /// Once a second, for the follower on `key`: a heartbeat, or drop it
+    /// if it went silent or stopped reading for `timeout`.
+    pub fn tick(
+        &mut self,
+        id: u32,
+        key: usize,
+        output: Output,
+        now: Instant,
+        timeout: Duration,
+    ) -> Tick {
+        let Some(f) = self.get_mut(id, key) else {
+            return Tick::Silent;
+        };
+        if now.duration_since(f.last_heard) > timeout {
+            return Tick::Silent;
+        }
+        let (mark, since) = f.stall_mark;
+        if output.pending && output.written_total == mark {
+            if now.duration_since(since) > timeout {
+                return Tick::Stalled;
             }
-        }
-        if off == 0 && n > 0 {
-            // The chunk holds at least one whole record (see above), so
-            // this is a length no record has.
-            return Err(FeedError::Corrupt(self.cursor));
-        }
-        if out.len() == frame_at + wire::FRAME_HEADER_LEN {
-            out.truncate(frame_at);
         } else {
-            wire::finish(out, frame_at);
+            f.stall_mark = (output.written_total, now);
         }
-        self.cursor += off as u64;
-        Ok(())
+        Tick::Heartbeat
     }
-}
 
-impl Drop for Feed {
-    /// The feed may hold the last handle on a log file a compaction
-    /// replaced; closing it frees the file's blocks, which the loop must
-    /// not wait for.
-    fn drop(&mut self) {
-        if let Some(file) = self.file.take() {
-            close_off_loop(file);
-        }
+    /// A follower whose feed reads the file the last compaction replaced:
+    /// a second compaction now would overtake it.
+    pub fn behind_file(&self) -> Option<u32> {
+        self.followers
+            .iter()
+            .find(|(_, f)| f.behind_file)
+            .map(|(&id, _)| id)
+    }
+
+    /// Followers that accepted their plan, by id.
+    pub fn connected(&self) -> impl Iterator<Item = (u32, &Follower)> {
+        self.followers
+            .iter()
+            .filter(|(_, f)| f.accepted)
+            .map(|(&id, f)| (id, f))
+    }
+
+    /// Every follower's connection and id.
+    pub fn conns(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.followers.iter().map(|(&id, f)| (f.key, id))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
-    use crate::wal::record::Op;
-    use crate::wal::FsyncPolicy;
 
-    fn frames(bytes: &[u8]) -> Vec<Frame<'_>> {
-        let mut rest = bytes;
-        let mut out = Vec::new();
-        while let Ok(Some((frame, used))) = Frame::decode(rest) {
-            out.push(frame);
-            rest = &rest[used..];
-        }
-        assert!(rest.is_empty(), "trailing bytes");
-        out
+    const RULES: Admission = Admission {
+        is_leader: true,
+        own_id: 1,
+        max_followers: 3,
+    };
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:9".parse().expect("addr")
     }
 
-    fn record_seqs(frames: &[Frame<'_>]) -> Vec<u64> {
-        let mut seqs = Vec::new();
-        for f in frames {
-            if let Frame::Records(mut bytes) = f {
-                while let Ok(Decoded::Record(rec, used)) = Record::decode(bytes) {
-                    seqs.push(rec.seq);
-                    bytes = &bytes[used..];
-                }
-            }
+    fn policy(followers: usize) -> SyncPolicy {
+        SyncPolicy {
+            followers,
+            timeout_ms: 5000,
         }
-        seqs
     }
 
-    fn catch_up(from: u64, skip_forks: usize) -> Plan {
-        Plan::CatchUp {
-            from,
-            keep_forks: 0,
-            skip_forks,
+    /// A leader with followers `ids` (on connection keys equal to their
+    /// ids), planned under `policy`, each having acked `acks[i]`.
+    fn leader_with(ids: &[u32], acks: &[u64], policy: SyncPolicy) -> Leader {
+        let now = Instant::now();
+        let mut leader = Leader::default();
+        for (&id, &ack) in ids.iter().zip(acks) {
+            leader
+                .admit(id, id as usize, addr(), RULES, now)
+                .expect("admit");
+            leader.planned(id, id as usize, 1000, policy);
+            leader.on_ack(id, id as usize, ack).expect("ack");
         }
+        leader
     }
 
     #[test]
-    fn catch_up_skips_the_forks_the_follower_has_and_sends_later_ones() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = Wal::open(&dir.path().join("leader.log"), FsyncPolicy::Always).expect("open");
-        let mut store = Store::new();
-        o.wal.append(&mut store, Op::Put, b"a", b"1").expect("put");
-        o.wal.fork(&mut store, 1).expect("fork");
-        o.wal.append(&mut store, Op::Put, b"b", b"2").expect("put");
-        o.wal.fork(&mut store, 2).expect("fork");
-        o.wal.append(&mut store, Op::Put, b"c", b"3").expect("put");
-        o.wal.commit(&mut store).expect("commit");
-        let forks = |bytes: &[u8]| -> Vec<u64> {
-            let mut epochs = Vec::new();
-            for f in frames(bytes) {
-                if let Frame::Records(mut b) = f {
-                    while let Ok(Decoded::Record(rec, used)) = Record::decode(b) {
-                        epochs.extend(rec.as_fork().map(|(_, epoch)| epoch));
-                        b = &b[used..];
-                    }
-                }
-            }
-            epochs
+    fn admission_refuses_a_non_leader_a_full_leader_and_its_own_id() {
+        let now = Instant::now();
+        let mut leader = Leader::default();
+        let not_leader = Admission {
+            is_leader: false,
+            ..RULES
         };
-        for (skip, want) in [(0, vec![1, 2]), (1, vec![2]), (2, vec![])] {
-            let mut feed = Feed::new(&o.wal, catch_up(1, skip)).expect("feed");
-            let mut out = Vec::new();
-            feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
-            assert_eq!(forks(&out), want, "skipping {skip}");
-            assert_eq!(record_seqs(&frames(&out)).last(), Some(&3));
-        }
-    }
-
-    #[test]
-    fn catch_up_sends_only_missing_records_and_follows_growth() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = Wal::open(&dir.path().join("leader.log"), FsyncPolicy::Always).expect("open");
-        let mut store = Store::new();
-        for i in 0..10 {
-            o.wal
-                .append(&mut store, Op::Put, format!("k{i}").as_bytes(), b"v")
-                .expect("put");
-        }
-        o.wal.commit(&mut store).expect("commit");
-        let mut feed = Feed::new(&o.wal, catch_up(6, 0)).expect("feed");
-        assert_eq!(feed.sent_seq(), 6, "the follower holds seq 6");
-        let mut out = Vec::new();
-        feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
-        assert_eq!(record_seqs(&frames(&out)), vec![7, 8, 9, 10]);
-        assert_eq!(feed.sent_seq(), 10);
-        out.clear();
-        feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
-        assert!(out.is_empty());
-        o.wal
-            .append(&mut store, Op::Put, b"late", b"v")
-            .expect("put");
-        o.wal.commit(&mut store).expect("commit");
-        feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
-        assert_eq!(record_seqs(&frames(&out)), vec![11]);
         assert_eq!(
-            feed.sent_seq(),
-            11,
-            "records copied without decoding count too"
-        );
-    }
-
-    #[test]
-    fn pump_adds_up_to_its_room_whatever_the_buffer_holds() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = Wal::open(&dir.path().join("leader.log"), FsyncPolicy::Always).expect("open");
-        let mut store = Store::new();
-        for i in 0..100 {
-            o.wal
-                .append(
-                    &mut store,
-                    Op::Put,
-                    format!("k{i}").as_bytes(),
-                    &[b'v'; 100],
-                )
-                .expect("put");
-        }
-        o.wal.commit(&mut store).expect("commit");
-        let mut feed = Feed::new(&o.wal, catch_up(0, 0)).expect("feed");
-        // Bytes the socket already took stay in the buffer until it drains;
-        // a room counted from the buffer's length would add nothing here.
-        let sent = vec![0u8; 1 << 20];
-        let mut out = sent.clone();
-        assert!(
-            feed.pump(&o.wal, &mut out, 0).expect("pump"),
-            "no room: more to send"
-        );
-        assert_eq!(out.len(), sent.len());
-        assert!(
-            feed.pump(&o.wal, &mut out, 1000).expect("pump"),
-            "stopped at its room"
-        );
-        let added = out.len() - sent.len();
-        assert!((1000..1000 + (256 << 10)).contains(&added), "{added}");
-        assert!(
-            !feed.pump(&o.wal, &mut out, 1 << 20).expect("pump"),
-            "all sent"
+            leader.admit(2, 2, addr(), not_leader, now),
+            Err(Refusal::NotLeader)
         );
         assert_eq!(
-            record_seqs(&frames(&out[sent.len()..])),
-            (1..=100).collect::<Vec<u64>>()
+            leader.admit(1, 1, addr(), RULES, now),
+            Err(Refusal::DuplicateId(1))
         );
-    }
-
-    #[test]
-    fn snapshot_sends_the_file_then_end_then_records() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("leader.log");
-        let mut o = Wal::open(&path, FsyncPolicy::Always).expect("open");
-        let mut store = Store::new();
-        o.wal.append(&mut store, Op::Put, b"a", b"1").expect("put");
-        o.wal.commit(&mut store).expect("commit");
-        let mut feed = Feed::new(&o.wal, Plan::Snapshot { common: None }).expect("feed");
-        o.wal.append(&mut store, Op::Put, b"b", b"2").expect("put");
-        o.wal.commit(&mut store).expect("commit");
-        let mut out = Vec::new();
-        feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
-        let got = frames(&out);
-        let file = std::fs::read(&path).expect("read");
-        let Frame::Chunk(chunk) = got[0] else {
-            panic!("chunk first: {got:?}")
-        };
-        assert_eq!(chunk, &file[..chunk.len()]);
-        assert_eq!(got[1], Frame::End { seq: 1 });
-        assert_eq!(record_seqs(&got[2..]), vec![2]);
-    }
-
-    #[test]
-    fn a_feed_follows_the_log_through_a_compaction() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = Wal::open(&dir.path().join("leader.log"), FsyncPolicy::Always).expect("open");
-        let mut store = Store::new();
-        for i in 0..100 {
-            o.wal
-                .append(&mut store, Op::Put, b"same", format!("v{i}").as_bytes())
-                .expect("put");
+        for id in 2..5 {
+            assert!(leader.admit(id, id as usize, addr(), RULES, now).is_ok());
         }
-        o.wal.commit(&mut store).expect("commit");
-        let mut feed = Feed::new(&o.wal, catch_up(100, 0)).expect("feed");
-        let compaction = o.wal.start_compaction(Box::new(|| {})).expect("start");
-        o.wal.append(&mut store, Op::Put, b"x", b"1").expect("put");
-        o.wal.commit(&mut store).expect("commit");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let done = loop {
-            if let Some(done) = compaction.poll() {
-                break done.expect("compaction");
-            }
-            assert!(std::time::Instant::now() < deadline);
-            std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(leader.admit(5, 5, addr(), RULES, now), Err(Refusal::Full));
+        // A follower reconnecting takes its own place, even when full.
+        assert_eq!(
+            leader.admit(3, 30, addr(), RULES, now),
+            Ok(Admitted {
+                replaced: Some((3, addr()))
+            })
+        );
+        // The old connection's close changes nothing.
+        assert!(!leader.remove(3, 3, policy(0)));
+        assert!(leader.get(3, 30).is_some());
+    }
+
+    #[test]
+    fn the_output_rule_waits_for_the_nth_highest_ack_of_n_awaited() {
+        // Two of three followers awaited; acks 90, 70, 80.
+        let leader = leader_with(&[2, 3, 4], &[90, 70, 80], policy(2));
+        assert_eq!(leader.awaited_count(), 2);
+        assert_eq!(leader.release_point(100, policy(2)), 80);
+        assert_eq!(leader.release_point(75, policy(2)), 75, "never past local");
+        assert_eq!(leader.release_point(100, policy(1)), 90);
+        assert_eq!(leader.release_point(100, policy(3)), 70);
+        assert_eq!(leader.release_point(100, policy(0)), 100);
+        // Fewer connected followers than N: nothing is released.
+        assert_eq!(leader.release_point(100, policy(4)), 0);
+    }
+
+    #[test]
+    fn a_follower_not_yet_accepted_does_not_count_for_the_output_rule() {
+        let now = Instant::now();
+        let mut leader = leader_with(&[2], &[50], policy(2));
+        leader.admit(3, 3, addr(), RULES, now).expect("admit");
+        assert!(
+            leader.planned(3, 3, 100, policy(2)),
+            "awaited from its plan"
+        );
+        assert_eq!(leader.release_point(100, policy(2)), 0);
+        leader.on_ack(3, 3, 0).expect("first ack");
+        assert_eq!(leader.release_point(100, policy(2)), 0);
+        leader.on_ack(3, 3, 60).expect("ack");
+        assert_eq!(leader.release_point(100, policy(2)), 50);
+    }
+
+    #[test]
+    fn the_awaited_role_passes_to_the_most_advanced_other_follower() {
+        // N = 1: follower 2, planned first, is awaited.
+        let mut leader = leader_with(&[2, 3, 4], &[10, 40, 30], policy(1));
+        let awaited: Vec<u32> = leader
+            .connected()
+            .filter(|(_, f)| f.awaited)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(awaited, [2]);
+        assert_eq!(leader.wait_news(3, 3), None, "told in its plan");
+        assert!(leader.remove(2, 2, policy(1)));
+        // Follower 3 acked the most: it is awaited now, and told once.
+        assert!(leader.get(3, 3).expect("3").awaited);
+        assert!(!leader.get(4, 4).expect("4").awaited);
+        assert_eq!(leader.wait_news(3, 3), Some(true));
+        assert_eq!(leader.wait_news(3, 3), None);
+        assert_eq!(leader.wait_news(4, 4), None);
+        assert_eq!(leader.release_point(100, policy(1)), 40);
+    }
+
+    #[test]
+    fn acks_above_what_was_sent_or_before_the_plan_are_protocol_errors() {
+        let now = Instant::now();
+        let mut leader = Leader::default();
+        leader.admit(2, 2, addr(), RULES, now).expect("admit");
+        assert_eq!(
+            leader.on_ack(2, 2, 0),
+            Err(StreamError::Unexpected("ACK before the plan"))
+        );
+        assert_eq!(leader.may_plan(2, 2), Ok(()));
+        leader.planned(2, 2, 10, policy(0));
+        assert!(leader.may_plan(2, 2).is_err(), "one SYNC only");
+        assert_eq!(leader.on_ack(2, 2, 10), Ok(true));
+        assert_eq!(leader.on_ack(2, 2, 10), Ok(false));
+        assert_eq!(
+            leader.on_ack(2, 2, 11),
+            Err(StreamError::AckAboveSent { seq: 11, sent: 10 })
+        );
+        leader.fed(2, 2, 20, false);
+        assert_eq!(leader.on_ack(2, 2, 20), Ok(false));
+    }
+
+    #[test]
+    fn silent_or_stalled_followers_are_dropped_after_the_timeout() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let mut leader = leader_with(&[2], &[0], policy(0));
+        let idle = Output {
+            pending: false,
+            written_total: 0,
         };
-        assert!(!feed.behind_file(&o.wal));
-        o.wal.finish_compaction(done).expect("finish");
-        assert!(feed.behind_file(&o.wal), "on the replaced file");
-        o.wal.append(&mut store, Op::Put, b"y", b"2").expect("put");
-        o.wal.commit(&mut store).expect("commit");
-        let mut out = Vec::new();
-        feed.pump(&o.wal, &mut out, 1 << 20).expect("pump");
-        assert_eq!(record_seqs(&frames(&out)), vec![101, 102]);
-        assert!(!feed.behind_file(&o.wal), "moved over");
+        let at = |s| start + Duration::from_secs(s);
+        assert_eq!(leader.tick(2, 2, idle, at(1), timeout), Tick::Heartbeat);
+        assert_eq!(leader.tick(2, 2, idle, at(6), timeout), Tick::Silent);
+        leader.heard(2, 2, at(6));
+        // Output waiting and not moving: stalled after the timeout.
+        let stuck = Output {
+            pending: true,
+            written_total: 100,
+        };
+        assert_eq!(leader.tick(2, 2, stuck, at(7), timeout), Tick::Heartbeat);
+        leader.heard(2, 2, at(12));
+        assert_eq!(leader.tick(2, 2, stuck, at(12), timeout), Tick::Heartbeat);
+        leader.heard(2, 2, at(13));
+        assert_eq!(leader.tick(2, 2, stuck, at(13), timeout), Tick::Stalled);
+        // Moving output is not a stall.
+        let moving = Output {
+            pending: true,
+            written_total: 200,
+        };
+        assert_eq!(leader.tick(2, 2, moving, at(13), timeout), Tick::Heartbeat);
     }
 }

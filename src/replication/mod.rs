@@ -2,30 +2,113 @@
 //! receive either the writes they missed or a snapshot, then the live
 //! stream; they acknowledge what they made durable.
 //!
-//! - [`auth`]: the HMAC challenge-response of the handshake (pure).
-//! - [`session`]: the MAC'd records every byte travels in after the
-//!   handshake, for followers and admin connections alike (pure).
-//! - [`wire`]: the binary frames after `HELLO LEADER` (pure).
-//! - [`leader`]: the leader's cursor into its own log for each follower.
-//! - [`follower`]: the follower's link state, its acceptance rule, backoff,
-//!   and the snapshot builder.
+//! The rules are plain values that take events and answer with what to
+//! do, in the shape of raft-rs's `RawNode`/`Ready`; the event loop in
+//! `server` owns the sockets, moves the bytes and carries out the answers.
 //!
-//! This module never owns a socket: the event loop in `server` does the IO
-//! and calls in with bytes.
+//! - [`handshake`]: both sides of the follower and admin handshakes (pure).
+//! - [`leader`]: the leader's book of followers: admission, acks, the
+//!   output rule, dropping silent followers (pure).
+//! - [`follower`]: the follower's link as a state machine, the rule for
+//!   accepting a leader's plan, backoff (pure).
+//! - [`epoch`]: what news of a higher epoch does (pure).
+//! - [`auth`]: the HMAC proofs of the handshakes (pure).
+//! - [`session`]: the MAC'd records every byte travels in after the
+//!   handshake (pure).
+//! - [`wire`]: the binary frames after `HELLO LEADER` (pure).
+//! - [`feed`]: the leader's cursor into its own log for one follower (reads
+//!   the log file).
 
 pub mod auth;
+pub mod epoch;
+pub mod feed;
 pub mod follower;
+pub mod handshake;
 pub mod leader;
 pub mod session;
 pub mod wire;
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+pub use epoch::{plausible_epoch, MAX_EPOCH_LEAP};
+
+use crate::wal::snapshot::Receiver;
+use feed::Feed;
+use follower::Link;
+use leader::Leader;
 
 /// How often each side sends a heartbeat (`HEARTBEAT` / `ACK`).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Silence after which a link is declared dead.
 pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A node's replication state: on a leader its followers and their feeds,
+/// on a follower its link to the leader and the snapshot it receives.
+pub struct Replication {
+    pub leader: Leader,
+    /// Each follower's feed, by the connection it is on.
+    pub feeds: BTreeMap<usize, Pump>,
+    pub link: Link,
+    /// The snapshot the link is receiving, with its threads.
+    pub receiver: Option<Box<Receiver>>,
+    /// Connections the loop must close (replaced or failed peers).
+    pub evict: Vec<usize>,
+    /// Next heartbeat tick.
+    pub next_tick: Option<Instant>,
+    pub counters: Counters,
+}
+
+/// One follower's feed.
+pub struct Pump {
+    pub feed: Feed,
+    /// It stopped at the output bound with more to send: pump again as
+    /// soon as the output drains, not at the next event.
+    pub behind: bool,
+}
+
+/// Replication events since the node started, for `INFO`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    /// Snapshots a leader began sending.
+    pub snapshots_sent: u64,
+    /// Catch-ups a leader began sending.
+    pub catchups_sent: u64,
+    /// Snapshots a follower installed.
+    pub snapshots_received: u64,
+    /// Catch-up plans a follower accepted.
+    pub catchups_received: u64,
+    /// Times a follower cut its log back to where a leader's continues.
+    pub rewinds: u64,
+}
+
+impl Counters {
+    /// The `INFO` lines.
+    pub fn info(&self, lines: &mut Vec<String>) {
+        lines.push(format!("snapshots_sent {}", self.snapshots_sent));
+        lines.push(format!("catchups_sent {}", self.catchups_sent));
+        lines.push(format!("snapshots_received {}", self.snapshots_received));
+        lines.push(format!("catchups_received {}", self.catchups_received));
+        lines.push(format!("rewinds {}", self.rewinds));
+    }
+}
+
+impl Replication {
+    /// Nothing yet: the first tick is a heartbeat from now, and a follower
+    /// dials at once.
+    pub fn new(now: Instant) -> Replication {
+        Replication {
+            leader: Leader::default(),
+            feeds: BTreeMap::new(),
+            link: Link::new(Some(now)),
+            receiver: None,
+            evict: Vec::new(),
+            next_tick: Some(now + HEARTBEAT_INTERVAL),
+            counters: Counters::default(),
+        }
+    }
+}
 
 /// The cluster's output rule (`--sync-followers`, `--sync-timeout-ms`).
 /// A leader announces it in every `PLAN`; followers keep it in their state
@@ -45,19 +128,6 @@ impl SyncPolicy {
         followers: 0,
         timeout_ms: 5000,
     };
-}
-
-/// How far above the highest epoch a node knows a peer's epoch may be.
-/// Each promotion adds one, so a real cluster never comes near; a claim
-/// past it (2^62, `u64::MAX`) is a protocol error, never learned: learned,
-/// it would fence the real leader for good, and at `u64::MAX` no node
-/// could ever be promoted again.
-pub const MAX_EPOCH_LEAP: u64 = 1 << 16;
-
-/// Whether `epoch`, claimed by a peer, is within [`MAX_EPOCH_LEAP`] of
-/// `known`, the highest epoch this node knows.
-pub fn plausible_epoch(epoch: u64, known: u64) -> bool {
-    epoch <= known.saturating_add(MAX_EPOCH_LEAP)
 }
 
 /// Output buffered for one follower before the leader stops reading the

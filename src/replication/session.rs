@@ -98,6 +98,13 @@ pub struct Session {
     pub opener: Opener,
 }
 
+impl std::fmt::Debug for Session {
+    /// Keys stay out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session { .. }")
+    }
+}
+
 impl Session {
     /// The session keys of a handshake that `me` took part in with `peer`,
     /// under `id` and the two nonces (as the proofs of

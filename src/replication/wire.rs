@@ -126,6 +126,22 @@ pub enum Frame<'a> {
     },
 }
 
+impl Frame<'_> {
+    /// The frame's name, as the protocol documents it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Sync { .. } => "SYNC",
+            Frame::Ack { .. } => "ACK",
+            Frame::Plan(_) => "PLAN",
+            Frame::Chunk(_) => "CHUNK",
+            Frame::End { .. } => "END",
+            Frame::Records(_) => "RECORDS",
+            Frame::Heartbeat { .. } => "HEARTBEAT",
+            Frame::Wait { .. } => "WAIT",
+        }
+    }
+}
+
 /// Why bytes are not a frame.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum WireError {

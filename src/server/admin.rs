@@ -1,16 +1,11 @@
-//! The admin channel: its handshake and the commands that change what a
-//! node is (`PROMOTE`, `FOLLOW`, `FENCE`, `COMPACT`).
+//! The admin channel: its handshake (see
+//! [`handshake`](crate::replication::handshake)) and the commands that
+//! change what a node is (`PROMOTE`, `FOLLOW`, `FENCE`, `COMPACT`).
 //!
-//! ```text
-//! A: HELLO ADMIN|<anonce>
-//! N: CHALLENGE <nnonce> <nproof>   nproof = HMAC(secret, "keyval-leader|admin|<anonce>|<nnonce>")
-//! A: AUTH <aproof>                 aproof = HMAC(secret, "keyval-admin|admin|<anonce>|<nnonce>")
-//! N: HELLO SERVER                  then every client command, plus the admin ones
-//! ```
-//!
-//! The same mutual proof as a follower's (SPEC §3), so an admin tool never
-//! sends the secret and never talks to an impostor. Role changes are
-//! persisted (see [`role`](super::role)) before they are answered.
+//! An admin proves the shared secret the way a follower does, so an admin
+//! tool never sends the secret and never talks to an impostor. Role
+//! changes are persisted (see [`role`](super::role)) before they are
+//! answered.
 
 use std::time::Instant;
 
@@ -19,76 +14,53 @@ use log::{error, info, warn};
 use super::conn::{Conn, Peer};
 use super::logthrottle::throttled;
 use super::node::Node;
-use super::replica::LinkStatus;
 use crate::config::{leader_is_self, LeaderAddr, Lookup, Role};
 use crate::protocol::{AdminRequest, Reply};
-use crate::replication::auth::{self, Prover};
-use crate::replication::session::Session;
-use crate::replication::{plausible_epoch, MAX_EPOCH_LEAP};
-
-/// The id an admin connection proves under.
-const ADMIN_ID: &str = "admin";
+use crate::replication::epoch;
+use crate::replication::handshake::{self, Challenged};
 
 impl Node {
     /// `HELLO ADMIN|<anonce>`: challenge it.
     pub fn admin_hello(&mut self, conn: &mut Conn, anonce: &[u8]) {
-        let refuse = |conn: &mut Conn, reply: &[u8], why: &str| {
-            throttled!(warn, "admin-refused", "{}: admin refused: {why}", conn.peer);
-            conn.reply_with(|out| out.extend_from_slice(reply));
-            conn.closing = true;
-        };
-        if !auth::is_nonce(anonce) {
-            return refuse(conn, Reply::InvalidHandshake.as_bytes(), "malformed nonce");
+        match handshake::challenge_admin(self.config.secret.as_deref(), anonce) {
+            Ok((challenged, line)) => {
+                conn.reply_with(|out| out.extend_from_slice(line.as_bytes()));
+                conn.kind = Peer::Challenged(Box::new(challenged));
+            }
+            Err(refusal) => {
+                throttled!(
+                    warn,
+                    "admin-refused",
+                    "{}: admin refused: {refusal}",
+                    conn.peer
+                );
+                conn.reply_with(|out| out.extend_from_slice(&refusal.reply()));
+                conn.closing = true;
+            }
         }
-        let Some(secret) = &self.config.secret else {
-            return refuse(conn, b"INVALID_SECRET_KEY\n", "no secret configured");
-        };
-        let anonce = String::from_utf8_lossy(anonce).into_owned();
-        let nnonce = auth::new_nonce();
-        let nproof = auth::proof(secret, Prover::Leader, ADMIN_ID, &anonce, &nnonce);
-        conn.reply_with(|out| {
-            out.extend_from_slice(format!("CHALLENGE {nnonce} {nproof}\n").as_bytes())
-        });
-        conn.kind = Peer::AdminAuth { anonce, nnonce };
     }
 
     /// `AUTH <aproof>` on a challenged admin connection.
-    pub fn admin_auth(&mut self, conn: &mut Conn, line: &[u8]) {
-        let Peer::AdminAuth { anonce, nnonce } = &conn.kind else {
-            return;
-        };
+    pub fn admin_auth(&mut self, conn: &mut Conn, challenged: &Challenged, line: &[u8]) {
         let secret = self.config.secret.as_deref().unwrap_or_default();
-        let proof = line
-            .strip_prefix(b"AUTH ")
-            .or_else(|| line.strip_prefix(b"auth "));
-        let reply: &[u8] = match proof {
-            None => Reply::InvalidHandshake.as_bytes(),
-            Some(p) if auth::verify(secret, Prover::Admin, ADMIN_ID, anonce, nnonce, p) => {
+        match challenged.answer(secret, line) {
+            Ok(session) => {
                 info!("{}: admin authenticated", conn.peer);
-                let session = Session::new(
-                    secret,
-                    Prover::Leader,
-                    Prover::Admin,
-                    ADMIN_ID,
-                    anonce,
-                    nnonce,
-                );
                 conn.kind = Peer::Admin;
                 conn.reply(Reply::HelloServer);
                 conn.begin_session(session);
-                return;
             }
-            Some(_) => b"INVALID_SECRET_KEY\n",
-        };
-        throttled!(
-            warn,
-            "admin-refused",
-            "{}: admin refused: {}",
-            conn.peer,
-            String::from_utf8_lossy(reply).trim_end()
-        );
-        conn.reply_with(|out| out.extend_from_slice(reply));
-        conn.closing = true;
+            Err(refusal) => {
+                throttled!(
+                    warn,
+                    "admin-refused",
+                    "{}: admin refused: {refusal}",
+                    conn.peer
+                );
+                conn.reply_with(|out| out.extend_from_slice(&refusal.reply()));
+                conn.closing = true;
+            }
+        }
     }
 
     /// An admin command on an authenticated admin connection.
@@ -127,7 +99,7 @@ impl Node {
             return "WRONG_ROLE leader".into();
         }
         let from = self.wal.lineage().current();
-        let Some(epoch) = self.known_epoch().checked_add(1) else {
+        let Some(epoch) = epoch::next(self.known_epoch()) else {
             return "ERROR no epoch above the highest known".into();
         };
         let segment = match self
@@ -141,10 +113,8 @@ impl Node {
                 return "ERROR".into();
             }
         };
-        if let Some(key) = self.repl.link.key.take() {
-            self.repl.evict.push(key);
-        }
-        self.repl.link.status = None;
+        self.repl.evict.extend(self.repl.link.stop());
+        self.repl.receiver = None;
         self.role.role = Role::Leader;
         self.role.leader = None;
         self.role.fenced = false;
@@ -182,13 +152,14 @@ impl Node {
             );
         }
         if self.role.role == Role::Leader {
-            let followers: Vec<usize> = self.repl.followers.values().map(|e| e.key).collect();
+            let followers = self.repl.leader.clear();
             self.repl.evict.extend(followers);
             self.drop_held = true;
         }
-        if let Some(key) = self.repl.link.key.take() {
-            self.repl.evict.push(key);
-        }
+        self.repl
+            .evict
+            .extend(self.repl.link.restart(Instant::now()));
+        self.repl.receiver = None;
         warn!(
             "now following {}:{} (was a {}{})",
             leader.host,
@@ -201,11 +172,6 @@ impl Node {
         self.role.fenced = false;
         self.role.may_discard = true;
         self.save_role();
-        let link = &mut self.repl.link;
-        link.status = Some(LinkStatus::Down);
-        link.error = None;
-        link.backoff.reset();
-        link.reconnect_at = Some(Instant::now());
         "OK".into()
     }
 
@@ -221,36 +187,5 @@ impl Node {
             warn!("fenced by an admin: this leader takes no more writes");
         }
         format!("OK seq {}", self.wal.last_seq())
-    }
-
-    /// News of `epoch` from `source`: a leader that hears of a higher epoch
-    /// was replaced by a promotion and stops taking writes.
-    ///
-    /// # Errors
-    /// An epoch implausibly far above any this node knows
-    /// ([`MAX_EPOCH_LEAP`]): a protocol error, and nothing is learned.
-    pub fn learn_epoch(&mut self, epoch: u64, source: &str) -> Result<(), String> {
-        let known = self.known_epoch();
-        if !plausible_epoch(epoch, known) {
-            return Err(format!(
-                "{source} claims epoch {epoch}, more than {MAX_EPOCH_LEAP} above the highest \
-                 this node knows ({known}); not believed"
-            ));
-        }
-        if epoch <= known {
-            return Ok(());
-        }
-        self.role.epoch_seen = epoch;
-        if self.role.role == Role::Leader && !self.role.fenced {
-            self.role.fenced = true;
-            error!(
-                "{source} knows epoch {epoch}, above this leader's {}: another node was promoted. \
-                 This node takes no more writes (WRITE_NOT_ALLOWED); re-point it with \
-                 `keyval-ctl --port <this port> follow <new leader host> <port>`",
-                self.wal.lineage().current().epoch
-            );
-        }
-        self.save_role();
-        Ok(())
     }
 }

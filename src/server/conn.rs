@@ -16,8 +16,7 @@ use mio::Interest;
 
 use super::held::{HeldReplies, Progress};
 use crate::protocol::Reply;
-use crate::replication::follower::LinkState;
-use crate::replication::leader::Feed;
+use crate::replication::handshake::Challenged;
 use crate::replication::session::{Opener, SealError, Session};
 
 /// Bytes read from a socket per `read` call.
@@ -57,64 +56,23 @@ pub enum ReadStatus {
     Eof,
 }
 
-/// What the peer on a connection turned out to be.
+/// What the peer on a connection turned out to be. The replication state
+/// of a follower or of the link lives in the node
+/// ([`Replication`](crate::replication::Replication)), by connection key.
 pub enum Peer {
     /// Nothing received yet: the first line must be a `HELLO`.
     AwaitHello,
     /// Said `HELLO CLIENT`.
     Client,
-    /// On a leader: a follower that was challenged and must send `AUTH`.
-    FollowerAuth {
-        id: u32,
-        fnonce: String,
-        lnonce: String,
-    },
-    /// On a leader: an authenticated follower, fed from the log.
-    Follower(Box<FollowerSession>),
+    /// A follower or an admin that was challenged and must send `AUTH`.
+    Challenged(Box<Challenged>),
+    /// On a leader: an authenticated follower with this id, fed from the
+    /// log.
+    Follower(u32),
     /// On a follower: the link to the leader, which this node dialled.
-    Leader(LinkState),
-    /// Said `HELLO ADMIN`, was challenged, and must send `AUTH`.
-    AdminAuth { anonce: String, nnonce: String },
+    Leader,
     /// An authenticated admin: a client that may also change the role.
     Admin,
-}
-
-impl Peer {
-    /// Whether the bytes on this connection are frames rather than lines.
-    pub fn is_framed(&self) -> bool {
-        match self {
-            Peer::Follower(_) => true,
-            Peer::Leader(state) => state.is_framed(),
-            _ => false,
-        }
-    }
-
-    /// Whether input must stay unread for now (a snapshot being received
-    /// is behind, or waits for its install).
-    pub fn holds_input(&self) -> bool {
-        matches!(self, Peer::Leader(state) if state.holds_input())
-    }
-}
-
-/// The leader's state for one authenticated follower.
-pub struct FollowerSession {
-    /// The follower's `--id`.
-    pub id: u32,
-    /// Its cursor into the log, once it said what it has (`SYNC`).
-    pub feed: Option<Feed>,
-    /// The last seq it acknowledged as durable.
-    pub acked: u64,
-    /// The feed stopped at the output bound with more to send: pump again
-    /// as soon as the output drains, not at the next event.
-    pub behind: bool,
-    /// When it was last heard from (any frame).
-    pub last_heard: Instant,
-    /// `written_total` at the last check, and since when it has not moved
-    /// while output was pending: a follower that stops reading is dropped.
-    pub stall_mark: (u64, Instant),
-    /// Whether the follower was told that writes wait for its acks (in its
-    /// `PLAN`, or a later `WAIT`); `None` before its plan.
-    pub told_awaited: Option<bool>,
 }
 
 /// Buffered state of one connection.
@@ -383,12 +341,10 @@ impl Conn {
         self.wbuf.len() - self.wpos + self.held.bytes() + self.held.reserved()
     }
 
-    /// Whether input should wait: until the output drains, or until a
-    /// snapshot being received catches up.
+    /// Whether input should wait until the output drains.
     pub fn is_backlogged(&self) -> bool {
         self.pending_output() >= OUTPUT_HIGH
             || self.held.len() >= MAX_HELD
-            || self.kind.holds_input()
             || self.held.queries() >= MAX_QUERIES
     }
 

@@ -19,7 +19,7 @@ use super::conn::{Peer, OUTPUT_HIGH};
 
 /// Whether a connection's output counts against the client budget.
 pub fn counts(kind: &Peer) -> bool {
-    !matches!(kind, Peer::Follower(_) | Peer::Leader(_))
+    !matches!(kind, Peer::Follower(_) | Peer::Leader)
 }
 
 /// The books of unread client output, and the limits they are held to.

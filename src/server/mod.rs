@@ -31,6 +31,7 @@
 
 mod admin;
 pub mod conn;
+mod dispatch;
 pub mod held;
 mod jobs;
 mod limits;
@@ -59,7 +60,6 @@ use crate::config::Config;
 use crate::config::Role;
 use crate::error::Error;
 use crate::protocol::{next_line, Line, Reply};
-use crate::replication::follower::LinkState;
 use crate::replication::HEARTBEAT_INTERVAL;
 use conn::{Conn, Peer, ReadStatus};
 use held::Progress;
@@ -287,7 +287,7 @@ impl Server {
                 // input would otherwise pass for unanswered lines, and a
                 // snapshot being received would hold it paused, either way
                 // until the grace period ran out.
-                if matches!(conn.kind, Peer::Leader(_)) {
+                if matches!(conn.kind, Peer::Leader) {
                     conn.closing = true;
                     conn.paused = false;
                 }
@@ -311,7 +311,7 @@ impl Server {
             // A stale event for a connection closed earlier this turn.
             return;
         };
-        if matches!(conn.kind, Peer::Leader(LinkState::Connecting)) {
+        if self.node.is_connecting(conn, key) {
             self.finish_connect(key);
             return;
         }
@@ -382,16 +382,16 @@ impl Server {
         // How much of `rbuf[off..]` is known to hold no newline.
         let mut scanned = conn.scanned.min(rbuf.len());
         while !conn.closing && off < rbuf.len() {
-            if conn.kind.is_framed() {
+            if self.node.is_framed(conn, key) {
                 off += self.node.process_frames(conn, key, &rbuf[off..]);
                 // A snapshot being received is behind or awaits its
                 // install: read no more until `flush` finds it ready.
-                if conn.kind.holds_input() {
+                if self.node.holds_input(conn, key) {
                     conn.paused = true;
                 }
                 break;
             }
-            if held_back(conn, &self.node.budget) {
+            if held_back(conn, key, &self.node) {
                 conn.paused = true;
                 self.paused.push(key);
                 break;
@@ -425,7 +425,7 @@ impl Server {
                 }
             };
             if !self.slots.screen(conn, line) {
-                self.node.execute_line(conn, key, line);
+                dispatch::line(&mut self.node, conn, key, line);
             }
             if conn.deferred.is_some() {
                 // A query without room for its reply: the line stays unread
@@ -531,10 +531,10 @@ impl Server {
             self.flush(key);
         }
         self.resume_drained();
-        self.pump_again = self.node.repl.followers.values().any(|e| {
+        self.pump_again = self.node.repl.feeds.keys().any(|&key| {
             self.conns
-                .get(e.key)
-                .is_some_and(|c| !c.gone && Node::wants_pump(c))
+                .get(key)
+                .is_some_and(|c| !c.gone && self.node.wants_pump(c, key))
         });
         for key in self.closed.drain(..) {
             self.conns.remove(key);
@@ -545,9 +545,9 @@ impl Server {
     /// link on a follower.
     fn replication_keys(&self) -> Vec<usize> {
         let repl = &self.node.repl;
-        repl.followers
-            .values()
-            .map(|e| e.key)
+        repl.leader
+            .conns()
+            .map(|(key, _)| key)
             .chain(repl.link.key)
             .collect()
     }
@@ -575,10 +575,8 @@ impl Server {
                 self.mark_dirty(key);
             }
         }
-        let link = &self.node.repl.link;
         if self.node.role.role == Role::Follower
-            && link.key.is_none()
-            && link.reconnect_at.is_some_and(|at| now >= at)
+            && self.node.repl.link.due(now)
             && self.shutdown_by.is_none()
         {
             self.dial_leader(now);
@@ -587,35 +585,29 @@ impl Server {
 
     /// Starts a non-blocking connect to the leader.
     fn dial_leader(&mut self, now: Instant) {
-        self.node.repl.link.reconnect_at = None;
+        let link = &mut self.node.repl.link;
+        link.reconnect_at = None;
         let Some(leader) = self.node.role.leader.clone() else {
             return;
         };
         let addr = match self.resolver.resolve(&leader.host, leader.port) {
             Resolution::Ready(addr) => addr,
-            Resolution::Pending => {
-                self.node.repl.link.reconnect_at = Some(now + RESOLVE_POLL);
-                return;
-            }
+            Resolution::Pending => return link.dial_failed(now, Some(RESOLVE_POLL)),
             Resolution::Failed(why) => {
                 warn!("{}:{}: cannot resolve: {why}", leader.host, leader.port);
-                let delay = self.node.repl.link.backoff.next_delay();
-                self.node.repl.link.reconnect_at = Some(now + delay);
-                return;
+                return link.dial_failed(now, None);
             }
         };
         let stream = match TcpStream::connect(addr) {
             Ok(stream) => stream,
             Err(e) => {
                 debug!("{addr}: connect failed: {e}");
-                let delay = self.node.repl.link.backoff.next_delay();
-                self.node.repl.link.reconnect_at = Some(now + delay);
-                return;
+                return link.dial_failed(now, None);
             }
         };
         let key = self.conns.vacant_key();
         let mut conn = Conn::new(stream, addr);
-        conn.kind = Peer::Leader(LinkState::Connecting);
+        conn.kind = Peer::Leader;
         conn.interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
             .poll
@@ -623,12 +615,10 @@ impl Server {
             .register(&mut conn.stream, Token(key), conn.interest)
         {
             warn!("{addr}: cannot register the link: {e}");
-            self.node.repl.link.reconnect_at = Some(now + self.node.repl.link.backoff.next_delay());
-            return;
+            return self.node.repl.link.dial_failed(now, None);
         }
         self.conns.insert(conn);
-        self.node.repl.link.key = Some(key);
-        self.node.repl.link.last_heard = Some(now);
+        self.node.repl.link.dialling(key, now);
         debug!("{addr}: dialling the leader");
     }
 
@@ -676,7 +666,7 @@ impl Server {
             }
         }
         book(&mut self.node.budget, conn);
-        if conn.paused && !held_back(conn, &self.node.budget) {
+        if conn.paused && !held_back(conn, key, &self.node) {
             conn.paused = false;
             self.resume.push(key);
         }
@@ -710,7 +700,7 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone && c.paused) else {
                 continue;
             };
-            if held_back(conn, &self.node.budget) {
+            if held_back(conn, key, &self.node) {
                 still.push(key);
             } else {
                 conn.paused = false;
@@ -738,12 +728,14 @@ impl Server {
 }
 
 /// Whether a connection must take no more requests for now: its own
-/// backlog ([`Conn::is_backlogged`]), or for a client, its unread output
-/// against the limits (`limits`), or a query that waits for room.
-fn held_back(conn: &Conn, budget: &Budget) -> bool {
-    if conn.is_backlogged() {
+/// backlog ([`Conn::is_backlogged`]), a snapshot being received that is
+/// behind, or for a client, its unread output against the limits
+/// (`limits`), or a query that waits for room.
+fn held_back(conn: &Conn, key: usize, node: &Node) -> bool {
+    if conn.is_backlogged() || node.holds_input(conn, key) {
         return true;
     }
+    let budget = &node.budget;
     if !limits::counts(&conn.kind) {
         return false;
     }

@@ -21,15 +21,14 @@ use mio::Waker;
 use super::conn::{Conn, Peer};
 use super::jobs::{Answer, Jobs, INLINE_MAX_KEYS};
 use super::limits::Budget;
-use super::logthrottle::throttled;
-use super::replica::{LinkInfo, Replication};
 use super::role::{role_word, RoleState};
 use crate::access::{self, AuthOutcome, Verdict};
 use crate::config::{Config, Role};
 use crate::error::Error;
-use crate::protocol::{self, parse_hello, parse_request, Hello, Reply, Request};
+use crate::protocol::{self, Reply, Request};
 use crate::query::Query;
-use crate::replication::{SyncPolicy, HEARTBEAT_INTERVAL};
+use crate::replication::epoch::{self, EpochLeap, EpochNews};
+use crate::replication::{Replication, SyncPolicy};
 use crate::store::Store;
 use crate::wal::compact::Compaction;
 use crate::wal::record::Op;
@@ -173,14 +172,7 @@ impl Node {
             next_fsync,
             deferred_sync_at: None,
             compaction_held: false,
-            repl: Replication {
-                next_tick: Some(Instant::now() + HEARTBEAT_INTERVAL),
-                link: LinkInfo {
-                    reconnect_at: Some(Instant::now()),
-                    ..LinkInfo::default()
-                },
-                ..Replication::default()
-            },
+            repl: Replication::new(Instant::now()),
             role,
             drop_held: false,
             listen_port: 0,
@@ -217,7 +209,6 @@ impl Node {
         self.role.role == Role::Leader && !self.role.fenced
     }
 
-    /// The highest epoch this node knows of.
     /// The output rule this node enforces as a leader: its flags where
     /// given, else what its leader last announced (kept in the state file),
     /// else none.
@@ -240,6 +231,7 @@ impl Node {
         }
     }
 
+    /// The highest epoch this node knows of.
     pub fn known_epoch(&self) -> u64 {
         self.role.epoch_seen.max(self.wal.lineage().current().epoch)
     }
@@ -257,61 +249,25 @@ impl Node {
         role_word(self.role.role)
     }
 
-    /// Executes one request line from `conn` (connection `key`).
-    pub fn execute_line(&mut self, conn: &mut Conn, key: usize, line: &[u8]) {
-        match conn.kind {
-            Peer::AwaitHello => self.hello(conn, line),
-            Peer::Client | Peer::Admin => match parse_request(line) {
-                Ok(request) => self.execute(conn, key, request),
-                Err(_) => conn.reply(Reply::InvalidCommand),
-            },
-            Peer::FollowerAuth { .. } => self.follower_auth(conn, key, line),
-            Peer::AdminAuth { .. } => self.admin_auth(conn, line),
-            Peer::Leader(_) if self.is_current_link(key) => self.link_line(conn, line),
-            // A replaced link's lines are ignored until it closes.
-            Peer::Leader(_) => {}
-            // Frames, not lines, flow on these.
-            Peer::Follower(_) => {}
+    /// `HELLO CLIENT`: welcome it, unless protected mode turns it away.
+    pub fn client_hello(&mut self, conn: &mut Conn) {
+        let password_set = self.config.password.is_some();
+        if access::protected_refuses(self.config.protected_mode, password_set, conn.peer.ip()) {
+            info!(
+                "{}: client refused: protected mode (no password set, peer not on loopback)",
+                conn.peer
+            );
+            conn.reply(Reply::Denied);
+            conn.closing = true;
+            return;
         }
+        conn.kind = Peer::Client;
+        conn.reply(Reply::HelloServer);
     }
 
-    fn hello(&mut self, conn: &mut Conn, line: &[u8]) {
-        match parse_hello(line) {
-            Some(Hello::Client) => {
-                let password_set = self.config.password.is_some();
-                if access::protected_refuses(
-                    self.config.protected_mode,
-                    password_set,
-                    conn.peer.ip(),
-                ) {
-                    info!(
-                        "{}: client refused: protected mode (no password set, peer not on \
-                         loopback)",
-                        conn.peer
-                    );
-                    conn.reply(Reply::Denied);
-                    conn.closing = true;
-                    return;
-                }
-                conn.kind = Peer::Client;
-                conn.reply(Reply::HelloServer);
-            }
-            Some(Hello::Follower { id, nonce }) => self.follower_hello(conn, id, nonce),
-            Some(Hello::Admin { nonce }) => self.admin_hello(conn, nonce),
-            None => {
-                throttled!(
-                    info,
-                    "invalid-handshake",
-                    "{}: invalid handshake",
-                    conn.peer
-                );
-                conn.reply(Reply::InvalidHandshake);
-                conn.closing = true;
-            }
-        }
-    }
-
-    fn execute(&mut self, conn: &mut Conn, key: usize, request: Request<'_>) {
+    /// A client's (or an admin's) request. Admin commands are not run
+    /// here: on a client connection they are `INVALID_COMMAND`.
+    pub fn execute(&mut self, conn: &mut Conn, key: usize, request: Request<'_>) {
         // An admin proved the shared secret, which is worth the password.
         let proven = conn.authenticated || matches!(conn.kind, Peer::Admin);
         let password_set = self.config.password.is_some();
@@ -371,7 +327,6 @@ impl Node {
                 conn.closing = true;
             }
             // Admin commands need the admin handshake.
-            Request::Admin(admin) if matches!(conn.kind, Peer::Admin) => self.admin(conn, admin),
             Request::Admin(_) => conn.reply(Reply::InvalidCommand),
         }
     }
@@ -462,7 +417,8 @@ impl Node {
     /// (under `--fsync always`). Writes from [`Wal::lost_from`] on, if the
     /// log failed, must be answered `ERROR`.
     pub fn commit(&mut self) -> u64 {
-        self.wal.set_inline_syncs(self.awaited_count() == 0);
+        self.wal
+            .set_inline_syncs(self.repl.leader.awaited_count() == 0);
         match self.wal.commit(&mut self.store) {
             Ok(seq) => seq,
             Err(e) => {
@@ -519,7 +475,8 @@ impl Node {
                     if !self.compaction_held {
                         self.compaction_held = true;
                         info!(
-                            "compaction waits: follower {id} still reads the log file the last                              compaction replaced"
+                            "compaction waits: follower {id} still reads the log file the last \
+                             compaction replaced"
                         );
                     }
                 }
@@ -551,11 +508,7 @@ impl Node {
     /// the size that calls for a compaction; past that the compaction
     /// runs, and such a follower reconnects and starts over.
     fn feed_holding_compaction(&self) -> Option<u32> {
-        let (&id, _) = self
-            .repl
-            .followers
-            .iter()
-            .find(|(_, e)| e.feed_behind_file)?;
+        let id = self.repl.leader.behind_file()?;
         let far_too_big = self.wal.needs_compaction(
             &self.store,
             self.config.compact_min_bytes.saturating_mul(2),
@@ -647,8 +600,80 @@ impl Node {
             format!("output_bytes {}", self.budget.total()),
             format!("output_paused {}", self.budget.paused),
         ];
+        self.repl.counters.info(&mut lines);
         self.replication_info(&mut lines);
         lines
+    }
+
+    /// `INFO` lines about replication.
+    fn replication_info(&self, lines: &mut Vec<String>) {
+        let policy = self.policy();
+        lines.push(format!("sync_followers {}", policy.followers));
+        lines.push(format!("sync_timeout_ms {}", policy.timeout_ms));
+        lines.push(format!("sync_policy {}", self.policy_source()));
+        match self.role.role {
+            Role::Leader => {
+                let connected: Vec<_> = self.repl.leader.connected().collect();
+                lines.push(format!("followers {}", connected.len()));
+                for (id, f) in connected {
+                    let lag = self.wal.last_seq().saturating_sub(f.acked);
+                    lines.push(format!(
+                        "follower_{id} addr={} acked={} lag={lag}",
+                        f.addr, f.acked
+                    ));
+                }
+            }
+            Role::Follower => {
+                let mut link = Vec::new();
+                self.repl.link.info(&mut link, self.wal.last_seq());
+                // `leader` goes after the link's state, as it always has.
+                let at = link
+                    .iter()
+                    .position(|l| l.starts_with("leader_seq "))
+                    .unwrap_or(link.len());
+                if let Some(leader) = &self.role.leader {
+                    link.insert(at, format!("leader {}:{}", leader.host, leader.port));
+                }
+                lines.extend(link);
+            }
+        }
+    }
+
+    /// The seq through which held writes may be answered: the local ack
+    /// point, and with `--sync-followers N` the N-th highest follower ack.
+    pub fn release_point(&self, local: u64) -> u64 {
+        self.repl.leader.release_point(local, self.policy())
+    }
+
+    /// News of `epoch` from the peer `source` names: a leader that hears
+    /// of a higher epoch was replaced by a promotion and stops taking
+    /// writes.
+    ///
+    /// # Errors
+    /// An epoch implausibly far above any this node knows: a protocol
+    /// error, and nothing is learned.
+    pub fn learn_epoch(
+        &mut self,
+        epoch: u64,
+        source: &dyn Fn() -> String,
+    ) -> Result<(), EpochLeap> {
+        let news = epoch::judge(epoch, self.known_epoch(), self.is_writable_leader())?;
+        if news == EpochNews::Known {
+            return Ok(());
+        }
+        self.role.epoch_seen = epoch;
+        if news == EpochNews::Deposed {
+            self.role.fenced = true;
+            error!(
+                "{} knows epoch {epoch}, above this leader's {}: another node was promoted. \
+                 This node takes no more writes (WRITE_NOT_ALLOWED); re-point it with \
+                 `keyval-ctl --port <this port> follow <new leader host> <port>`",
+                source(),
+                self.wal.lineage().current().epoch
+            );
+        }
+        self.save_role();
+        Ok(())
     }
 
     /// Final fsync on a graceful stop.

@@ -1,211 +1,162 @@
-//! Replication as the node sees it: the leader's handshake with followers
-//! and their feeds and acks, and the follower's link to its leader. The
-//! loop (`server`) owns the sockets and calls in here with lines, frames
-//! and ticks; this file decides what they mean.
+//! Replication as the node runs it: the loop hands in handshake lines,
+//! frames, commits and ticks for the connections that carry replication;
+//! this file asks the state machines in [`crate::replication`] what they
+//! mean, and carries out the answers on the connection, the log and the
+//! store.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
 use log::{error, info, warn};
 
-use super::conn::{Conn, FollowerSession, Peer};
+use super::conn::{Conn, Peer};
 use super::logthrottle::throttled;
 use super::node::Node;
 use crate::config::Role;
 use crate::protocol::Reply;
-use crate::replication::auth::{self, Prover};
-use crate::replication::follower::{check_claims, check_plan, Backoff, Holding, LinkState};
-use crate::replication::leader::Feed;
-use crate::replication::session::Session;
-use crate::replication::wire::{self, Frame, Mode};
-use crate::replication::{
-    plausible_epoch, SyncPolicy, FOLLOWER_BUF_LOW, LINK_TIMEOUT, MAX_EPOCH_LEAP,
+use crate::replication::epoch::EpochLeap;
+use crate::replication::feed::{Feed, FeedError};
+use crate::replication::follower::{
+    check_claims, check_plan, BadClaim, HandshakeStep, Holding, LeaderError, LinkTick, Phase,
 };
+use crate::replication::handshake::{self, Challenged, Claimant, DialError, Refusal};
+use crate::replication::leader::{Admission, Output, StreamError, Tick};
+use crate::replication::wire::{self, Frame, Mode, WireError};
+use crate::replication::{Pump, SyncPolicy, FOLLOWER_BUF_LOW, LINK_TIMEOUT};
 use crate::wal::lineage::{self, Lineage, Plan};
 use crate::wal::record::{Decoded, Record};
 use crate::wal::snapshot::{Announced, Receiver, Snapshot};
 use crate::wal::WalError;
 
-/// Leader-side facts about one follower, for `INFO`, the follower cap and
-/// the output rule.
-#[derive(Debug, Clone)]
-pub struct FollowerEntry {
-    /// The connection it is on.
-    pub key: usize,
-    pub addr: SocketAddr,
-    /// Last seq acknowledged durable.
-    pub acked: u64,
-    /// It accepted the plan (sent its first `ACK`): counted as connected.
-    pub accepted: bool,
-    /// Its feed still reads a log file a compaction replaced: another
-    /// compaction would overtake it (see `Node::feed_holding_compaction`).
-    pub feed_behind_file: bool,
-    /// Client writes wait for its acks: one of the `--sync-followers N`
-    /// told to fsync every batch (see `Node::assign_awaited`).
-    pub acks_awaited: bool,
+/// Why a replication connection is closed: the peer broke the protocol,
+/// or this node could not do what the stream asked.
+#[derive(Debug)]
+pub enum StreamFault {
+    /// Bytes that are no frame.
+    Wire(WireError),
+    /// A follower's frame the leader cannot take.
+    Follower(StreamError),
+    /// A frame out of place from the leader.
+    Unexpected(String),
+    /// An epoch far above any this node knows, from `source`.
+    Epoch { source: String, leap: EpochLeap },
+    /// A plan that cannot be true.
+    Plan(BadClaim),
+    /// A heartbeat with an implausible epoch.
+    Leader(LeaderError),
+    /// The follower's lineage in its `SYNC`.
+    Lineage(String),
+    /// Opening the log for a feed.
+    Feed(io::Error),
+    /// The log refused a replicated record, a rewind or a mode change.
+    Log(WalError),
+    /// Receiving or installing a snapshot.
+    Snapshot(String),
+    /// A record in the stream that fails its checksum.
+    DamagedRecord,
 }
 
-/// `leader_link` in `INFO` on a follower.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkStatus {
-    Down,
-    Up,
-    Refused,
+impl std::fmt::Display for StreamFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamFault::Wire(e) => write!(f, "{e}"),
+            StreamFault::Follower(e) => write!(f, "{e}"),
+            StreamFault::Unexpected(frame) => {
+                write!(f, "unexpected frame from the leader: {frame}")
+            }
+            StreamFault::Epoch { source, leap } => write!(f, "{source} claims {leap}"),
+            StreamFault::Plan(e) => write!(f, "the leader's plan: {e}"),
+            StreamFault::Leader(e) => write!(f, "{e}"),
+            StreamFault::Lineage(e) => write!(f, "the follower's lineage: {e}"),
+            StreamFault::Feed(e) => write!(f, "opening the log: {e}"),
+            StreamFault::Log(e) => write!(f, "{e}"),
+            StreamFault::Snapshot(e) => write!(f, "{e}"),
+            StreamFault::DamagedRecord => write!(f, "a damaged record in the stream"),
+        }
+    }
 }
 
-/// A follower's view of its link to the leader.
-#[derive(Debug, Default)]
-pub struct LinkInfo {
-    /// The connection, while there is one.
-    pub key: Option<usize>,
-    pub status: Option<LinkStatus>,
-    /// When to dial again.
-    pub reconnect_at: Option<Instant>,
-    pub backoff: Backoff,
-    /// The leader's last reported seq.
-    pub leader_seq: u64,
-    /// Last seq acknowledged to the leader.
-    pub acked_sent: u64,
-    /// When the leader was last heard from.
-    pub last_heard: Option<Instant>,
-    /// The leader waits for this follower's acks (`PLAN`, then `WAIT`).
-    pub acks_awaited: bool,
-    /// Why the link was last refused, by either side, until it comes up
-    /// (`leader_link_error` in `INFO`, so `keyval-ctl follow` can say why;
-    /// a full leader leaves the link `down` with this set).
-    pub error: Option<String>,
-}
-
-/// Replication state of a node.
-#[derive(Default)]
-pub struct Replication {
-    /// On a leader: followers past `HELLO LEADER`, by id.
-    pub followers: BTreeMap<u32, FollowerEntry>,
-    /// On a follower: the link.
-    pub link: LinkInfo,
-    /// Connections the loop must close (replaced or failed peers).
-    pub evict: Vec<usize>,
-    /// Acks arrived this turn: re-check held replies.
-    pub acks_changed: bool,
-    /// Next heartbeat tick.
-    pub next_tick: Option<Instant>,
+impl From<WalError> for StreamFault {
+    fn from(e: WalError) -> StreamFault {
+        StreamFault::Log(e)
+    }
 }
 
 impl Node {
-    /// `HELLO FOLLOWER|<id>:<fnonce>` on a leader: challenge it.
+    /// `HELLO FOLLOWER|<id>:<fnonce>`: a leader challenges it.
     pub fn follower_hello(&mut self, conn: &mut Conn, id: &[u8], fnonce: &[u8]) {
-        let fail = |conn: &mut Conn, reply: &[u8], why: &str| {
-            throttled!(
-                warn,
-                "follower-refused",
-                "{}: follower refused: {why}",
-                conn.peer
-            );
-            conn.reply_with(|out| out.extend_from_slice(reply));
-            conn.closing = true;
+        let challenge = if self.role.role == Role::Leader {
+            handshake::challenge_follower(self.config.secret.as_deref(), id, fnonce)
+        } else {
+            Err(Refusal::NotLeader)
         };
-        if self.role.role != Role::Leader {
-            return fail(
-                conn,
-                b"CANNOT_ACCEPT_FOLLOWER_CONNECTION\n",
-                "this node is not a leader",
-            );
+        match challenge {
+            Ok((challenged, line)) => {
+                conn.reply_with(|out| out.extend_from_slice(line.as_bytes()));
+                conn.kind = Peer::Challenged(Box::new(challenged));
+            }
+            Err(refusal) => {
+                throttled!(
+                    warn,
+                    "follower-refused",
+                    "{}: follower refused: {refusal}",
+                    conn.peer
+                );
+                refuse(conn, &refusal);
+            }
         }
-        // Any id >= 1 (a deposed leader follows under its id 1); the leader's own
-        // is refused once the follower proved the secret (`DUPLICATE_ID`).
-        let id = std::str::from_utf8(id)
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok())
-            .filter(|&id| id >= 1);
-        let (Some(id), true) = (id, auth::is_nonce(fnonce)) else {
-            return fail(
-                conn,
-                Reply::InvalidHandshake.as_bytes(),
-                "malformed HELLO FOLLOWER",
-            );
-        };
-        let Some(secret) = &self.config.secret else {
-            return fail(
-                conn,
-                b"INVALID_SECRET_KEY\n",
-                "this leader has no secret configured",
-            );
-        };
-        let fnonce = String::from_utf8_lossy(fnonce).into_owned();
-        let lnonce = auth::new_nonce();
-        let lproof = auth::proof(secret, Prover::Leader, &id.to_string(), &fnonce, &lnonce);
-        conn.reply_with(|out| {
-            out.extend_from_slice(format!("CHALLENGE {lnonce} {lproof}\n").as_bytes())
-        });
-        conn.kind = Peer::FollowerAuth { id, fnonce, lnonce };
     }
 
-    /// `AUTH <fproof>` from a challenged follower.
-    pub fn follower_auth(&mut self, conn: &mut Conn, key: usize, line: &[u8]) {
-        let Peer::FollowerAuth { id, fnonce, lnonce } = &conn.kind else {
+    /// `AUTH <fproof>` from a challenged follower: admitted if the proof
+    /// holds and the leader has room.
+    pub fn follower_auth(
+        &mut self,
+        conn: &mut Conn,
+        key: usize,
+        challenged: &Challenged,
+        line: &[u8],
+    ) {
+        let Claimant::Follower(id) = challenged.who else {
             return;
         };
-        let id = *id;
-        let proof = line
-            .strip_prefix(b"AUTH ")
-            .or_else(|| line.strip_prefix(b"auth "));
         let secret = self.config.secret.as_deref().unwrap_or_default();
-        let reply: Option<&[u8]> = match proof {
-            None => Some(Reply::InvalidHandshake.as_bytes()),
-            Some(p)
-                if !auth::verify(secret, Prover::Follower, &id.to_string(), fnonce, lnonce, p) =>
-            {
-                Some(b"INVALID_SECRET_KEY\n")
+        let rules = Admission {
+            is_leader: self.role.role == Role::Leader,
+            own_id: self.config.id,
+            max_followers: self.config.max_followers,
+        };
+        let admitted = challenged.answer(secret, line).and_then(|session| {
+            let admitted = self
+                .repl
+                .leader
+                .admit(id, key, conn.peer, rules, Instant::now())?;
+            Ok((session, admitted))
+        });
+        let (session, admitted) = match admitted {
+            Ok(ok) => ok,
+            Err(refusal @ Refusal::DuplicateId(_)) => {
+                warn!("{}: follower refused: {refusal}", conn.peer);
+                return refuse(conn, &refusal);
             }
-            Some(_) if self.role.role != Role::Leader => {
-                Some(&b"CANNOT_ACCEPT_FOLLOWER_CONNECTION\n"[..])
-            }
-            Some(_) => {
-                let others = self
-                    .repl
-                    .followers
-                    .keys()
-                    .filter(|&&other| other != id)
-                    .count();
-                (others >= self.config.max_followers).then_some(&b"MAX_SIZE_EXCEEDED\n"[..])
+            Err(refusal) => {
+                throttled!(
+                    warn,
+                    &format!("follower-refused-{id}"),
+                    "{}: follower {id} refused: {refusal}",
+                    conn.peer
+                );
+                return refuse(conn, &refusal);
             }
         };
-        if let Some(reply) = reply {
-            throttled!(
-                warn,
-                &format!("follower-refused-{id}"),
-                "{}: follower {id} refused: {}",
-                conn.peer,
-                String::from_utf8_lossy(reply).trim_end()
-            );
-            conn.reply_with(|out| out.extend_from_slice(reply));
-            conn.closing = true;
-            return;
-        }
-        // Checked once the follower proved the secret: ids must be unique.
-        if id == self.config.id {
-            let why = format!(
-                "follower id {id} is this leader's own id; every node of a cluster needs an id \
-                 no other node has"
-            );
-            warn!("{}: follower refused: {why}", conn.peer);
-            conn.reply_with(|out| {
-                out.extend_from_slice(format!("DUPLICATE_ID {why}\n").as_bytes())
-            });
-            conn.closing = true;
-            return;
-        }
-        if let Some(old) = self.repl.followers.remove(&id) {
+        if let Some((old_key, old_addr)) = admitted.replaced {
             throttled!(
                 info,
                 &format!("follower-replaced-{id}"),
-                "follower {id}: reconnected from {}, replacing the connection from {}",
-                conn.peer,
-                old.addr
+                "follower {id}: reconnected from {}, replacing the connection from {old_addr}",
+                conn.peer
             );
-            self.repl.evict.push(old.key);
+            self.repl.evict.push(old_key);
         }
         throttled!(
             info,
@@ -213,65 +164,59 @@ impl Node {
             "{}: follower {id} authenticated",
             conn.peer
         );
-        let session = Session::new(
-            secret,
-            Prover::Leader,
-            Prover::Follower,
-            &id.to_string(),
-            fnonce,
-            lnonce,
-        );
-        conn.reply_with(|out| out.extend_from_slice(b"HELLO LEADER\n"));
+        conn.reply(Reply::HelloLeader);
         conn.begin_session(session);
-        let now = Instant::now();
-        conn.kind = Peer::Follower(Box::new(FollowerSession {
-            id,
-            feed: None,
-            acked: 0,
-            behind: false,
-            last_heard: now,
-            stall_mark: (0, now),
-            told_awaited: None,
-        }));
-        self.repl.followers.insert(
-            id,
-            FollowerEntry {
-                key,
-                addr: conn.peer,
-                acked: 0,
-                accepted: false,
-                feed_behind_file: false,
-                acks_awaited: false,
-            },
-        );
+        conn.kind = Peer::Follower(id);
+    }
+
+    /// Whether the bytes on `conn` are frames rather than lines. A replaced
+    /// link's bytes count as frames: they are read and dropped.
+    pub fn is_framed(&self, conn: &Conn, key: usize) -> bool {
+        match conn.kind {
+            Peer::Follower(_) => true,
+            Peer::Leader => !self.repl.link.is_current(key) || self.repl.link.is_framed(),
+            _ => false,
+        }
+    }
+
+    /// Whether the loop must leave `conn`'s input unread for now: the
+    /// snapshot threads are behind, or the snapshot awaits its install.
+    pub fn holds_input(&self, conn: &Conn, key: usize) -> bool {
+        matches!(conn.kind, Peer::Leader)
+            && self.repl.link.is_current(key)
+            && self.repl.receiver.as_ref().is_some_and(|r| r.holds_input())
+    }
+
+    /// Whether `conn` is the link's connect in progress.
+    pub fn is_connecting(&self, conn: &Conn, key: usize) -> bool {
+        matches!(conn.kind, Peer::Leader)
+            && self.repl.link.is_current(key)
+            && matches!(self.repl.link.phase(), Phase::Connecting)
     }
 
     /// Frames from a follower (on a leader) or from the leader (on a
     /// follower). Returns the bytes consumed; a protocol error marks the
     /// connection for closing.
     pub fn process_frames(&mut self, conn: &mut Conn, key: usize, bytes: &[u8]) -> usize {
-        if matches!(conn.kind, Peer::Leader(_)) && !self.is_current_link(key) {
+        if matches!(conn.kind, Peer::Leader) && !self.repl.link.is_current(key) {
             return bytes.len();
         }
         let mut off = 0;
-        while !conn.closing && conn.kind.is_framed() && !conn.kind.holds_input() {
-            match Frame::decode(&bytes[off..]) {
+        while !conn.closing && self.is_framed(conn, key) && !self.holds_input(conn, key) {
+            let result = match Frame::decode(&bytes[off..]) {
                 Ok(Some((frame, used))) => {
                     off += used;
-                    let result = match &conn.kind {
-                        Peer::Follower(_) => self.on_follower_frame(conn, key, frame),
+                    match conn.kind {
+                        Peer::Follower(id) => self.on_follower_frame(conn, key, id, frame),
                         _ => self.on_leader_frame(conn, frame),
-                    };
-                    if let Err(why) = result {
-                        error!("{}: replication stream: {why}; closing the link", conn.peer);
-                        conn.closing = true;
                     }
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    error!("{}: replication stream: {e}; closing the link", conn.peer);
-                    conn.closing = true;
-                }
+                Err(e) => Err(StreamFault::Wire(e)),
+            };
+            if let Err(why) = result {
+                error!("{}: replication stream: {why}; closing the link", conn.peer);
+                conn.closing = true;
             }
         }
         off
@@ -281,22 +226,23 @@ impl Node {
         &mut self,
         conn: &mut Conn,
         key: usize,
+        id: u32,
         frame: Frame<'_>,
-    ) -> Result<(), String> {
-        let Peer::Follower(session) = &mut conn.kind else {
-            return Ok(());
-        };
-        session.last_heard = Instant::now();
+    ) -> Result<(), StreamFault> {
+        self.repl.leader.heard(id, key, Instant::now());
         match frame {
             Frame::Sync {
                 seq,
                 epoch,
                 want_snapshot,
                 lineage: segments,
-            } if session.feed.is_none() => {
-                let id = session.id;
+            } => {
+                self.repl
+                    .leader
+                    .may_plan(id, key)
+                    .map_err(StreamFault::Follower)?;
                 let follower = Lineage::from_segments(&segments)
-                    .map_err(|e| format!("the follower's lineage: {e}"))?;
+                    .map_err(|e| StreamFault::Lineage(e.to_string()))?;
                 let plan = lineage::plan(
                     self.wal.lineage(),
                     self.wal.header().base_seq,
@@ -312,38 +258,46 @@ impl Node {
                     }
                     plan => plan,
                 };
-                let feed =
-                    Feed::new(&self.wal, plan).map_err(|e| format!("opening the log: {e}"))?;
-                session.feed = Some(feed);
-                self.learn_epoch(epoch, &format!("follower {id} at {}", conn.peer))?;
-                self.send_plan(conn, id, plan, &follower, seq);
+                let feed = Feed::new(&self.wal, plan).map_err(StreamFault::Feed)?;
+                let sent_seq = feed.sent_seq();
+                self.repl.feeds.insert(
+                    key,
+                    Pump {
+                        feed,
+                        behind: false,
+                    },
+                );
+                self.learn(epoch, || format!("follower {id} at {}", conn.peer))?;
+                self.send_plan(conn, key, id, plan, sent_seq, &follower, seq);
                 Ok(())
             }
-            Frame::Ack { seq, epoch } if session.feed.is_some() => {
-                let sent = session.feed.as_ref().map_or(0, Feed::sent_seq);
-                if seq > sent {
-                    return Err(format!(
-                        "the follower acknowledges seq {seq}, but only seq {sent} was sent to it"
-                    ));
+            Frame::Ack { seq, epoch } => {
+                let first = self
+                    .repl
+                    .leader
+                    .on_ack(id, key, seq)
+                    .map_err(StreamFault::Follower)?;
+                if first {
+                    info!("{}: follower {id} connected", conn.peer);
                 }
-                session.acked = seq;
-                let id = session.id;
-                if let Some(entry) = self.repl.followers.get_mut(&id).filter(|e| e.key == key) {
-                    if !entry.accepted {
-                        info!("{}: follower {id} connected", conn.peer);
-                    }
-                    entry.accepted = true;
-                    entry.acked = seq;
-                    self.repl.acks_changed = true;
-                }
-                self.learn_epoch(epoch, &format!("follower {id} at {}", conn.peer))
+                self.learn(epoch, || format!("follower {id} at {}", conn.peer))
             }
-            other => Err(format!("unexpected frame from a follower: {other:?}")),
+            _ => Err(StreamFault::Follower(StreamError::Unexpected(frame.name()))),
         }
     }
 
     /// Logs the plan for follower `id` and sends it.
-    fn send_plan(&mut self, conn: &mut Conn, id: u32, plan: Plan, follower: &Lineage, seq: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn send_plan(
+        &mut self,
+        conn: &mut Conn,
+        key: usize,
+        id: u32,
+        plan: Plan,
+        sent_seq: u64,
+        follower: &Lineage,
+        seq: u64,
+    ) {
         let written = self.wal.committed_seq();
         let (mode, common, keep_forks) = match plan {
             Plan::CatchUp {
@@ -358,6 +312,7 @@ impl Node {
                         String::new()
                     }
                 );
+                self.repl.counters.catchups_sent += 1;
                 (Mode::CatchUp, Some(from), keep_forks)
             }
             Plan::Snapshot { common } => {
@@ -368,17 +323,11 @@ impl Node {
                     self.wal.committed_end(),
                     hex::encode(follower.current().history)
                 );
+                self.repl.counters.snapshots_sent += 1;
                 (Mode::Snapshot, common, 0)
             }
         };
-        // This follower's entry is new: the others awaited are elsewhere.
-        let awaited = self.awaited_count() < self.policy().followers;
-        if let Some(entry) = self.repl.followers.get_mut(&id) {
-            entry.acks_awaited = awaited;
-        }
-        if let Peer::Follower(session) = &mut conn.kind {
-            session.told_awaited = Some(awaited);
-        }
+        let awaited = self.repl.leader.planned(id, key, sent_seq, self.policy());
         let current = self.wal.lineage().current();
         // The feed sends the file up to `committed_end` (see `Feed::new`).
         let announced = (mode == Mode::Snapshot).then(|| Announced {
@@ -399,118 +348,37 @@ impl Node {
         .encode(conn.raw_out());
     }
 
-    fn on_leader_frame(&mut self, conn: &mut Conn, frame: Frame<'_>) -> Result<(), String> {
-        let Peer::Leader(state) = &mut conn.kind else {
-            return Ok(());
-        };
-        self.repl.link.last_heard = Some(Instant::now());
-        match (state, frame) {
-            (LinkState::AwaitPlan, Frame::Plan(plan)) => {
-                self.repl.link.leader_seq = plan.seq;
-                let holding = Holding {
-                    seq: self.wal.last_seq(),
-                    forks: self.wal.lineage().forks(),
-                    epoch: self.known_epoch(),
-                    may_discard: self.role.may_discard,
-                };
-                check_claims(&plan, holding).map_err(|e| format!("the leader's plan: {e}"))?;
-                let acceptance = match check_plan(&plan, holding) {
-                    Ok(acceptance) => acceptance,
-                    Err(refusal) => {
-                        error!(
-                            "{}: refusing this leader: {refusal}. This node keeps its data and keeps \
-                             serving reads. To make it the leader, promote it (keyval-ctl promote); \
-                             to follow this leader anyway, run keyval-ctl follow (drops the writes \
-                             the leader lacks), or stop it and empty its data directory.",
-                            conn.peer
-                        );
-                        self.link_refused(format!("refusing this leader: {refusal}"));
-                        conn.closing = true;
-                        return Ok(());
-                    }
-                };
-                self.learn_epoch(plan.epoch, &format!("the leader at {}", conn.peer))?;
-                if let Some((first, last)) = acceptance.dropped {
-                    warn!(
-                        "{}: dropping {} writes (seq {first}..={last}) that the leader does not \
-                         have, as FOLLOW allowed",
-                        conn.peer,
-                        last - first + 1
-                    );
-                }
-                if let Some((to, keep_forks)) = acceptance.rewind {
-                    self.rewind(conn, to, keep_forks)?;
-                    if conn.closing {
-                        return Ok(());
-                    }
-                }
-                if self.role.may_discard {
-                    self.role.may_discard = false;
-                    self.save_role();
-                }
-                self.learn_policy(conn, plan.policy);
-                self.wal
-                    .defer_syncs(!plan.acks_awaited)
-                    .map_err(|e| e.to_string())?;
-                self.repl.link.acks_awaited = plan.acks_awaited;
-                self.repl.link.status = Some(LinkStatus::Up);
-                self.repl.link.error = None;
-                self.repl.link.backoff.reset();
-                let seq = plan.seq;
-                match plan.mode {
-                    Mode::CatchUp => {
-                        info!(
-                            "{}: leader accepted; catching up from seq {} to {seq}",
-                            conn.peer,
-                            self.wal.last_seq()
-                        );
-                        conn.kind = Peer::Leader(LinkState::Streaming);
-                        self.repl.link.acked_sent = self.wal.durable_seq();
-                        self.ack(conn, self.wal.durable_seq());
-                    }
-                    Mode::Snapshot => {
-                        info!(
-                            "{}: leader accepted; receiving a snapshot through seq {seq}{}",
-                            conn.peer,
-                            plan.announced.map_or(String::new(), |a| format!(
-                                " ({} bytes, {} keys)",
-                                a.bytes, a.keys
-                            ))
-                        );
-                        let waker = Arc::clone(&self.waker);
-                        let receiver = Receiver::start(
-                            self.wal.path(),
-                            plan.announced,
-                            Box::new(move || {
-                                let _ = waker.wake();
-                            }),
-                        )
-                        .map_err(|e| e.to_string())?;
-                        conn.kind = Peer::Leader(LinkState::Snapshot(Box::new(receiver)));
-                        self.ack(conn, 0);
-                    }
-                }
-                Ok(())
+    fn on_leader_frame(&mut self, conn: &mut Conn, frame: Frame<'_>) -> Result<(), StreamFault> {
+        self.repl.link.heard(Instant::now());
+        let phase = self.repl.link.phase();
+        let (snapshot, streaming) = (
+            matches!(phase, Phase::Snapshot),
+            matches!(phase, Phase::Streaming),
+        );
+        match frame {
+            Frame::Plan(plan) if matches!(phase, Phase::AwaitPlan) => self.on_plan(conn, plan),
+            Frame::Chunk(bytes) if snapshot => {
+                self.receiver()?.push(bytes).map_err(StreamFault::Snapshot)
             }
-            (LinkState::Snapshot(receiver), Frame::Chunk(bytes)) => receiver.push(bytes),
-            // The threads finish it; `feed_peer` installs it once they are
+            // The threads finish it; `feed_link` installs it once they are
             // done, and the link's input waits meanwhile.
-            (LinkState::Snapshot(receiver), Frame::End { seq }) => receiver.end(seq),
-            (LinkState::Streaming, Frame::Records(mut bytes)) => {
+            Frame::End { seq } if snapshot => {
+                self.receiver()?.end(seq).map_err(StreamFault::Snapshot)
+            }
+            Frame::Records(mut bytes) if streaming => {
                 while !bytes.is_empty() {
                     let Ok(Decoded::Record(rec, used)) = Record::decode(bytes) else {
-                        return Err("a damaged record in the stream".into());
+                        return Err(StreamFault::DamagedRecord);
                     };
                     self.wal
-                        .append_replicated(&mut self.store, &rec, &bytes[..used])
-                        .map_err(|e| e.to_string())?;
-                    self.repl.link.leader_seq = self.repl.link.leader_seq.max(rec.seq);
+                        .append_replicated(&mut self.store, &rec, &bytes[..used])?;
+                    self.repl.link.received(rec.seq);
                     bytes = &bytes[used..];
                 }
                 Ok(())
             }
-            (LinkState::Streaming | LinkState::Snapshot(_), Frame::Wait { awaited }) => {
-                self.wal.defer_syncs(!awaited).map_err(|e| e.to_string())?;
+            Frame::Wait { awaited } if snapshot || streaming => {
+                self.wal.defer_syncs(!awaited)?;
                 self.repl.link.acks_awaited = awaited;
                 info!(
                     "{}: the leader's writes {} for this follower's acks: fsync {}",
@@ -524,32 +392,121 @@ impl Node {
                 );
                 Ok(())
             }
-            (_, Frame::Heartbeat { seq, epoch }) => {
-                if !plausible_epoch(epoch, self.known_epoch()) {
-                    return Err(format!(
-                        "a heartbeat claims epoch {epoch}, more than {MAX_EPOCH_LEAP} above the \
-                         highest this node knows ({})",
-                        self.known_epoch()
-                    ));
+            Frame::Heartbeat { seq, epoch } => {
+                match self.repl.link.on_heartbeat(seq, epoch, self.known_epoch()) {
+                    Ok(()) => Ok(()),
+                    Err(e @ LeaderError::Deposed { .. }) => {
+                        error!("{}: {e}; not following it", conn.peer);
+                        conn.closing = true;
+                        Ok(())
+                    }
+                    Err(e) => Err(StreamFault::Leader(e)),
                 }
-                self.repl.link.leader_seq = seq;
-                if epoch < self.known_epoch() {
-                    error!(
-                        "{}: the leader is at epoch {epoch}, but epoch {} exists: it was replaced; \
-                         not following it",
-                        conn.peer,
-                        self.known_epoch()
-                    );
-                    self.link_refused(format!(
-                        "the leader is at epoch {epoch}, but epoch {} exists: it was replaced",
-                        self.known_epoch()
-                    ));
-                    conn.closing = true;
-                }
-                Ok(())
             }
-            (_, other) => Err(format!("unexpected frame from the leader: {other:?}")),
+            other => Err(StreamFault::Unexpected(other.name().to_string())),
         }
+    }
+
+    /// News of `epoch` from the peer `source` names.
+    fn learn(&mut self, epoch: u64, source: impl Fn() -> String) -> Result<(), StreamFault> {
+        self.learn_epoch(epoch, &source)
+            .map_err(|leap| StreamFault::Epoch {
+                source: source(),
+                leap,
+            })
+    }
+
+    /// The snapshot being received.
+    fn receiver(&mut self) -> Result<&mut Receiver, StreamFault> {
+        self.repl
+            .receiver
+            .as_deref_mut()
+            .ok_or_else(|| StreamFault::Snapshot("no snapshot is being received".into()))
+    }
+
+    /// The leader's `PLAN`: take it, rewinding first if it says so, or
+    /// refuse the leader.
+    fn on_plan(&mut self, conn: &mut Conn, plan: wire::Plan) -> Result<(), StreamFault> {
+        self.repl.link.leader_seq = plan.seq;
+        let holding = Holding {
+            seq: self.wal.last_seq(),
+            forks: self.wal.lineage().forks(),
+            epoch: self.known_epoch(),
+            may_discard: self.role.may_discard,
+        };
+        check_claims(&plan, holding).map_err(StreamFault::Plan)?;
+        let acceptance = match check_plan(&plan, holding) {
+            Ok(acceptance) => acceptance,
+            Err(refusal) => {
+                error!(
+                    "{}: refusing this leader: {refusal}. This node keeps its data and keeps \
+                     serving reads. To make it the leader, promote it (keyval-ctl promote); \
+                     to follow this leader anyway, run keyval-ctl follow (drops the writes \
+                     the leader lacks), or stop it and empty its data directory.",
+                    conn.peer
+                );
+                self.repl
+                    .link
+                    .refused(format!("refusing this leader: {refusal}"));
+                conn.closing = true;
+                return Ok(());
+            }
+        };
+        self.learn(plan.epoch, || format!("the leader at {}", conn.peer))?;
+        if let Some((first, last)) = acceptance.dropped {
+            warn!(
+                "{}: dropping {} writes (seq {first}..={last}) that the leader does not have, as \
+                 FOLLOW allowed",
+                conn.peer,
+                last - first + 1
+            );
+        }
+        if let Some((to, keep_forks)) = acceptance.rewind {
+            self.rewind(conn, to, keep_forks)?;
+            if conn.closing {
+                return Ok(());
+            }
+        }
+        if self.role.may_discard {
+            self.role.may_discard = false;
+            self.save_role();
+        }
+        self.learn_policy(conn, plan.policy);
+        self.wal.defer_syncs(!plan.acks_awaited)?;
+        let seq = plan.seq;
+        match plan.mode {
+            Mode::CatchUp => {
+                info!(
+                    "{}: leader accepted; catching up from seq {} to {seq}",
+                    conn.peer,
+                    self.wal.last_seq()
+                );
+                self.repl.counters.catchups_received += 1;
+            }
+            Mode::Snapshot => {
+                info!(
+                    "{}: leader accepted; receiving a snapshot through seq {seq}{}",
+                    conn.peer,
+                    plan.announced.map_or(String::new(), |a| format!(
+                        " ({} bytes, {} keys)",
+                        a.bytes, a.keys
+                    ))
+                );
+                let waker = Arc::clone(&self.waker);
+                let receiver = Receiver::start(
+                    self.wal.path(),
+                    plan.announced,
+                    Box::new(move || {
+                        let _ = waker.wake();
+                    }),
+                )
+                .map_err(|e| StreamFault::Snapshot(e.to_string()))?;
+                self.repl.receiver = Some(Box::new(receiver));
+            }
+        }
+        let ack = self.repl.link.up(&plan, self.wal.durable_seq());
+        self.ack(conn, ack);
+        Ok(())
     }
 
     /// Keeps the cluster's output rule a leader announced, for when this
@@ -575,73 +532,15 @@ impl Node {
         }
     }
 
-    /// Whether connection `key` is this follower's link to its leader. A
-    /// link replaced by `FOLLOW` or `PROMOTE` stays open until the end of
-    /// the loop turn; what it still brings (a plan that would clear the
-    /// permission `FOLLOW` gave to drop writes, records of the old leader)
-    /// is ignored, and its close changes nothing.
-    pub fn is_current_link(&self, key: usize) -> bool {
-        self.repl.link.key == Some(key)
-    }
-
     /// A line on the follower's link during the handshake.
     pub fn link_line(&mut self, conn: &mut Conn, line: &[u8]) {
-        let mut kind = std::mem::replace(&mut conn.kind, Peer::AwaitHello);
-        if let Peer::Leader(state) = &mut kind {
-            self.link_handshake(conn, state, line);
-        }
-        conn.kind = kind;
-    }
-
-    fn link_handshake(&mut self, conn: &mut Conn, state: &mut LinkState, line: &[u8]) {
-        let text = String::from_utf8_lossy(line).into_owned();
-        let id = self.config.id.to_string();
+        let text = String::from_utf8_lossy(line);
         let secret = self.config.secret.clone().unwrap_or_default();
-        match state {
-            LinkState::AwaitChallenge { fnonce } => {
-                let mut parts = text.splitn(3, ' ');
-                let (Some("CHALLENGE"), Some(lnonce), Some(lproof)) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
-                    return self.link_refused_by_leader(conn, &text);
-                };
-                if !auth::verify(
-                    &secret,
-                    Prover::Leader,
-                    &id,
-                    fnonce,
-                    lnonce,
-                    lproof.as_bytes(),
-                ) {
-                    error!(
-                        "{}: the leader could not prove the shared secret (an impostor, or a different \
-                         KEYVAL_SECRET); not following it",
-                        conn.peer
-                    );
-                    self.link_refused(
-                        "the leader could not prove the shared secret (a different secret?)".into(),
-                    );
-                    conn.closing = true;
-                    return;
-                }
-                let fproof = auth::proof(&secret, Prover::Follower, &id, fnonce, lnonce);
-                conn.reply_with(|out| out.extend_from_slice(format!("AUTH {fproof}\n").as_bytes()));
-                let session = Session::new(
-                    &secret,
-                    Prover::Follower,
-                    Prover::Leader,
-                    &id,
-                    fnonce,
-                    lnonce,
-                );
-                *state = LinkState::AwaitWelcome(Box::new(session));
+        match self.repl.link.on_line(&secret, &text) {
+            HandshakeStep::Send(line) => {
+                conn.reply_with(|out| out.extend_from_slice(line.as_bytes()));
             }
-            LinkState::AwaitWelcome(_) if text == "HELLO LEADER" => {
-                let LinkState::AwaitWelcome(session) =
-                    std::mem::replace(state, LinkState::AwaitPlan)
-                else {
-                    unreachable!("matched above");
-                };
+            HandshakeStep::Welcome(session) => {
                 conn.begin_session(*session);
                 Frame::Sync {
                     seq: self.wal.last_seq(),
@@ -650,178 +549,136 @@ impl Node {
                     lineage: self.wal.lineage().segments().to_vec(),
                 }
                 .encode(conn.raw_out());
-                *state = LinkState::AwaitPlan;
             }
-            _ => self.link_refused_by_leader(conn, &text),
+            HandshakeStep::Failed(DialError::Impostor) => {
+                error!(
+                    "{}: the leader could not prove the shared secret (an impostor, or a \
+                     different KEYVAL_SECRET); not following it",
+                    conn.peer
+                );
+                conn.closing = true;
+            }
+            HandshakeStep::Failed(e) => {
+                error!(
+                    "{}: the leader refused the handshake: {e}; retrying",
+                    conn.peer
+                );
+                conn.closing = true;
+            }
         }
-    }
-
-    /// The leader answered the handshake with an error: `<WORD>` or
-    /// `<WORD> <why>`. The link shows `refused`, with the reason, until it
-    /// comes up.
-    fn link_refused_by_leader(&mut self, conn: &mut Conn, text: &str) {
-        let (word, why) = text.split_once(' ').unwrap_or((text, ""));
-        let hint = match word {
-            "INVALID_SECRET_KEY" => "the leader does not share this follower's secret",
-            "MAX_SIZE_EXCEEDED" => "the leader has its maximum number of followers",
-            "CANNOT_ACCEPT_FOLLOWER_CONNECTION" => "that node is not a leader",
-            "INVALID_HANDSHAKE_MESSAGE" => "the leader did not accept this follower's hello",
-            _ if !why.is_empty() => why,
-            _ => "unexpected reply",
-        };
-        let why = format!("{word}: {hint}");
-        error!(
-            "{}: the leader refused the handshake: {why}; retrying",
-            conn.peer
-        );
-        if word == "MAX_SIZE_EXCEEDED" {
-            // Room may free up: the link is down, not refused.
-            self.repl.link.error = Some(why);
-        } else {
-            self.link_refused(why);
-        }
-        conn.closing = true;
-    }
-
-    /// Marks the link refused (by the leader, or by this follower's own
-    /// checks) for `why`, as `INFO` shows it.
-    pub fn link_refused(&mut self, why: String) {
-        self.repl.link.status = Some(LinkStatus::Refused);
-        self.repl.link.error = Some(why);
     }
 
     /// The link's socket connected: start the handshake.
     pub fn link_connected(&mut self, conn: &mut Conn) {
-        let fnonce = auth::new_nonce();
-        let hello = format!("HELLO FOLLOWER|{}:{fnonce}\n", self.config.id);
+        let hello = self.repl.link.connected(self.config.id);
         conn.reply_with(|out| out.extend_from_slice(hello.as_bytes()));
-        conn.kind = Peer::Leader(LinkState::AwaitChallenge { fnonce });
         info!("{}: connected to the leader", conn.peer);
     }
 
     /// A replication connection closed.
     pub fn on_close(&mut self, conn: &Conn, key: usize, now: Instant) {
-        match &conn.kind {
-            Peer::Follower(session)
-                if self
-                    .repl
-                    .followers
-                    .get(&session.id)
-                    .is_some_and(|e| e.key == key) =>
-            {
-                let gone = self.repl.followers.remove(&session.id);
-                self.repl.acks_changed = true;
-                info!("{}: follower {} disconnected", conn.peer, session.id);
-                if gone.is_some_and(|e| e.acks_awaited) {
-                    self.assign_awaited();
-                }
-            }
+        self.repl.feeds.remove(&key);
+        match conn.kind {
+            Peer::Follower(id) => self.follower_gone(conn, key, id),
             // A replaced link closes after its successor may have been
             // dialled, and must not orphan it (each orphan's close would
             // dial yet another link, for ever).
-            Peer::Leader(_) if self.is_current_link(key) => {
-                let link = &mut self.repl.link;
-                link.key = None;
-                if link.status != Some(LinkStatus::Refused) {
-                    if link.status == Some(LinkStatus::Up) {
-                        warn!("{}: lost the link to the leader", conn.peer);
-                    }
-                    link.status = Some(LinkStatus::Down);
+            Peer::Leader if self.repl.link.is_current(key) => {
+                self.repl.receiver = None;
+                if self.repl.link.closed(now) {
+                    warn!("{}: lost the link to the leader", conn.peer);
                 }
-                link.reconnect_at = Some(now + link.backoff.next_delay());
             }
             _ => {}
         }
     }
 
-    /// After the commit: feed every follower (leader), ack what became
-    /// durable (follower).
-    pub fn after_commit(&mut self, conn: &mut Conn, key: usize) {
-        let mut kind = std::mem::replace(&mut conn.kind, Peer::AwaitHello);
-        self.feed_peer(conn, &mut kind, key);
-        conn.kind = kind;
+    /// Follower `id`'s connection closed; if it was the current one, its
+    /// place in the output rule passes on.
+    fn follower_gone(&mut self, conn: &Conn, key: usize, id: u32) {
+        if self.repl.leader.remove(id, key, self.policy()) {
+            info!("{}: follower {id} disconnected", conn.peer);
+        }
     }
 
-    fn feed_peer(&mut self, conn: &mut Conn, kind: &mut Peer, key: usize) {
-        match kind {
-            Peer::Follower(session) => {
-                let want = self
-                    .repl
-                    .followers
-                    .get(&session.id)
-                    .filter(|e| e.key == key)
-                    .map(|e| e.acks_awaited);
-                if let (Some(told), Some(want)) = (session.told_awaited, want) {
-                    if told != want {
-                        info!(
-                            "{}: follower {}: writes {} for its acks",
-                            conn.peer,
-                            session.id,
-                            if want { "now wait" } else { "no longer wait" }
-                        );
-                        Frame::Wait { awaited: want }.encode(conn.raw_out());
-                        session.told_awaited = Some(want);
-                    }
-                }
-                let Some(feed) = &mut session.feed else {
-                    return;
-                };
-                // The output buffer also holds what the socket already
-                // took, until it drains: only what is still unsent counts.
-                let room = FOLLOWER_BUF_LOW.saturating_sub(conn.pending_output());
-                match feed.pump(&self.wal, conn.raw_out(), room) {
-                    Ok(more) => {
-                        session.behind = more;
-                        if let Some(entry) = self.repl.followers.get_mut(&session.id) {
-                            entry.feed_behind_file = feed.behind_file(&self.wal);
-                        }
-                    }
-                    Err(e) => {
-                        error!(
-                            "{}: follower {}: {e}; disconnecting it",
-                            conn.peer, session.id
-                        );
-                        self.repl.evict.push(key);
-                    }
-                }
-            }
-            Peer::Leader(LinkState::Streaming)
-                if self.wal.leader_ack_seq() > self.repl.link.acked_sent =>
-            {
-                let seq = self.wal.leader_ack_seq();
-                self.repl.link.acked_sent = seq;
-                self.ack(conn, seq);
-            }
-            Peer::Leader(LinkState::Snapshot(receiver)) => {
-                if receiver.holds_input() {
-                    // The link is not read meanwhile: its silence is ours.
-                    self.repl.link.last_heard = Some(Instant::now());
-                }
-                match receiver.poll() {
-                    None => {}
-                    Some(Ok(snapshot)) => {
-                        if let Err(why) = self.install(conn, snapshot) {
-                            error!("{}: replication stream: {why}; closing the link", conn.peer);
-                            conn.closing = true;
-                        }
-                        *kind = Peer::Leader(LinkState::Streaming);
-                    }
-                    Some(Err(why)) => {
-                        error!(
-                            "{}: receiving the snapshot: {why}; closing the link",
-                            conn.peer
-                        );
-                        conn.closing = true;
-                    }
-                }
-            }
+    /// After the commit: feed a follower (leader), or ack what became
+    /// durable and install a finished snapshot (follower).
+    pub fn after_commit(&mut self, conn: &mut Conn, key: usize) {
+        match conn.kind {
+            Peer::Follower(id) => self.feed_follower(conn, key, id),
+            Peer::Leader if self.repl.link.is_current(key) => self.feed_link(conn),
             _ => {}
+        }
+    }
+
+    fn feed_follower(&mut self, conn: &mut Conn, key: usize, id: u32) {
+        if let Some(awaited) = self.repl.leader.wait_news(id, key) {
+            info!(
+                "{}: follower {id}: writes {} for its acks",
+                conn.peer,
+                if awaited {
+                    "now wait"
+                } else {
+                    "no longer wait"
+                }
+            );
+            Frame::Wait { awaited }.encode(conn.raw_out());
+        }
+        let Some(pump) = self.repl.feeds.get_mut(&key) else {
+            return;
+        };
+        // The output buffer also holds what the socket already took, until
+        // it drains: only what is still unsent counts.
+        let room = FOLLOWER_BUF_LOW.saturating_sub(conn.pending_output());
+        match pump.feed.pump(&self.wal, conn.raw_out(), room) {
+            Ok(more) => {
+                pump.behind = more;
+                let (sent, behind_file) = (pump.feed.sent_seq(), pump.feed.behind_file(&self.wal));
+                self.repl.leader.fed(id, key, sent, behind_file);
+            }
+            Err(e) => self.drop_feed(conn, key, id, &e),
+        }
+    }
+
+    fn drop_feed(&mut self, conn: &Conn, key: usize, id: u32, e: &FeedError) {
+        error!("{}: follower {id}: {e}; disconnecting it", conn.peer);
+        self.repl.evict.push(key);
+    }
+
+    fn feed_link(&mut self, conn: &mut Conn) {
+        if let Some(seq) = self.repl.link.durable(self.wal.leader_ack_seq()) {
+            self.ack(conn, seq);
+        }
+        let Some(receiver) = &mut self.repl.receiver else {
+            return;
+        };
+        if receiver.holds_input() {
+            // The link is not read meanwhile: its silence is ours.
+            self.repl.link.heard(Instant::now());
+        }
+        match receiver.poll() {
+            None => {}
+            Some(Ok(snapshot)) => {
+                self.repl.receiver = None;
+                if let Err(why) = self.install(conn, snapshot) {
+                    error!("{}: replication stream: {why}; closing the link", conn.peer);
+                    conn.closing = true;
+                }
+            }
+            Some(Err(why)) => {
+                self.repl.receiver = None;
+                error!(
+                    "{}: receiving the snapshot: {why}; closing the link",
+                    conn.peer
+                );
+                conn.closing = true;
+            }
         }
     }
 
     /// Puts a received snapshot in place of the log and the store, and
     /// acknowledges it.
-    fn install(&mut self, conn: &mut Conn, snapshot: Snapshot) -> Result<(), String> {
+    fn install(&mut self, conn: &mut Conn, snapshot: Snapshot) -> Result<(), StreamFault> {
         let (seq, keys, bytes) = (snapshot.last_seq, snapshot.store.len(), snapshot.bytes);
         let (receiving, finishing) = (snapshot.receiving, snapshot.finishing);
         self.wal
@@ -831,10 +688,11 @@ impl Node {
                 snapshot.lineage,
                 snapshot.last_seq,
             )
-            .map_err(|e| format!("installing the snapshot: {e}"))?;
+            .map_err(|e| StreamFault::Snapshot(format!("installing the snapshot: {e}")))?;
         // Freeing a large old store takes tens of milliseconds.
         drop_off_loop(std::mem::replace(&mut self.store, snapshot.store));
         self.cancel_compaction();
+        self.repl.counters.snapshots_received += 1;
         info!(
             "{}: installed a snapshot: seq {seq}, {keys} keys, {bytes} bytes (received in {:.2} s, \
              finished {:.3} s after its end)",
@@ -842,67 +700,55 @@ impl Node {
             receiving.as_secs_f64(),
             finishing.as_secs_f64()
         );
-        self.repl.link.acked_sent = seq;
-        self.ack(conn, seq);
+        let ack = self.repl.link.installed(seq);
+        self.ack(conn, ack);
         Ok(())
     }
 
     /// Once a second: heartbeats, and dropping peers that went silent or
     /// stopped reading.
     pub fn tick(&mut self, conn: &mut Conn, key: usize, now: Instant) {
-        let mut kind = std::mem::replace(&mut conn.kind, Peer::AwaitHello);
-        self.tick_peer(conn, &mut kind, key, now);
-        conn.kind = kind;
-    }
-
-    fn tick_peer(&mut self, conn: &mut Conn, kind: &mut Peer, key: usize, now: Instant) {
-        let epoch = self.wal.lineage().current().epoch;
-        match kind {
-            Peer::Follower(session) => {
-                if now.duration_since(session.last_heard) > LINK_TIMEOUT {
-                    warn!(
-                        "{}: follower {} silent for {:?}; disconnecting it",
-                        conn.peer, session.id, LINK_TIMEOUT
-                    );
-                    self.repl.evict.push(key);
-                    return;
-                }
-                let (mark, since) = session.stall_mark;
-                if conn.wants_write() && conn.written_total == mark {
-                    if now.duration_since(since) > LINK_TIMEOUT {
+        match conn.kind {
+            Peer::Follower(id) => {
+                let output = Output {
+                    pending: conn.wants_write(),
+                    written_total: conn.written_total,
+                };
+                match self.repl.leader.tick(id, key, output, now, LINK_TIMEOUT) {
+                    Tick::Heartbeat => Frame::Heartbeat {
+                        seq: self.wal.committed_seq(),
+                        epoch: self.wal.lineage().current().epoch,
+                    }
+                    .encode(conn.raw_out()),
+                    Tick::Silent => {
                         warn!(
-                            "{}: follower {} stopped reading ({} bytes waiting); disconnecting it, it \
-                             catches up when it reconnects",
+                            "{}: follower {id} silent for {LINK_TIMEOUT:?}; disconnecting it",
+                            conn.peer
+                        );
+                        self.repl.evict.push(key);
+                    }
+                    Tick::Stalled => {
+                        warn!(
+                            "{}: follower {id} stopped reading ({} bytes waiting); disconnecting \
+                             it, it catches up when it reconnects",
                             conn.peer,
-                            session.id,
                             conn.pending_output()
                         );
                         self.repl.evict.push(key);
-                        return;
                     }
-                } else {
-                    session.stall_mark = (conn.written_total, now);
                 }
-                Frame::Heartbeat {
-                    seq: self.wal.committed_seq(),
-                    epoch,
-                }
-                .encode(conn.raw_out());
             }
-            Peer::Leader(state) => {
-                let silent = self
-                    .repl
-                    .link
-                    .last_heard
-                    .is_some_and(|t| now.duration_since(t) > LINK_TIMEOUT);
-                if silent {
-                    warn!(
-                        "{}: leader silent for {:?}; reconnecting",
-                        conn.peer, LINK_TIMEOUT
-                    );
-                    self.repl.evict.push(key);
-                } else if matches!(state, LinkState::Streaming | LinkState::Snapshot(_)) {
-                    self.ack(conn, self.repl.link.acked_sent);
+            Peer::Leader if self.repl.link.is_current(key) => {
+                match self.repl.link.tick(now, LINK_TIMEOUT) {
+                    LinkTick::Nothing => {}
+                    LinkTick::Silent => {
+                        warn!(
+                            "{}: leader silent for {LINK_TIMEOUT:?}; reconnecting",
+                            conn.peer
+                        );
+                        self.repl.evict.push(key);
+                    }
+                    LinkTick::Ack(seq) => self.ack(conn, seq),
                 }
             }
             _ => {}
@@ -919,11 +765,12 @@ impl Node {
     }
 
     /// Cuts this follower's log back to where the leader's continues.
-    fn rewind(&mut self, conn: &mut Conn, to: u64, keep_forks: usize) -> Result<(), String> {
+    fn rewind(&mut self, conn: &mut Conn, to: u64, keep_forks: usize) -> Result<(), StreamFault> {
         match self.wal.rewind(&mut self.store, to, keep_forks) {
             Ok((store, dropped)) => {
                 self.store = store;
                 self.cancel_compaction();
+                self.repl.counters.rewinds += 1;
                 match dropped {
                     Some((first, last)) => warn!(
                         "{}: rewound the log to seq {to}: dropped {} writes, seq {first}..={last}",
@@ -940,128 +787,30 @@ impl Node {
                      snapshot",
                     conn.peer
                 );
-                self.link_refused(format!(
+                self.repl.link.refused(format!(
                     "{e}; empty this node's data directory to resync it with a snapshot"
                 ));
                 conn.closing = true;
                 Ok(())
             }
-            Err(e) => Err(format!("rewinding the log: {e}")),
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// Whether a follower on `conn` has more to be sent and room for it: the
-    /// loop must come round again without waiting for an event (a socket
-    /// that took everything raises none).
-    pub fn wants_pump(conn: &Conn) -> bool {
-        matches!(&conn.kind, Peer::Follower(s) if s.behind)
+    /// Whether a follower on connection `key` has more to be sent and room
+    /// for it: the loop must come round again without waiting for an event
+    /// (a socket that took everything raises none).
+    pub fn wants_pump(&self, conn: &Conn, key: usize) -> bool {
+        self.repl.feeds.get(&key).is_some_and(|p| p.behind)
             && conn.pending_output() < FOLLOWER_BUF_LOW
-    }
-
-    /// Followers told that client writes wait for their acks.
-    pub(super) fn awaited_count(&self) -> usize {
-        self.repl
-            .followers
-            .values()
-            .filter(|e| e.acks_awaited)
-            .count()
-    }
-
-    /// With `--sync-followers N`, N followers are told that client writes
-    /// wait for their acks, and fsync every batch; the others defer their
-    /// fsyncs (see `Wal::defer_syncs`), which leaves the disk to the ones
-    /// that matter. When one of the N goes, the most advanced of the others
-    /// takes its place (told with a `WAIT` frame by `feed_peer`).
-    fn assign_awaited(&mut self) {
-        while self.awaited_count() < self.policy().followers {
-            let next = self
-                .repl
-                .followers
-                .values_mut()
-                .filter(|e| e.accepted && !e.acks_awaited)
-                .max_by_key(|e| e.acked);
-            match next {
-                Some(entry) => entry.acks_awaited = true,
-                None => break,
-            }
-        }
-    }
-
-    /// The seq through which held writes may be answered: the local ack
-    /// point, and with `--sync-followers N` the N-th highest follower ack.
-    pub fn release_point(&self, local: u64) -> u64 {
-        let n = self.policy().followers;
-        if n == 0 {
-            return local;
-        }
-        let mut acks: Vec<u64> = self
-            .repl
-            .followers
-            .values()
-            .filter(|e| e.accepted)
-            .map(|e| e.acked)
-            .collect();
-        if acks.len() < n {
-            return 0;
-        }
-        acks.sort_unstable_by(|a, b| b.cmp(a));
-        local.min(acks[n - 1])
-    }
-
-    /// `INFO` lines about replication.
-    pub fn replication_info(&self, lines: &mut Vec<String>) {
-        let policy = self.policy();
-        lines.push(format!("sync_followers {}", policy.followers));
-        lines.push(format!("sync_timeout_ms {}", policy.timeout_ms));
-        lines.push(format!("sync_policy {}", self.policy_source()));
-        match self.role.role {
-            Role::Leader => {
-                let connected: Vec<(&u32, &FollowerEntry)> = self
-                    .repl
-                    .followers
-                    .iter()
-                    .filter(|(_, e)| e.accepted)
-                    .collect();
-                lines.push(format!("followers {}", connected.len()));
-                for (id, e) in connected {
-                    let lag = self.wal.last_seq().saturating_sub(e.acked);
-                    lines.push(format!(
-                        "follower_{id} addr={} acked={} lag={lag}",
-                        e.addr, e.acked
-                    ));
-                }
-            }
-            Role::Follower => {
-                let link = &self.repl.link;
-                let status = match link.status {
-                    Some(LinkStatus::Up) => "up",
-                    Some(LinkStatus::Refused) => "refused",
-                    _ => "down",
-                };
-                lines.push(format!("leader_link {status}"));
-                if let (false, Some(why)) = (link.status == Some(LinkStatus::Up), &link.error) {
-                    lines.push(format!("leader_link_error {}", one_line(why)));
-                }
-                if let Some(leader) = &self.role.leader {
-                    lines.push(format!("leader {}:{}", leader.host, leader.port));
-                }
-                lines.push(format!("leader_seq {}", link.leader_seq));
-                lines.push(format!(
-                    "acks_awaited {}",
-                    if link.acks_awaited { "yes" } else { "no" }
-                ));
-                lines.push(format!(
-                    "lag {}",
-                    link.leader_seq.saturating_sub(self.wal.last_seq())
-                ));
-            }
-        }
     }
 }
 
-/// `text` on one line, for an `INFO` value.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Sends a handshake refusal and closes.
+fn refuse(conn: &mut Conn, refusal: &Refusal) {
+    let reply = refusal.reply();
+    conn.reply_with(|out| out.extend_from_slice(&reply));
+    conn.closing = true;
 }
 
 /// Drops `value` on a short-lived thread (or here, if none can start).

@@ -89,11 +89,11 @@ impl Class {
     pub fn of(peer: &Peer) -> Option<Class> {
         match peer {
             Peer::AwaitHello => Some(Class::Hello),
-            Peer::FollowerAuth { .. } | Peer::AdminAuth { .. } => Some(Class::Auth),
+            Peer::Challenged(_) => Some(Class::Auth),
             Peer::Client => Some(Class::Client),
             Peer::Follower(_) => Some(Class::Follower),
             Peer::Admin => Some(Class::Admin),
-            Peer::Leader(_) => None,
+            Peer::Leader => None,
         }
     }
 
