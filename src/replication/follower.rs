@@ -736,4 +736,177 @@ mod tests {
         b.reset();
         assert_eq!(b.next_delay(), BACKOFF_MIN);
     }
+
+    const SECRET: &[u8] = b"secret";
+
+    /// Plays the leader's side of the handshake for `link`'s hello; the
+    /// challenge line and what checks the follower's answer.
+    fn leader_challenge(hello: &str) -> (crate::replication::handshake::Challenged, String) {
+        let rest = hello
+            .trim_end()
+            .strip_prefix("HELLO FOLLOWER|")
+            .expect("hello");
+        let (id, nonce) = rest.split_once(':').expect("id:nonce");
+        let (challenged, line) = crate::replication::handshake::challenge_follower(
+            Some(SECRET),
+            id.as_bytes(),
+            nonce.as_bytes(),
+        )
+        .expect("challenge");
+        (challenged, line.trim_end().to_string())
+    }
+
+    /// A link through its handshake to `AwaitPlan`.
+    fn link_awaiting_plan(now: Instant) -> Link {
+        let mut link = Link::new(Some(now));
+        assert!(link.due(now));
+        link.dialling(3, now);
+        assert!(!link.due(now), "one link at a time");
+        let hello = link.connected(2);
+        let (challenged, line) = leader_challenge(&hello);
+        let HandshakeStep::Send(auth) = link.on_line(SECRET, &line) else {
+            panic!("no AUTH");
+        };
+        challenged
+            .answer(SECRET, auth.trim_end().as_bytes())
+            .expect("the follower's proof");
+        assert!(!link.is_framed());
+        assert!(matches!(
+            link.on_line(SECRET, "HELLO LEADER"),
+            HandshakeStep::Welcome(_)
+        ));
+        assert!(link.is_framed(), "frames after the welcome");
+        link
+    }
+
+    #[test]
+    fn a_link_comes_up_on_a_plan_and_acks_only_news() {
+        let now = Instant::now();
+        let mut link = link_awaiting_plan(now);
+        assert_eq!(link.status(), None);
+        let catch_up = plan(Mode::CatchUp, 2, Some(40), 0);
+        assert_eq!(link.up(&catch_up, 40), 40, "acks what it holds");
+        assert_eq!(link.status(), Some(LinkStatus::Up));
+        assert_eq!(link.durable(40), None);
+        assert_eq!(link.durable(45), Some(45));
+        assert_eq!(link.durable(45), None);
+        link.received(60);
+        assert_eq!(link.leader_seq, 60);
+        assert_eq!(link.tick(now, Duration::from_secs(5)), LinkTick::Ack(45));
+    }
+
+    #[test]
+    fn a_snapshot_link_acks_nothing_until_the_install() {
+        let now = Instant::now();
+        let mut link = link_awaiting_plan(now);
+        assert_eq!(link.up(&plan(Mode::Snapshot, 2, None, 0), 0), 0);
+        assert!(matches!(link.phase(), Phase::Snapshot));
+        assert_eq!(link.durable(10), None, "the log is being replaced");
+        assert_eq!(link.installed(50), 50);
+        assert_eq!(link.durable(50), None);
+        assert_eq!(link.durable(51), Some(51));
+    }
+
+    #[test]
+    fn a_silent_leader_is_dropped_and_redialled_after_the_backoff() {
+        let now = Instant::now();
+        let timeout = Duration::from_secs(5);
+        let mut link = link_awaiting_plan(now);
+        link.up(&plan(Mode::CatchUp, 2, Some(40), 0), 40);
+        assert_eq!(
+            link.tick(now + Duration::from_secs(6), timeout),
+            LinkTick::Silent
+        );
+        let later = now + Duration::from_secs(6);
+        assert!(link.closed(later), "it was up: the loss is news");
+        assert_eq!(link.status(), Some(LinkStatus::Down));
+        assert!(!link.due(later));
+        assert!(link.due(later + BACKOFF_MIN));
+        // Attempts that fail back off further, to the cap.
+        for _ in 0..10 {
+            link.dial_failed(later, None);
+        }
+        assert_eq!(link.reconnect_at, Some(later + BACKOFF_MAX));
+        // A name lookup in progress is polled without backing off.
+        link.dial_failed(later, Some(Duration::from_millis(20)));
+        assert_eq!(link.reconnect_at, Some(later + Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn a_deposed_or_impostor_leader_leaves_the_link_refused_with_the_reason() {
+        let now = Instant::now();
+        let mut link = link_awaiting_plan(now);
+        link.up(&plan(Mode::CatchUp, 2, Some(40), 0), 40);
+        assert_eq!(link.on_heartbeat(70, 2, 2), Ok(()));
+        assert_eq!(link.leader_seq, 70);
+        assert_eq!(
+            link.on_heartbeat(70, 2, 3),
+            Err(LeaderError::Deposed {
+                leader: 2,
+                known: 3
+            })
+        );
+        assert_eq!(link.status(), Some(LinkStatus::Refused));
+        assert!(!link.closed(now), "refused, not lost");
+        assert_eq!(
+            link.status(),
+            Some(LinkStatus::Refused),
+            "until it comes up"
+        );
+        let mut info = Vec::new();
+        link.info(&mut info, 40);
+        assert!(
+            info.iter()
+                .any(|l| l.starts_with("leader_link_error the leader is at epoch 2")),
+            "{info:?}"
+        );
+        // A forged epoch is a protocol error, and is not taken as a seq.
+        assert!(matches!(
+            link.on_heartbeat(99, u64::MAX, 3),
+            Err(LeaderError::EpochLeap { .. })
+        ));
+        assert_eq!(link.leader_seq, 70);
+
+        // An impostor that cannot prove the secret.
+        let mut link = Link::new(Some(now));
+        link.dialling(4, now);
+        let _ = link.connected(2);
+        let forged = format!("CHALLENGE {} {}", "0".repeat(32), "ab".repeat(32));
+        assert!(matches!(
+            link.on_line(SECRET, &forged),
+            HandshakeStep::Failed(DialError::Impostor)
+        ));
+        assert_eq!(link.status(), Some(LinkStatus::Refused));
+    }
+
+    #[test]
+    fn a_full_leader_leaves_the_link_down_with_the_reason() {
+        let now = Instant::now();
+        let mut link = Link::new(Some(now));
+        link.dialling(4, now);
+        let _ = link.connected(2);
+        assert!(matches!(
+            link.on_line(SECRET, "MAX_SIZE_EXCEEDED"),
+            HandshakeStep::Failed(_)
+        ));
+        assert!(!link.closed(now));
+        assert_eq!(link.status(), Some(LinkStatus::Down));
+        assert!(link
+            .error()
+            .is_some_and(|e| e.contains("maximum number of followers")));
+    }
+
+    #[test]
+    fn re_pointing_closes_the_old_link_and_dials_at_once() {
+        let now = Instant::now();
+        let mut link = link_awaiting_plan(now);
+        link.refused("earlier".into());
+        assert_eq!(link.restart(now), Some(3));
+        assert_eq!(link.status(), Some(LinkStatus::Down));
+        assert_eq!(link.error(), None);
+        assert!(link.due(now));
+        assert!(!link.is_current(3), "the old connection's close is ignored");
+        assert_eq!(link.stop(), None);
+        assert!(!link.due(now), "a leader dials no one");
+    }
 }

@@ -9,11 +9,8 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use keyval::replication::auth::{self, Prover};
+use keyval::replication::handshake::{DialError, Dialed, Dialer};
 use keyval::replication::session;
-
-/// The id the admin proofs are made under.
-const ADMIN_ID: &str = "admin";
 
 /// Longest reply line accepted (a value can be up to the node's line cap).
 const MAX_REPLY: u64 = 64 << 20;
@@ -82,51 +79,31 @@ impl Session {
     }
 
     fn handshake(&mut self, secret: &[u8]) -> Result<(), String> {
-        let anonce = auth::new_nonce();
-        let challenge = self.call(&format!("HELLO ADMIN|{anonce}"))?;
-        let mut parts = challenge.splitn(3, ' ');
-        let (Some("CHALLENGE"), Some(nnonce), Some(nproof)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(format!(
-                "{}: refused the admin handshake: {challenge}",
-                self.addr
-            ));
-        };
-        if !auth::verify(
-            secret,
-            Prover::Leader,
-            ADMIN_ID,
-            &anonce,
-            nnonce,
-            nproof.as_bytes(),
-        ) {
-            return Err(format!(
-                "{}: the node could not prove the shared secret (wrong KEYVAL_SECRET, or not the \
-                 node you meant)",
-                self.addr
-            ));
-        }
-        let aproof = auth::proof(secret, Prover::Admin, ADMIN_ID, &anonce, nnonce);
-        match self.call(&format!("AUTH {aproof}"))?.as_str() {
-            "HELLO SERVER" => {
-                self.sealed = Some(session::Session::new(
-                    secret,
-                    Prover::Admin,
-                    Prover::Leader,
-                    ADMIN_ID,
-                    &anonce,
-                    nnonce,
-                ));
-                // Anything after `HELLO SERVER` is records.
-                let early = std::mem::take(&mut self.input);
-                self.receive(&early)
+        let mut dialer = Dialer::admin();
+        let mut line = self.call(dialer.hello().trim_end())?;
+        loop {
+            match dialer.on_line(secret, &line) {
+                Ok(Dialed::Auth(auth)) => line = self.call(auth.trim_end())?,
+                Ok(Dialed::Welcome(session)) => {
+                    self.sealed = Some(*session);
+                    // Anything after `HELLO SERVER` is records.
+                    let early = std::mem::take(&mut self.input);
+                    return self.receive(&early);
+                }
+                Err(DialError::Impostor) => {
+                    return Err(format!(
+                        "{}: the node could not prove the shared secret (wrong KEYVAL_SECRET, or \
+                         not the node you meant)",
+                        self.addr
+                    ))
+                }
+                Err(refused) => {
+                    return Err(format!(
+                        "{}: refused the admin handshake: {refused}",
+                        self.addr
+                    ))
+                }
             }
-            "INVALID_SECRET_KEY" => Err(format!(
-                "{}: the node refused this tool's proof: INVALID_SECRET_KEY",
-                self.addr
-            )),
-            other => Err(format!("{}: unexpected reply to AUTH: {other}", self.addr)),
         }
     }
 
