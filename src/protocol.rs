@@ -400,6 +400,63 @@ pub const DENIED_LINE: &[u8] = b"DENIED protected mode: no password is set and t
 not on loopback; set a password (--password-file or KEYVAL_PASSWORD), connect from this host, \
 or turn protected mode off with --protected-mode no\n";
 
+/// The replies to admin commands (`PROMOTE`, `FOLLOW`, `FENCE`,
+/// `COMPACT`); each is one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminReply {
+    /// Done.
+    Ok,
+    /// `PROMOTE`: the new history's epoch and the seq it starts after.
+    Promoted { epoch: u64, seq: u64 },
+    /// `FENCE`: the leader's last seq, which no write will pass.
+    Fenced { seq: u64 },
+    /// The command needs the other role; this node's role.
+    WrongRole(&'static str),
+    /// `PROMOTE` with no epoch left above the highest known.
+    NoEpochLeft,
+    /// `FOLLOW` on a node without the shared secret.
+    NoSecret,
+    /// `FOLLOW` of this node itself; `listen` is where it listens.
+    InvalidLeader { leader: String, listen: String },
+    /// `COMPACT` while one runs or after the log failed.
+    CompactionNotStarted,
+    /// The log failed; the node's log says why.
+    Error,
+}
+
+impl std::fmt::Display for AdminReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminReply::Ok => write!(f, "OK"),
+            AdminReply::Promoted { epoch, seq } => write!(f, "OK epoch {epoch} seq {seq}"),
+            AdminReply::Fenced { seq } => write!(f, "OK seq {seq}"),
+            AdminReply::WrongRole(role) => write!(f, "WRONG_ROLE {role}"),
+            AdminReply::NoEpochLeft => write!(f, "ERROR no epoch above the highest known"),
+            AdminReply::NoSecret => write!(f, "ERROR no secret to follow with"),
+            AdminReply::InvalidLeader { leader, listen } => write!(
+                f,
+                "INVALID_LEADER {leader} is this node itself (it listens on {listen})"
+            ),
+            AdminReply::CompactionNotStarted => write!(
+                f,
+                "COMPACTION_NOT_STARTED (one is running, or the log failed)"
+            ),
+            AdminReply::Error => write!(f, "ERROR"),
+        }
+    }
+}
+
+/// Appends `WRITE_NOT_ALLOWED`, with the leader's address when a follower
+/// knows it (`WRITE_NOT_ALLOWED <host>:<port>`).
+pub fn encode_write_not_allowed(out: &mut Vec<u8>, leader: Option<(&str, u16)>) {
+    match leader {
+        Some((host, port)) => {
+            out.extend_from_slice(format!("WRITE_NOT_ALLOWED {host}:{port}\n").as_bytes())
+        }
+        None => out.extend_from_slice(Reply::WriteNotAllowed.as_bytes()),
+    }
+}
+
 /// Appends a value reply (`<value>\n`).
 pub fn encode_value(out: &mut Vec<u8>, value: &[u8]) {
     out.reserve(value.len() + 1);
@@ -419,6 +476,34 @@ pub fn encode_list<'a>(out: &mut Vec<u8>, items: impl ExactSizeIterator<Item = &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_replies_are_the_documented_lines() {
+        let cases = [
+            (AdminReply::Ok, "OK"),
+            (
+                AdminReply::Promoted { epoch: 3, seq: 7 },
+                "OK epoch 3 seq 7",
+            ),
+            (AdminReply::Fenced { seq: 9 }, "OK seq 9"),
+            (AdminReply::WrongRole("leader"), "WRONG_ROLE leader"),
+            (
+                AdminReply::InvalidLeader {
+                    leader: "h:1".into(),
+                    listen: "0.0.0.0:1".into(),
+                },
+                "INVALID_LEADER h:1 is this node itself (it listens on 0.0.0.0:1)",
+            ),
+            (AdminReply::Error, "ERROR"),
+        ];
+        for (reply, line) in cases {
+            assert_eq!(reply.to_string(), line);
+        }
+        let mut out = Vec::new();
+        encode_write_not_allowed(&mut out, Some(("10.0.0.1", 5000)));
+        encode_write_not_allowed(&mut out, None);
+        assert_eq!(out, b"WRITE_NOT_ALLOWED 10.0.0.1:5000\nWRITE_NOT_ALLOWED\n");
+    }
 
     fn parse(line: &str) -> Result<Request<'_>, ParseError> {
         parse_request(line.as_bytes())

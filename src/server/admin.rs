@@ -15,7 +15,7 @@ use super::conn::{Conn, Peer};
 use super::logthrottle::throttled;
 use super::node::Node;
 use crate::config::{leader_is_self, LeaderAddr, Lookup, Role};
-use crate::protocol::{AdminRequest, Reply};
+use crate::protocol::{AdminReply, AdminRequest, Reply};
 use crate::replication::epoch;
 use crate::replication::handshake::{self, Challenged};
 
@@ -77,30 +77,22 @@ impl Node {
                 self.follow(LeaderAddr::new(&String::from_utf8_lossy(host), port))
             }
             AdminRequest::Fence => self.fence(),
-            AdminRequest::Compact => {
-                if self.compact_now() {
-                    "OK".into()
-                } else {
-                    "COMPACTION_NOT_STARTED (one is running, or the log failed)".into()
-                }
-            }
+            AdminRequest::Compact if self.compact_now() => AdminReply::Ok,
+            AdminRequest::Compact => AdminReply::CompactionNotStarted,
         };
         info!("{}: admin {asked}: {reply}", conn.peer);
-        conn.reply_with(|out| {
-            out.extend_from_slice(reply.as_bytes());
-            out.push(b'\n');
-        });
+        conn.reply_with(|out| out.extend_from_slice(format!("{reply}\n").as_bytes()));
     }
 
     /// `PROMOTE`: a follower (or a fenced leader) begins a new history one
     /// epoch above any it knows, and takes writes.
-    fn promote(&mut self) -> String {
+    fn promote(&mut self) -> AdminReply {
         if self.is_writable_leader() {
-            return "WRONG_ROLE leader".into();
+            return AdminReply::WrongRole("leader");
         }
         let from = self.wal.lineage().current();
         let Some(epoch) = epoch::next(self.known_epoch()) else {
-            return "ERROR no epoch above the highest known".into();
+            return AdminReply::NoEpochLeft;
         };
         let segment = match self
             .wal
@@ -110,7 +102,7 @@ impl Node {
             Ok(segment) => segment,
             Err(e) => {
                 error!("promotion failed: {e}");
-                return "ERROR".into();
+                return AdminReply::Error;
             }
         };
         self.repl.evict.extend(self.repl.link.stop());
@@ -131,14 +123,17 @@ impl Node {
             policy.followers,
             self.policy_source()
         );
-        format!("OK epoch {epoch} seq {}", segment.start)
+        AdminReply::Promoted {
+            epoch,
+            seq: segment.start,
+        }
     }
 
     /// `FOLLOW <host> <port>`: become (or stay) a follower, of that node.
     /// Writes this node holds that the new leader lacks may be dropped.
-    fn follow(&mut self, leader: LeaderAddr) -> String {
+    fn follow(&mut self, leader: LeaderAddr) -> AdminReply {
         if self.config.secret.is_none() {
-            return "ERROR no secret to follow with".into();
+            return AdminReply::NoSecret;
         }
         let port = self.listen_port;
         if let Some(addr) = leader_is_self(self.config.bind, port, &leader, Lookup::NoDns) {
@@ -146,10 +141,10 @@ impl Node {
                 "FOLLOW {}:{} refused: that is this node itself ({addr})",
                 leader.host, leader.port
             );
-            return format!(
-                "INVALID_LEADER {}:{} is this node itself (it listens on {}:{port})",
-                leader.host, leader.port, self.config.bind
-            );
+            return AdminReply::InvalidLeader {
+                leader: format!("{}:{}", leader.host, leader.port),
+                listen: format!("{}:{port}", self.config.bind),
+            };
         }
         if self.role.role == Role::Leader {
             let followers = self.repl.leader.clear();
@@ -172,20 +167,22 @@ impl Node {
         self.role.fenced = false;
         self.role.may_discard = true;
         self.save_role();
-        "OK".into()
+        AdminReply::Ok
     }
 
     /// `FENCE`: a leader stops taking writes (the first step of a planned
     /// switchover).
-    fn fence(&mut self) -> String {
+    fn fence(&mut self) -> AdminReply {
         if self.role.role != Role::Leader {
-            return "WRONG_ROLE follower".into();
+            return AdminReply::WrongRole("follower");
         }
         if !self.role.fenced {
             self.role.fenced = true;
             self.save_role();
             warn!("fenced by an admin: this leader takes no more writes");
         }
-        format!("OK seq {}", self.wal.last_seq())
+        AdminReply::Fenced {
+            seq: self.wal.last_seq(),
+        }
     }
 }

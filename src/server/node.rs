@@ -276,13 +276,11 @@ impl Node {
             return;
         }
         if request.is_write() && !self.is_writable_leader() {
-            let reply = match (&self.role.leader, self.role.role) {
-                (Some(leader), Role::Follower) => {
-                    format!("WRITE_NOT_ALLOWED {}:{}\n", leader.host, leader.port)
-                }
-                _ => "WRITE_NOT_ALLOWED\n".to_string(),
+            let leader = match (&self.role.leader, self.role.role) {
+                (Some(leader), Role::Follower) => Some((leader.host.as_str(), leader.port)),
+                _ => None,
             };
-            conn.reply_with(|out| out.extend_from_slice(reply.as_bytes()));
+            conn.reply_with(|out| protocol::encode_write_not_allowed(out, leader));
             return;
         }
         match request {
