@@ -17,29 +17,9 @@ use super::node::Node;
 use crate::config::{leader_is_self, LeaderAddr, Lookup, Role};
 use crate::protocol::{AdminReply, AdminRequest, Reply};
 use crate::replication::epoch;
-use crate::replication::handshake::{self, Challenged};
+use crate::replication::handshake::Challenged;
 
 impl Node {
-    /// `HELLO ADMIN|<anonce>`: challenge it.
-    pub fn admin_hello(&mut self, conn: &mut Conn, anonce: &[u8]) {
-        match handshake::challenge_admin(self.config.secret.as_deref(), anonce) {
-            Ok((challenged, line)) => {
-                conn.reply_with(|out| out.extend_from_slice(line.as_bytes()));
-                conn.kind = Peer::Challenged(Box::new(challenged));
-            }
-            Err(refusal) => {
-                throttled!(
-                    warn,
-                    "admin-refused",
-                    "{}: admin refused: {refusal}",
-                    conn.peer
-                );
-                conn.reply_with(|out| out.extend_from_slice(&refusal.reply()));
-                conn.closing = true;
-            }
-        }
-    }
-
     /// `AUTH <aproof>` on a challenged admin connection.
     pub fn admin_auth(&mut self, conn: &mut Conn, challenged: &Challenged, line: &[u8]) {
         let secret = self.config.secret.as_deref().unwrap_or_default();
@@ -57,8 +37,7 @@ impl Node {
                     "{}: admin refused: {refusal}",
                     conn.peer
                 );
-                conn.reply_with(|out| out.extend_from_slice(&refusal.reply()));
-                conn.closing = true;
+                conn.refuse(&refusal.reply());
             }
         }
     }

@@ -290,6 +290,12 @@ impl Conn {
         self.held.reply_with(&mut self.wbuf, encode);
     }
 
+    /// Queues a last line (a refusal), after which the connection closes.
+    pub fn refuse(&mut self, line: &[u8]) {
+        self.reply_with(|out| out.extend_from_slice(line));
+        self.closing = true;
+    }
+
     /// Queues the reply to a read that may have seen writes through `seen`
     /// ([`HeldReplies::reply_seen`]).
     pub fn reply_seen(&mut self, seen: Option<u64>, encode: impl FnOnce(&mut Vec<u8>)) {

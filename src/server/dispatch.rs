@@ -7,8 +7,9 @@
 use super::conn::{Conn, Peer};
 use super::logthrottle::throttled;
 use super::node::Node;
+use crate::config::Role;
 use crate::protocol::{parse_hello, parse_request, Hello, Reply, Request};
-use crate::replication::handshake::Claimant;
+use crate::replication::handshake::{self, Challenged, Claimant, Refusal};
 
 /// Executes one line from `conn` (connection `key`).
 pub fn line(node: &mut Node, conn: &mut Conn, key: usize, line: &[u8]) {
@@ -39,8 +40,18 @@ pub fn line(node: &mut Node, conn: &mut Conn, key: usize, line: &[u8]) {
 fn hello(node: &mut Node, conn: &mut Conn, line: &[u8]) {
     match parse_hello(line) {
         Some(Hello::Client) => node.client_hello(conn),
-        Some(Hello::Follower { id, nonce }) => node.follower_hello(conn, id, nonce),
-        Some(Hello::Admin { nonce }) => node.admin_hello(conn, nonce),
+        Some(Hello::Follower { id, nonce }) => {
+            let challenge = if node.role.role == Role::Leader {
+                handshake::challenge_follower(node.config.secret.as_deref(), id, nonce)
+            } else {
+                Err(Refusal::NotLeader)
+            };
+            challenge_or_refuse(conn, challenge, "follower");
+        }
+        Some(Hello::Admin { nonce }) => {
+            let challenge = handshake::challenge_admin(node.config.secret.as_deref(), nonce);
+            challenge_or_refuse(conn, challenge, "admin");
+        }
         None => {
             throttled!(
                 info,
@@ -48,8 +59,31 @@ fn hello(node: &mut Node, conn: &mut Conn, line: &[u8]) {
                 "{}: invalid handshake",
                 conn.peer
             );
-            conn.reply(Reply::InvalidHandshake);
-            conn.closing = true;
+            conn.refuse(Reply::InvalidHandshake.as_bytes());
+        }
+    }
+}
+
+/// Sends a follower's or an admin's challenge (`who` says which), or the
+/// refusal of its hello.
+fn challenge_or_refuse(
+    conn: &mut Conn,
+    challenge: Result<(Challenged, String), Refusal>,
+    who: &str,
+) {
+    match challenge {
+        Ok((challenged, line)) => {
+            conn.reply_with(|out| out.extend_from_slice(line.as_bytes()));
+            conn.kind = Peer::Challenged(Box::new(challenged));
+        }
+        Err(refusal) => {
+            throttled!(
+                warn,
+                &format!("{who}-refused"),
+                "{}: {who} refused: {refusal}",
+                conn.peer
+            );
+            conn.refuse(&refusal.reply());
         }
     }
 }

@@ -257,8 +257,7 @@ impl Node {
                 "{}: client refused: protected mode (no password set, peer not on loopback)",
                 conn.peer
             );
-            conn.reply(Reply::Denied);
-            conn.closing = true;
+            conn.refuse(Reply::Denied.as_bytes());
             return;
         }
         conn.kind = Peer::Client;

@@ -20,7 +20,7 @@ use crate::replication::feed::{Feed, FeedError};
 use crate::replication::follower::{
     check_claims, check_plan, BadClaim, HandshakeStep, Holding, LeaderError, LinkTick, Phase,
 };
-use crate::replication::handshake::{self, Challenged, Claimant, DialError, Refusal};
+use crate::replication::handshake::{Challenged, Claimant, DialError, Refusal};
 use crate::replication::leader::{Admission, Output, StreamError, Tick};
 use crate::replication::wire::{self, Frame, Mode, WireError};
 use crate::replication::{Pump, SyncPolicy, FOLLOWER_BUF_LOW, LINK_TIMEOUT};
@@ -84,30 +84,6 @@ impl From<WalError> for StreamFault {
 }
 
 impl Node {
-    /// `HELLO FOLLOWER|<id>:<fnonce>`: a leader challenges it.
-    pub fn follower_hello(&mut self, conn: &mut Conn, id: &[u8], fnonce: &[u8]) {
-        let challenge = if self.role.role == Role::Leader {
-            handshake::challenge_follower(self.config.secret.as_deref(), id, fnonce)
-        } else {
-            Err(Refusal::NotLeader)
-        };
-        match challenge {
-            Ok((challenged, line)) => {
-                conn.reply_with(|out| out.extend_from_slice(line.as_bytes()));
-                conn.kind = Peer::Challenged(Box::new(challenged));
-            }
-            Err(refusal) => {
-                throttled!(
-                    warn,
-                    "follower-refused",
-                    "{}: follower refused: {refusal}",
-                    conn.peer
-                );
-                refuse(conn, &refusal);
-            }
-        }
-    }
-
     /// `AUTH <fproof>` from a challenged follower: admitted if the proof
     /// holds and the leader has room.
     pub fn follower_auth(
@@ -137,7 +113,7 @@ impl Node {
             Ok(ok) => ok,
             Err(refusal @ Refusal::DuplicateId(_)) => {
                 warn!("{}: follower refused: {refusal}", conn.peer);
-                return refuse(conn, &refusal);
+                return conn.refuse(&refusal.reply());
             }
             Err(refusal) => {
                 throttled!(
@@ -146,7 +122,7 @@ impl Node {
                     "{}: follower {id} refused: {refusal}",
                     conn.peer
                 );
-                return refuse(conn, &refusal);
+                return conn.refuse(&refusal.reply());
             }
         };
         if let Some((old_key, old_addr)) = admitted.replaced {
@@ -804,13 +780,6 @@ impl Node {
         self.repl.feeds.get(&key).is_some_and(|p| p.behind)
             && conn.pending_output() < FOLLOWER_BUF_LOW
     }
-}
-
-/// Sends a handshake refusal and closes.
-fn refuse(conn: &mut Conn, refusal: &Refusal) {
-    let reply = refusal.reply();
-    conn.reply_with(|out| out.extend_from_slice(&reply));
-    conn.closing = true;
 }
 
 /// Drops `value` on a short-lived thread (or here, if none can start).

@@ -387,8 +387,7 @@ impl Slots {
             conn.peer,
             self.table.count(Class::Client)
         );
-        conn.reply(Reply::TooManyConnections);
-        conn.closing = true;
+        conn.refuse(Reply::TooManyConnections.as_bytes());
         true
     }
 }
@@ -572,8 +571,7 @@ impl Server {
                         self.slots.table.count(Class::Hello)
                     );
                     conn.rbuf.clear();
-                    conn.reply(Reply::TooManyConnections);
-                    conn.closing = true;
+                    conn.refuse(Reply::TooManyConnections.as_bytes());
                     self.mark_dirty(key);
                 }
                 Expiry::Handshake => {
