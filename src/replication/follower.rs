@@ -47,8 +47,8 @@ impl LinkState {
     }
 }
 
-/// Why a follower turns a leader down (SPEC §3: never throw away data the
-/// leader does not have).
+/// Why a follower turns a leader down (`docs/replication.md`: never throw
+/// away data the leader does not have).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The leader's epoch is below one this follower knows: it was deposed.

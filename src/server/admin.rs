@@ -8,9 +8,9 @@
 //! N: HELLO SERVER                  then every client command, plus the admin ones
 //! ```
 //!
-//! The same mutual proof as a follower's (SPEC §3), so an admin tool never
-//! sends the secret and never talks to an impostor. Role changes are
-//! persisted (see [`role`](super::role)) before they are answered.
+//! The same mutual proof as a follower's (`docs/protocol.md`), so an admin
+//! tool never sends the secret and never talks to an impostor. Role changes
+//! are persisted (see [`role`](super::role)) before they are answered.
 
 use std::time::Instant;
 
