@@ -58,6 +58,8 @@ fuzz:
 
 # Installs what `make` built; it never builds (root often has no cargo):
 #   make && sudo make install
+# The operator's documents are docs/*.md, installed side by side in DOCDIR;
+# the units' Documentation= names operations.md there.
 DOCDIR  ?= $(PREFIX)/share/doc/keyval
 
 install:
@@ -71,9 +73,7 @@ install:
 	install -D -m 0640 conf/leader.env $(DESTDIR)$(CONFDIR)/leader.env.example
 	install -D -m 0640 conf/follower.env $(DESTDIR)$(CONFDIR)/follower.env.example
 	install -D -m 0644 conf/password.conf $(DESTDIR)$(CONFDIR)/password.conf.example
-	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	for f in docs/*.md; do \
-		[ -f "$$f" ] || continue; \
 		install -D -m 0644 "$$f" "$(DESTDIR)$(DOCDIR)/$$(basename "$$f")"; \
 	done
 	sed -i 's|/usr/local/bin/keyval|$(PREFIX)/bin/keyval|g; s|/usr/local/share/doc/keyval|$(DOCDIR)|g' \

@@ -1,4 +1,5 @@
-//! Client access control (SPEC §6): the password gate and protected mode.
+//! Client access control (`docs/access.md`): the password gate and protected
+//! mode.
 //!
 //! Pure: the decisions here take what the server knows (is a password set,
 //! has this connection proved it, what kind of request is this, where does

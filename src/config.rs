@@ -1,5 +1,5 @@
-//! Node configuration: the command line and `KEYVAL_*` environment of
-//! SPEC §1, checked into a [`Config`].
+//! Node configuration: the command line and `KEYVAL_*` environment
+//! (`docs/protocol.md`), checked into a [`Config`].
 //!
 //! Every flag has an environment twin (`--max-clients` is
 //! `KEYVAL_MAX_CLIENTS`), so a systemd `EnvironmentFile` can carry a whole
@@ -186,7 +186,7 @@ pub struct Config {
     pub max_followers: usize,
     pub max_clients: usize,
     /// A connection still in its handshake this long after it was
-    /// accepted is closed (SPEC §6).
+    /// accepted is closed (`docs/connections.md`).
     pub handshake_timeout_ms: u64,
     pub max_line_bytes: usize,
     pub max_output_bytes: usize,
@@ -462,10 +462,10 @@ pub fn leader_is_self(
     })
 }
 
-/// A clap error as the one line SPEC §1 asks for: its first paragraph,
-/// joined. Taking only the first line would lose what clap lists on the
-/// following ones, such as the flag in "the following required arguments
-/// were not provided:".
+/// A clap error as the one line `docs/protocol.md` promises: its first
+/// paragraph, joined. Taking only the first line would lose what clap lists
+/// on the following ones, such as the flag in "the following required
+/// arguments were not provided:".
 pub fn usage_error_line(rendered: &str) -> String {
     let paragraph: Vec<&str> = rendered
         .lines()

@@ -14,12 +14,14 @@
 //!                  │                │  DIGEST/KEYS worker (scan)
 //! ```
 //!
-//! - [`protocol`]: the client line protocol (SPEC §2), pure.
+//! - [`protocol`]: the client line protocol (`docs/protocol.md`), pure.
 //! - [`store`]: the in-memory map, pure.
 //! - [`query`]: `DIGEST` and `KEYS` from the store or from replayed
 //!   writes, pure.
 //! - [`wal`]: the write-ahead log, its byte format, the sync thread and
 //!   compaction.
+//! - [`replication`]: handshake proofs, session records, frames, the
+//!   leader's feed and the follower's checks; never owns a socket.
 //! - [`server`]: the event loop and connections; the only user of mio.
 //! - [`config`]: flags and `KEYVAL_*` environment.
 //! - [`access`]: the client password gate and protected mode, pure.

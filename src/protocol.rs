@@ -1,5 +1,5 @@
-//! The client line protocol (SPEC §2): framing, request parsing and reply
-//! encoding.
+//! The client line protocol (`docs/protocol.md`): framing, request parsing
+//! and reply encoding.
 //!
 //! Pure: this module takes byte slices and returns values or bytes. It never
 //! touches a socket, a file or a clock, so every rule can be unit-tested and
@@ -16,7 +16,7 @@
 
 use crate::access;
 
-/// Longest key, in bytes (SPEC §2).
+/// Longest key, in bytes (`docs/protocol.md`).
 pub const MAX_KEY_BYTES: usize = 1024;
 
 /// Where the next line of a buffer ends, as seen by [`next_line`].
@@ -66,8 +66,8 @@ fn memchr_newline(buf: &[u8]) -> Option<usize> {
 pub enum Hello<'a> {
     /// `HELLO CLIENT`.
     Client,
-    /// `HELLO FOLLOWER|<id>:<fnonce>` (SPEC §3); the fields are checked by
-    /// the replication layer.
+    /// `HELLO FOLLOWER|<id>:<fnonce>` (`docs/protocol.md`); the fields are
+    /// checked by the replication layer.
     Follower { id: &'a [u8], nonce: &'a [u8] },
     /// `HELLO ADMIN|<nonce>`: a client that will prove the shared secret.
     Admin { nonce: &'a [u8] },
@@ -117,8 +117,8 @@ pub enum Request<'a> {
     Admin(AdminRequest<'a>),
 }
 
-/// Commands that change what a node is; see the failover section of the
-/// README. Parsed for every connection, executed only after `HELLO ADMIN`.
+/// Commands that change what a node is; see `docs/failover.md`. Parsed
+/// for every connection, executed only after `HELLO ADMIN`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AdminRequest<'a> {
     /// `PROMOTE`: a follower becomes a leader of a new history.
@@ -298,8 +298,8 @@ fn only_key(rest: Option<&[u8]>) -> Result<&[u8], ParseError> {
     Ok(key)
 }
 
-/// Checks the key rules of SPEC §2: 1 to 1024 bytes, no whitespace, no
-/// control characters.
+/// Checks the key rules of `docs/protocol.md`: 1 to 1024 bytes, no
+/// whitespace, no control characters.
 ///
 /// # Errors
 /// `MissingArgument` for an empty key, `TrailingArgument` when it contains
@@ -347,7 +347,8 @@ pub enum Reply {
     WriteNotAllowed,
     ReplicationTimeout,
     Error,
-    /// A password is set and this connection has not given it (SPEC §6).
+    /// A password is set and this connection has not given it
+    /// (`docs/access.md`).
     NoAuth,
     /// `AUTH` with the wrong password; the connection stays.
     WrongPass,

@@ -540,7 +540,7 @@ impl Store {
     }
 
     /// SHA-256 over `<key>\n<value>\n` for every key in byte order, as lower
-    /// case hex (SPEC §2 `DIGEST`).
+    /// case hex (`DIGEST` in `docs/protocol.md`).
     pub fn digest(&self) -> String {
         let mut entries: Vec<(&[u8], &[u8])> = self.iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));

@@ -1,8 +1,8 @@
-//! Client access control against the real binary (SPEC §6): the password
-//! from `KEYVAL_PASSWORD` and from `--password-file`, `NOAUTH` before
-//! `AUTH`, `WRONGPASS` keeping the connection, the password never reaching
-//! the log, followers and `keyval-ctl` unaffected by it, and protected
-//! mode.
+//! Client access control against the real binary (`docs/access.md`): the
+//! password from `KEYVAL_PASSWORD` and from `--password-file`, `NOAUTH`
+//! before `AUTH`, `WRONGPASS` keeping the connection, the password never
+//! reaching the log, followers and `keyval-ctl` unaffected by it, and
+//! protected mode.
 //!
 //! Protected mode needs a client that is not on loopback. The test makes
 //! one inside a network namespace of its own (`ip netns`, so it needs

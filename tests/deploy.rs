@@ -175,7 +175,7 @@ fn make_install_installs_what_make_built_without_building() {
     for file in [
         "usr/bin/keyval",
         "usr/bin/keyval-ctl",
-        "usr/share/doc/keyval/README.md",
+        "usr/share/doc/keyval/operations.md",
         "etc/keyval/leader.env.example",
         "etc/keyval/follower.env.example",
         "etc/keyval/password.conf.example",

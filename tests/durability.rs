@@ -1,4 +1,4 @@
-//! Durability of the real binary (SPEC §4, and `--fsync` of §1): what a
+//! Durability of the real binary (`docs/durability.md`): what a
 //! client was told `OK` survives `kill -9`; a torn or garbage tail of
 //! `leader.log` is cut back with a warning and the log keeps working;
 //! damage before the tail stops the node with an error naming the file and

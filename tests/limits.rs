@@ -1,4 +1,4 @@
-//! Slow and silent clients against the real binary (SPEC §6): clients
+//! Slow and silent clients against the real binary (`docs/limits.md`): clients
 //! that pipeline `KEYS` or large `GET`s and never read cost the node no
 //! more than `--max-output-bytes` each and `--max-output-total-bytes` in
 //! all, a fresh client is still served meanwhile, and one connection's

@@ -1,9 +1,8 @@
-//! Operating the real binary (SPEC §1): graceful stop on SIGTERM and SIGINT
-//! (in-flight pipelined replies delivered, exit 0), the systemd
+//! Operating the real binary (`docs/protocol.md`): graceful stop on SIGTERM
+//! and SIGINT (in-flight pipelined replies delivered, exit 0), the systemd
 //! `NOTIFY_SOCKET` handshake, bad flags (exit 2, one line), a follower
-//! without a secret, configuration through `KEYVAL_*` environment
-//! variables only, and the lock that keeps a second process off a data
-//! directory.
+//! without a secret, configuration through `KEYVAL_*` environment variables
+//! only, and the lock that keeps a second process off a data directory.
 
 mod common;
 

@@ -1,6 +1,6 @@
-//! The client protocol of SPEC §2 against the real binary, byte for byte:
-//! every command and error row, pipelining, half-close, many clients, and
-//! the memory bound for clients that do not read.
+//! The client protocol of `docs/protocol.md` against the real binary, byte
+//! for byte: every command and error row, pipelining, half-close, many
+//! clients, and the memory bound for clients that do not read.
 
 mod common;
 

@@ -28,7 +28,7 @@ fn model(prefix: &str, range: std::ops::Range<usize>, value: &str) -> BTreeMap<S
         .collect()
 }
 
-/// SPEC §2 `DIGEST` of `data`.
+/// The `DIGEST` of `data` (`docs/protocol.md`).
 fn digest_of(data: &BTreeMap<String, String>) -> String {
     let mut h = Sha256::new();
     for (k, v) in data {

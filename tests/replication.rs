@@ -1,12 +1,12 @@
-//! Replication (SPEC §3) between real processes on loopback: writes reach
-//! followers, late and restarted followers get a snapshot or only what
-//! they missed, nodes start and restart in any order, a follower never
-//! throws away data its leader does not have, the HMAC handshake keeps out
-//! wrong secrets and impostors, the follower cap, a crash mid-snapshot,
+//! Replication (`docs/replication.md`) between real processes on loopback:
+//! writes reach followers, late and restarted followers get a snapshot or
+//! only what they missed, nodes start and restart in any order, a follower
+//! never throws away data its leader does not have, the HMAC handshake keeps
+//! out wrong secrets and impostors, the follower cap, a crash mid-snapshot,
 //! the output rule of `--sync-followers`, and stalled followers.
 //!
 //! Fake peers (a follower or a leader scripted over a plain `TcpStream`)
-//! speak the handshake of SPEC §3 and the frames of
+//! speak the handshake of `docs/protocol.md` and the frames of
 //! `src/replication/wire.rs`, computed here independently of the server's
 //! code.
 

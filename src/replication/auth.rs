@@ -1,4 +1,5 @@
-//! The mutual HMAC-SHA256 challenge of SPEC §3. Pure apart from drawing
+//! The mutual HMAC-SHA256 challenge of the follower and admin handshakes
+//! (`docs/protocol.md`). Pure apart from drawing
 //! random nonces.
 //!
 //! ```text

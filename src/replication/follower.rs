@@ -382,7 +382,8 @@ fn one_line(text: &str) -> String {
 }
 
 /// Why a follower turns a leader's plan down: it never throws away data
-/// the leader does not have unless an operator said so.
+/// the leader does not have unless an operator said so
+/// (`docs/replication.md`).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// The leader's epoch is below one this follower knows: it was deposed.

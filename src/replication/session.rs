@@ -41,7 +41,7 @@ use super::auth::{self, Prover};
 /// Bytes of a record's length field.
 pub const RECORD_HEADER_LEN: usize = 4;
 
-/// Bytes of a record's tag: HMAC-SHA256 truncated to 128 bits.
+/// Bytes of a record's tag: keyed BLAKE3 truncated to 128 bits.
 pub const TAG_LEN: usize = 16;
 
 /// The largest payload of one record. The receiver buffers at most one

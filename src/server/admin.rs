@@ -2,10 +2,10 @@
 //! [`handshake`](crate::replication::handshake)) and the commands that
 //! change what a node is (`PROMOTE`, `FOLLOW`, `FENCE`, `COMPACT`).
 //!
-//! An admin proves the shared secret the way a follower does, so an admin
-//! tool never sends the secret and never talks to an impostor. Role
-//! changes are persisted (see [`role`](super::role)) before they are
-//! answered.
+//! An admin proves the shared secret the way a follower does
+//! (`docs/protocol.md`), so an admin tool never sends the secret and never
+//! talks to an impostor. Role changes are persisted (see
+//! [`role`](super::role)) before they are answered.
 
 use std::time::Instant;
 

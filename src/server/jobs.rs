@@ -45,11 +45,10 @@
 //!   the loop.
 //! - **Connections take turns.** The next job to start is one for the
 //!   connection served longest ago (one never served first), oldest job
-//!   first among equals: round robin by connection, not request order. Fifty
-//!   connections interleaving `PUT` and `DIGEST` queued 200 jobs in request
-//!   order, and another client's `DIGEST` waited 10.4 s behind them; now it
-//!   waits for the running job and at most one job of each other
-//!   connection. A job holds a copy of what
+//!   first among equals: round robin by connection, not request order.
+//!   Fifty connections interleaving `PUT` and `DIGEST` queue 200 jobs; a
+//!   new client's `DIGEST` waits for the running job and at most one job
+//!   of each other connection, not for all 200. A job holds a copy of what
 //!   its query needs: every key and value for `DIGEST`, about the size of
 //!   the store, or the matching keys for `KEYS`. One long-lived worker
 //!   also keeps that memory in one malloc arena, reused job after job.
@@ -78,8 +77,8 @@
 //! [`crate::wal::scan`]): the data it was to show is gone from this node.
 //!
 //! At 1M keys the job takes 1.25–1.7 s for `DIGEST` and about 1 s for
-//! `KEYS`, 2–3 times the old inline sort, because it rebuilds the data
-//! from the log; the README's benchmarks have the figures.
+//! `KEYS`, 2–3 times a sort of the live map, because it rebuilds the data
+//! from the log; `docs/benchmarks.md` has the figures and the commands.
 
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};

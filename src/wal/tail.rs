@@ -38,7 +38,8 @@
 //! hand (see `docs/durability.md`). The opposite mistake, cutting
 //! acknowledged writes, needs damage that leaves no record after it
 //! checksummed and in sequence, which is damage to the last record (and
-//! that is what SPEC §4 cuts: "a torn or corrupt tail").
+//! that is what `docs/durability.md` promises to cut: "a torn or corrupt
+//! tail").
 //!
 //! Pure apart from reading: the bytes come through [`ReadAt`], which a
 //! file and a byte slice both provide, so every case is a unit test.

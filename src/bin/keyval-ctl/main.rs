@@ -1,7 +1,7 @@
 //! `keyval-ctl`: the operator's tool for a keyval cluster, in the manner of
 //! `redis-cli` and `pg_ctl`: node facts, promotion, re-pointing, fencing,
 //! compaction, and the guided failover. It speaks the authenticated admin
-//! channel (`HELLO ADMIN`, see the README), with the secret from
+//! channel (`HELLO ADMIN`, see `docs/failover.md`), with the secret from
 //! `KEYVAL_SECRET` or `--secret-file`.
 //!
 //! This file owns the command line; `session` the admin connection,
