@@ -48,7 +48,7 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use crate::store::{Store, UndoLog};
-use lineage::{Lineage, Segment};
+use lineage::{Lineage, LineageError, Segment};
 use record::{Decoded, Header, HistoryId, Op, Record, HEADER_LEN, RECORD_PREFIX_LEN};
 use syncer::{Outcome, Syncer, Target};
 use tail::{ReadAt, Tail};
@@ -456,7 +456,7 @@ impl Wal {
             }
             self.lineage
                 .fork(history, epoch, rec.seq)
-                .map_err(WalError::BadFork)?;
+                .map_err(|e| WalError::BadFork(e.to_string()))?;
             self.pending.extend_from_slice(raw);
             return Ok(());
         }
@@ -809,7 +809,7 @@ impl Wal {
         let mut candidate = self.lineage.clone();
         candidate
             .fork(history, epoch, self.last_seq)
-            .map_err(WalError::BadFork)?;
+            .map_err(|e| WalError::BadFork(e.to_string()))?;
         self.write_everything(store)?;
         let mut bytes = Vec::new();
         Record::encode_fork(&mut bytes, self.last_seq, &history, epoch);
@@ -1045,6 +1045,47 @@ pub(crate) fn close_off_loop<F: Send + 'static>(file: F) {
     }
 }
 
+/// Why a record read from a log file cannot follow the records before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderError {
+    /// A put or delete whose seq is not one more than the `last` one's.
+    SeqGap { seq: u64, last: u64 },
+    /// A fork record whose seq is not the last write's.
+    MisplacedFork { seq: u64, last: u64 },
+    /// A fork record that does not fit the log's lineage.
+    Lineage(LineageError),
+    /// A record with the fork op that is not a well-formed fork.
+    MalformedFork,
+}
+
+impl fmt::Display for OrderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OrderError::SeqGap { seq, last } => write!(f, "seq {seq} follows seq {last}"),
+            OrderError::MisplacedFork { seq, last } => {
+                write!(f, "a fork at seq {seq} after seq {last}")
+            }
+            OrderError::Lineage(e) => write!(f, "{e}"),
+            OrderError::MalformedFork => write!(f, "a malformed fork record"),
+        }
+    }
+}
+
+impl std::error::Error for OrderError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OrderError::Lineage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<LineageError> for OrderError {
+    fn from(e: LineageError) -> OrderError {
+        OrderError::Lineage(e)
+    }
+}
+
 /// The order rule of a log file: records with seq up to the header's base
 /// seq form the snapshot part (one per live key, any order); after them,
 /// every record's seq is one more than the previous one.
@@ -1066,8 +1107,8 @@ impl SeqCheck {
     /// Checks the next record's seq.
     ///
     /// # Errors
-    /// A description of the break in the order.
-    pub fn accept(&mut self, seq: u64) -> Result<(), String> {
+    /// [`OrderError::SeqGap`]: the break in the order.
+    pub fn accept(&mut self, seq: u64) -> Result<(), OrderError> {
         let in_snapshot_part = seq <= self.base && self.in_snapshot_part();
         if in_snapshot_part {
             Ok(())
@@ -1075,7 +1116,10 @@ impl SeqCheck {
             self.last = seq;
             Ok(())
         } else {
-            Err(format!("seq {seq} follows seq {}", self.last))
+            Err(OrderError::SeqGap {
+                seq,
+                last: self.last,
+            })
         }
     }
 
@@ -1083,13 +1127,16 @@ impl SeqCheck {
     /// write, so it repeats that write's seq.
     ///
     /// # Errors
-    /// A description of the break in the order.
-    pub fn accept_fork(&mut self, seq: u64) -> Result<(), String> {
+    /// [`OrderError::MisplacedFork`]: the break in the order.
+    pub fn accept_fork(&mut self, seq: u64) -> Result<(), OrderError> {
         let in_snapshot_part = seq <= self.base && self.in_snapshot_part();
         if in_snapshot_part || seq == self.last {
             Ok(())
         } else {
-            Err(format!("a fork at seq {seq} after seq {}", self.last))
+            Err(OrderError::MisplacedFork {
+                seq,
+                last: self.last,
+            })
         }
     }
 
@@ -1109,13 +1156,13 @@ impl SeqCheck {
 /// to the store and lineage it describes.
 ///
 /// # Errors
-/// A description of a record out of order.
+/// A record out of order, or a fork that does not fit the lineage.
 pub fn apply_logged(
     rec: &Record<'_>,
     seqs: &mut SeqCheck,
     store: &mut Store,
     lineage: &mut Lineage,
-) -> Result<(), String> {
+) -> Result<(), OrderError> {
     match accept_logged(rec, seqs, lineage)? {
         Some(Op::Put) => store.set(rec.key, rec.value),
         Some(Op::Delete) => drop(store.remove(rec.key)),
@@ -1129,12 +1176,12 @@ pub fn apply_logged(
 /// data: a put or a delete.
 ///
 /// # Errors
-/// A description of a record out of order.
+/// A record out of order, or a fork that does not fit the lineage.
 pub fn accept_logged(
     rec: &Record<'_>,
     seqs: &mut SeqCheck,
     lineage: &mut Lineage,
-) -> Result<Option<Op>, String> {
+) -> Result<Option<Op>, OrderError> {
     if let Some((history, epoch)) = rec.as_fork() {
         seqs.accept_fork(rec.seq)?;
         lineage.fork(history, epoch, rec.seq)?;
@@ -1142,7 +1189,7 @@ pub fn accept_logged(
     }
     seqs.accept(rec.seq)?;
     match rec.op {
-        Op::Fork => Err("a malformed fork record".into()),
+        Op::Fork => Err(OrderError::MalformedFork),
         op => Ok(Some(op)),
     }
 }
@@ -1253,7 +1300,7 @@ fn replay<R: ReadAt + ?Sized>(
                         WalError::Corrupt {
                             path: path.to_path_buf(),
                             offset,
-                            reason,
+                            reason: reason.to_string(),
                             next: None,
                         }
                     })?;
@@ -1862,5 +1909,47 @@ pub(crate) mod tests {
             Wal::open(&dir.path().join("leader.log"), FsyncPolicy::Always),
             Err(WalError::Locked { .. })
         ));
+    }
+
+    #[test]
+    fn the_order_rule_names_the_break() {
+        let mut seqs = SeqCheck::new(0);
+        seqs.accept(1).expect("first");
+        assert_eq!(seqs.accept(3), Err(OrderError::SeqGap { seq: 3, last: 1 }));
+        assert_eq!(
+            seqs.accept_fork(0),
+            Err(OrderError::MisplacedFork { seq: 0, last: 1 })
+        );
+        let mut lineage = Lineage::new([1; 16], 2);
+        let mut fork = Vec::new();
+        Record::encode_fork(&mut fork, 1, &[2; 16], 1);
+        let Ok(Decoded::Record(rec, _)) = Record::decode(&fork) else {
+            panic!("a fork record")
+        };
+        let refused = accept_logged(&rec, &mut seqs, &mut lineage).expect_err("epoch went back");
+        assert_eq!(
+            refused,
+            OrderError::Lineage(LineageError::EpochBack {
+                epoch: 1,
+                current: 2
+            })
+        );
+        // The texts replay puts in its errors, as before.
+        assert_eq!(
+            refused.to_string(),
+            "a fork to epoch 1 below the current epoch 2"
+        );
+        assert_eq!(
+            OrderError::SeqGap { seq: 3, last: 1 }.to_string(),
+            "seq 3 follows seq 1"
+        );
+        assert_eq!(
+            OrderError::MisplacedFork { seq: 0, last: 1 }.to_string(),
+            "a fork at seq 0 after seq 1"
+        );
+        assert_eq!(
+            OrderError::MalformedFork.to_string(),
+            "a malformed fork record"
+        );
     }
 }

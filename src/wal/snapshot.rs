@@ -540,7 +540,7 @@ fn apply(
     lineage: &mut Lineage,
     load: &mut BulkLoad,
 ) -> Result<(), String> {
-    match accept_logged(rec, seqs, lineage)? {
+    match accept_logged(rec, seqs, lineage).map_err(|e| e.to_string())? {
         Some(Op::Put) => match share(load) {
             Some(buffer) => load.set_shared(buffer, at, rec.key, rec.value),
             None => load.set(rec.key, rec.value),
