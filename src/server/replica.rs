@@ -357,14 +357,16 @@ impl Node {
         );
         match frame {
             Frame::Plan(plan) if matches!(phase, Phase::AwaitPlan) => self.on_plan(conn, plan),
-            Frame::Chunk(bytes) if snapshot => {
-                self.receiver()?.push(bytes).map_err(StreamFault::Snapshot)
-            }
+            Frame::Chunk(bytes) if snapshot => self
+                .receiver()?
+                .push(bytes)
+                .map_err(|e| StreamFault::Snapshot(e.to_string())),
             // The threads finish it; `feed_link` installs it once they are
             // done, and the link's input waits meanwhile.
-            Frame::End { seq } if snapshot => {
-                self.receiver()?.end(seq).map_err(StreamFault::Snapshot)
-            }
+            Frame::End { seq } if snapshot => self
+                .receiver()?
+                .end(seq)
+                .map_err(|e| StreamFault::Snapshot(e.to_string())),
             Frame::Records(mut bytes) if streaming => {
                 while !bytes.is_empty() {
                     let Ok(Decoded::Record(rec, used)) = Record::decode(bytes) else {
