@@ -89,7 +89,8 @@ fn run(cli: Cli) -> Result<(), String> {
     let secret = keyval::config::load_secret(
         cli.secret_file.as_deref(),
         std::env::var("KEYVAL_SECRET").ok(),
-    )?
+    )
+    .map_err(|e| e.to_string())?
     .ok_or("no secret: set KEYVAL_SECRET or --secret-file")?;
     let timeout = Duration::from_millis(cli.timeout_ms.max(1));
     let addr = format!("{}:{}", cli.host, cli.port);
