@@ -12,7 +12,8 @@
 //! (a small batch, no sync in flight) the loop fsyncs inline instead, which
 //! is cheaper then (`SYNC_INLINE_BELOW`). [`Wal::open`] replays the file into a [`Store`],
 //! cutting back a torn tail and refusing to start on damage before it
-//! ([`tail`] tells the two apart).
+//! ([`tail`] tells the two apart). [`Wal::counters`] counts the torn tails
+//! cut and the fsyncs that failed, for `INFO`.
 //! Compaction ([`compact`]) rewrites the file on a background thread.
 //!
 //! Three points along the log matter:
@@ -253,6 +254,27 @@ pub struct Wal {
     /// instead of extending it, so a state from before it may no longer be
     /// in the file.
     resets: u64,
+    /// Torn tails replay cut when the log was opened: 0 or 1.
+    torn_tails_cut: u64,
+    /// Fsyncs of the log that failed on the loop; the sync thread counts
+    /// its own ([`Syncer::failures`]).
+    inline_fsync_failures: u64,
+    /// How the loop fsyncs the log: `File::sync_data`, or a stand-in that
+    /// fails in tests.
+    sync_data: fn(&File) -> io::Result<()>,
+}
+
+/// Facts about the log since it was opened, for `INFO`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalCounters {
+    /// Torn (or damaged) tails replay cut back at open: 0 or 1, as the
+    /// log is opened once per process.
+    pub torn_tails_cut: u64,
+    /// Fsyncs of the log file that failed, inline on the loop or on the
+    /// sync thread (under `--fsync always` and `everysec`; a sync thread
+    /// that died with a sync in flight counts as one). The first fails
+    /// the log, so this rarely goes past 1.
+    pub fsync_failures: u64,
 }
 
 /// Offsets at or past `old_offset` in generation `from` are at
@@ -369,6 +391,9 @@ impl Wal {
             snapshot_suspect,
             rewinds: 0,
             resets: 0,
+            torn_tails_cut: u64::from(truncated > 0),
+            inline_fsync_failures: 0,
+            sync_data: File::sync_data,
         };
         Ok(Opened {
             wal,
@@ -620,9 +645,12 @@ impl Wal {
     /// Fsyncs on the calling thread.
     fn sync_inline(&mut self) {
         let target = self.file_end_target();
-        match self.file.sync_data() {
+        match (self.sync_data)(&self.file) {
             Ok(()) => self.durable(target),
-            Err(e) => self.fail(io_err(&self.path, "fsync")(e)),
+            Err(e) => {
+                self.inline_fsync_failures += 1;
+                self.fail(io_err(&self.path, "fsync")(e));
+            }
         }
     }
 
@@ -898,6 +926,15 @@ impl Wal {
         self.shared_end.store(replayed.end, Ordering::Release);
         self.next_generation(None);
         Ok((replayed.store, replayed.dropped))
+    }
+
+    /// The torn tails cut at open and the fsyncs that failed.
+    pub fn counters(&self) -> WalCounters {
+        WalCounters {
+            torn_tails_cut: self.torn_tails_cut,
+            fsync_failures: self.inline_fsync_failures
+                + self.syncer.as_ref().map_or(0, Syncer::failures),
+        }
     }
 
     /// Whether the snapshot part of this log may have lost records to a
@@ -1586,6 +1623,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn failed_fsyncs_on_the_sync_thread_are_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut o, control) = open_controlled(dir.path());
+        put(&mut o, "a", "1");
+        commit_durably(&mut o, &control);
+        assert_eq!(o.wal.counters().fsync_failures, 0, "a sync that worked");
+        control.fail.store(true, Ordering::SeqCst);
+        put(&mut o, "b", "2");
+        o.wal.commit(&mut o.store).expect("commit");
+        control.next_report();
+        assert!(o.wal.commit(&mut o.store).is_err(), "the fsync failed");
+        assert_eq!(o.wal.counters().fsync_failures, 1);
+        // The failed log asks for no more syncs.
+        o.wal.sync_soon();
+        assert!(o.wal.commit(&mut o.store).is_ok());
+        assert_eq!(o.wal.counters().fsync_failures, 1);
+    }
+
+    #[test]
+    fn failed_inline_fsyncs_are_counted_under_always_and_everysec() {
+        for policy in [FsyncPolicy::Always, FsyncPolicy::EverySec] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut o = Wal::open(&dir.path().join("leader.log"), policy).expect("open");
+            put(&mut o, "a", "1");
+            o.wal.commit(&mut o.store).expect("commit");
+            o.wal.sync_soon();
+            assert_eq!(o.wal.durable_seq(), 1, "{policy:?}");
+            assert_eq!(o.wal.counters().fsync_failures, 0, "{policy:?}");
+            o.wal.sync_data = |_| Err(io::Error::other("injected inline fsync error"));
+            put(&mut o, "b", "2");
+            // Under always the commit fsyncs; under everysec the timer's
+            // sync_soon does.
+            let _ = o.wal.commit(&mut o.store);
+            o.wal.sync_soon();
+            assert!(o.wal.has_failed(), "{policy:?}");
+            assert_eq!(
+                o.wal.counters(),
+                WalCounters {
+                    torn_tails_cut: 0,
+                    fsync_failures: 1
+                },
+                "{policy:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_sync_that_succeeds_after_a_failed_one_proves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut o, control) = open_controlled(dir.path());
@@ -1769,6 +1853,30 @@ pub(crate) mod tests {
         assert_eq!(torn_snapshot.wal.last_seq(), 2);
         assert_eq!(torn_snapshot.store.len(), 1);
         assert!(torn_snapshot.wal.snapshot_suspect());
+    }
+
+    #[test]
+    fn a_torn_tail_cut_at_open_is_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leader.log");
+        let mut o = open(dir.path());
+        assert_eq!(o.wal.counters(), WalCounters::default(), "a new log");
+        put(&mut o, "a", "1");
+        put(&mut o, "b", "2");
+        o.wal.commit(&mut o.store).expect("commit");
+        let o = reopen(o, dir.path());
+        assert_eq!(o.wal.counters().torn_tails_cut, 0, "a clean reopen");
+        drop(o);
+        let full = std::fs::metadata(&path).expect("stat").len();
+        let f = OpenOptions::new().write(true).open(&path).expect("open");
+        f.set_len(full - 3).expect("truncate");
+        drop(f);
+        let o = open(dir.path());
+        assert_eq!(o.wal.last_seq(), 1);
+        assert_eq!(o.wal.counters().torn_tails_cut, 1, "the cut");
+        drop(o);
+        let o = open(dir.path());
+        assert_eq!(o.wal.counters().torn_tails_cut, 0, "cut once, clean since");
     }
 
     #[test]
