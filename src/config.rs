@@ -51,11 +51,31 @@ pub enum LogLevel {
     Trace,
 }
 
+/// What `keyval --help` adds after the flags: the state file that wins
+/// over the role flags (see `server::role`).
+const AFTER_HELP: &str = "\
+Role changes survive restarts: a promotion, FOLLOW or FENCE (keyval-ctl promote,
+follow, fence), or news of a higher epoch, writes node_<id>.state in the data
+directory. At start that file wins over --role, --leader_host and --leader_port,
+with a warning naming it, so a restart with the old flags never brings back a
+stale leader. Change the role with keyval-ctl; to return to the flags, stop the
+node and remove the file.
+
+Every flag can also be set by its environment variable, shown with it. The
+shared secret comes from KEYVAL_SECRET or --secret-file, the client password
+from KEYVAL_PASSWORD or --password-file.";
+
 /// The command line, as clap parses it.
 #[derive(Debug, Parser)]
-#[command(name = "keyval", version, about = "A replicated key-value server")]
+#[command(
+    name = "keyval",
+    version,
+    about = "A replicated key-value server",
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
-    /// Node role.
+    /// Node role, unless the data directory's node_<id>.state (written by
+    /// promotions, FOLLOW and FENCE) says otherwise: that file wins.
     #[arg(long, env = "KEYVAL_ROLE", value_enum)]
     pub role: Role,
     /// Node id: 1 for a leader, an integer >= 2 for a follower.
@@ -64,27 +84,30 @@ pub struct Cli {
     /// TCP port for clients and followers (0 picks a free one).
     #[arg(long, env = "KEYVAL_PORT", default_value_t = 5000)]
     pub port: u16,
-    /// Listen address.
+    /// Address to listen on for clients and followers.
     #[arg(long, env = "KEYVAL_BIND", default_value = "127.0.0.1")]
     pub bind: IpAddr,
-    /// Where a follower finds its leader.
+    /// Where a follower finds its leader (host name or IP address); the
+    /// leader in node_<id>.state wins over it.
     #[arg(
         long = "leader_host",
         alias = "leader-host",
         env = "KEYVAL_LEADER_HOST"
     )]
     pub leader_host: Option<String>,
-    /// The leader's port.
+    /// The leader's client port; the leader in node_<id>.state wins over
+    /// it.
     #[arg(
         long = "leader_port",
         alias = "leader-port",
         env = "KEYVAL_LEADER_PORT"
     )]
     pub leader_port: Option<u16>,
-    /// Directory of the log.
+    /// Directory of the log and of node_<id>.state.
     #[arg(long, env = "KEYVAL_DATA_DIR", default_value = ".")]
     pub data_dir: PathBuf,
-    /// When the log is fsynced.
+    /// When the log is fsynced: before every write's reply (always), once a
+    /// second (everysec), or when the kernel likes (no).
     #[arg(long, env = "KEYVAL_FSYNC", value_enum, default_value = "always")]
     pub fsync: FsyncArg,
     /// Answer a write only once this many followers have it durably
@@ -95,10 +118,10 @@ pub struct Cli {
     /// the leader announced, else 5000].
     #[arg(long, env = "KEYVAL_SYNC_TIMEOUT_MS")]
     pub sync_timeout_ms: Option<u64>,
-    /// Follower cap.
+    /// Most followers connected at once; more are refused.
     #[arg(long, env = "KEYVAL_MAX_FOLLOWERS", default_value_t = 10)]
     pub max_followers: usize,
-    /// Client cap.
+    /// Most client connections at once; more are refused.
     #[arg(long, env = "KEYVAL_MAX_CLIENTS", default_value_t = 10000)]
     pub max_clients: usize,
     /// How long a new connection may take to finish its handshake.
@@ -118,10 +141,12 @@ pub struct Cli {
         default_value_t = 268_435_456
     )]
     pub max_output_total_bytes: usize,
-    /// Compaction is considered once the log is at least this big...
+    /// Compact the log once it is at least this many bytes and
+    /// --compact-ratio times the live data.
     #[arg(long, env = "KEYVAL_COMPACT_MIN_BYTES", default_value_t = 67_108_864)]
     pub compact_min_bytes: u64,
-    /// ...and at least this many times the size of the live data.
+    /// Compact the log once it is at least this many times the size of the
+    /// live data and --compact-min-bytes long.
     #[arg(long, env = "KEYVAL_COMPACT_RATIO", default_value_t = 2.0)]
     pub compact_ratio: f64,
     /// Read the shared secret from this file instead of `KEYVAL_SECRET`.
@@ -963,6 +988,29 @@ mod tests {
         for (error, text) in cases {
             assert_eq!(error.to_string(), text, "{error:?}");
         }
+    }
+
+    #[test]
+    fn help_says_the_state_file_wins_and_describes_every_flag() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        for arg in command.get_arguments() {
+            let about = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                !about.trim().is_empty(),
+                "--{} has no description",
+                arg.get_id()
+            );
+        }
+        let help = command.render_long_help().to_string();
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains(
+                "writes node_<id>.state in the data directory. At start that file wins over \
+                 --role, --leader_host and --leader_port"
+            ),
+            "{help}"
+        );
     }
 
     fn usage_line(args: &[&str]) -> String {
