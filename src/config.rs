@@ -3,13 +3,16 @@
 //!
 //! Every flag has an environment twin (`--max-clients` is
 //! `KEYVAL_MAX_CLIENTS`), so a systemd `EnvironmentFile` can carry a whole
-//! configuration. Problems are reported as one line; `main` exits 2.
+//! configuration. Problems are a [`ConfigError`], whose text is one line;
+//! `main` prints it and exits 2.
 //!
 //! The shared secret and the client password are never printed: `Config`'s
 //! `Debug` shows them redacted.
 
+use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 
@@ -48,11 +51,31 @@ pub enum LogLevel {
     Trace,
 }
 
+/// What `keyval --help` adds after the flags: the state file that wins
+/// over the role flags (see `server::role`).
+const AFTER_HELP: &str = "\
+Role changes survive restarts: a promotion, FOLLOW or FENCE (keyval-ctl promote,
+follow, fence), or news of a higher epoch, writes node_<id>.state in the data
+directory. At start that file wins over --role, --leader_host and --leader_port,
+with a warning naming it, so a restart with the old flags never brings back a
+stale leader. Change the role with keyval-ctl; to return to the flags, stop the
+node and remove the file.
+
+Every flag can also be set by its environment variable, shown with it. The
+shared secret comes from KEYVAL_SECRET or --secret-file, the client password
+from KEYVAL_PASSWORD or --password-file.";
+
 /// The command line, as clap parses it.
 #[derive(Debug, Parser)]
-#[command(name = "keyval", version, about = "A replicated key-value server")]
+#[command(
+    name = "keyval",
+    version,
+    about = "A replicated key-value server",
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
-    /// Node role.
+    /// Node role, unless the data directory's node_<id>.state (written by
+    /// promotions, FOLLOW and FENCE) says otherwise: that file wins.
     #[arg(long, env = "KEYVAL_ROLE", value_enum)]
     pub role: Role,
     /// Node id: 1 for a leader, an integer >= 2 for a follower.
@@ -61,27 +84,30 @@ pub struct Cli {
     /// TCP port for clients and followers (0 picks a free one).
     #[arg(long, env = "KEYVAL_PORT", default_value_t = 5000)]
     pub port: u16,
-    /// Listen address.
+    /// Address to listen on for clients and followers.
     #[arg(long, env = "KEYVAL_BIND", default_value = "127.0.0.1")]
     pub bind: IpAddr,
-    /// Where a follower finds its leader.
+    /// Where a follower finds its leader (host name or IP address); the
+    /// leader in node_<id>.state wins over it.
     #[arg(
         long = "leader_host",
         alias = "leader-host",
         env = "KEYVAL_LEADER_HOST"
     )]
     pub leader_host: Option<String>,
-    /// The leader's port.
+    /// The leader's client port; the leader in node_<id>.state wins over
+    /// it.
     #[arg(
         long = "leader_port",
         alias = "leader-port",
         env = "KEYVAL_LEADER_PORT"
     )]
     pub leader_port: Option<u16>,
-    /// Directory of the log.
+    /// Directory of the log and of node_<id>.state.
     #[arg(long, env = "KEYVAL_DATA_DIR", default_value = ".")]
     pub data_dir: PathBuf,
-    /// When the log is fsynced.
+    /// When the log is fsynced: before every write's reply (always), once a
+    /// second (everysec), or when the kernel likes (no).
     #[arg(long, env = "KEYVAL_FSYNC", value_enum, default_value = "always")]
     pub fsync: FsyncArg,
     /// Answer a write only once this many followers have it durably
@@ -92,10 +118,10 @@ pub struct Cli {
     /// the leader announced, else 5000].
     #[arg(long, env = "KEYVAL_SYNC_TIMEOUT_MS")]
     pub sync_timeout_ms: Option<u64>,
-    /// Follower cap.
+    /// Most followers connected at once; more are refused.
     #[arg(long, env = "KEYVAL_MAX_FOLLOWERS", default_value_t = 10)]
     pub max_followers: usize,
-    /// Client cap.
+    /// Most client connections at once; more are refused.
     #[arg(long, env = "KEYVAL_MAX_CLIENTS", default_value_t = 10000)]
     pub max_clients: usize,
     /// How long a new connection may take to finish its handshake.
@@ -115,10 +141,12 @@ pub struct Cli {
         default_value_t = 268_435_456
     )]
     pub max_output_total_bytes: usize,
-    /// Compaction is considered once the log is at least this big...
+    /// Compact the log once it is at least this many bytes and
+    /// --compact-ratio times the live data.
     #[arg(long, env = "KEYVAL_COMPACT_MIN_BYTES", default_value_t = 67_108_864)]
     pub compact_min_bytes: u64,
-    /// ...and at least this many times the size of the live data.
+    /// Compact the log once it is at least this many times the size of the
+    /// live data and --compact-min-bytes long.
     #[arg(long, env = "KEYVAL_COMPACT_RATIO", default_value_t = 2.0)]
     pub compact_ratio: f64,
     /// Read the shared secret from this file instead of `KEYVAL_SECRET`.
@@ -204,6 +232,141 @@ pub struct Config {
     pub log_level: LogLevel,
 }
 
+/// What is wrong with a configuration: the first problem
+/// [`Config::from_cli`] (or [`load_secret`], [`load_password`]) found.
+/// Its text is one line naming the flag or variable.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// `--role leader` with an `--id` other than 1.
+    LeaderId(u32),
+    /// `--role follower` with an `--id` below 2.
+    FollowerId(u32),
+    /// `--role follower` without `--id`.
+    FollowerWithoutId,
+    /// A `--leader_host` that is neither an IP address nor a host name.
+    LeaderHost(String),
+    /// `--leader_host`/`--leader_port` name this node's own listener.
+    LeaderIsSelf {
+        leader: LeaderAddr,
+        /// The address that matched.
+        addr: SocketAddr,
+        bind: IpAddr,
+        port: u16,
+    },
+    /// Only one of `--leader_host` and `--leader_port`, or port 0.
+    LeaderHalf,
+    /// `--role follower` without a leader.
+    FollowerWithoutLeader,
+    /// `--max-line-bytes` out of range.
+    MaxLineBytes(usize),
+    /// `--max-output-bytes` below the smallest.
+    MaxOutputBytes(usize),
+    /// `--max-output-total-bytes` below `--max-output-bytes`.
+    OutputTotalBelowOne { total: usize, one: usize },
+    /// `--compact-ratio` below 1 or not a number.
+    CompactRatio(f64),
+    /// `--max-clients 0`.
+    NoClients,
+    /// `--handshake-timeout-ms 0`.
+    NoHandshakeTime,
+    /// `--sync-followers` above `--max-followers`.
+    SyncFollowersAboveMax { sync: usize, max: usize },
+    /// The `--secret-file` could not be read.
+    SecretFile { path: PathBuf, source: io::Error },
+    /// The `--password-file` could not be read.
+    PasswordFile { path: PathBuf, source: io::Error },
+    /// An empty password, from this `--password-file` (`None`: from
+    /// `KEYVAL_PASSWORD`).
+    EmptyPassword { file: Option<PathBuf> },
+    /// `--role follower` without the shared secret.
+    FollowerWithoutSecret,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::LeaderId(id) => write!(f, "--id {id}: a leader's id is 1"),
+            ConfigError::FollowerId(id) => write!(f, "--id {id}: a follower's id must be >= 2"),
+            ConfigError::FollowerWithoutId => write!(f, "--role follower needs --id N (N >= 2)"),
+            ConfigError::LeaderHost(host) => write!(
+                f,
+                "--leader_host {host:?}: not an IP address or a host name"
+            ),
+            ConfigError::LeaderIsSelf {
+                leader,
+                addr,
+                bind,
+                port,
+            } => write!(
+                f,
+                "--leader_host {} --leader_port {}: that is this node's own address \
+                 ({addr}: it listens on {bind}:{port}); give the leader's address",
+                leader.host, leader.port
+            ),
+            ConfigError::LeaderHalf => write!(
+                f,
+                "--leader_host and --leader_port go together (a non-empty host and a port >= 1)"
+            ),
+            ConfigError::FollowerWithoutLeader => {
+                write!(f, "--role follower needs --leader_host and --leader_port")
+            }
+            ConfigError::MaxLineBytes(n) => write!(
+                f,
+                "--max-line-bytes {n}: must be between 16 and {MAX_LINE_LIMIT}"
+            ),
+            ConfigError::MaxOutputBytes(n) => write!(
+                f,
+                "--max-output-bytes {n}: must be at least {MIN_OUTPUT_BYTES}"
+            ),
+            ConfigError::OutputTotalBelowOne { total, one } => write!(
+                f,
+                "--max-output-total-bytes {total} is less than --max-output-bytes {one}"
+            ),
+            ConfigError::CompactRatio(ratio) => {
+                write!(f, "--compact-ratio {ratio}: must be a number >= 1.0")
+            }
+            ConfigError::NoClients => write!(f, "--max-clients must be at least 1"),
+            ConfigError::NoHandshakeTime => write!(f, "--handshake-timeout-ms must be at least 1"),
+            ConfigError::SyncFollowersAboveMax { sync, max } => write!(
+                f,
+                "--sync-followers {sync} is more than --max-followers {max}: no write could \
+                 ever be answered"
+            ),
+            ConfigError::SecretFile { path, source } => {
+                write!(f, "--secret-file {}: {source}", path.display())
+            }
+            ConfigError::PasswordFile { path, source } => {
+                write!(f, "--password-file {}: {source}", path.display())
+            }
+            ConfigError::EmptyPassword { file } => {
+                match file {
+                    Some(path) => write!(f, "--password-file {}", path.display())?,
+                    None => write!(f, "KEYVAL_PASSWORD")?,
+                }
+                write!(
+                    f,
+                    ": the password is empty (unset it to run without a password)"
+                )
+            }
+            ConfigError::FollowerWithoutSecret => write!(
+                f,
+                "a follower needs the shared secret: set KEYVAL_SECRET or --secret-file"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::SecretFile { source, .. } | ConfigError::PasswordFile { source, .. } => {
+                Some(source)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The longest line the log format can hold comfortably (a record body is
 /// capped at 256 MiB).
 const MAX_LINE_LIMIT: usize = 64 << 20;
@@ -217,90 +380,72 @@ impl Config {
     /// and `KEYVAL_PASSWORD`, passed in so this stays testable.
     ///
     /// # Errors
-    /// A one-line description of the first problem found.
+    /// The first problem found.
     pub fn from_cli(
         cli: Cli,
         env_secret: Option<String>,
         env_password: Option<String>,
-    ) -> Result<Config, String> {
+    ) -> Result<Config, ConfigError> {
         let id = match (cli.role, cli.id) {
             (Role::Leader, None | Some(1)) => 1,
-            (Role::Leader, Some(id)) => return Err(format!("--id {id}: a leader's id is 1")),
+            (Role::Leader, Some(id)) => return Err(ConfigError::LeaderId(id)),
             (Role::Follower, Some(id)) if id >= 2 => id,
-            (Role::Follower, Some(id)) => {
-                return Err(format!("--id {id}: a follower's id must be >= 2"))
-            }
-            (Role::Follower, None) => return Err("--role follower needs --id N (N >= 2)".into()),
+            (Role::Follower, Some(id)) => return Err(ConfigError::FollowerId(id)),
+            (Role::Follower, None) => return Err(ConfigError::FollowerWithoutId),
         };
         let leader = match (cli.leader_host, cli.leader_port) {
             (Some(host), Some(_)) if !crate::protocol::is_host(host.as_bytes()) => {
-                return Err(format!(
-                    "--leader_host {host:?}: not an IP address or a host name"
-                ))
+                return Err(ConfigError::LeaderHost(host))
             }
             (Some(host), Some(port)) if port != 0 => {
                 let leader = LeaderAddr::new(&host, port);
                 if let Some(addr) = leader_is_self(cli.bind, cli.port, &leader, Lookup::System) {
-                    return Err(format!(
-                        "--leader_host {} --leader_port {port}: that is this node's own address \
-                         ({addr}: it listens on {}:{}); give the leader's address",
-                        leader.host, cli.bind, cli.port
-                    ));
+                    return Err(ConfigError::LeaderIsSelf {
+                        leader,
+                        addr,
+                        bind: cli.bind,
+                        port: cli.port,
+                    });
                 }
                 Some(leader)
             }
             (None, None) => None,
-            _ => return Err(
-                "--leader_host and --leader_port go together (a non-empty host and a port >= 1)"
-                    .into(),
-            ),
+            _ => return Err(ConfigError::LeaderHalf),
         };
         if cli.role == Role::Follower && leader.is_none() {
-            return Err("--role follower needs --leader_host and --leader_port".into());
+            return Err(ConfigError::FollowerWithoutLeader);
         }
         if cli.max_line_bytes < 16 || cli.max_line_bytes > MAX_LINE_LIMIT {
-            return Err(format!(
-                "--max-line-bytes {}: must be between 16 and {MAX_LINE_LIMIT}",
-                cli.max_line_bytes
-            ));
+            return Err(ConfigError::MaxLineBytes(cli.max_line_bytes));
         }
         if cli.max_output_bytes < MIN_OUTPUT_BYTES {
-            return Err(format!(
-                "--max-output-bytes {}: must be at least {MIN_OUTPUT_BYTES}",
-                cli.max_output_bytes
-            ));
+            return Err(ConfigError::MaxOutputBytes(cli.max_output_bytes));
         }
         if cli.max_output_total_bytes < cli.max_output_bytes {
-            return Err(format!(
-                "--max-output-total-bytes {} is less than --max-output-bytes {}",
-                cli.max_output_total_bytes, cli.max_output_bytes
-            ));
+            return Err(ConfigError::OutputTotalBelowOne {
+                total: cli.max_output_total_bytes,
+                one: cli.max_output_bytes,
+            });
         }
         if !(cli.compact_ratio.is_finite() && cli.compact_ratio >= 1.0) {
-            return Err(format!(
-                "--compact-ratio {}: must be a number >= 1.0",
-                cli.compact_ratio
-            ));
+            return Err(ConfigError::CompactRatio(cli.compact_ratio));
         }
         if cli.max_clients == 0 {
-            return Err("--max-clients must be at least 1".into());
+            return Err(ConfigError::NoClients);
         }
         if cli.handshake_timeout_ms == 0 {
-            return Err("--handshake-timeout-ms must be at least 1".into());
+            return Err(ConfigError::NoHandshakeTime);
         }
         if let Some(n) = cli.sync_followers.filter(|&n| n > cli.max_followers) {
-            return Err(format!(
-                "--sync-followers {n} is more than --max-followers {}: no write could ever be \
-                 answered",
-                cli.max_followers
-            ));
+            return Err(ConfigError::SyncFollowersAboveMax {
+                sync: n,
+                max: cli.max_followers,
+            });
         }
         let secret = load_secret(cli.secret_file.as_deref(), env_secret)?.map(SecretBytes);
         let password = load_password(cli.password_file.as_deref(), env_password)?;
         if cli.role == Role::Follower && secret.is_none() {
-            return Err(
-                "a follower needs the shared secret: set KEYVAL_SECRET or --secret-file".into(),
-            );
+            return Err(ConfigError::FollowerWithoutSecret);
         }
         Ok(Config {
             role: cli.role,
@@ -346,13 +491,15 @@ impl Config {
 /// # Errors
 /// An unreadable secret file, named.
 pub fn load_secret(
-    file: Option<&std::path::Path>,
+    file: Option<&Path>,
     env_secret: Option<String>,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, ConfigError> {
     let secret = match file {
         Some(path) => {
-            let text = std::fs::read(path)
-                .map_err(|e| format!("--secret-file {}: {e}", path.display()))?;
+            let text = std::fs::read(path).map_err(|source| ConfigError::SecretFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
             Some(trim_secret(text))
         }
         None => env_secret.map(String::into_bytes).map(trim_secret),
@@ -368,24 +515,22 @@ pub fn load_secret(
 /// An unreadable password file, or an empty password (which would let in
 /// anyone; unset it for no password).
 pub fn load_password(
-    file: Option<&std::path::Path>,
+    file: Option<&Path>,
     env_password: Option<String>,
-) -> Result<Option<Password>, String> {
-    let (password, source) = match (file, env_password) {
-        (Some(path), _) => {
-            let text = std::fs::read(path)
-                .map_err(|e| format!("--password-file {}: {e}", path.display()))?;
-            (
-                trim_secret(text),
-                format!("--password-file {}", path.display()),
-            )
-        }
-        (None, Some(env)) => (trim_secret(env.into_bytes()), "KEYVAL_PASSWORD".into()),
+) -> Result<Option<Password>, ConfigError> {
+    let password = match (file, env_password) {
+        (Some(path), _) => std::fs::read(path).map_err(|source| ConfigError::PasswordFile {
+            path: path.to_path_buf(),
+            source,
+        })?,
+        (None, Some(env)) => env.into_bytes(),
         (None, None) => return Ok(None),
     };
-    Password::new(&password).map(Some).ok_or_else(|| {
-        format!("{source}: the password is empty (unset it to run without a password)")
-    })
+    Password::new(&trim_secret(password))
+        .map(Some)
+        .ok_or_else(|| ConfigError::EmptyPassword {
+            file: file.map(Path::to_path_buf),
+        })
 }
 
 /// Secret bytes whose `Debug` does not show them, so that printing a
@@ -494,16 +639,33 @@ fn trim_secret(mut secret: Vec<u8>) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(std::iter::once("keyval").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        Config::from_cli(cli, Some("s3cret\n".into()), None)
+    /// What a test's flags give: a usage error from clap, or what
+    /// [`Config::from_cli`] made of them.
+    #[derive(Debug)]
+    enum Parsed {
+        Usage(clap::Error),
+        Checked(ConfigError),
     }
 
-    fn parse_with_password(args: &[&str], env: Option<&str>) -> Result<Config, String> {
+    impl Parsed {
+        /// The checked configuration's error; panics on a usage error.
+        fn checked(self) -> ConfigError {
+            match self {
+                Parsed::Checked(e) => e,
+                Parsed::Usage(e) => panic!("a usage error: {e}"),
+            }
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, Parsed> {
+        parse_with_password(args, None)
+    }
+
+    fn parse_with_password(args: &[&str], env: Option<&str>) -> Result<Config, Parsed> {
         let cli = Cli::try_parse_from(std::iter::once("keyval").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
+            .map_err(Parsed::Usage)?;
         Config::from_cli(cli, Some("s3cret\n".into()), env.map(String::from))
+            .map_err(Parsed::Checked)
     }
 
     #[test]
@@ -525,10 +687,26 @@ mod tests {
 
         std::fs::write(&file, "\n").expect("write");
         let err = parse_with_password(&["--role", "leader", "--password-file", path], None)
-            .expect_err("empty file");
-        assert!(err.contains("empty") && !err.contains('\n'), "{err}");
-        let err = parse_with_password(&["--role", "leader"], Some("")).expect_err("empty env");
-        assert!(err.contains("KEYVAL_PASSWORD"), "{err}");
+            .expect_err("empty file")
+            .checked();
+        assert!(
+            matches!(&err, ConfigError::EmptyPassword { file: Some(f) } if *f == file),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "--password-file {path}: the password is empty (unset it to run without a \
+                 password)"
+            )
+        );
+        let err = parse_with_password(&["--role", "leader"], Some(""))
+            .expect_err("empty env")
+            .checked();
+        assert_eq!(
+            err.to_string(),
+            "KEYVAL_PASSWORD: the password is empty (unset it to run without a password)"
+        );
         let missing = dir.path().join("no-such-file");
         let err = parse_with_password(
             &[
@@ -539,8 +717,10 @@ mod tests {
             ],
             None,
         )
-        .expect_err("missing file");
-        assert!(err.contains("no-such-file"), "{err}");
+        .expect_err("missing file")
+        .checked();
+        assert!(matches!(err, ConfigError::PasswordFile { .. }), "{err:?}");
+        assert!(err.to_string().contains("no-such-file"), "{err}");
     }
 
     #[test]
@@ -648,8 +828,11 @@ mod tests {
         assert_eq!(c.handshake_timeout_ms, 10_000);
         let c = parse(&["--role", "leader", "--handshake-timeout-ms", "300"]).expect("valid");
         assert_eq!(c.handshake_timeout_ms, 300);
-        let err = parse(&["--role", "leader", "--handshake-timeout-ms", "0"]).expect_err("0");
-        assert!(err.contains("--handshake-timeout-ms"), "{err}");
+        let err = parse(&["--role", "leader", "--handshake-timeout-ms", "0"])
+            .expect_err("0")
+            .checked();
+        assert!(matches!(err, ConfigError::NoHandshakeTime), "{err:?}");
+        assert!(err.to_string().contains("--handshake-timeout-ms"), "{err}");
     }
 
     #[test]
@@ -674,8 +857,12 @@ mod tests {
                 "--leader_port",
                 "5000",
             ];
-            let e = parse(&args).expect_err(host);
-            assert!(e.contains("this node's own address"), "{bind} {host}: {e}");
+            let e = parse(&args).expect_err(host).checked();
+            assert!(matches!(e, ConfigError::LeaderIsSelf { .. }), "{e:?}");
+            assert!(
+                e.to_string().contains("this node's own address"),
+                "{bind} {host}: {e}"
+            );
         }
         // Another port, or another loopback address than the one bound.
         for (bind, host, port) in [
@@ -696,6 +883,134 @@ mod tests {
             ];
             assert!(parse(&args).is_ok(), "{bind} {host}:{port}");
         }
+    }
+
+    #[test]
+    fn errors_read_as_before() {
+        let missing = || io::Error::from(io::ErrorKind::NotFound);
+        let cases = [
+            (
+                ConfigError::LeaderId(3),
+                "--id 3: a leader's id is 1".to_string(),
+            ),
+            (
+                ConfigError::FollowerId(1),
+                "--id 1: a follower's id must be >= 2".into(),
+            ),
+            (
+                ConfigError::FollowerWithoutId,
+                "--role follower needs --id N (N >= 2)".into(),
+            ),
+            (
+                ConfigError::LeaderHost("a b".into()),
+                "--leader_host \"a b\": not an IP address or a host name".into(),
+            ),
+            (
+                ConfigError::LeaderIsSelf {
+                    leader: LeaderAddr::new("localhost", 5000),
+                    addr: "127.0.0.1:5000".parse().expect("addr"),
+                    bind: IpAddr::from([127, 0, 0, 1]),
+                    port: 5000,
+                },
+                "--leader_host localhost --leader_port 5000: that is this node's own address \
+                 (127.0.0.1:5000: it listens on 127.0.0.1:5000); give the leader's address"
+                    .into(),
+            ),
+            (
+                ConfigError::LeaderHalf,
+                "--leader_host and --leader_port go together (a non-empty host and a port >= 1)"
+                    .into(),
+            ),
+            (
+                ConfigError::FollowerWithoutLeader,
+                "--role follower needs --leader_host and --leader_port".into(),
+            ),
+            (
+                ConfigError::MaxLineBytes(1),
+                format!("--max-line-bytes 1: must be between 16 and {MAX_LINE_LIMIT}"),
+            ),
+            (
+                ConfigError::MaxOutputBytes(100),
+                "--max-output-bytes 100: must be at least 4096".into(),
+            ),
+            (
+                ConfigError::OutputTotalBelowOne {
+                    total: 5000,
+                    one: 6000,
+                },
+                "--max-output-total-bytes 5000 is less than --max-output-bytes 6000".into(),
+            ),
+            (
+                ConfigError::CompactRatio(0.5),
+                "--compact-ratio 0.5: must be a number >= 1.0".into(),
+            ),
+            (
+                ConfigError::NoClients,
+                "--max-clients must be at least 1".into(),
+            ),
+            (
+                ConfigError::NoHandshakeTime,
+                "--handshake-timeout-ms must be at least 1".into(),
+            ),
+            (
+                ConfigError::SyncFollowersAboveMax { sync: 11, max: 10 },
+                "--sync-followers 11 is more than --max-followers 10: no write could ever be \
+                 answered"
+                    .into(),
+            ),
+            (
+                ConfigError::SecretFile {
+                    path: "/etc/s".into(),
+                    source: missing(),
+                },
+                format!("--secret-file /etc/s: {}", missing()),
+            ),
+            (
+                ConfigError::PasswordFile {
+                    path: "/etc/p".into(),
+                    source: missing(),
+                },
+                format!("--password-file /etc/p: {}", missing()),
+            ),
+            (
+                ConfigError::EmptyPassword {
+                    file: Some("/etc/p".into()),
+                },
+                "--password-file /etc/p: the password is empty (unset it to run without a \
+                 password)"
+                    .into(),
+            ),
+            (
+                ConfigError::FollowerWithoutSecret,
+                "a follower needs the shared secret: set KEYVAL_SECRET or --secret-file".into(),
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn help_says_the_state_file_wins_and_describes_every_flag() {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        for arg in command.get_arguments() {
+            let about = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                !about.trim().is_empty(),
+                "--{} has no description",
+                arg.get_id()
+            );
+        }
+        let help = command.render_long_help().to_string();
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains(
+                "writes node_<id>.state in the data directory. At start that file wins over \
+                 --role, --leader_host and --leader_port"
+            ),
+            "{help}"
+        );
     }
 
     fn usage_line(args: &[&str]) -> String {

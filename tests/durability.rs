@@ -1,6 +1,7 @@
 //! Durability of the real binary (`docs/durability.md`): what a
 //! client was told `OK` survives `kill -9`; a torn or garbage tail of
-//! `leader.log` is cut back with a warning and the log keeps working;
+//! `leader.log` is cut back with a warning, `INFO torn_tails_cut` counts
+//! it, and the log keeps working;
 //! damage before the tail stops the node with an error naming the file and
 //! offset; compaction under concurrent writes loses nothing; `everysec` and
 //! `no` still persist; and a real disk error (`EFBIG` from `ulimit -f`)
@@ -273,15 +274,21 @@ fn stopped_node_with_tail() -> (Node, u64) {
     (node, len)
 }
 
-/// After a restart that had to cut the tail: the cut was logged, the log is
-/// `keep_len` long plus the fork record of the restart, new writes work and
-/// survive another restart without any further cut.
+/// After a restart that had to cut the tail: INFO counts the cut, a
+/// warning names the file and the offset cut at, the log is `keep_len`
+/// long plus the fork record of the restart, new writes work and survive
+/// another restart without any further cut.
 fn assert_cut_and_log_keeps_working(node: &mut Node, keep_len: u64, seq: u64, what: &str) {
+    assert_eq!(
+        info_u64(node, "torn_tails_cut"),
+        1,
+        "{what}: torn_tails_cut"
+    );
     let line = find_line(node, &["leader.log", "cut"])
         .unwrap_or_else(|| panic!("{what}: no log line about the cut:\n{}", node.log_text()));
     assert!(
-        line.contains("WARN"),
-        "{what}: the cut is not a warning: {line}"
+        line.contains("WARN") && names_offset(&line, keep_len),
+        "{what}: the cut is not a warning naming offset {keep_len}: {line}"
     );
     let after_start = keep_len + FORK_LEN;
     assert_eq!(
@@ -302,8 +309,9 @@ fn assert_cut_and_log_keeps_working(node: &mut Node, keep_len: u64, seq: u64, wh
     drop(c);
     node.kill9();
     node.restart();
-    assert!(
-        find_line(node, &["cut"]).is_none(),
+    assert_eq!(
+        info_u64(node, "torn_tails_cut"),
+        0,
         "{what}: a clean log was cut again:\n{}",
         node.log_text()
     );
@@ -397,6 +405,43 @@ fn a_damaged_last_record_is_a_torn_tail() {
         );
         assert_cut_and_log_keeps_working(&mut node, full - last_len, 10, &what);
     }
+}
+
+#[test]
+fn info_counts_a_torn_tail_cut_at_start_and_none_on_a_clean_start() {
+    let (mut node, full) = stopped_node_with_tail();
+    node.restart();
+    assert_eq!(info_u64(&node, "torn_tails_cut"), 0, "a clean start");
+    assert_eq!(info_u64(&node, "fsync_failures"), 0, "a clean start");
+
+    node.kill9();
+    // Tear the last write (dropping the fork record the start appended).
+    let path = log_path(&node);
+    let torn = full - 5;
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(torn))
+        .expect("truncate log");
+    node.restart();
+    assert_eq!(
+        info_u64(&node, "torn_tails_cut"),
+        1,
+        "a start over a torn tail"
+    );
+    assert_eq!(
+        node.client().call(&format!("GET {LAST_KEY}")),
+        "NOT_FOUND",
+        "the torn record came back"
+    );
+
+    node.kill9();
+    node.restart();
+    assert_eq!(
+        info_u64(&node, "torn_tails_cut"),
+        0,
+        "the next, clean start"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -517,10 +562,11 @@ fn a_length_flipped_past_the_end_is_refused_not_cut() {
         "the refused log was modified"
     );
 
-    // With the bit restored, every write is there.
+    // With the bit restored, every write is there, and nothing was cut.
     fs::write(&path, &original).expect("restore log");
     let node = Node::start_in(&dir, &["--role", "leader"]);
     assert_eq!(info_u64(&node, "seq"), WRITES as u64);
+    assert_eq!(info_u64(&node, "torn_tails_cut"), 0);
     assert_all_present(&node, &pairs);
 }
 
@@ -786,6 +832,8 @@ fn a_disk_error_makes_the_node_fail_stop_without_losing_or_inventing_data() {
             .unwrap_or_else(|| panic!("no INFO {name}"))
     };
     assert_eq!(field("writes"), "failed");
+    // EFBIG fails the write; no fsync failed.
+    assert_eq!(field("fsync_failures"), "0");
     assert_eq!(field("seq"), failed.to_string());
     assert_eq!(field("keys"), failed.to_string());
     // A second client is refused writes too.

@@ -61,6 +61,11 @@ fn torn_tail_inside_a_snapshot_part_does_not_lose_a_key() {
     file.set_len(len - 3).expect("truncate");
     drop(file);
     follower.restart();
+    assert_eq!(
+        follower.info_field("torn_tails_cut"),
+        "1",
+        "the tear was cut"
+    );
 
     wait_until("the follower to hold the leader's data again", || {
         let mut c = follower.client();

@@ -593,6 +593,8 @@ impl Node {
             ),
             format!("compacting {}", u8::from(self.compaction.is_some())),
             format!("compactions {}", self.compactions),
+            format!("torn_tails_cut {}", self.wal.counters().torn_tails_cut),
+            format!("fsync_failures {}", self.wal.counters().fsync_failures),
             format!("queries {}", self.jobs.unfinished()),
             format!("output_bytes {}", self.budget.total()),
             format!("output_paused {}", self.budget.paused),

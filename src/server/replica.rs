@@ -24,9 +24,9 @@ use crate::replication::handshake::{Challenged, Claimant, DialError, Refusal};
 use crate::replication::leader::{Admission, Output, StreamError, Tick};
 use crate::replication::wire::{self, Frame, Mode, WireError};
 use crate::replication::{Pump, SyncPolicy, FOLLOWER_BUF_LOW, LINK_TIMEOUT};
-use crate::wal::lineage::{self, Lineage, Plan};
+use crate::wal::lineage::{self, Lineage, LineageError, Plan};
 use crate::wal::record::{Decoded, Record};
-use crate::wal::snapshot::{Announced, Receiver, Snapshot};
+use crate::wal::snapshot::{Announced, Receiver, Snapshot, SnapshotError};
 use crate::wal::WalError;
 
 /// Why a replication connection is closed: the peer broke the protocol,
@@ -46,13 +46,17 @@ pub enum StreamFault {
     /// A heartbeat with an implausible epoch.
     Leader(LeaderError),
     /// The follower's lineage in its `SYNC`.
-    Lineage(String),
+    Lineage(LineageError),
     /// Opening the log for a feed.
     Feed(io::Error),
     /// The log refused a replicated record, a rewind or a mode change.
     Log(WalError),
-    /// Receiving or installing a snapshot.
-    Snapshot(String),
+    /// Receiving a snapshot.
+    Snapshot(SnapshotError),
+    /// A frame of a snapshot that is not being received.
+    NoSnapshot,
+    /// Putting a received snapshot in place of the log.
+    Install(WalError),
     /// A record in the stream that fails its checksum.
     DamagedRecord,
 }
@@ -72,6 +76,8 @@ impl std::fmt::Display for StreamFault {
             StreamFault::Feed(e) => write!(f, "opening the log: {e}"),
             StreamFault::Log(e) => write!(f, "{e}"),
             StreamFault::Snapshot(e) => write!(f, "{e}"),
+            StreamFault::NoSnapshot => write!(f, "no snapshot is being received"),
+            StreamFault::Install(e) => write!(f, "installing the snapshot: {e}"),
             StreamFault::DamagedRecord => write!(f, "a damaged record in the stream"),
         }
     }
@@ -217,8 +223,7 @@ impl Node {
                     .leader
                     .may_plan(id, key)
                     .map_err(StreamFault::Follower)?;
-                let follower = Lineage::from_segments(&segments)
-                    .map_err(|e| StreamFault::Lineage(e.to_string()))?;
+                let follower = Lineage::from_segments(&segments).map_err(StreamFault::Lineage)?;
                 let plan = lineage::plan(
                     self.wal.lineage(),
                     self.wal.header().base_seq,
@@ -397,7 +402,7 @@ impl Node {
         self.repl
             .receiver
             .as_deref_mut()
-            .ok_or_else(|| StreamFault::Snapshot("no snapshot is being received".into()))
+            .ok_or(StreamFault::NoSnapshot)
     }
 
     /// The leader's `PLAN`: take it, rewinding first if it says so, or
@@ -475,8 +480,7 @@ impl Node {
                     Box::new(move || {
                         let _ = waker.wake();
                     }),
-                )
-                .map_err(|e| StreamFault::Snapshot(e.to_string()))?;
+                )?;
                 self.repl.receiver = Some(Box::new(receiver));
             }
         }
@@ -664,7 +668,7 @@ impl Node {
                 snapshot.lineage,
                 snapshot.last_seq,
             )
-            .map_err(|e| StreamFault::Snapshot(format!("installing the snapshot: {e}")))?;
+            .map_err(StreamFault::Install)?;
         // Freeing a large old store takes tens of milliseconds.
         drop_off_loop(std::mem::replace(&mut self.store, snapshot.store));
         self.cancel_compaction();

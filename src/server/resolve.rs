@@ -3,17 +3,52 @@
 //! (the system resolver only blocks), and the loop polls for the answer
 //! on its dial timer.
 
+use std::fmt;
+use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
 
 /// Where a lookup stands.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Resolution {
     Ready(SocketAddr),
     /// Still looking; ask again shortly.
     Pending,
-    Failed(String),
+    Failed(ResolveError),
+}
+
+/// Why a host name gave no address.
+#[derive(Debug)]
+pub enum ResolveError {
+    /// The system resolver failed.
+    Lookup(io::Error),
+    /// The name resolved to no address.
+    NoAddress,
+    /// The lookup thread ended without an answer (it panicked).
+    ThreadDied,
+    /// The lookup thread could not be started.
+    Spawn(io::Error),
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolveError::Lookup(e) => write!(f, "{e}"),
+            ResolveError::NoAddress => write!(f, "no address"),
+            ResolveError::ThreadDied => write!(f, "the lookup thread died"),
+            ResolveError::Spawn(e) => write!(f, "cannot start a lookup: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ResolveError::Lookup(e) | ResolveError::Spawn(e) => Some(e),
+            ResolveError::NoAddress | ResolveError::ThreadDied => None,
+        }
+    }
 }
 
 /// At most one lookup in flight, for the leader currently followed.
@@ -25,7 +60,7 @@ pub struct Resolver {
 struct Lookup {
     host: String,
     port: u16,
-    answer: Receiver<Result<SocketAddr, String>>,
+    answer: Receiver<Result<SocketAddr, ResolveError>>,
 }
 
 impl Resolver {
@@ -47,9 +82,7 @@ impl Resolver {
                         self.pending = Some(lookup);
                         Resolution::Pending
                     }
-                    Err(TryRecvError::Disconnected) => {
-                        Resolution::Failed("the lookup thread died".into())
-                    }
+                    Err(TryRecvError::Disconnected) => Resolution::Failed(ResolveError::ThreadDied),
                 };
             }
         }
@@ -60,12 +93,12 @@ impl Resolver {
             .spawn(move || {
                 let result = (name.as_str(), port)
                     .to_socket_addrs()
-                    .map_err(|e| e.to_string())
-                    .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address".to_string()));
+                    .map_err(ResolveError::Lookup)
+                    .and_then(|mut addrs| addrs.next().ok_or(ResolveError::NoAddress));
                 let _ = tx.send(result);
             });
         if let Err(e) = spawned {
-            return Resolution::Failed(format!("cannot start a lookup: {e}"));
+            return Resolution::Failed(ResolveError::Spawn(e));
         }
         self.pending = Some(Lookup {
             host: host.to_string(),
@@ -84,14 +117,10 @@ mod tests {
     #[test]
     fn ip_literals_need_no_lookup() {
         let mut r = Resolver::default();
-        assert_eq!(
-            r.resolve("127.0.0.1", 7),
-            Resolution::Ready("127.0.0.1:7".parse().expect("addr"))
-        );
-        assert_eq!(
-            r.resolve("[::1]", 7),
-            Resolution::Ready("[::1]:7".parse().expect("addr"))
-        );
+        let v4: SocketAddr = "127.0.0.1:7".parse().expect("addr");
+        assert!(matches!(r.resolve("127.0.0.1", 7), Resolution::Ready(a) if a == v4));
+        let v6: SocketAddr = "[::1]:7".parse().expect("addr");
+        assert!(matches!(r.resolve("[::1]", 7), Resolution::Ready(a) if a == v6));
     }
 
     #[test]
@@ -111,6 +140,25 @@ mod tests {
                 }
                 Resolution::Failed(why) => panic!("localhost: {why}"),
             }
+        }
+    }
+
+    #[test]
+    fn errors_read_as_before() {
+        let cases = [
+            (
+                ResolveError::Lookup(io::Error::other("lookup failed")),
+                "lookup failed",
+            ),
+            (ResolveError::NoAddress, "no address"),
+            (ResolveError::ThreadDied, "the lookup thread died"),
+            (
+                ResolveError::Spawn(io::Error::other("no threads")),
+                "cannot start a lookup: no threads",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text, "{error:?}");
         }
     }
 }

@@ -20,6 +20,7 @@
 //!                          leader (followers, timeout ms); optional
 //! ```
 
+use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,35 @@ pub struct RoleState {
     /// node enforces once promoted, unless its own flags say otherwise.
     pub policy: Option<SyncPolicy>,
 }
+
+/// Why the text of a state file is not a [`RoleState`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseStateError {
+    /// A line that is not `key value`.
+    BadLine(String),
+    /// A line with an unknown key or a value its key does not take.
+    BadValue(String),
+    /// No `role` line.
+    NoRole,
+    /// No `log` line.
+    NoLog,
+    /// `role follower` without a `leader` line.
+    FollowerWithoutLeader,
+}
+
+impl fmt::Display for ParseStateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseStateError::BadLine(line) => write!(f, "bad line {line:?}"),
+            ParseStateError::BadValue(line) => write!(f, "bad value in line {line:?}"),
+            ParseStateError::NoRole => write!(f, "no role line"),
+            ParseStateError::NoLog => write!(f, "no log line"),
+            ParseStateError::FollowerWithoutLeader => write!(f, "a follower without a leader line"),
+        }
+    }
+}
+
+impl std::error::Error for ParseStateError {}
 
 impl RoleState {
     /// The role the flags ask for, before any state file is read.
@@ -93,8 +123,8 @@ impl RoleState {
     /// Reads the file's text.
     ///
     /// # Errors
-    /// A description of the first bad line.
-    pub fn parse(text: &str) -> Result<RoleState, String> {
+    /// The first bad line, or a line that is missing.
+    pub fn parse(text: &str) -> Result<RoleState, ParseStateError> {
         let mut state = RoleState {
             role: Role::Follower,
             leader: None,
@@ -108,8 +138,8 @@ impl RoleState {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let (key, value) = line
                 .split_once(' ')
-                .ok_or_else(|| format!("bad line {line:?}"))?;
-            let bad = || format!("bad value in line {line:?}");
+                .ok_or_else(|| ParseStateError::BadLine(line.to_string()))?;
+            let bad = || ParseStateError::BadValue(line.to_string());
             match key {
                 "role" => {
                     role = Some(match value {
@@ -133,12 +163,12 @@ impl RoleState {
                 _ => return Err(bad()),
             }
         }
-        state.role = role.ok_or("no role line")?;
+        state.role = role.ok_or(ParseStateError::NoRole)?;
         if state.log.is_empty() {
-            return Err("no log line".into());
+            return Err(ParseStateError::NoLog);
         }
         if state.role == Role::Follower && state.leader.is_none() {
-            return Err("a follower without a leader line".into());
+            return Err(ParseStateError::FollowerWithoutLeader);
         }
         Ok(state)
     }
@@ -249,18 +279,46 @@ mod tests {
 
     #[test]
     fn bad_files_are_refused() {
-        for text in [
-            "",
-            "role boss\nlog a.log\n",
-            "role follower\nlog a.log\n",
-            "role leader\nlog ../a.log\n",
-            "role leader\nlog a.log\nepoch x\n",
-            "role leader\nlog a.log\nsurprise 1\n",
-            "role leader\nlog a.log\nsync 1\n",
-            "role leader\nlog a.log\nsync x 5\n",
-            "role leader\n",
+        let bad = |line: &str| ParseStateError::BadValue(line.into());
+        for (text, error) in [
+            ("", ParseStateError::NoRole),
+            ("role boss\nlog a.log\n", bad("role boss")),
+            (
+                "role follower\nlog a.log\n",
+                ParseStateError::FollowerWithoutLeader,
+            ),
+            ("role leader\nlog ../a.log\n", bad("log ../a.log")),
+            ("role leader\nlog a.log\nepoch x\n", bad("epoch x")),
+            ("role leader\nlog a.log\nsurprise 1\n", bad("surprise 1")),
+            ("role leader\nlog a.log\nsync 1\n", bad("sync 1")),
+            ("role leader\nlog a.log\nsync x 5\n", bad("sync x 5")),
+            ("role leader\n", ParseStateError::NoLog),
+            (
+                "role leader\nlog a.log\nfenced\n",
+                ParseStateError::BadLine("fenced".into()),
+            ),
         ] {
-            assert!(RoleState::parse(text).is_err(), "{text:?}");
+            assert_eq!(RoleState::parse(text), Err(error), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_read_as_before() {
+        let cases = [
+            (ParseStateError::BadLine("x".into()), "bad line \"x\""),
+            (
+                ParseStateError::BadValue("epoch x".into()),
+                "bad value in line \"epoch x\"",
+            ),
+            (ParseStateError::NoRole, "no role line"),
+            (ParseStateError::NoLog, "no log line"),
+            (
+                ParseStateError::FollowerWithoutLeader,
+                "a follower without a leader line",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
         }
     }
 

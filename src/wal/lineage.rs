@@ -18,6 +18,8 @@
 //!
 //! Pure: no I/O.
 
+use std::fmt;
+
 use super::record::HistoryId;
 
 /// Where one history begins.
@@ -29,6 +31,43 @@ pub struct Segment {
     /// The history's first write has seq `start + 1`.
     pub start: u64,
 }
+
+/// Why a list of segments, or a fork added to a lineage, is not a valid
+/// sequence of forks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineageError {
+    /// No segment at all: a lineage begins with the header's history.
+    Empty,
+    /// A fork after seq `at`, before the current history's `start`.
+    SeqBack { at: u64, start: u64 },
+    /// A fork to `epoch`, below the current history's `current`.
+    EpochBack { epoch: u64, current: u64 },
+    /// A fork to a history the lineage already holds.
+    HistoryReused(HistoryId),
+}
+
+impl fmt::Display for LineageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineageError::Empty => write!(f, "an empty lineage"),
+            LineageError::SeqBack { at, start } => write!(
+                f,
+                "a fork at seq {at} before the current history's start {start}"
+            ),
+            LineageError::EpochBack { epoch, current } => write!(
+                f,
+                "a fork to epoch {epoch} below the current epoch {current}"
+            ),
+            LineageError::HistoryReused(history) => write!(
+                f,
+                "a fork to history {} which this log already has",
+                hex::encode(history)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LineageError {}
 
 /// The histories of one log, oldest first; never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +91,8 @@ impl Lineage {
     ///
     /// # Errors
     /// When the list is empty or not a valid sequence of forks.
-    pub fn from_segments(segments: &[Segment]) -> Result<Lineage, String> {
-        let (first, rest) = segments.split_first().ok_or("an empty lineage")?;
+    pub fn from_segments(segments: &[Segment]) -> Result<Lineage, LineageError> {
+        let (first, rest) = segments.split_first().ok_or(LineageError::Empty)?;
         let mut lineage = Lineage::new(first.history, first.epoch);
         lineage.segments[0].start = first.start;
         for s in rest {
@@ -81,25 +120,22 @@ impl Lineage {
     ///
     /// # Errors
     /// When the fork would go back in seq or epoch, or reuses a history id.
-    pub fn fork(&mut self, history: HistoryId, epoch: u64, at: u64) -> Result<(), String> {
+    pub fn fork(&mut self, history: HistoryId, epoch: u64, at: u64) -> Result<(), LineageError> {
         let current = self.current();
         if at < current.start {
-            return Err(format!(
-                "a fork at seq {at} before the current history's start {}",
-                current.start
-            ));
+            return Err(LineageError::SeqBack {
+                at,
+                start: current.start,
+            });
         }
         if epoch < current.epoch {
-            return Err(format!(
-                "a fork to epoch {epoch} below the current epoch {}",
-                current.epoch
-            ));
+            return Err(LineageError::EpochBack {
+                epoch,
+                current: current.epoch,
+            });
         }
         if self.index_of(&history).is_some() {
-            return Err(format!(
-                "a fork to history {} which this log already has",
-                hex::encode(history)
-            ));
+            return Err(LineageError::HistoryReused(history));
         }
         self.segments.push(Segment {
             history,
@@ -189,13 +225,51 @@ mod tests {
     fn forks_only_go_forward() {
         let mut l = lineage(&[(1, 1, 0)]);
         assert!(l.fork([2; 16], 1, 10).is_ok());
-        assert!(l.fork([3; 16], 2, 9).is_err(), "seq went back");
-        assert!(l.fork([3; 16], 0, 12).is_err(), "epoch went back");
-        assert!(l.fork([1; 16], 2, 12).is_err(), "history reused");
+        assert_eq!(
+            l.fork([3; 16], 2, 9),
+            Err(LineageError::SeqBack { at: 9, start: 10 }),
+            "seq went back"
+        );
+        assert_eq!(
+            l.fork([3; 16], 0, 12),
+            Err(LineageError::EpochBack {
+                epoch: 0,
+                current: 1
+            }),
+            "epoch went back"
+        );
+        assert_eq!(
+            l.fork([1; 16], 2, 12),
+            Err(LineageError::HistoryReused([1; 16])),
+            "history reused"
+        );
         assert!(l.fork([3; 16], 2, 10).is_ok(), "two forks at one seq");
         assert_eq!(l.current().history, [3; 16]);
         assert_eq!(l.forks(), 2);
-        assert!(Lineage::from_segments(&[]).is_err());
+        assert_eq!(Lineage::from_segments(&[]), Err(LineageError::Empty));
+    }
+
+    #[test]
+    fn errors_read_as_before() {
+        let shown = [
+            LineageError::Empty.to_string(),
+            LineageError::SeqBack { at: 9, start: 10 }.to_string(),
+            LineageError::EpochBack {
+                epoch: 0,
+                current: 1,
+            }
+            .to_string(),
+            LineageError::HistoryReused([0xab; 16]).to_string(),
+        ];
+        assert_eq!(
+            shown,
+            [
+                "an empty lineage",
+                "a fork at seq 9 before the current history's start 10",
+                "a fork to epoch 0 below the current epoch 1",
+                "a fork to history abababababababababababababababab which this log already has",
+            ]
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! (a small batch, no sync in flight) the loop fsyncs inline instead, which
 //! is cheaper then (`SYNC_INLINE_BELOW`). [`Wal::open`] replays the file into a [`Store`],
 //! cutting back a torn tail and refusing to start on damage before it
-//! ([`tail`] tells the two apart).
+//! ([`tail`] tells the two apart). [`Wal::counters`] counts the torn tails
+//! cut and the fsyncs that failed, for `INFO`.
 //! Compaction ([`compact`]) rewrites the file on a background thread.
 //!
 //! Three points along the log matter:
@@ -48,7 +49,7 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use crate::store::{Store, UndoLog};
-use lineage::{Lineage, Segment};
+use lineage::{Lineage, LineageError, Segment};
 use record::{Decoded, Header, HistoryId, Op, Record, HEADER_LEN, RECORD_PREFIX_LEN};
 use syncer::{Outcome, Syncer, Target};
 use tail::{ReadAt, Tail};
@@ -253,6 +254,27 @@ pub struct Wal {
     /// instead of extending it, so a state from before it may no longer be
     /// in the file.
     resets: u64,
+    /// Torn tails replay cut when the log was opened: 0 or 1.
+    torn_tails_cut: u64,
+    /// Fsyncs of the log that failed on the loop; the sync thread counts
+    /// its own ([`Syncer::failures`]).
+    inline_fsync_failures: u64,
+    /// How the loop fsyncs the log: `File::sync_data`, or a stand-in that
+    /// fails in tests.
+    sync_data: fn(&File) -> io::Result<()>,
+}
+
+/// Facts about the log since it was opened, for `INFO`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalCounters {
+    /// Torn (or damaged) tails replay cut back at open: 0 or 1, as the
+    /// log is opened once per process.
+    pub torn_tails_cut: u64,
+    /// Fsyncs of the log file that failed, inline on the loop or on the
+    /// sync thread (under `--fsync always` and `everysec`; a sync thread
+    /// that died with a sync in flight counts as one). The first fails
+    /// the log, so this rarely goes past 1.
+    pub fsync_failures: u64,
 }
 
 /// Offsets at or past `old_offset` in generation `from` are at
@@ -369,6 +391,9 @@ impl Wal {
             snapshot_suspect,
             rewinds: 0,
             resets: 0,
+            torn_tails_cut: u64::from(truncated > 0),
+            inline_fsync_failures: 0,
+            sync_data: File::sync_data,
         };
         Ok(Opened {
             wal,
@@ -456,7 +481,7 @@ impl Wal {
             }
             self.lineage
                 .fork(history, epoch, rec.seq)
-                .map_err(WalError::BadFork)?;
+                .map_err(|e| WalError::BadFork(e.to_string()))?;
             self.pending.extend_from_slice(raw);
             return Ok(());
         }
@@ -620,9 +645,12 @@ impl Wal {
     /// Fsyncs on the calling thread.
     fn sync_inline(&mut self) {
         let target = self.file_end_target();
-        match self.file.sync_data() {
+        match (self.sync_data)(&self.file) {
             Ok(()) => self.durable(target),
-            Err(e) => self.fail(io_err(&self.path, "fsync")(e)),
+            Err(e) => {
+                self.inline_fsync_failures += 1;
+                self.fail(io_err(&self.path, "fsync")(e));
+            }
         }
     }
 
@@ -809,7 +837,7 @@ impl Wal {
         let mut candidate = self.lineage.clone();
         candidate
             .fork(history, epoch, self.last_seq)
-            .map_err(WalError::BadFork)?;
+            .map_err(|e| WalError::BadFork(e.to_string()))?;
         self.write_everything(store)?;
         let mut bytes = Vec::new();
         Record::encode_fork(&mut bytes, self.last_seq, &history, epoch);
@@ -898,6 +926,15 @@ impl Wal {
         self.shared_end.store(replayed.end, Ordering::Release);
         self.next_generation(None);
         Ok((replayed.store, replayed.dropped))
+    }
+
+    /// The torn tails cut at open and the fsyncs that failed.
+    pub fn counters(&self) -> WalCounters {
+        WalCounters {
+            torn_tails_cut: self.torn_tails_cut,
+            fsync_failures: self.inline_fsync_failures
+                + self.syncer.as_ref().map_or(0, Syncer::failures),
+        }
     }
 
     /// Whether the snapshot part of this log may have lost records to a
@@ -1045,6 +1082,47 @@ pub(crate) fn close_off_loop<F: Send + 'static>(file: F) {
     }
 }
 
+/// Why a record read from a log file cannot follow the records before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderError {
+    /// A put or delete whose seq is not one more than the `last` one's.
+    SeqGap { seq: u64, last: u64 },
+    /// A fork record whose seq is not the last write's.
+    MisplacedFork { seq: u64, last: u64 },
+    /// A fork record that does not fit the log's lineage.
+    Lineage(LineageError),
+    /// A record with the fork op that is not a well-formed fork.
+    MalformedFork,
+}
+
+impl fmt::Display for OrderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OrderError::SeqGap { seq, last } => write!(f, "seq {seq} follows seq {last}"),
+            OrderError::MisplacedFork { seq, last } => {
+                write!(f, "a fork at seq {seq} after seq {last}")
+            }
+            OrderError::Lineage(e) => write!(f, "{e}"),
+            OrderError::MalformedFork => write!(f, "a malformed fork record"),
+        }
+    }
+}
+
+impl std::error::Error for OrderError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OrderError::Lineage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<LineageError> for OrderError {
+    fn from(e: LineageError) -> OrderError {
+        OrderError::Lineage(e)
+    }
+}
+
 /// The order rule of a log file: records with seq up to the header's base
 /// seq form the snapshot part (one per live key, any order); after them,
 /// every record's seq is one more than the previous one.
@@ -1066,8 +1144,8 @@ impl SeqCheck {
     /// Checks the next record's seq.
     ///
     /// # Errors
-    /// A description of the break in the order.
-    pub fn accept(&mut self, seq: u64) -> Result<(), String> {
+    /// [`OrderError::SeqGap`]: the break in the order.
+    pub fn accept(&mut self, seq: u64) -> Result<(), OrderError> {
         let in_snapshot_part = seq <= self.base && self.in_snapshot_part();
         if in_snapshot_part {
             Ok(())
@@ -1075,7 +1153,10 @@ impl SeqCheck {
             self.last = seq;
             Ok(())
         } else {
-            Err(format!("seq {seq} follows seq {}", self.last))
+            Err(OrderError::SeqGap {
+                seq,
+                last: self.last,
+            })
         }
     }
 
@@ -1083,13 +1164,16 @@ impl SeqCheck {
     /// write, so it repeats that write's seq.
     ///
     /// # Errors
-    /// A description of the break in the order.
-    pub fn accept_fork(&mut self, seq: u64) -> Result<(), String> {
+    /// [`OrderError::MisplacedFork`]: the break in the order.
+    pub fn accept_fork(&mut self, seq: u64) -> Result<(), OrderError> {
         let in_snapshot_part = seq <= self.base && self.in_snapshot_part();
         if in_snapshot_part || seq == self.last {
             Ok(())
         } else {
-            Err(format!("a fork at seq {seq} after seq {}", self.last))
+            Err(OrderError::MisplacedFork {
+                seq,
+                last: self.last,
+            })
         }
     }
 
@@ -1109,13 +1193,13 @@ impl SeqCheck {
 /// to the store and lineage it describes.
 ///
 /// # Errors
-/// A description of a record out of order.
+/// A record out of order, or a fork that does not fit the lineage.
 pub fn apply_logged(
     rec: &Record<'_>,
     seqs: &mut SeqCheck,
     store: &mut Store,
     lineage: &mut Lineage,
-) -> Result<(), String> {
+) -> Result<(), OrderError> {
     match accept_logged(rec, seqs, lineage)? {
         Some(Op::Put) => store.set(rec.key, rec.value),
         Some(Op::Delete) => drop(store.remove(rec.key)),
@@ -1129,12 +1213,12 @@ pub fn apply_logged(
 /// data: a put or a delete.
 ///
 /// # Errors
-/// A description of a record out of order.
+/// A record out of order, or a fork that does not fit the lineage.
 pub fn accept_logged(
     rec: &Record<'_>,
     seqs: &mut SeqCheck,
     lineage: &mut Lineage,
-) -> Result<Option<Op>, String> {
+) -> Result<Option<Op>, OrderError> {
     if let Some((history, epoch)) = rec.as_fork() {
         seqs.accept_fork(rec.seq)?;
         lineage.fork(history, epoch, rec.seq)?;
@@ -1142,7 +1226,7 @@ pub fn accept_logged(
     }
     seqs.accept(rec.seq)?;
     match rec.op {
-        Op::Fork => Err("a malformed fork record".into()),
+        Op::Fork => Err(OrderError::MalformedFork),
         op => Ok(Some(op)),
     }
 }
@@ -1253,7 +1337,7 @@ fn replay<R: ReadAt + ?Sized>(
                         WalError::Corrupt {
                             path: path.to_path_buf(),
                             offset,
-                            reason,
+                            reason: reason.to_string(),
                             next: None,
                         }
                     })?;
@@ -1539,6 +1623,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn failed_fsyncs_on_the_sync_thread_are_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut o, control) = open_controlled(dir.path());
+        put(&mut o, "a", "1");
+        commit_durably(&mut o, &control);
+        assert_eq!(o.wal.counters().fsync_failures, 0, "a sync that worked");
+        control.fail.store(true, Ordering::SeqCst);
+        put(&mut o, "b", "2");
+        o.wal.commit(&mut o.store).expect("commit");
+        control.next_report();
+        assert!(o.wal.commit(&mut o.store).is_err(), "the fsync failed");
+        assert_eq!(o.wal.counters().fsync_failures, 1);
+        // The failed log asks for no more syncs.
+        o.wal.sync_soon();
+        assert!(o.wal.commit(&mut o.store).is_ok());
+        assert_eq!(o.wal.counters().fsync_failures, 1);
+    }
+
+    #[test]
+    fn failed_inline_fsyncs_are_counted_under_always_and_everysec() {
+        for policy in [FsyncPolicy::Always, FsyncPolicy::EverySec] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut o = Wal::open(&dir.path().join("leader.log"), policy).expect("open");
+            put(&mut o, "a", "1");
+            o.wal.commit(&mut o.store).expect("commit");
+            o.wal.sync_soon();
+            assert_eq!(o.wal.durable_seq(), 1, "{policy:?}");
+            assert_eq!(o.wal.counters().fsync_failures, 0, "{policy:?}");
+            o.wal.sync_data = |_| Err(io::Error::other("injected inline fsync error"));
+            put(&mut o, "b", "2");
+            // Under always the commit fsyncs; under everysec the timer's
+            // sync_soon does.
+            let _ = o.wal.commit(&mut o.store);
+            o.wal.sync_soon();
+            assert!(o.wal.has_failed(), "{policy:?}");
+            assert_eq!(
+                o.wal.counters(),
+                WalCounters {
+                    torn_tails_cut: 0,
+                    fsync_failures: 1
+                },
+                "{policy:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_sync_that_succeeds_after_a_failed_one_proves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut o, control) = open_controlled(dir.path());
@@ -1725,6 +1856,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_torn_tail_cut_at_open_is_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leader.log");
+        let mut o = open(dir.path());
+        assert_eq!(o.wal.counters(), WalCounters::default(), "a new log");
+        put(&mut o, "a", "1");
+        put(&mut o, "b", "2");
+        o.wal.commit(&mut o.store).expect("commit");
+        let o = reopen(o, dir.path());
+        assert_eq!(o.wal.counters().torn_tails_cut, 0, "a clean reopen");
+        drop(o);
+        let full = std::fs::metadata(&path).expect("stat").len();
+        let f = OpenOptions::new().write(true).open(&path).expect("open");
+        f.set_len(full - 3).expect("truncate");
+        drop(f);
+        let o = open(dir.path());
+        assert_eq!(o.wal.last_seq(), 1);
+        assert_eq!(o.wal.counters().torn_tails_cut, 1, "the cut");
+        drop(o);
+        let o = open(dir.path());
+        assert_eq!(o.wal.counters().torn_tails_cut, 0, "cut once, clean since");
+    }
+
+    #[test]
     fn garbage_tail_is_cut_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("leader.log");
@@ -1862,5 +2017,47 @@ pub(crate) mod tests {
             Wal::open(&dir.path().join("leader.log"), FsyncPolicy::Always),
             Err(WalError::Locked { .. })
         ));
+    }
+
+    #[test]
+    fn the_order_rule_names_the_break() {
+        let mut seqs = SeqCheck::new(0);
+        seqs.accept(1).expect("first");
+        assert_eq!(seqs.accept(3), Err(OrderError::SeqGap { seq: 3, last: 1 }));
+        assert_eq!(
+            seqs.accept_fork(0),
+            Err(OrderError::MisplacedFork { seq: 0, last: 1 })
+        );
+        let mut lineage = Lineage::new([1; 16], 2);
+        let mut fork = Vec::new();
+        Record::encode_fork(&mut fork, 1, &[2; 16], 1);
+        let Ok(Decoded::Record(rec, _)) = Record::decode(&fork) else {
+            panic!("a fork record")
+        };
+        let refused = accept_logged(&rec, &mut seqs, &mut lineage).expect_err("epoch went back");
+        assert_eq!(
+            refused,
+            OrderError::Lineage(LineageError::EpochBack {
+                epoch: 1,
+                current: 2
+            })
+        );
+        // The texts replay puts in its errors, as before.
+        assert_eq!(
+            refused.to_string(),
+            "a fork to epoch 1 below the current epoch 2"
+        );
+        assert_eq!(
+            OrderError::SeqGap { seq: 3, last: 1 }.to_string(),
+            "seq 3 follows seq 1"
+        );
+        assert_eq!(
+            OrderError::MisplacedFork { seq: 0, last: 1 }.to_string(),
+            "a fork at seq 0 after seq 1"
+        );
+        assert_eq!(
+            OrderError::MalformedFork.to_string(),
+            "a malformed fork record"
+        );
     }
 }

@@ -42,7 +42,8 @@
 //!   dropped [`Receiver`] (the link failed) stops both threads, and the
 //!   temp file is removed (or, after a crash, at the next start).
 
-use std::io::Write;
+use std::fmt;
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver as Inbox, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,9 +54,10 @@ use tempfile::NamedTempFile;
 
 use super::lineage::Lineage;
 use super::record::{
-    self, Decoded, Header, Op, Record, BODY_FIXED_LEN, HEADER_LEN, RECORD_PREFIX_LEN,
+    self, Decoded, Header, HeaderError, Op, Record, RecordError, BODY_FIXED_LEN, HEADER_LEN,
+    RECORD_PREFIX_LEN,
 };
-use super::{accept_logged, compact, SeqCheck, WalError};
+use super::{accept_logged, compact, OrderError, SeqCheck, WalError};
 use crate::store::{BufferId, BulkLoad, Store};
 
 /// The writer thread fdatasyncs the temp file after every this many bytes,
@@ -80,6 +82,109 @@ pub struct Announced {
     pub bytes: u64,
     /// Live keys it held when it planned the snapshot (a hint).
     pub keys: u64,
+}
+
+/// Why a snapshot could not be received: the leader broke its
+/// announcement, the bytes are not a valid log, or the temp file or a
+/// thread failed.
+#[derive(Debug)]
+pub enum SnapshotError {
+    /// More bytes arrived than the leader announced.
+    Overrun { announced: u64 },
+    /// `END` came before all the announced bytes.
+    Short { received: u64, announced: u64 },
+    /// A chunk after `END`.
+    ChunkAfterEnd,
+    /// A second `END`.
+    SecondEnd,
+    /// The threads are gone (the error that stopped them comes from
+    /// [`Receiver::poll`]).
+    ThreadsStopped,
+    /// The writer or builder thread ended without a result (it panicked).
+    ThreadDied(&'static str),
+    /// The [`Receiver`] was dropped before `END`.
+    Abandoned,
+    /// Writing the temp file failed.
+    Write(io::Error),
+    /// Syncing the temp file failed.
+    Sync(io::Error),
+    /// The file header is unreadable.
+    Header(HeaderError),
+    /// Bytes that are not a record.
+    Record(RecordError),
+    /// A record that breaks the order rule or the lineage.
+    Order(OrderError),
+    /// Records without a header before them.
+    NoHeader,
+    /// The bytes ended before a whole header.
+    EndedBeforeHeader,
+    /// The bytes ended inside a record, `left` bytes of it in.
+    EndsInsideRecord { left: usize },
+    /// The records end at `last`, the leader's `END` said `said`.
+    WrongEndSeq { last: u64, said: u64 },
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotError::Overrun { announced } => {
+                write!(f, "the snapshot runs past the {announced} bytes announced")
+            }
+            SnapshotError::Short {
+                received,
+                announced,
+            } => write!(
+                f,
+                "the snapshot ended after {received} of the {announced} bytes announced"
+            ),
+            SnapshotError::ChunkAfterEnd => write!(f, "a snapshot chunk after its end"),
+            SnapshotError::SecondEnd => write!(f, "a second snapshot END"),
+            SnapshotError::ThreadsStopped => write!(f, "the snapshot threads stopped"),
+            SnapshotError::ThreadDied(who) => write!(f, "the snapshot {who} thread died"),
+            SnapshotError::Abandoned => write!(f, "the snapshot was abandoned"),
+            SnapshotError::Write(e) => write!(f, "writing the snapshot: {e}"),
+            SnapshotError::Sync(e) => write!(f, "fsync of the snapshot: {e}"),
+            SnapshotError::Header(e) => write!(f, "snapshot header: {e}"),
+            SnapshotError::Record(e) => write!(f, "snapshot record: {e}"),
+            SnapshotError::Order(e) => write!(f, "{e}"),
+            SnapshotError::NoHeader => write!(f, "snapshot without header"),
+            SnapshotError::EndedBeforeHeader => write!(f, "snapshot ended before its header"),
+            SnapshotError::EndsInsideRecord { left } => {
+                write!(f, "snapshot ends inside a record ({left} bytes left)")
+            }
+            SnapshotError::WrongEndSeq { last, said } => {
+                write!(f, "snapshot ends at seq {last} but the leader said {said}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SnapshotError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SnapshotError::Write(e) | SnapshotError::Sync(e) => Some(e),
+            SnapshotError::Order(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<OrderError> for SnapshotError {
+    fn from(e: OrderError) -> SnapshotError {
+        SnapshotError::Order(e)
+    }
+}
+
+impl From<RecordError> for SnapshotError {
+    fn from(e: RecordError) -> SnapshotError {
+        SnapshotError::Record(e)
+    }
+}
+
+impl From<HeaderError> for SnapshotError {
+    fn from(e: HeaderError) -> SnapshotError {
+        SnapshotError::Header(e)
+    }
 }
 
 /// A complete snapshot, ready to install.
@@ -155,8 +260,8 @@ pub struct Receiver {
     flow: Arc<Flow>,
     /// Channels to the writer and the builder; `None` once ended.
     to_threads: Option<[Sender<Msg>; 2]>,
-    written: Inbox<Result<NamedTempFile, String>>,
-    built: Inbox<Result<Built, String>>,
+    written: Inbox<Result<NamedTempFile, SnapshotError>>,
+    built: Inbox<Result<Built, SnapshotError>>,
     /// Results in so far.
     temp: Option<NamedTempFile>,
     store: Option<Built>,
@@ -250,16 +355,13 @@ impl Receiver {
     /// # Errors
     /// More bytes than the leader announced, a chunk after `END`, or a
     /// thread that has stopped (its own error comes from [`Receiver::poll`]).
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), SnapshotError> {
         self.received += chunk.len() as u64;
         if let Some(a) = self.announced.filter(|a| self.received > a.bytes) {
-            return Err(format!(
-                "the snapshot runs past the {} bytes announced",
-                a.bytes
-            ));
+            return Err(SnapshotError::Overrun { announced: a.bytes });
         }
         let Some(threads) = &self.to_threads else {
-            return Err("a snapshot chunk after its end".into());
+            return Err(SnapshotError::ChunkAfterEnd);
         };
         let chunk: Arc<[u8]> = Arc::from(chunk);
         {
@@ -270,7 +372,7 @@ impl Receiver {
         }
         for tx in threads {
             tx.send(Msg::Chunk(Arc::clone(&chunk)))
-                .map_err(|_| "the snapshot threads stopped".to_string())?;
+                .map_err(|_| SnapshotError::ThreadsStopped)?;
         }
         Ok(())
     }
@@ -280,21 +382,21 @@ impl Receiver {
     ///
     /// # Errors
     /// Fewer bytes than the leader announced, or a second `END`.
-    pub fn end(&mut self, seq: u64) -> Result<(), String> {
+    pub fn end(&mut self, seq: u64) -> Result<(), SnapshotError> {
         if let Some(a) = self.announced.filter(|a| self.received != a.bytes) {
-            return Err(format!(
-                "the snapshot ended after {} of the {} bytes announced",
-                self.received, a.bytes
-            ));
+            return Err(SnapshotError::Short {
+                received: self.received,
+                announced: a.bytes,
+            });
         }
         let Some(threads) = self.to_threads.take() else {
-            return Err("a second snapshot END".into());
+            return Err(SnapshotError::SecondEnd);
         };
         self.ended = Some(seq);
         self.ended_at = Some(Instant::now());
         for tx in threads {
             tx.send(Msg::End(seq))
-                .map_err(|_| "the snapshot threads stopped".to_string())?;
+                .map_err(|_| SnapshotError::ThreadsStopped)?;
         }
         Ok(())
     }
@@ -321,7 +423,7 @@ impl Receiver {
 
     /// Takes in what the threads reported: `None` while they work, the
     /// first error either of them met, or (after `END`) the snapshot.
-    pub fn poll(&mut self) -> Option<Result<Snapshot, String>> {
+    pub fn poll(&mut self) -> Option<Result<Snapshot, SnapshotError>> {
         if self.temp.is_none() {
             match take(&self.written, "writer") {
                 None => {}
@@ -357,11 +459,14 @@ impl Receiver {
 
 /// A thread's result, if it sent one; a thread that ended without one
 /// (it panicked) is an error.
-fn take<T>(inbox: &Inbox<Result<T, String>>, who: &str) -> Option<Result<T, String>> {
+fn take<T>(
+    inbox: &Inbox<Result<T, SnapshotError>>,
+    who: &'static str,
+) -> Option<Result<T, SnapshotError>> {
     match inbox.try_recv() {
         Ok(result) => Some(result),
         Err(TryRecvError::Empty) => None,
-        Err(TryRecvError::Disconnected) => Some(Err(format!("the snapshot {who} thread died"))),
+        Err(TryRecvError::Disconnected) => Some(Err(SnapshotError::ThreadDied(who))),
     }
 }
 
@@ -371,37 +476,33 @@ fn write_snapshot(
     mut temp: NamedTempFile,
     inbox: &Inbox<Msg>,
     flow: &Flow,
-) -> Result<NamedTempFile, String> {
+) -> Result<NamedTempFile, SnapshotError> {
     let mut unsynced = 0;
     for msg in inbox {
         match msg {
             Msg::Chunk(chunk) => {
                 temp.as_file_mut()
                     .write_all(&chunk)
-                    .map_err(|e| format!("writing the snapshot: {e}"))?;
+                    .map_err(SnapshotError::Write)?;
                 flow.done(WRITER, chunk.len());
                 unsynced += chunk.len();
                 if unsynced >= SYNC_EVERY {
-                    temp.as_file()
-                        .sync_data()
-                        .map_err(|e| format!("fsync of the snapshot: {e}"))?;
+                    temp.as_file().sync_data().map_err(SnapshotError::Sync)?;
                     unsynced = 0;
                 }
             }
             Msg::End(_) => {
-                temp.as_file()
-                    .sync_all()
-                    .map_err(|e| format!("fsync of the snapshot: {e}"))?;
+                temp.as_file().sync_all().map_err(SnapshotError::Sync)?;
                 return Ok(temp);
             }
         }
     }
-    Err("the snapshot was abandoned".into())
+    Err(SnapshotError::Abandoned)
 }
 
 /// The builder thread: decodes and applies every chunk, then checks the
 /// end.
-fn build_snapshot(keys_hint: u64, inbox: &Inbox<Msg>, flow: &Flow) -> Result<Built, String> {
+fn build_snapshot(keys_hint: u64, inbox: &Inbox<Msg>, flow: &Flow) -> Result<Built, SnapshotError> {
     let mut decoder = Decoder::new(usize::try_from(keys_hint).unwrap_or(0));
     for msg in inbox {
         match msg {
@@ -412,7 +513,7 @@ fn build_snapshot(keys_hint: u64, inbox: &Inbox<Msg>, flow: &Flow) -> Result<Bui
             Msg::End(seq) => return decoder.finish(seq),
         }
     }
-    Err("the snapshot was abandoned".into())
+    Err(SnapshotError::Abandoned)
 }
 
 /// Turns the bytes of a log file, in chunks of any size, into a store:
@@ -442,8 +543,8 @@ impl Decoder {
     /// Takes the next chunk.
     ///
     /// # Errors
-    /// A description of what is wrong with the bytes.
-    pub fn feed(&mut self, shared: &Arc<[u8]>) -> Result<(), String> {
+    /// What is wrong with the bytes.
+    pub fn feed(&mut self, shared: &Arc<[u8]>) -> Result<(), SnapshotError> {
         let mut chunk: &[u8] = shared;
         if self.state.is_none() {
             let take = (HEADER_LEN - self.carry.len()).min(chunk.len());
@@ -452,14 +553,13 @@ impl Decoder {
             if self.carry.len() < HEADER_LEN {
                 return Ok(());
             }
-            let header =
-                Header::decode(&self.carry).map_err(|e| format!("snapshot header: {e}"))?;
+            let header = Header::decode(&self.carry)?;
             let lineage = Lineage::new(header.history, header.epoch);
             self.state = Some((header, SeqCheck::new(header.base_seq), lineage));
             self.carry.clear();
         }
         let Some((_, seqs, lineage)) = self.state.as_mut() else {
-            return Err("snapshot without header".into());
+            return Err(SnapshotError::NoHeader);
         };
         // Complete a record begun in the last chunk, a few bytes at a time
         // (its prefix first, then the rest its length asks for). Its key
@@ -478,7 +578,7 @@ impl Decoder {
                     self.carry.extend_from_slice(&chunk[..take]);
                     chunk = &chunk[take..];
                 }
-                Err(e) => return Err(format!("snapshot record: {e}")),
+                Err(e) => return Err(e.into()),
             }
         }
         let mut off = shared.len() - chunk.len();
@@ -495,7 +595,7 @@ impl Decoder {
                     off += used;
                 }
                 Ok(Decoded::Incomplete { .. }) => break,
-                Err(e) => return Err(format!("snapshot record: {e}")),
+                Err(e) => return Err(e.into()),
             }
         }
         if let Some(id) = buffer.flatten() {
@@ -506,21 +606,20 @@ impl Decoder {
     }
 
     /// Checks that the bytes ended after a whole record, at `seq`.
-    fn finish(self, seq: u64) -> Result<Built, String> {
+    fn finish(self, seq: u64) -> Result<Built, SnapshotError> {
         let Some((header, seqs, lineage)) = self.state else {
-            return Err("snapshot ended before its header".into());
+            return Err(SnapshotError::EndedBeforeHeader);
         };
         if !self.carry.is_empty() {
-            return Err(format!(
-                "snapshot ends inside a record ({} bytes left)",
-                self.carry.len()
-            ));
+            return Err(SnapshotError::EndsInsideRecord {
+                left: self.carry.len(),
+            });
         }
         if seqs.last() != seq {
-            return Err(format!(
-                "snapshot ends at seq {} but the leader said {seq}",
-                seqs.last()
-            ));
+            return Err(SnapshotError::WrongEndSeq {
+                last: seqs.last(),
+                said: seq,
+            });
         }
         Ok(Built {
             header,
@@ -539,7 +638,7 @@ fn apply(
     seqs: &mut SeqCheck,
     lineage: &mut Lineage,
     load: &mut BulkLoad,
-) -> Result<(), String> {
+) -> Result<(), SnapshotError> {
     match accept_logged(rec, seqs, lineage)? {
         Some(Op::Put) => match share(load) {
             Some(buffer) => load.set_shared(buffer, at, rec.key, rec.value),
@@ -650,19 +749,28 @@ mod tests {
         let log = sample_log();
         let mut d = Decoder::new(0);
         d.feed(&Arc::from(&log[..log.len() - 3])).expect("feed");
-        assert!(d.finish(21).is_err(), "ends inside a record");
+        assert!(
+            matches!(d.finish(21), Err(SnapshotError::EndsInsideRecord { .. })),
+            "ends inside a record"
+        );
         let mut d = Decoder::new(0);
         d.feed(&Arc::from(&log[..])).expect("feed");
-        assert!(d.finish(22).is_err(), "ends at another seq");
+        assert!(
+            matches!(d.finish(22), Err(SnapshotError::WrongEndSeq { .. })),
+            "ends at another seq"
+        );
         let mut d = Decoder::new(0);
         d.feed(&Arc::from(&log[..HEADER_LEN - 1])).expect("feed");
-        assert!(d.finish(0).is_err(), "no header");
+        assert!(
+            matches!(d.finish(0), Err(SnapshotError::EndedBeforeHeader)),
+            "no header"
+        );
         let mut bad = log.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
         for chunk in [5, 1000] {
             let mut d = Decoder::new(0);
-            let fed: Result<Vec<()>, String> =
+            let fed: Result<Vec<()>, SnapshotError> =
                 bad.chunks(chunk).map(|p| d.feed(&Arc::from(p))).collect();
             assert!(fed.is_err(), "a flipped bit in chunks of {chunk}");
         }
@@ -692,7 +800,7 @@ mod tests {
     }
 
     /// Polls until the receiver reports, within a bound.
-    fn wait_done(r: &mut Receiver) -> Result<Snapshot, String> {
+    fn wait_done(r: &mut Receiver) -> Result<Snapshot, SnapshotError> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(result) = r.poll() {
@@ -748,21 +856,109 @@ mod tests {
             keys: 6,
         };
         let mut r = Receiver::start(&path, Some(short), Box::new(|| {})).expect("start");
-        assert!(r.push(&log).is_err(), "more bytes than announced");
+        assert!(
+            matches!(r.push(&log), Err(SnapshotError::Overrun { .. })),
+            "more bytes than announced"
+        );
         let long = Announced {
             bytes: log.len() as u64 + 1,
             keys: 6,
         };
         let mut r = Receiver::start(&path, Some(long), Box::new(|| {})).expect("start");
         r.push(&log).expect("push");
-        assert!(r.end(21).is_err(), "fewer bytes than announced");
+        assert!(
+            matches!(r.end(21), Err(SnapshotError::Short { .. })),
+            "fewer bytes than announced"
+        );
         let mut r = Receiver::start(&path, None, Box::new(|| {})).expect("start");
         r.push(&log).expect("push");
         r.end(20).expect("end");
         let Err(why) = wait_done(&mut r) else {
             panic!("a wrong end seq was accepted")
         };
-        assert!(why.contains("seq 21"), "{why}");
+        assert!(
+            matches!(why, SnapshotError::WrongEndSeq { last: 21, said: 20 }),
+            "{why:?}"
+        );
+        assert_eq!(
+            why.to_string(),
+            "snapshot ends at seq 21 but the leader said 20"
+        );
+    }
+
+    #[test]
+    fn a_chunk_or_end_after_the_end_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = sample_log();
+        let mut r = Receiver::start(&dir.path().join("follower_2.log"), None, Box::new(|| {}))
+            .expect("start");
+        r.push(&log).expect("push");
+        r.end(21).expect("end");
+        assert!(matches!(r.push(b"x"), Err(SnapshotError::ChunkAfterEnd)));
+        assert!(matches!(r.end(21), Err(SnapshotError::SecondEnd)));
+        assert!(wait_done(&mut r).is_ok());
+    }
+
+    #[test]
+    fn errors_read_as_before() {
+        let disk = || io::Error::other("disk");
+        let cases = [
+            (
+                SnapshotError::Overrun { announced: 9 },
+                "the snapshot runs past the 9 bytes announced",
+            ),
+            (
+                SnapshotError::Short {
+                    received: 3,
+                    announced: 9,
+                },
+                "the snapshot ended after 3 of the 9 bytes announced",
+            ),
+            (
+                SnapshotError::ChunkAfterEnd,
+                "a snapshot chunk after its end",
+            ),
+            (SnapshotError::SecondEnd, "a second snapshot END"),
+            (
+                SnapshotError::ThreadsStopped,
+                "the snapshot threads stopped",
+            ),
+            (
+                SnapshotError::ThreadDied("writer"),
+                "the snapshot writer thread died",
+            ),
+            (SnapshotError::Abandoned, "the snapshot was abandoned"),
+            (SnapshotError::Write(disk()), "writing the snapshot: disk"),
+            (SnapshotError::Sync(disk()), "fsync of the snapshot: disk"),
+            (
+                SnapshotError::Header(HeaderError::BadMagic),
+                "snapshot header: not a keyval log (bad magic)",
+            ),
+            (
+                SnapshotError::Record(RecordError::BadChecksum),
+                "snapshot record: record checksum mismatch",
+            ),
+            (
+                SnapshotError::Order(OrderError::SeqGap { seq: 5, last: 3 }),
+                "seq 5 follows seq 3",
+            ),
+            (SnapshotError::NoHeader, "snapshot without header"),
+            (
+                SnapshotError::EndedBeforeHeader,
+                "snapshot ended before its header",
+            ),
+            (
+                SnapshotError::EndsInsideRecord { left: 4 },
+                "snapshot ends inside a record (4 bytes left)",
+            ),
+            (
+                SnapshotError::WrongEndSeq { last: 21, said: 20 },
+                "snapshot ends at seq 21 but the leader said 20",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text, "{error:?}");
+        }
     }
 
     #[test]

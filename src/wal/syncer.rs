@@ -26,7 +26,8 @@
 //! The thread knows nothing of seqs or the store: what a report means is
 //! decided by the log ([`super::Wal`]), which also decides when a small
 //! batch is better fsynced inline. A failed `fdatasync` is reported
-//! once and never retried; the log then stops taking writes.
+//! once and never retried; the log then stops taking writes. Failures are
+//! counted ([`Syncer::failures`]) for the log's `INFO` counters.
 
 use std::fs::File;
 use std::io;
@@ -77,6 +78,9 @@ pub struct Syncer {
     thread: Option<JoinHandle<()>>,
     /// The newest target handed over and not yet reported.
     in_flight: Option<Target>,
+    /// Syncs reported failed so far, each failed `fdatasync` once (and a
+    /// thread that died with a sync in flight).
+    failures: u64,
 }
 
 impl Syncer {
@@ -103,6 +107,7 @@ impl Syncer {
             reports: report_rx,
             thread: Some(thread),
             in_flight: None,
+            failures: 0,
         })
     }
 
@@ -120,6 +125,13 @@ impl Syncer {
                 target,
             });
         }
+    }
+
+    /// Syncs that failed so far, counted as their reports are taken in by
+    /// [`Syncer::poll`] or [`Syncer::wait`] (one [`Outcome`] may fold in
+    /// several).
+    pub fn failures(&self) -> u64 {
+        self.failures
     }
 
     /// Whether a sync was requested and has not been reported yet.
@@ -160,7 +172,10 @@ impl Syncer {
             so_far,
             match report.result {
                 Ok(()) => Outcome::Durable(report.target),
-                Err(e) => Outcome::Failed(e),
+                Err(e) => {
+                    self.failures += 1;
+                    Outcome::Failed(e)
+                }
             },
         )
     }
@@ -168,6 +183,7 @@ impl Syncer {
     /// The thread ended (it panicked): whatever was in flight failed.
     fn thread_gone(&mut self, so_far: Option<Outcome>) -> Option<Outcome> {
         self.in_flight.take()?;
+        self.failures += 1;
         Some(Outcome::merge(
             so_far,
             Outcome::Failed(io::Error::other("the log sync thread stopped")),
@@ -373,12 +389,39 @@ mod tests {
         let (_dir, file) = file();
         let failing_sync: SyncFn = Box::new(|_| Err(io::Error::other("injected fsync error")));
         let mut syncer = Syncer::spawn_with(Box::new(|| {}), failing_sync).expect("spawn");
+        assert_eq!(syncer.failures(), 0);
         syncer.request(&file, target(3));
         match syncer.wait() {
             Some(Outcome::Failed(e)) => assert!(e.to_string().contains("injected")),
             other => panic!("{other:?}"),
         }
         assert!(!syncer.is_busy());
+        assert_eq!(syncer.failures(), 1);
+    }
+
+    #[test]
+    fn every_failed_sync_is_counted_even_when_reports_fold_into_one() {
+        let (_dir, file) = file();
+        let gate = Arc::new(Mutex::new(()));
+        let (entered_tx, entered) = mpsc::channel();
+        let held = Arc::clone(&gate);
+        let failing_sync: SyncFn = Box::new(move |_| {
+            let _ = entered_tx.send(());
+            let _gate = held.lock().unwrap_or_else(|e| e.into_inner());
+            Err(io::Error::other("injected fsync error"))
+        });
+        let mut syncer = Syncer::spawn_with(Box::new(|| {}), failing_sync).expect("spawn");
+        {
+            // The first sync waits at the gate; the second request queues
+            // behind it, and both fail. Their reports are taken in by one
+            // wait, as one outcome.
+            let _closed = gate.lock().unwrap_or_else(|e| e.into_inner());
+            syncer.request(&file, target(3));
+            entered.recv().expect("the first sync began");
+            syncer.request(&file, target(6));
+        }
+        assert!(matches!(syncer.wait(), Some(Outcome::Failed(_))));
+        assert_eq!(syncer.failures(), 2, "two failed syncs");
     }
 
     #[test]
@@ -390,5 +433,6 @@ mod tests {
         syncer.request(&file, target(3));
         assert!(matches!(syncer.wait(), Some(Outcome::Failed(_))));
         assert!(!syncer.is_busy());
+        assert_eq!(syncer.failures(), 1);
     }
 }

@@ -4,6 +4,10 @@
 //! channel (`HELLO ADMIN`, see `docs/failover.md`), with the secret from
 //! `KEYVAL_SECRET` or `--secret-file`.
 //!
+//! The node's address, the secret file and the timeout may be given before
+//! or after the subcommand (`keyval-ctl info --port 5001` works as
+//! `keyval-ctl --port 5001 info` does).
+//!
 //! This file owns the command line; `session` the admin connection,
 //! `failover` the guided failover and the wait for a re-pointed node's
 //! link. Exit status: 0 on success, 1 with a one-line reason on stderr
@@ -21,21 +25,32 @@ use clap::{Parser, Subcommand};
 
 use crate::session::Session;
 
+/// The help heading of the options every command takes.
+const CONNECTION: &str = "Connection options";
+
 /// Command line of `keyval-ctl`.
 #[derive(Parser, Debug)]
-#[command(name = "keyval-ctl", version, about = "Administer keyval nodes")]
+#[command(
+    name = "keyval-ctl",
+    version,
+    about = "Administer keyval nodes over the authenticated admin channel",
+    after_help = "The connection options may come before or after the command:\n  \
+                  keyval-ctl info --host 10.0.0.2 --port 5001\n\
+                  The shared secret comes from KEYVAL_SECRET or --secret-file.\n\
+                  Exit status: 0 on success, 1 with a one-line reason on stderr, 2 for bad usage."
+)]
 struct Cli {
-    /// The node's host.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// The node's host name or IP address (failover takes --nodes instead).
+    #[arg(long, global = true, help_heading = CONNECTION, default_value = "127.0.0.1")]
     host: String,
-    /// The node's port.
-    #[arg(long, default_value_t = 5000)]
+    /// The node's client port (failover takes --nodes instead).
+    #[arg(long, global = true, help_heading = CONNECTION, default_value_t = 5000)]
     port: u16,
     /// Read the shared secret from this file instead of `KEYVAL_SECRET`.
-    #[arg(long, env = "KEYVAL_SECRET_FILE")]
+    #[arg(long, global = true, help_heading = CONNECTION, env = "KEYVAL_SECRET_FILE")]
     secret_file: Option<PathBuf>,
     /// How long to wait for a node to connect or answer, in milliseconds.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, global = true, help_heading = CONNECTION, default_value_t = 5000)]
     timeout_ms: u64,
     #[command(subcommand)]
     command: Command,
@@ -48,11 +63,16 @@ enum Command {
     Info,
     /// Make a follower the leader of a new history, one epoch up.
     Promote,
-    /// Make the node a follower of HOST PORT (dropping writes that leader
-    /// lacks), then wait for its link to come up and say how it went.
+    /// Make the node a follower of LEADER_HOST LEADER_PORT (dropping writes
+    /// that leader lacks), then wait for its link to come up and say how
+    /// it went.
     Follow {
-        host: String,
-        port: u16,
+        /// The new leader's host name or IP address, as the node dials it.
+        #[arg(value_name = "LEADER_HOST")]
+        leader_host: String,
+        /// The new leader's client port.
+        #[arg(value_name = "LEADER_PORT")]
+        leader_port: u16,
         /// How long to wait for the node's link to the leader to come up
         /// (or be refused), in milliseconds; 0 does not wait.
         #[arg(long, default_value_t = 5000)]
@@ -89,7 +109,8 @@ fn run(cli: Cli) -> Result<(), String> {
     let secret = keyval::config::load_secret(
         cli.secret_file.as_deref(),
         std::env::var("KEYVAL_SECRET").ok(),
-    )?
+    )
+    .map_err(|e| e.to_string())?
     .ok_or("no secret: set KEYVAL_SECRET or --secret-file")?;
     let timeout = Duration::from_millis(cli.timeout_ms.max(1));
     let addr = format!("{}:{}", cli.host, cli.port);
@@ -106,8 +127,8 @@ fn run(cli: Cli) -> Result<(), String> {
             return Ok(());
         }
         Command::Follow {
-            host,
-            port,
+            leader_host: host,
+            leader_port: port,
             wait_ms,
         } => {
             let request = format!("FOLLOW {host} {port}");
