@@ -29,15 +29,19 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod access;
+pub(crate) mod access;
 pub mod config;
 pub mod error;
-pub mod protocol;
-pub mod query;
+pub(crate) mod protocol;
+pub(crate) mod query;
 pub mod replication;
 pub mod server;
-pub mod store;
-pub mod wal;
+pub(crate) mod store;
+pub(crate) mod wal;
+
+/// The log's byte format, for tools and tests that build or damage log
+/// files.
+pub use wal::record;
 
 #[cfg(test)]
 mod fuzz;

@@ -99,11 +99,6 @@ impl Fold {
         self.store.len()
     }
 
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.store.is_empty()
-    }
-
     /// The encoded reply for the writes applied.
     pub fn finish(self) -> Vec<u8> {
         self.query.answer(&self.store)

@@ -6,7 +6,7 @@ mod common;
 use std::fs::OpenOptions;
 
 use common::{wait_until, Node};
-use keyval::wal::record::{Header, Op, Record};
+use keyval::record::{Header, Op, Record};
 
 /// Writes a compacted-looking leader log: a header with base seq 5 and
 /// one PUT per key with seqs at most 5, nothing after the base.

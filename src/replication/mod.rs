@@ -19,14 +19,14 @@
 //! - [`feed`]: the leader's cursor into its own log for one follower (reads
 //!   the log file).
 
-pub mod auth;
-pub mod epoch;
-pub mod feed;
-pub mod follower;
+pub(crate) mod auth;
+pub(crate) mod epoch;
+pub(crate) mod feed;
+pub(crate) mod follower;
 pub mod handshake;
-pub mod leader;
+pub(crate) mod leader;
 pub mod session;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

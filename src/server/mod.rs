@@ -30,9 +30,9 @@
 //! module owns the sockets; what a request means is in [`node`].
 
 mod admin;
-pub mod conn;
+mod conn;
 mod dispatch;
-pub mod held;
+mod held;
 mod jobs;
 mod limits;
 mod logthrottle;
@@ -40,7 +40,7 @@ mod node;
 mod replica;
 mod resolve;
 mod role;
-pub mod slab;
+mod slab;
 mod slots;
 mod systemd;
 

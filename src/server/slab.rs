@@ -60,11 +60,6 @@ impl<T> Slab<T> {
         self.slots.get_mut(key)?.as_mut()
     }
 
-    /// Number of stored values.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -76,14 +71,6 @@ impl<T> Slab<T> {
             .iter()
             .enumerate()
             .filter_map(|(k, v)| Some((k, v.as_ref()?)))
-    }
-
-    /// Every key and value, mutably.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
-        self.slots
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(k, v)| Some((k, v.as_mut()?)))
     }
 }
 
@@ -97,7 +84,7 @@ mod tests {
         assert_eq!(slab.vacant_key(), 0);
         let a = slab.insert("a");
         let b = slab.insert("b");
-        assert_eq!((a, b, slab.len()), (0, 1, 2));
+        assert_eq!((a, b, slab.iter().count()), (0, 1, 2));
         assert_eq!(slab.remove(a), Some("a"));
         assert_eq!(slab.remove(a), None);
         assert_eq!(slab.get(a), None);
@@ -109,6 +96,6 @@ mod tests {
             vec![(0, "c"), (1, "b")]
         );
         assert_eq!(slab.remove(99), None);
-        assert_eq!(slab.len(), 2);
+        assert_eq!(slab.iter().count(), 2);
     }
 }

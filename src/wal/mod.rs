@@ -31,13 +31,13 @@
 //!
 //! Byte layout: see [`record`].
 
-pub mod compact;
-pub mod lineage;
+pub(crate) mod compact;
+pub(crate) mod lineage;
 pub mod record;
-pub mod scan;
-pub mod snapshot;
-pub mod syncer;
-pub mod tail;
+pub(crate) mod scan;
+pub(crate) mod snapshot;
+pub(crate) mod syncer;
+pub(crate) mod tail;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
