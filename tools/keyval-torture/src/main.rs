@@ -18,7 +18,7 @@ mod history;
 mod monitor;
 mod nemesis;
 mod proxy;
-#[path = "../keyval-bench/rng.rs"]
+#[path = "../../keyval-bench/src/rng.rs"]
 mod rng;
 mod scenario;
 mod workload;
