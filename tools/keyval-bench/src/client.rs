@@ -1,63 +1,85 @@
-//! Small blocking clients used by the suite for control traffic (not load):
-//! the keyval handshake, `INFO` polling, and Redis `PING`/`INFO memory`.
-//! Every socket operation has a timeout, so no call can hang.
+//! Control connections of the suite, not load: a keyval node's `INFO` over
+//! the kit's [`LineClient`], and a small blocking RESP client for Redis's
+//! `PING` and `DBSIZE`. Every socket operation has a timeout, so no call
+//! can hang.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use keyval_testkit::LineClient;
+
 use crate::wire::{self, Protocol, RawReply};
 
 /// Per-operation socket timeout for control connections.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A blocking connection that reads whole replies using [`wire::parse_reply`].
-pub struct Client {
+/// A keyval control connection, past its `HELLO`.
+///
+/// # Errors
+/// When the node cannot be reached or answers the handshake otherwise.
+pub fn keyval(addr: SocketAddr) -> io::Result<LineClient> {
+    LineClient::connect_client(addr, IO_TIMEOUT)
+}
+
+/// Sends keyval `INFO` and returns its fields by name.
+///
+/// # Errors
+/// As [`LineClient::info`].
+pub fn info(client: &mut LineClient) -> io::Result<HashMap<String, String>> {
+    Ok(client
+        .info()?
+        .into_iter()
+        .map(|(k, v)| (k, v.trim().to_string()))
+        .collect())
+}
+
+/// Reads a numeric field of a keyval `INFO` reply.
+///
+/// # Errors
+/// `InvalidData` when the field is absent or not a number.
+pub fn info_u64(info: &HashMap<String, String>, field: &str) -> io::Result<u64> {
+    info.get(field)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| invalid(format!("INFO has no numeric field {field:?}")))
+}
+
+/// A blocking Redis connection that reads whole replies with
+/// [`wire::parse_reply`].
+pub struct Redis {
     stream: TcpStream,
-    protocol: Protocol,
     buf: Vec<u8>,
 }
 
-impl Client {
-    /// Connects (with timeouts) and, for keyval, completes the handshake.
-    pub fn connect(addr: SocketAddr, protocol: Protocol) -> io::Result<Self> {
+impl Redis {
+    /// Connects, with timeouts.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached in time.
+    pub fn connect(addr: SocketAddr) -> io::Result<Self> {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
-        let mut client = Client {
+        Ok(Redis {
             stream,
-            protocol,
             buf: Vec::new(),
-        };
-        if protocol == Protocol::Keyval {
-            client.stream.write_all(wire::KEYVAL_HELLO)?;
-            let line = client.read_line()?;
-            if line != wire::KEYVAL_HELLO_REPLY {
-                return Err(invalid(format!(
-                    "expected HELLO SERVER, got {:?}",
-                    String::from_utf8_lossy(&line)
-                )));
-            }
-        }
-        Ok(client)
-    }
-
-    /// Reads one keyval reply line.
-    fn read_line(&mut self) -> io::Result<Vec<u8>> {
-        self.read_reply(|r| match r {
-            RawReply::Line(l) => Ok(l.to_vec()),
-            other => Err(invalid(format!("unexpected reply {other:?}"))),
         })
     }
 
-    /// Reads until one complete reply is buffered, maps it with `f`, and
-    /// consumes it.
-    fn read_reply<T>(&mut self, f: impl FnOnce(RawReply<'_>) -> io::Result<T>) -> io::Result<T> {
+    /// Sends `command` and maps its reply with `f`.
+    fn request<T>(
+        &mut self,
+        command: &[&[u8]],
+        f: impl FnOnce(RawReply<'_>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut req = Vec::new();
+        wire::encode_resp_command(command, &mut req);
+        self.stream.write_all(&req)?;
         let mut chunk = [0u8; 4096];
         loop {
-            if let Some((reply, used)) = wire::parse_reply(self.protocol, &self.buf)? {
+            if let Some((reply, used)) = wire::parse_reply(Protocol::Resp, &self.buf)? {
                 let out = f(reply);
                 self.buf.drain(..used);
                 return out;
@@ -73,58 +95,27 @@ impl Client {
         }
     }
 
-    /// Sends keyval `INFO` and returns its fields.
-    pub fn keyval_info(&mut self) -> io::Result<HashMap<String, String>> {
-        self.stream.write_all(b"INFO\n")?;
-        let count_line = self.read_line()?;
-        let count: usize = std::str::from_utf8(&count_line)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .filter(|&n| n <= 10_000)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "bad INFO count line {:?}",
-                    String::from_utf8_lossy(&count_line)
-                ))
-            })?;
-        let mut fields = HashMap::with_capacity(count);
-        for _ in 0..count {
-            let line = self.read_line()?;
-            let text = String::from_utf8_lossy(&line);
-            let (k, v) = text.split_once(' ').unwrap_or((text.as_ref(), ""));
-            fields.insert(k.to_string(), v.trim().to_string());
-        }
-        Ok(fields)
-    }
-
-    /// Sends a Redis `PING` and checks for `+PONG`.
-    pub fn redis_ping(&mut self) -> io::Result<()> {
-        let mut req = Vec::new();
-        wire::encode_resp_command(&[b"PING"], &mut req);
-        self.stream.write_all(&req)?;
-        self.read_reply(|r| match r {
+    /// Sends `PING` and checks for `+PONG`.
+    ///
+    /// # Errors
+    /// On a failed exchange or another reply.
+    pub fn ping(&mut self) -> io::Result<()> {
+        self.request(&[b"PING"], |r| match r {
             RawReply::Simple(s) if s == b"PONG" => Ok(()),
             other => Err(invalid(format!("unexpected PING reply {other:?}"))),
         })
     }
 
-    /// Sends a Redis `DBSIZE` and returns the key count.
-    pub fn redis_dbsize(&mut self) -> io::Result<i64> {
-        let mut req = Vec::new();
-        wire::encode_resp_command(&[b"DBSIZE"], &mut req);
-        self.stream.write_all(&req)?;
-        self.read_reply(|r| match r {
+    /// Sends `DBSIZE` and returns the key count.
+    ///
+    /// # Errors
+    /// On a failed exchange or another reply.
+    pub fn dbsize(&mut self) -> io::Result<i64> {
+        self.request(&[b"DBSIZE"], |r| match r {
             RawReply::Integer(n) => Ok(n),
             other => Err(invalid(format!("unexpected DBSIZE reply {other:?}"))),
         })
     }
-}
-
-/// Reads a numeric field of a keyval `INFO` reply.
-pub fn info_u64(info: &HashMap<String, String>, field: &str) -> io::Result<u64> {
-    info.get(field)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| invalid(format!("INFO has no numeric field {field:?}")))
 }
 
 /// An `InvalidData` error with `msg`.

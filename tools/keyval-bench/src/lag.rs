@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::client::{info_u64, Client};
+use keyval_testkit::LineClient;
+
+use crate::client::{self, info_u64};
 use crate::histogram::Histogram;
 
 /// The leader's state at one instant, as far as lag is concerned.
@@ -105,7 +107,7 @@ pub fn sample_from_info(
 /// # Errors
 /// The first failed or malformed `INFO`.
 pub fn sample_until(
-    mut client: Client,
+    mut client: LineClient,
     followers: &[u32],
     every: Duration,
     quit: &AtomicBool,
@@ -115,7 +117,7 @@ pub fn sample_until(
     let mut samples = Vec::new();
     let mut next = start;
     while !quit.load(Ordering::Relaxed) && start.elapsed() < limit {
-        let info = client.keyval_info().map_err(|e| {
+        let info = client::info(&mut client).map_err(|e| {
             io::Error::new(e.kind(), format!("leader INFO while sampling lag: {e}"))
         })?;
         samples.push(sample_from_info(&info, followers, start.elapsed())?);

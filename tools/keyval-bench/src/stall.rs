@@ -12,12 +12,14 @@
 //!
 //! Blocking sockets with timeouts, so no call can hang.
 
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use keyval_testkit::LineClient;
 
 use crate::histogram::Histogram;
 use crate::load::fmt_latency;
@@ -62,78 +64,30 @@ impl std::fmt::Display for StallReport {
     }
 }
 
-/// A blocking line client that has done the handshake.
-struct LineClient {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    line: Vec<u8>,
-}
-
-impl LineClient {
-    fn connect(addr: SocketAddr) -> io::Result<LineClient> {
-        let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)?;
-        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
-        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        let reader = BufReader::new(stream.try_clone()?);
-        let mut client = LineClient {
-            stream,
-            reader,
-            line: Vec::new(),
-        };
-        client.send("HELLO CLIENT")?;
-        let hello = client.read_line()?;
-        if hello != b"HELLO SERVER" {
-            return Err(invalid(format!(
-                "expected HELLO SERVER, got {:?}",
-                String::from_utf8_lossy(hello)
-            )));
+/// Reads the reply to `request`: a counted list for `KEYS`, else one
+/// line. Returns its size in bytes.
+fn read_reply(client: &mut LineClient, request: &str) -> io::Result<usize> {
+    let first = client.line_bytes()?;
+    let mut bytes = first.len() + 1;
+    let is_keys = request
+        .split_whitespace()
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("KEYS"));
+    if is_keys {
+        let count: usize = std::str::from_utf8(&first)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "bad KEYS count line {:?}",
+                    String::from_utf8_lossy(&first)
+                ))
+            })?;
+        for _ in 0..count {
+            bytes += client.line_bytes()?.len() + 1;
         }
-        Ok(client)
     }
-
-    fn send(&mut self, line: &str) -> io::Result<()> {
-        self.stream.write_all(format!("{line}\n").as_bytes())
-    }
-
-    /// One reply line without its `\n`.
-    fn read_line(&mut self) -> io::Result<&[u8]> {
-        self.line.clear();
-        let n = self.reader.read_until(b'\n', &mut self.line)?;
-        if n == 0 || self.line.pop() != Some(b'\n') {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "server closed the connection",
-            ));
-        }
-        Ok(&self.line)
-    }
-
-    /// Reads the reply to `request`: a counted list for `KEYS`, else one
-    /// line. Returns its size in bytes.
-    fn read_reply(&mut self, request: &str) -> io::Result<usize> {
-        let first = self.read_line()?;
-        let mut bytes = first.len() + 1;
-        let is_keys = request
-            .split_whitespace()
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case("KEYS"));
-        if is_keys {
-            let count: usize = std::str::from_utf8(first)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "bad KEYS count line {:?}",
-                        String::from_utf8_lossy(first)
-                    ))
-                })?;
-            for _ in 0..count {
-                bytes += self.read_line()?.len() + 1;
-            }
-        }
-        Ok(bytes)
-    }
+    Ok(bytes)
 }
 
 /// Runs the measurement.
@@ -141,8 +95,8 @@ impl LineClient {
 /// # Errors
 /// Connection failures, timeouts and malformed replies.
 pub fn run(cfg: &StallConfig) -> io::Result<StallReport> {
-    let mut heavy = LineClient::connect(cfg.addr)?;
-    let mut pinger = LineClient::connect(cfg.addr)?;
+    let mut heavy = LineClient::connect_client(cfg.addr, REPLY_TIMEOUT)?;
+    let mut pinger = LineClient::connect_client(cfg.addr, REPLY_TIMEOUT)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop_pings = Arc::clone(&stop);
     let every = cfg.ping_every;
@@ -151,11 +105,11 @@ pub fn run(cfg: &StallConfig) -> io::Result<StallReport> {
         while !stop_pings.load(Ordering::Relaxed) {
             let start = Instant::now();
             pinger.send("PING")?;
-            let reply = pinger.read_line()?;
+            let reply = pinger.line_bytes()?;
             if reply != b"PONG" {
                 return Err(invalid(format!(
                     "expected PONG, got {:?}",
-                    String::from_utf8_lossy(reply)
+                    String::from_utf8_lossy(&reply)
                 )));
             }
             let took = start.elapsed();
@@ -172,7 +126,7 @@ pub fn run(cfg: &StallConfig) -> io::Result<StallReport> {
         for _ in 0..cfg.times {
             let start = Instant::now();
             heavy.send(&cfg.request)?;
-            reply_bytes = heavy.read_reply(&cfg.request)?;
+            reply_bytes = read_reply(&mut heavy, &cfg.request)?;
             requests.push(start.elapsed());
         }
         Ok(())

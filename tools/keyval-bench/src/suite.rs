@@ -6,7 +6,7 @@
 //! (leader alone vs. with followers, lag, snapshot, catch-up) live in
 //! [`replication`] and run last.
 //!
-//! Servers live in [`Server`] values whose [`crate::process::ChildGuard`]
+//! Servers live in [`Server`] values whose [`crate::process::Process`]
 //! kills the child on drop, so every exit path (including `?`) reaps them.
 
 use std::fmt::Write as _;
@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::client::{info_u64, Client};
+use keyval_testkit::LineClient;
+
+use crate::client::{self, info_u64, Redis};
 use crate::load::{self, Driver, Limit, LoadConfig, LoadReport, Workload};
 use crate::process::{self, RedisPersistence, Server};
 use crate::rng::Rng;
@@ -480,7 +482,7 @@ impl Drop for SetOnDrop<'_> {
 
 /// Polls keyval `INFO` every 10 ms until `compactions` exceeds `base`, the
 /// watch is told to quit, or `COMPACTION_WAIT` plus a margin passes.
-fn poll_compaction(mut client: Client, base: u64, watch: &CompactionWatch) {
+fn poll_compaction(mut client: LineClient, base: u64, watch: &CompactionWatch) {
     let deadline = Instant::now() + COMPACTION_WAIT + Duration::from_secs(600);
     let fail = |msg: String| {
         if let Ok(mut e) = watch.error.lock() {
@@ -493,7 +495,7 @@ fn poll_compaction(mut client: Client, base: u64, watch: &CompactionWatch) {
             fail("INFO poller gave up".to_string());
             return;
         }
-        let info = match client.keyval_info() {
+        let info = match client::info(&mut client) {
             Ok(i) => i,
             Err(e) => return fail(format!("INFO failed: {e}")),
         };
@@ -538,12 +540,12 @@ fn run_extras(keyval_bin: &Path, redis: Option<&Path>) -> io::Result<()> {
     log::info!("loading {BIG_KEYS} keys into keyval");
     let r = writer.preload(BIG_KEYS, &value_a, LOAD_PIPELINE)?;
     log::info!("keyval load: {r}");
-    let kv_rss = process::rss_bytes(server.child.pid())?;
+    let kv_rss = keyval_testkit::rss_bytes(server.child.pid())?;
 
     // (a) overwrite everything so the log passes 2x live data, then GET
     // while compaction runs.
-    let mut info_client = Client::connect(addr, Protocol::Keyval)?;
-    let info0 = info_client.keyval_info()?;
+    let mut info_client = client::keyval(addr)?;
+    let info0 = client::info(&mut info_client)?;
     let base = info_u64(&info0, "compactions")?;
     log::info!(
         "before overwrite: keys {}, log_bytes {}, compactions {base}",
@@ -642,17 +644,15 @@ fn run_extras(keyval_bin: &Path, redis: Option<&Path>) -> io::Result<()> {
     drop(reader);
 
     // (b) restart on the same data directory.
-    let keys_before = Client::connect(addr, Protocol::Keyval)?
-        .keyval_info()
-        .and_then(|i| info_u64(&i, "keys"))?;
+    let keys_before =
+        client::info(&mut client::keyval(addr)?).and_then(|i| info_u64(&i, "keys"))?;
     let Server { mut child, dir, .. } = server;
     let graceful = child.terminate(STOP_WAIT)?;
     drop(child);
     let (server, restart) = process::restart_keyval(keyval_bin, dir, fsync, &extra, RESTART_WAIT)?;
-    let keys_after = Client::connect(server.addr, Protocol::Keyval)?
-        .keyval_info()
-        .and_then(|i| info_u64(&i, "keys"))?;
-    let kv_rss_restarted = process::rss_bytes(server.child.pid())?;
+    let keys_after =
+        client::info(&mut client::keyval(server.addr)?).and_then(|i| info_u64(&i, "keys"))?;
+    let kv_rss_restarted = keyval_testkit::rss_bytes(server.child.pid())?;
     println!(
         "restart of a {keys_before}-key log: {:.2} s from spawn to HELLO SERVER \
          (stopped by {}, keys after restart {keys_after})",
@@ -701,9 +701,9 @@ fn redis_rss_for_big_load(bin: &Path, value: &[u8]) -> io::Result<u64> {
     log::info!("loading {BIG_KEYS} keys into redis");
     let r = driver.preload(BIG_KEYS, value, LOAD_PIPELINE)?;
     log::info!("redis load: {r}");
-    let n = Client::connect(server.addr, Protocol::Resp)?.redis_dbsize()?;
+    let n = Redis::connect(server.addr)?.dbsize()?;
     if n != BIG_KEYS as i64 {
         log::warn!("redis holds {n} keys, expected {BIG_KEYS}");
     }
-    process::rss_bytes(server.child.pid())
+    keyval_testkit::rss_bytes(server.child.pid())
 }

@@ -28,7 +28,9 @@ use super::{
     failed_if, latencies, SetOnDrop, CONNECTIONS, KEYS, LOAD_PIPELINE, RESTART_WAIT, START_WAIT,
 };
 use super::{STOP_WAIT, VALUE_SIZE};
-use crate::client::{info_u64, Client};
+use keyval_testkit::LineClient;
+
+use crate::client::{self, info_u64};
 use crate::filecopy::{self, CopyReport};
 use crate::lag::{self, LagStats};
 use crate::load::{self, Driver, Limit, LoadConfig, LoadReport, Workload};
@@ -419,7 +421,7 @@ impl<'a> Cluster<'a> {
         let (report, samples) = if ids.is_empty() {
             (load::run(&cfg), None)
         } else {
-            let client = Client::connect(self.leader.addr, Protocol::Keyval)?;
+            let client = client::keyval(self.leader.addr)?;
             let quit = AtomicBool::new(false);
             thread::scope(|s| {
                 let sampler = s.spawn(|| {
@@ -455,7 +457,7 @@ impl<'a> Cluster<'a> {
 /// timeout, and a late reply must not be read as the next one's.
 struct InfoProbe {
     addr: SocketAddr,
-    client: Option<Client>,
+    client: Option<LineClient>,
 }
 
 impl InfoProbe {
@@ -466,9 +468,9 @@ impl InfoProbe {
     fn info(&mut self) -> io::Result<HashMap<String, String>> {
         let mut client = match self.client.take() {
             Some(c) => c,
-            None => Client::connect(self.addr, Protocol::Keyval)?,
+            None => client::keyval(self.addr)?,
         };
-        let info = client.keyval_info()?;
+        let info = client::info(&mut client)?;
         self.client = Some(client);
         Ok(info)
     }
@@ -932,7 +934,7 @@ fn snapshot_line(
 }
 
 /// Follower `id`'s child process.
-fn follower_log<'c>(cluster: &'c Cluster<'_>, id: u32) -> io::Result<&'c process::ChildGuard> {
+fn follower_log<'c>(cluster: &'c Cluster<'_>, id: u32) -> io::Result<&'c process::Process> {
     cluster
         .followers
         .iter()
