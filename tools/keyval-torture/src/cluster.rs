@@ -11,17 +11,20 @@
 //! The cluster starts, kills (SIGKILL), pauses (SIGSTOP/SIGCONT) and
 //! restarts nodes, and notices a node that exited without being told to.
 //! Every process it starts it also kills and reaps: on [`Cluster::shutdown`],
-//! and on drop (including while a panic unwinds).
+//! and on drop (including while a panic unwinds), the kit's [`ChildGuard`]
+//! being the one that holds it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use keyval_testkit::{parse_listening, ChildGuard};
 
 use crate::proxy::{LinkMode, Proxy};
 use crate::workload::LeaderAddr;
@@ -62,7 +65,8 @@ pub struct NodeProc {
     /// through role changes.
     wal: PathBuf,
     args: Vec<String>,
-    child: Option<Child>,
+    /// The process while it runs (killed and reaped when the guard drops).
+    child: ChildGuard,
     addr: Option<SocketAddr>,
     paused: bool,
     /// Its link to the leader (used while it follows).
@@ -113,7 +117,7 @@ impl NodeProc {
             dir,
             wal,
             args,
-            child: None,
+            child: ChildGuard::default(),
             addr: None,
             paused: false,
             proxy,
@@ -138,16 +142,16 @@ impl NodeProc {
 
     /// Its client address while running.
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.addr.filter(|_| self.child.is_some())
+        self.addr.filter(|_| self.child.is_running())
     }
 
     /// Its process id while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.pid()
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.child.is_running()
     }
 
     pub fn is_paused(&self) -> bool {
@@ -156,7 +160,7 @@ impl NodeProc {
 
     /// Starts the process and waits until it logs its listening address.
     fn start(&mut self, bin: &Path) -> Result<SocketAddr, String> {
-        if self.child.is_some() {
+        if self.child.is_running() {
             return Err(format!("{} is already running", self.name()));
         }
         self.starts += 1;
@@ -174,18 +178,18 @@ impl NodeProc {
         )
         .map_err(ctx)?;
         let from = log.metadata().map_err(ctx)?.len();
-        let child = Command::new(bin)
-            .args(&self.args)
-            .env("KEYVAL_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(ctx)?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C meant for the harness must
-            // not stop the nodes behind its back (the harness kills them).
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start {} ({}): {e}", self.name(), bin.display()))?;
-        self.child = Some(child);
+        self.child = ChildGuard::spawn(
+            Command::new(bin)
+                .args(&self.args)
+                .env("KEYVAL_SECRET", SECRET)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().map_err(ctx)?)
+                .stderr(log)
+                // Its own process group: a Ctrl-C meant for the harness must
+                // not stop the nodes behind its back (the harness kills them).
+                .process_group(0),
+        )
+        .map_err(|e| format!("cannot start {} ({}): {e}", self.name(), bin.display()))?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let text = read_from(&self.log_path, from);
@@ -209,34 +213,23 @@ impl NodeProc {
 
     /// SIGKILLs and reaps the process (a stopped one too).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.kill();
         self.paused = false;
     }
 
     /// Sends SIGSTOP (`true`) or SIGCONT (`false`).
     pub fn set_paused(&mut self, paused: bool) -> Result<(), String> {
-        let Some(pid) = self.pid() else {
-            return Err(format!("{} is not running", self.name()));
-        };
-        let signal = if paused { "-STOP" } else { "-CONT" };
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .map_err(|e| format!("cannot run kill: {e}"))?;
-        if !status.success() {
-            return Err(format!("kill {signal} {pid} failed ({status})"));
-        }
+        let signal = if paused { "STOP" } else { "CONT" };
+        self.child
+            .signal(signal)
+            .map_err(|e| format!("{}: {e}", self.name()))?;
         self.paused = paused;
         Ok(())
     }
 
     /// If the process has exited on its own, reaps it and says how.
     pub fn check_exit(&mut self) -> Option<String> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
+        let status = self.child.try_exit().ok()??;
         self.paused = false;
         Some(format!("{} exited on its own ({status})", self.name()))
     }
@@ -268,12 +261,6 @@ impl NodeProc {
 /// reaches into it.
 const HEADER_BYTES: u64 = 48;
 
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// The text of `path` from byte `from` on (empty if unreadable).
 pub fn read_from(path: &Path, from: u64) -> String {
     let mut text = Vec::new();
@@ -283,12 +270,6 @@ pub fn read_from(path: &Path, from: u64) -> String {
         }
     }
     String::from_utf8_lossy(&text).into_owned()
-}
-
-/// The address in a `... listening on <addr> ...` log line.
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
-    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// The leader, its followers, and the address clients should use.
@@ -503,19 +484,4 @@ impl Cluster {
 /// A proxy towards `upstream`.
 fn new_proxy(upstream: SocketAddr) -> Result<Proxy, String> {
     Proxy::start(upstream).map_err(|e| format!("cannot start a proxy: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_listening_address() {
-        assert_eq!(
-            parse_listening("12:00:00 [INFO] leader 1 listening on 127.0.0.1:4100 (seq 0, 0 keys)"),
-            Some("127.0.0.1:4100".parse().expect("addr"))
-        );
-        assert_eq!(parse_listening("listening on nowhere"), None);
-        assert_eq!(parse_listening("starting"), None);
-    }
 }

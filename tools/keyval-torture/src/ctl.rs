@@ -5,20 +5,18 @@
 //! Every call is bounded: a `keyval-ctl` that does not finish within
 //! [`CTL_TIMEOUT`] is killed and the call fails.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use keyval_testkit::run_bounded;
 
 use crate::cluster::Settings;
 
 /// Longest one `keyval-ctl` run may take: its own catch-up limit (30 s)
 /// plus its per-node timeouts.
 const CTL_TIMEOUT: Duration = Duration::from_secs(90);
-/// How often a running `keyval-ctl` is polled.
-const POLL: Duration = Duration::from_millis(20);
 
 /// The `keyval-ctl` binary of the run.
 #[derive(Debug, Clone)]
@@ -42,37 +40,17 @@ impl Ctl {
     /// # Errors
     /// Its stdout and stderr when it fails, cannot start, or overruns.
     pub fn run(&self, args: &[String]) -> Result<String, String> {
-        let mut child = Command::new(&self.bin)
-            .args(args)
-            .env("KEYVAL_SECRET", Settings::secret())
-            .env_remove("KEYVAL_SECRET_FILE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.bin.display()))?;
-        let deadline = Instant::now() + CTL_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
-                Ok(None) | Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-            }
-        };
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(mut o) = child.stdout.take() {
-            let _ = o.read_to_string(&mut out);
-        }
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
+        let done = run_bounded(
+            Command::new(&self.bin)
+                .args(args)
+                .env("KEYVAL_SECRET", Settings::secret())
+                .env_remove("KEYVAL_SECRET_FILE"),
+            CTL_TIMEOUT,
+        )
+        .map_err(|e| format!("cannot run {}: {e}", self.bin.display()))?;
+        let (out, err) = (done.stdout, done.stderr);
         let what = format!("keyval-ctl {}", args.join(" "));
-        match status {
+        match done.status {
             Some(s) if s.success() => Ok(out),
             Some(s) => Err(format!("{what} failed ({s}):\n{out}{err}")),
             None => Err(format!(

@@ -13,7 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::checker::Sample;
-use crate::client::{field, follower_lag, Client};
+use keyval_testkit::LineClient;
+
+use crate::client::{field, follower_lag};
 use crate::cluster::Cluster;
 use crate::history::Clock;
 use crate::nemesis::lock;
@@ -71,7 +73,7 @@ impl Monitor {
 fn watch(cluster: &Mutex<Cluster>, clock: Clock, stop: &AtomicBool) -> Report {
     let mut report = Report::default();
     // One connection per node address (a restart changes the address).
-    let mut conns: BTreeMap<SocketAddr, Client> = BTreeMap::new();
+    let mut conns: BTreeMap<SocketAddr, LineClient> = BTreeMap::new();
     let mut next_progress = Instant::now() + PROGRESS;
     while !stop.load(Ordering::SeqCst) {
         let nodes = {
@@ -82,7 +84,10 @@ fn watch(cluster: &Mutex<Cluster>, clock: Clock, stop: &AtomicBool) -> Report {
                 report.crashes.push(line);
             }
             for node in &c.nodes {
-                if let Some(rss) = node.pid().and_then(rss_bytes) {
+                if let Some(rss) = node
+                    .pid()
+                    .and_then(|pid| keyval_testkit::rss_bytes(pid).ok())
+                {
                     let max = report.max_rss.entry(node.id).or_default();
                     *max = (*max).max(rss);
                 }
@@ -110,14 +115,14 @@ fn watch(cluster: &Mutex<Cluster>, clock: Clock, stop: &AtomicBool) -> Report {
 /// Reads node `id`'s `INFO` once and notes what matters.
 fn sample(
     report: &mut Report,
-    conns: &mut BTreeMap<SocketAddr, Client>,
+    conns: &mut BTreeMap<SocketAddr, LineClient>,
     id: u32,
     addr: SocketAddr,
     clock: Clock,
 ) {
     let conn = match conns.entry(addr) {
         Entry::Occupied(e) => e.into_mut(),
-        Entry::Vacant(e) => match Client::connect(addr, INFO_TIMEOUT) {
+        Entry::Vacant(e) => match LineClient::connect_client(addr, INFO_TIMEOUT) {
             Ok(c) => e.insert(c),
             Err(_) => return,
         },
@@ -154,23 +159,5 @@ fn sample(
             invoke,
             complete,
         });
-    }
-}
-
-/// Resident memory of `pid` in bytes, from `/proc/<pid>/statm` (pages).
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_own_memory() {
-        let rss = rss_bytes(std::process::id()).expect("statm");
-        assert!(rss > 100 * 1024, "{rss}");
     }
 }

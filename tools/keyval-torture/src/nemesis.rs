@@ -20,7 +20,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::checker::{Failover, FailoverKind};
-use crate::client::Client;
 use crate::cluster::Cluster;
 use crate::ctl::Ctl;
 use crate::history::{Clock, Op};

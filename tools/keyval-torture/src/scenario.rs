@@ -17,7 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::checker::{self, FailoverKind, Leadership, NodeState, Violation};
-use crate::client::{field, Client};
+use keyval_testkit::LineClient;
+
+use crate::client::{self, field};
 use crate::cluster::{read_from, Cluster, Settings, LEADER_ID};
 use crate::ctl::Ctl;
 use crate::history::{Clock, Kind, Op, Outcome};
@@ -286,7 +288,7 @@ fn converge(cluster: &Mutex<Cluster>) -> Result<(), String> {
         let mut lagging = Vec::new();
         let mut leader_seq = None;
         for (id, name, addr) in &addrs {
-            let info = Client::connect(*addr, READ_TIMEOUT).and_then(|mut c| c.info());
+            let info = LineClient::connect_client(*addr, READ_TIMEOUT).and_then(|mut c| c.info());
             let info = match info {
                 Ok(i) => i,
                 Err(e) => {
@@ -339,8 +341,8 @@ fn read_all(cluster: &Mutex<Cluster>) -> Result<Vec<NodeState>, String> {
     let mut states = Vec::new();
     for (_, name, addr) in node_addrs(cluster)? {
         let read = || -> std::io::Result<NodeState> {
-            let mut c = Client::connect(addr, READ_TIMEOUT)?;
-            let data = c.contents()?;
+            let mut c = LineClient::connect_client(addr, READ_TIMEOUT)?;
+            let data = client::contents(&mut c)?;
             let digest = c.call("DIGEST")?;
             Ok(NodeState {
                 name: name.clone(),

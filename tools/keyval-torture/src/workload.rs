@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::client::{field, Client};
+use keyval_testkit::LineClient;
+
+use crate::client::field;
 use crate::history::{key_name, refusal, Clock, Kind, Op, Outcome, ValueId};
 use crate::rng::Rng;
 
@@ -70,7 +72,7 @@ impl Workload {
 
     fn run_client(&self, client: u16, mut rng: Rng) -> Vec<Op> {
         let mut ops = Vec::new();
-        let mut conn: Option<(Client, u32)> = None;
+        let mut conn: Option<(LineClient, u32)> = None;
         // Where a node that refused a write said the leader is.
         let mut hint: Option<SocketAddr> = None;
         let mut n = 0u32;
@@ -157,7 +159,7 @@ impl Workload {
                     outcome: Outcome::Unknown,
                 });
             }
-            let sent = conn.send(&bytes).is_ok();
+            let sent = conn.send_raw(&bytes).is_ok();
             for op in &mut ops[first..] {
                 let reply = if sent {
                     conn.line()
@@ -179,8 +181,8 @@ impl Workload {
 ///
 /// # Errors
 /// When it cannot be reached, or its `INFO` has no numeric `id`.
-fn connect(addr: SocketAddr) -> std::io::Result<(Client, u32)> {
-    let mut c = Client::connect(addr, REPLY_TIMEOUT)?;
+fn connect(addr: SocketAddr) -> std::io::Result<(LineClient, u32)> {
+    let mut c = LineClient::connect_client(addr, REPLY_TIMEOUT)?;
     let info = c.info()?;
     let id = field(&info, "id")
         .and_then(|v| v.parse().ok())

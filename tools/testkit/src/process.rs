@@ -16,8 +16,9 @@ const POLL: Duration = Duration::from_millis(10);
 ///
 /// Once the child is reaped (killed, or seen to have exited) the guard is
 /// empty: [`ChildGuard::is_running`] is false and [`ChildGuard::pid`] is
-/// `None`.
-#[derive(Debug)]
+/// `None`. [`ChildGuard::default`] is an empty guard, for a process not
+/// started yet.
+#[derive(Debug, Default)]
 pub struct ChildGuard {
     child: Option<Child>,
 }

@@ -16,10 +16,12 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{
-    lock, Client, Failover, FailoverKind, Fault, Nemesis, CATCH_UP_TIMEOUT, DRAIN_TIMEOUT,
-    REQUEST_TIMEOUT, SETTLE_TIMEOUT,
+    lock, Failover, FailoverKind, Fault, Nemesis, CATCH_UP_TIMEOUT, DRAIN_TIMEOUT, REQUEST_TIMEOUT,
+    SETTLE_TIMEOUT,
 };
-use crate::client::field;
+use keyval_testkit::LineClient;
+
+use crate::client::{self, field};
 use crate::ctl::Promotion;
 use crate::proxy::LinkMode;
 
@@ -28,7 +30,7 @@ type Held = (u64, BTreeMap<String, String>);
 
 /// A node's `INFO` `seq`.
 fn seq_of(addr: SocketAddr) -> Result<u64, String> {
-    let info = Client::connect(addr, REQUEST_TIMEOUT)
+    let info = LineClient::connect_client(addr, REQUEST_TIMEOUT)
         .and_then(|mut c| c.info())
         .map_err(|e| format!("{addr}: INFO failed: {e}"))?;
     field(&info, "seq")
@@ -224,8 +226,8 @@ impl Nemesis {
         }
         let mut held = BTreeMap::new();
         for (&(id, addr), seq) in followers.iter().zip(last) {
-            let data = Client::connect(addr, REQUEST_TIMEOUT)
-                .and_then(|mut c| c.contents())
+            let data = LineClient::connect_client(addr, REQUEST_TIMEOUT)
+                .and_then(|mut c| client::contents(&mut c))
                 .map_err(|e| format!("node {id}: reading its contents failed: {e}"))?;
             held.insert(id, (seq, data));
         }
