@@ -117,7 +117,7 @@ pub fn copy_over_loopback(src: &Path, dest: &Path) -> io::Result<CopyReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
+    use crate::load::random_value;
 
     #[test]
     fn copies_a_file_byte_for_byte() {
@@ -125,7 +125,7 @@ mod tests {
         let to = tempfile::TempDir::new().unwrap();
         let src = from.path().join("leader.log");
         // Not a multiple of the chunk size, so the last read is short.
-        let data = Rng::with_seed(7).alphanumeric(3 * CHUNK + 1234);
+        let data = random_value(&mut fastrand::Rng::with_seed(7), 3 * CHUNK + 1234);
         std::fs::write(&src, &data).unwrap();
         let dest = to.path().join("copy");
         let report = copy_over_loopback(&src, &dest).unwrap();

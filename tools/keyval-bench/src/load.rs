@@ -18,7 +18,6 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::histogram::Histogram;
-use crate::rng::Rng;
 use crate::wire::{self, Op, Outcome, Protocol};
 
 /// How long connecting plus the keyval handshake may take per connection.
@@ -166,7 +165,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadReport> {
 pub fn run_until(cfg: &LoadConfig, stop: &AtomicBool) -> io::Result<LoadReport> {
     validate(cfg)?;
     let mut driver = Driver::connect(cfg.addr, cfg.protocol, cfg.connections)?;
-    let value = Rng::from_os().alphanumeric(cfg.value_size);
+    let value = random_value(&mut fastrand::Rng::new(), cfg.value_size);
     if cfg.preload {
         log::info!("preloading {} keys", cfg.keys);
         let report = driver.preload(cfg.keys, &value, cfg.pipeline.max(16))?;
@@ -180,6 +179,14 @@ pub fn run_until(cfg: &LoadConfig, stop: &AtomicBool) -> io::Result<LoadReport> 
         cfg.limit,
         stop,
     )
+}
+
+/// `len` random ASCII letters and digits: a value (or a secret) safe
+/// inside a keyval line.
+pub fn random_value(rng: &mut fastrand::Rng, len: usize) -> Vec<u8> {
+    std::iter::repeat_with(|| rng.alphanumeric() as u8)
+        .take(len)
+        .collect()
 }
 
 /// Rejects configurations that cannot produce a meaningful run.
@@ -212,7 +219,7 @@ enum SourceKind {
     Random {
         workload: Workload,
         keys: u64,
-        rng: Rng,
+        rng: fastrand::Rng,
     },
     /// PUT of every key in `next..end`, in order.
     Sequential { next: u64, end: u64 },
@@ -224,7 +231,7 @@ impl Source {
             kind: SourceKind::Random {
                 workload,
                 keys,
-                rng: Rng::from_os(),
+                rng: fastrand::Rng::new(),
             },
             budget: None,
         }
@@ -251,12 +258,12 @@ impl Source {
                 keys,
                 rng,
             } => {
-                let key = rng.below(*keys);
+                let key = rng.u64(..*keys);
                 let op = match workload {
                     Workload::Put => Op::Put,
                     Workload::Get => Op::Get,
                     Workload::Mixed => {
-                        if rng.coin() {
+                        if rng.bool() {
                             Op::Get
                         } else {
                             Op::Put

@@ -14,7 +14,6 @@ mod histogram;
 mod lag;
 mod load;
 mod process;
-mod rng;
 mod stall;
 mod suite;
 mod wire;

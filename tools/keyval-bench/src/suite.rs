@@ -24,7 +24,6 @@ use keyval_testkit::LineClient;
 use crate::client::{self, info_u64, Redis};
 use crate::load::{self, Driver, Limit, LoadConfig, LoadReport, Workload};
 use crate::process::{self, RedisPersistence, Server};
-use crate::rng::Rng;
 use crate::wire::Protocol;
 
 mod replication;
@@ -526,9 +525,9 @@ fn poll_compaction(mut client: LineClient, base: u64, watch: &CompactionWatch) {
 /// Runs the extra cases (a) GET p99 during compaction, (b) restart of a
 /// 1M-key log, (c) resident memory for 1M keys, printing one line each.
 fn run_extras(keyval_bin: &Path, redis: Option<&Path>) -> io::Result<()> {
-    let mut rng = Rng::from_os();
-    let value_a = rng.alphanumeric(VALUE_SIZE);
-    let value_b = rng.alphanumeric(VALUE_SIZE);
+    let mut rng = fastrand::Rng::new();
+    let value_a = load::random_value(&mut rng, VALUE_SIZE);
+    let value_b = load::random_value(&mut rng, VALUE_SIZE);
     let extra = ["--compact-min-bytes", "1", "--compact-ratio", "2.0"];
     // Same durability as the standard leader.
     let fsync = "always";

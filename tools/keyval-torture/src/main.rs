@@ -18,8 +18,6 @@ mod history;
 mod monitor;
 mod nemesis;
 mod proxy;
-#[path = "../../keyval-bench/src/rng.rs"]
-mod rng;
 mod scenario;
 mod workload;
 
@@ -58,7 +56,7 @@ struct Cli {
     #[arg(long, default_value_t = 4)]
     clients: u16,
     /// Size of the shared key space.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     keys: u32,
     /// The leader's --sync-followers (0 or 1; default: chosen by the seed).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1))]
@@ -130,7 +128,7 @@ fn main() -> ExitCode {
         ctl_bin,
         failovers: !cli.no_failover,
         seconds: cli.seconds,
-        seed: cli.seed.unwrap_or_else(|| rng::Rng::from_os().next_u64()),
+        seed: cli.seed.unwrap_or_else(|| fastrand::u64(..)),
         clients: cli.clients,
         keys: cli.keys,
         sync_followers: cli.sync_followers,

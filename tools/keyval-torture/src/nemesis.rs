@@ -19,12 +19,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use fastrand::Rng;
+
 use crate::checker::{Failover, FailoverKind};
 use crate::cluster::Cluster;
 use crate::ctl::Ctl;
 use crate::history::{Clock, Op};
 use crate::proxy::LinkMode;
-use crate::rng::Rng;
 use crate::workload::Workload;
 
 mod failover;
@@ -112,7 +113,7 @@ impl Fault {
     /// A weighted random kind.
     fn pick(rng: &mut Rng) -> Fault {
         let total: u64 = Fault::ALL.iter().map(|(_, w)| w).sum();
-        let mut roll = rng.below(total);
+        let mut roll = rng.u64(..total);
         for (fault, weight) in Fault::ALL {
             if roll < weight {
                 return fault;
@@ -236,7 +237,7 @@ impl Nemesis {
         let others: Vec<_> = (1..lanes)
             .map(|lane| {
                 let other = Nemesis {
-                    rng: Rng::with_seed(self.rng.next_u64()),
+                    rng: self.rng.fork(),
                     lane,
                     shared: Arc::clone(&self.shared),
                     clock: self.clock,
@@ -323,7 +324,7 @@ impl Nemesis {
         let target = match fault {
             Fault::KillLeader => Some(leader),
             // The leader half of the time: pausing it stalls everyone.
-            Fault::Pause if self.rng.coin() => Some(leader),
+            Fault::Pause if self.rng.bool() => Some(leader),
             Fault::Pause
             | Fault::KillFollower
             | Fault::TornFollower
@@ -376,7 +377,7 @@ impl Nemesis {
                 self.hurt_link(id, LinkMode::Tamper, hold)
             }
             Fault::Compact => {
-                let count = 200 + self.rng.below(800) as usize;
+                let count = self.rng.usize(200..1000);
                 self.note(format!("burst of {count} large overwrites"));
                 let client = BURST_CLIENT - self.lane;
                 let ops =
@@ -411,12 +412,12 @@ impl Nemesis {
         lock(&self.shared.cluster).node_mut(id)?.kill();
         self.note(format!("kill -9 node {id}, down for {down:?}"));
         if tear {
-            let max = if self.rng.below(4) == 0 {
+            let max = if self.rng.u32(..4) == 0 {
                 MAX_DEEP_TEAR_BYTES
             } else {
                 MAX_TEAR_BYTES
             };
-            let want = 1 + self.rng.below(max);
+            let want = self.rng.u64(1..=max);
             let cut = lock(&self.shared.cluster).node(id)?.tear_tail(want)?;
             self.note(format!("cut {cut} bytes off the log of node {id}"));
         }
@@ -484,12 +485,12 @@ impl Nemesis {
 
     fn pick_follower(&mut self) -> u32 {
         let ids = lock(&self.shared.cluster).follower_ids();
-        ids[self.rng.below(ids.len() as u64) as usize]
+        ids[self.rng.usize(..ids.len())]
     }
 
     /// A random duration in `lo..hi` milliseconds.
     fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.rng.below(hi - lo))
+        Duration::from_millis(self.rng.u64(lo..hi))
     }
 
     fn note(&mut self, what: String) {
@@ -521,5 +522,15 @@ mod tests {
             *seen.entry(Fault::pick(&mut rng)).or_insert(0u32) += 1;
         }
         assert_eq!(seen.len(), Fault::ALL.len(), "{seen:?}");
+    }
+
+    #[test]
+    fn a_seed_picks_the_same_faults_again() {
+        let picks = |seed| {
+            let mut rng = Rng::with_seed(seed);
+            (0..100).map(|_| Fault::pick(&mut rng)).collect::<Vec<_>>()
+        };
+        assert_eq!(picks(42), picks(42));
+        assert_ne!(picks(42), picks(43));
     }
 }

@@ -16,16 +16,16 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::checker::{self, FailoverKind, Leadership, NodeState, Violation};
+use fastrand::Rng;
 use keyval_testkit::LineClient;
 
+use crate::checker::{self, FailoverKind, Leadership, NodeState, Violation};
 use crate::client::{self, field};
 use crate::cluster::{read_from, Cluster, Settings, LEADER_ID};
 use crate::ctl::Ctl;
 use crate::history::{Clock, Kind, Op, Outcome};
 use crate::monitor::{self, Monitor};
 use crate::nemesis::{self, lock, Fault, Nemesis};
-use crate::rng::Rng;
 use crate::workload::Workload;
 
 /// How long the followers may take to catch up after healing.
@@ -79,7 +79,7 @@ impl Drop for ShutdownGuard {
 /// to stdout.
 pub fn run(opts: &Options) -> bool {
     let mut rng = Rng::with_seed(opts.seed);
-    let sync_followers = opts.sync_followers.unwrap_or_else(|| rng.below(2) as u32);
+    let sync_followers = opts.sync_followers.unwrap_or_else(|| rng.u32(..2));
     let dir = match tempfile::Builder::new().prefix("keyval-torture-").tempdir() {
         Ok(d) => d,
         Err(e) => {
@@ -166,7 +166,7 @@ fn run_with(
     let clients = workload.spawn(opts.clients, rng);
     let monitor = Monitor::start(Arc::clone(cluster), clock);
     let nemesis = Nemesis::new(
-        Rng::with_seed(rng.next_u64()),
+        rng.fork(),
         Arc::clone(cluster),
         workload.clone(),
         Arc::clone(&opts.interrupted),

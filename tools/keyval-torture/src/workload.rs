@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use fastrand::Rng;
 use keyval_testkit::LineClient;
 
 use crate::client::field;
 use crate::history::{key_name, refusal, Clock, Kind, Op, Outcome, ValueId};
-use crate::rng::Rng;
 
 /// Longest a request may wait for its reply: longer than the longest
 /// SIGSTOP the nemesis holds plus the sync timeout.
@@ -56,15 +56,15 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Starts `clients` threads, each with its own seed drawn from `rng`.
+    /// Starts `clients` threads, each with a generator forked from `rng`.
     pub fn spawn(&self, clients: u16, rng: &mut Rng) -> Vec<thread::JoinHandle<Vec<Op>>> {
         (0..clients)
             .map(|client| {
                 let me = self.clone();
-                let seed = rng.next_u64();
+                let rng = rng.fork();
                 thread::Builder::new()
                     .name(format!("client-{client}"))
-                    .spawn(move || me.run_client(client, Rng::with_seed(seed)))
+                    .spawn(move || me.run_client(client, rng))
                     .expect("spawn a client thread")
             })
             .collect()
@@ -86,8 +86,8 @@ impl Workload {
                 continue;
             };
             let node = *node;
-            let key = rng.below(u64::from(self.keys)) as u32;
-            let (kind, line) = match rng.below(100) {
+            let key = rng.u32(..self.keys);
+            let (kind, line) = match rng.u32(..100) {
                 0..45 => {
                     n += 1;
                     let id = ValueId { client, n };
@@ -146,7 +146,7 @@ impl Workload {
             for _ in 0..batch {
                 *n += 1;
                 let id = ValueId { client, n: *n };
-                let key = rng.below(u64::from(self.keys)) as u32;
+                let key = rng.u32(..self.keys);
                 let value = id.text(&padding(rng, true));
                 bytes.extend_from_slice(format!("PUT {} {value}\n", key_name(key)).as_bytes());
                 ops.push(Op {
@@ -193,10 +193,12 @@ fn connect(addr: SocketAddr) -> std::io::Result<(LineClient, u32)> {
 /// Random value padding: usually short, sometimes (always for bursts) a
 /// few KiB so the logs grow and compaction has work.
 fn padding(rng: &mut Rng, large: bool) -> String {
-    let len = if large || rng.below(10) == 0 {
-        200 + rng.below(1800)
+    let len = if large || rng.u32(..10) == 0 {
+        rng.usize(200..2000)
     } else {
-        1 + rng.below(48)
+        rng.usize(1..49)
     };
-    String::from_utf8_lossy(&rng.alphanumeric(len as usize)).into_owned()
+    std::iter::repeat_with(|| rng.alphanumeric())
+        .take(len)
+        .collect()
 }

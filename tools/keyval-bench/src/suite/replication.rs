@@ -35,7 +35,6 @@ use crate::filecopy::{self, CopyReport};
 use crate::lag::{self, LagStats};
 use crate::load::{self, Driver, Limit, LoadConfig, LoadReport, Workload};
 use crate::process::{self, KeyvalSpec, Role, Server};
-use crate::rng::Rng;
 use crate::wire::Protocol;
 
 /// Follower ids of the throughput cases (the snapshot case uses the first).
@@ -92,7 +91,8 @@ pub struct ReplicationOptions {
 /// # Errors
 /// After printing everything it could, if any case failed.
 pub fn run(opts: &ReplicationOptions) -> io::Result<()> {
-    let secret = String::from_utf8_lossy(&Rng::from_os().alphanumeric(32)).into_owned();
+    let mut rng = fastrand::Rng::new();
+    let secret = String::from_utf8_lossy(&load::random_value(&mut rng, 32)).into_owned();
     println!(
         "# replication: PUT, --fsync always, {CONNECTIONS} connections, {KEYS} keys, \
          {VALUE_SIZE}-byte values, {} rounds of {:.1} s per case; followers {FOLLOWERS:?} \
@@ -796,7 +796,7 @@ fn snapshot_and_catch_up(opts: &ReplicationOptions, secret: &str) -> io::Result<
     let id = FOLLOWERS[0];
     let keys = opts.snapshot_keys;
     let mut cluster = Cluster::start(&opts.keyval_bin, secret, &[])?;
-    let value = Rng::from_os().alphanumeric(VALUE_SIZE);
+    let value = load::random_value(&mut fastrand::Rng::new(), VALUE_SIZE);
     let mut writer = Driver::connect(cluster.leader.addr, Protocol::Keyval, CONNECTIONS)?;
     log::info!("loading {keys} keys into the leader");
     let r = writer.preload(keys, &value, LOAD_PIPELINE)?;

@@ -142,7 +142,7 @@ impl Nemesis {
         // links are cut for a moment while it keeps taking writes. In
         // async mode it acknowledges writes no follower gets (the loss the
         // checker must excuse exactly); in sync mode it cannot.
-        let cut = self.rng.coin().then(|| self.millis(200, 1500));
+        let cut = self.rng.bool().then(|| self.millis(200, 1500));
         if let Some(hold) = cut {
             self.set_links(LinkMode::Cut);
             self.note(format!(
