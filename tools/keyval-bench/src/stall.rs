@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use keyval_testkit::LineClient;
 
-use crate::histogram::Histogram;
+use crate::histogram::{self, Histogram};
 use crate::load::fmt_latency;
 
 /// How long any one reply may take before the run fails.
@@ -56,9 +56,9 @@ impl std::fmt::Display for StallReport {
             "request {} ({} reply bytes); meanwhile {} PINGs, p50 {}, p99 {}, max {}",
             list.join(" / "),
             self.reply_bytes,
-            self.pings.count(),
-            fmt_latency(self.pings.quantile_duration(0.5)),
-            fmt_latency(self.pings.quantile_duration(0.99)),
+            self.pings.len(),
+            fmt_latency(histogram::quantile_duration(&self.pings, 0.5)),
+            fmt_latency(histogram::quantile_duration(&self.pings, 0.99)),
             fmt_latency(Duration::from_nanos(self.pings.max())),
         )
     }
@@ -101,7 +101,7 @@ pub fn run(cfg: &StallConfig) -> io::Result<StallReport> {
     let stop_pings = Arc::clone(&stop);
     let every = cfg.ping_every;
     let pings = thread::spawn(move || -> io::Result<Histogram> {
-        let mut hist = Histogram::new();
+        let mut hist = histogram::new();
         while !stop_pings.load(Ordering::Relaxed) {
             let start = Instant::now();
             pinger.send("PING")?;
@@ -113,7 +113,7 @@ pub fn run(cfg: &StallConfig) -> io::Result<StallReport> {
                 )));
             }
             let took = start.elapsed();
-            hist.record_duration(took);
+            histogram::record_duration(&mut hist, took);
             if let Some(rest) = every.checked_sub(took) {
                 thread::sleep(rest);
             }

@@ -606,8 +606,8 @@ fn failures(outcomes: &[Outcome]) -> Vec<(Vec<usize>, &str)> {
 fn fmt_lag(lag: &LagStats) -> String {
     let mut out = format!(
         "{} / {} / {} writes, {} ({} samples",
-        lag.writes.quantile(0.5),
-        lag.writes.quantile(0.99),
+        lag.writes.value_at_quantile(0.5),
+        lag.writes.value_at_quantile(0.99),
         lag.writes.max(),
         fmt_lag_ms(lag),
         lag.samples
@@ -624,8 +624,8 @@ fn fmt_lag_ms(lag: &LagStats) -> String {
     let ms = |ns: u64| ns as f64 / 1e6;
     format!(
         "{:.1} / {:.1} / {:.1} ms",
-        ms(lag.time.quantile(0.5)),
-        ms(lag.time.quantile(0.99)),
+        ms(lag.time.value_at_quantile(0.5)),
+        ms(lag.time.value_at_quantile(0.99)),
         ms(lag.time.max())
     )
 }
@@ -766,8 +766,8 @@ fn lag_table(rows: &[Row]) -> String {
         };
         let writes = format!(
             "{} / {} / {}",
-            lag.writes.quantile(0.5),
-            lag.writes.quantile(0.99),
+            lag.writes.value_at_quantile(0.5),
+            lag.writes.value_at_quantile(0.99),
             lag.writes.max()
         );
         let _ = writeln!(
@@ -994,8 +994,8 @@ mod tests {
     /// A measured load of `ok` requests in one second, every latency
     /// `latency_us`.
     fn measured(ok: u64, latency_us: u64) -> Outcome {
-        let mut latency = crate::histogram::Histogram::new();
-        latency.record(latency_us * 1000);
+        let mut latency = crate::histogram::new();
+        crate::histogram::record(&mut latency, latency_us * 1000);
         Ok(Measured {
             report: LoadReport {
                 ok,
