@@ -29,6 +29,9 @@ use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMod
 use crate::load::{Limit, LoadConfig, Workload};
 use crate::wire::Protocol;
 
+/// The port `run` and `stall` drive unless told otherwise: keyval's usual.
+const DEFAULT_PORT: u16 = 5000;
+
 /// Command line of `keyval-bench`.
 #[derive(Parser, Debug)]
 #[command(
@@ -61,8 +64,8 @@ struct RunArgs {
     /// Server host.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Server port.
-    #[arg(long)]
+    /// Server port (`make run` starts a leader on 5000).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
     /// Protocol to speak.
     #[arg(long, value_enum, default_value_t = Protocol::Keyval)]
@@ -99,8 +102,8 @@ struct StallArgs {
     /// Server host.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Server port.
-    #[arg(long)]
+    /// Server port (`make run` starts a leader on 5000).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
     /// The heavy request line.
     #[arg(long, default_value = "DIGEST")]
@@ -239,5 +242,48 @@ fn main() -> ExitCode {
             eprintln!("keyval-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Fails for every argument and subcommand under `cmd` that `--help`
+    /// would list without a description.
+    fn assert_described(cmd: &clap::Command, path: &str) {
+        for arg in cmd.get_arguments() {
+            assert!(
+                arg.get_help().is_some(),
+                "{path}: --{} has no help",
+                arg.get_id()
+            );
+        }
+        for sub in cmd.get_subcommands() {
+            let name = format!("{path} {}", sub.get_name());
+            assert!(sub.get_about().is_some(), "{name} has no help");
+            assert_described(sub, &name);
+        }
+    }
+
+    #[test]
+    fn every_argument_is_described() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.clone().debug_assert();
+        assert_described(&cmd, "keyval-bench");
+    }
+
+    #[test]
+    fn run_and_stall_default_to_port_5000() {
+        let Command::Run(run) = Cli::parse_from(["keyval-bench", "run"]).command else {
+            panic!("not run");
+        };
+        assert_eq!(run.port, 5000);
+        let Command::Stall(stall) = Cli::parse_from(["keyval-bench", "stall"]).command else {
+            panic!("not stall");
+        };
+        assert_eq!(stall.port, 5000);
     }
 }

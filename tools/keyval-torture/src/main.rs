@@ -40,7 +40,8 @@ struct Cli {
     /// How long the nemesis runs, in seconds.
     #[arg(long, env = "TORTURE_SECONDS", default_value_t = 600)]
     seconds: u64,
-    /// The seed of the run (random when absent; always printed).
+    /// The seed of the run: the same seed makes the same random choices
+    /// (random when absent; always printed).
     #[arg(long, env = "SEED")]
     seed: Option<u64>,
     /// The keyval binary (default: `keyval` next to this binary).
@@ -55,7 +56,7 @@ struct Cli {
     /// Client threads.
     #[arg(long, default_value_t = 4)]
     clients: u16,
-    /// Size of the shared key space.
+    /// Size of the shared key space (at least 1).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     keys: u32,
     /// The leader's --sync-followers (0 or 1; default: chosen by the seed).
@@ -141,5 +142,21 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_argument_is_described() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.clone().debug_assert();
+        for arg in cmd.get_arguments() {
+            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+        }
     }
 }
