@@ -20,8 +20,9 @@ FUZZ_SECONDS    ?= 60
 
 all: build
 
+# Every binary of the workspace: the server's and the tools'.
 build:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 	mkdir -p $(BUILD)
 	cp target/release/keyval target/release/keyval-ctl target/release/keyval-bench $(BUILD)/
 
@@ -32,10 +33,10 @@ toolchain:
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: lint
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 
 fmt: toolchain
 	$(CARGO) fmt --all
@@ -48,13 +49,13 @@ bench: build
 
 # Exits non-zero on any checker failure; the seed is printed either way.
 torture:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 	./target/release/keyval-torture --seconds $(TORTURE_SECONDS) $(if $(SEED),--seed $(SEED))
 
 # In-test fuzz loops (cargo fuzz needs nightly); debug build, so overflows panic.
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) $(if $(FUZZ_SEED),FUZZ_SEED=$(FUZZ_SEED)) \
-		$(CARGO) test --lib fuzz:: -- --test-threads 1 --nocapture
+		$(CARGO) test -p keyval --lib fuzz:: -- --test-threads 1 --nocapture
 
 # Installs what `make` built; it never builds (root often has no cargo):
 #   make && sudo make install

@@ -3,8 +3,14 @@
 //! with a random seed (failovers included), and fails if the harness
 //! reports any checker failure. The seed is in the output; rerun it with
 //! `SEED=<n> make torture` (or `SEED=<n> cargo test --test torture`).
+//!
+//! `keyval-torture` is a crate of its own in the workspace (tools/), so
+//! it is not one of this package's binaries: the test runs the one built
+//! beside `keyval`, which `cargo test` at the root (or `--workspace`)
+//! builds.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,13 +18,26 @@ use std::time::{Duration, Instant};
 /// Time on top of the nemesis run for start, healing, catch-up and checks.
 const SLACK: Duration = Duration::from_secs(240);
 
+/// The workspace's `keyval-torture`, in the same target directory as
+/// the `keyval` under test.
+fn torture_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_keyval")).with_file_name("keyval-torture");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace (cargo test --workspace, or cargo build -p \
+         keyval-torture)",
+        bin.display()
+    );
+    bin
+}
+
 #[test]
 fn short_torture_run_loses_nothing() {
     let seconds: u64 = std::env::var("TORTURE_TEST_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyval-torture"));
+    let mut cmd = Command::new(torture_bin());
     cmd.args(["--seconds", &seconds.to_string()])
         .arg("--keyval-bin")
         .arg(env!("CARGO_BIN_EXE_keyval"))

@@ -2,7 +2,6 @@
 //! own, leaders on fixed ports (so followers find them after a restart),
 //! and the waits and bulk writes that replication and failover tests share.
 
-use std::net::TcpListener;
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 
@@ -60,10 +59,7 @@ pub fn start_follower(leader_port: u16, id: u32, extra: &[&str]) -> Follower {
 /// A port nobody listens on right now, for nodes that must come back on
 /// the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    keyval_testkit::free_port().expect("bind an ephemeral port")
 }
 
 /// A leader on a fixed port, so followers find it again after a restart.

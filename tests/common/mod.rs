@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: start the real `keyval`
 //! binary on an ephemeral loopback port with a temp data dir, and talk to it
-//! over TCP the way `nc` would.
+//! over TCP the way `nc` would. The process guard, the reading of its
+//! output, the port discovery and the line client are `keyval-testkit`'s,
+//! shared with the tools; what is here turns their errors into panics.
 //!
 //! Every wait is bounded and polls; nothing sleeps to synchronise. A
 //! [`Node`] kills and reaps its process when dropped.
@@ -9,13 +11,14 @@
 
 pub mod cluster;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use keyval_testkit::{run_bounded, wait_listening, ChildGuard, LineClient, NotListening};
 
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -23,19 +26,14 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// The secret test clusters share.
 pub const SECRET: &str = "test-secret-0123456789";
 
-/// Lines the node wrote to stderr, shared with the thread draining it.
-#[derive(Default)]
-struct LogLines {
-    lines: Mutex<Vec<String>>,
-    changed: Condvar,
-}
-
-/// A running `keyval` process.
+/// A running `keyval` process. Its fields drop in order: the process is
+/// killed before its temp dir goes.
 pub struct Node {
-    child: Option<Child>,
+    child: ChildGuard,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
-    log: Arc<LogLines>,
+    /// Every line it wrote to stderr.
+    log: keyval_testkit::Output,
     /// Keeps the temp dir alive when the node owns it.
     _temp: Option<tempfile::TempDir>,
     /// The flags it was started with, minus `--port 0` and `--data-dir`.
@@ -82,7 +80,7 @@ impl Node {
         if !args.iter().any(|a| a == "--port") {
             command.args(["--port", "0"]);
         }
-        let mut child = command
+        command
             .args(&args)
             .arg("--data-dir")
             .arg(dir)
@@ -90,72 +88,32 @@ impl Node {
             .env("KEYVAL_LOG_LEVEL", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn keyval");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(LogLines::default());
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lines.lock().expect("log lock").push(line);
-                sink.changed.notify_all();
-            }
-        });
-        let mut node = Node {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: dir.to_path_buf(),
-            log,
-            _temp: None,
-            args,
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = node.find_log("listening on ") {
-                let addr = line
-                    .rsplit("listening on ")
-                    .next()
-                    .and_then(|s| s.split(' ').next())
-                    .expect("addr");
-                node.addr = addr.parse().expect("listening address");
-                return Ok(node);
-            }
-            if let Some(status) = node
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                // Let the log drain before reporting.
-                node.wait_log_quiet();
-                let log = node.log_text();
-                node.child = None;
-                return Err((status, log));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "keyval did not start listening; log:\n{}",
-                node.log_text()
-            );
-            node.wait_log_change(Duration::from_millis(50));
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard::spawn(&mut command).expect("spawn keyval");
+        let log =
+            keyval_testkit::Output::capture(child.child_mut().expect("just spawned"), usize::MAX);
+        match wait_listening(&mut child, &log, WAIT) {
+            Ok(addr) => Ok(Node {
+                child,
+                addr,
+                data_dir: dir.to_path_buf(),
+                log,
+                _temp: None,
+                args,
+            }),
+            Err(NotListening::Exited(status)) => Err((status, log.text())),
+            Err(e) => panic!("keyval {e}; log:\n{}", log.text()),
         }
     }
 
     /// The whole stderr so far.
     pub fn log_text(&self) -> String {
-        self.log.lines.lock().expect("log lock").join("\n")
+        self.log.text()
     }
 
     /// The first log line containing `needle`.
     pub fn find_log(&self, needle: &str) -> Option<String> {
-        self.log
-            .lines
-            .lock()
-            .expect("log lock")
-            .iter()
-            .find(|l| l.contains(needle))
-            .cloned()
+        self.log.find_first(needle)
     }
 
     /// Waits until a log line contains `needle`; returns it.
@@ -170,22 +128,7 @@ impl Node {
                 "no log line with {needle:?}; log:\n{}",
                 self.log_text()
             );
-            self.wait_log_change(Duration::from_millis(100));
-        }
-    }
-
-    fn wait_log_change(&self, at_most: Duration) {
-        let lines = self.log.lines.lock().expect("log lock");
-        let n = lines.len();
-        let _ = self
-            .log
-            .changed
-            .wait_timeout_while(lines, at_most, |l| l.len() == n);
-    }
-
-    fn wait_log_quiet(&self) {
-        for _ in 0..10 {
-            self.wait_log_change(Duration::from_millis(20));
+            self.log.wait_change(Duration::from_millis(100));
         }
     }
 
@@ -199,53 +142,38 @@ impl Node {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.child.pid().expect("running")
     }
 
     /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{name} failed");
+        if let Err(e) = self.child.signal(name) {
+            panic!("kill -{name} failed: {e}");
+        }
     }
 
     /// kill -9 and reap.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.kill();
     }
 
     /// Waits (bounded) for the process to exit; returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        let child = self.child.as_mut().expect("running");
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "keyval did not exit; log:\n{}",
-                self.log_text()
-            );
-            thread::sleep(Duration::from_millis(10));
+        assert!(self.child.is_running(), "running");
+        match self.child.wait_exit(WAIT).expect("try_wait") {
+            Some(status) => status,
+            None => panic!("keyval did not exit; log:\n{}", self.log_text()),
         }
     }
 
     /// Starts the same node again (same flags, same data dir, new port).
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop the node first");
+        assert!(!self.child.is_running(), "stop the node first");
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let mut fresh = Node::start_in(&self.data_dir, &args);
-        self.child = fresh.child.take();
+        let fresh = Node::start_in(&self.data_dir, &args);
+        self.child = fresh.child;
         self.addr = fresh.addr;
-        self.log = Arc::clone(&fresh.log);
+        self.log = fresh.log;
     }
 
     /// The node's INFO as (field, value) pairs.
@@ -260,19 +188,7 @@ impl Node {
 
     /// Resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
+        keyval_testkit::rss_bytes(self.pid()).expect("VmRSS") / 1024
     }
 }
 
@@ -285,39 +201,44 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A line-protocol client with bounded reads.
-pub struct Client {
-    pub stream: TcpStream,
-    reader: BufReader<TcpStream>,
+/// A line-protocol client with bounded reads and writes, which panics
+/// where the kit's [`LineClient`] returns an error. Its socket is
+/// `stream`, as the kit's.
+pub struct Client(LineClient);
+
+impl Deref for Client {
+    type Target = LineClient;
+    fn deref(&self) -> &LineClient {
+        &self.0
+    }
+}
+
+impl DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut LineClient {
+        &mut self.0
+    }
 }
 
 impl Client {
     /// Connects without a handshake.
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).expect("timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        let reader = BufReader::new(stream.try_clone().expect("clone"));
-        Client { stream, reader }
+        Client(LineClient::connect(addr, WAIT).expect("connect"))
     }
 
     /// Sends one line (adds `\n`).
     pub fn send(&mut self, line: &str) {
-        self.send_raw(format!("{line}\n").as_bytes());
+        self.0.send(line).expect("send");
     }
 
     /// Sends raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send");
+        self.0.send_raw(bytes).expect("send");
     }
 
     /// Reads one reply line, without its `\n`.
     pub fn line(&mut self) -> String {
-        let mut buf = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut buf).expect("read reply");
-        assert!(n > 0, "connection closed while waiting for a reply");
-        assert_eq!(buf.pop(), Some(b'\n'), "reply without newline: {buf:?}");
-        String::from_utf8(buf).expect("utf8 reply")
+        let line = self.0.line_bytes().expect("read reply");
+        String::from_utf8(line).expect("utf8 reply")
     }
 
     /// Sends a request and returns its one-line reply.
@@ -355,30 +276,21 @@ impl Client {
 
     /// Whether the server has closed the connection (reads EOF).
     pub fn is_closed(&mut self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(self.reader.read(&mut byte), Ok(0))
+        matches!(self.0.at_eof(), Ok(true))
     }
-}
 
-impl Client {
     /// Reads one reply line like [`Client::line`], but returns `None` when
     /// the connection ends or fails instead of panicking (for tests that
     /// kill the server under a client).
     pub fn try_line(&mut self) -> Option<String> {
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
-            Ok(n) if n > 0 && buf.last() == Some(&b'\n') => {
-                buf.pop();
-                Some(String::from_utf8(buf).expect("utf8 reply"))
-            }
-            _ => None,
-        }
+        let line = self.0.line_bytes().ok()?;
+        Some(String::from_utf8(line).expect("utf8 reply"))
     }
 
     /// Sends a request and returns its reply, or `None` if the connection
     /// broke on the way.
     pub fn try_call(&mut self, line: &str) -> Option<String> {
-        self.stream.write_all(format!("{line}\n").as_bytes()).ok()?;
+        self.0.send(line).ok()?;
         self.try_line()
     }
 }
@@ -386,31 +298,11 @@ impl Client {
 /// Runs `command` to completion, bounded by [`WAIT`] (killed past it), with
 /// stdin closed; returns its status and its stderr.
 pub fn run_to_exit(command: &mut Command) -> (ExitStatus, String) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let drain = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not exit within {WAIT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    (status, drain.join().expect("stderr drain"))
+    let done = run_bounded(command, WAIT).expect("spawn");
+    match done.status {
+        Some(status) => (status, done.stderr),
+        None => panic!("{command:?} did not exit within {WAIT:?}"),
+    }
 }
 
 /// Runs `keyval-ctl --port <port> <args>` with the cluster's secret.

@@ -1,0 +1,708 @@
+//! The benchmark suite: runs the standard cases against fresh keyval
+//! leaders (and, when `redis-server` is available, the same cases against
+//! fresh Redis instances), prints a comparison table, and optionally runs
+//! the extra cases: GET latency during compaction, restart time of a
+//! 1M-key log, and resident memory for 1M keys. The replication cases
+//! (leader alone vs. with followers, lag, snapshot, catch-up) live in
+//! [`replication`] and run last.
+//!
+//! Servers live in [`Server`] values whose [`crate::process::Process`]
+//! kills the child on drop, so every exit path (including `?`) reaps them.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use keyval_testkit::LineClient;
+
+use crate::client::{self, info_u64, Redis};
+use crate::load::{self, Driver, Limit, LoadConfig, LoadReport, Workload};
+use crate::process::{self, RedisPersistence, Server};
+use crate::wire::Protocol;
+
+mod replication;
+
+/// Connections used by every suite case.
+const CONNECTIONS: usize = 50;
+/// Key space of the standard cases.
+const KEYS: u64 = 100_000;
+/// Value size of every case.
+const VALUE_SIZE: usize = 100;
+/// Key count of the extra cases.
+const BIG_KEYS: u64 = 1_000_000;
+/// How long a fresh server may take to start serving.
+const START_WAIT: Duration = Duration::from_secs(10);
+/// How long a restart on a 1M-key log may take.
+const RESTART_WAIT: Duration = Duration::from_secs(300);
+/// How long a server may take to exit after SIGTERM.
+const STOP_WAIT: Duration = Duration::from_secs(60);
+/// Longest GET load while waiting for a compaction to finish.
+const COMPACTION_WAIT: Duration = Duration::from_secs(300);
+/// Pipeline depth used for bulk loading in the extra cases.
+const LOAD_PIPELINE: usize = 16;
+/// Writes a stopped follower misses in the catch-up case.
+const CATCH_UP_WRITES: u64 = 100_000;
+/// `--quick` shrinks the snapshot and catch-up cases by this factor.
+const QUICK_SHRINK: u64 = 10;
+
+/// A part of the suite that `--only` can select.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The standard cases, against Redis too when it is available.
+    Standard,
+    /// The 1M-key cases: compaction, restart, memory.
+    Extras,
+    /// Leader alone vs. with followers, lag, snapshot, catch-up.
+    Replication,
+}
+
+/// Options of `keyval-bench suite`.
+#[derive(Clone, Debug)]
+pub struct SuiteOptions {
+    /// Path of the keyval server binary.
+    pub keyval_bin: PathBuf,
+    /// `auto`, a command name on PATH, or a path to `redis-server`.
+    pub redis_bin: String,
+    /// Skip the extra (slow) cases and shrink the replication ones.
+    pub quick: bool,
+    /// Length of each measured case.
+    pub case_duration: Duration,
+    /// Rounds of the replication throughput comparison (at least 1).
+    pub rounds: usize,
+    /// Run only this part (every part, in order, when `None`).
+    pub only: Option<Part>,
+}
+
+impl SuiteOptions {
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_none_or(|only| only == part)
+    }
+}
+
+/// How a case's server must persist writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    /// Every acknowledged write is fsynced (keyval `--fsync always`, Redis
+    /// `appendfsync always`).
+    Fsync,
+    /// Writes are not fsynced (keyval `--fsync no`, Redis without AOF).
+    NoFsync,
+    /// Read-only case: keyval uses its durable leader, Redis a fresh
+    /// instance without persistence.
+    ReadOnly,
+}
+
+/// One standard case.
+struct Case {
+    name: &'static str,
+    workload: Workload,
+    pipeline: usize,
+    durability: Durability,
+    /// Every key must exist before the case (preloaded once per server).
+    needs_preload: bool,
+}
+
+/// The standard cases, in table order.
+const CASES: [Case; 6] = [
+    Case {
+        name: "PUT fsync=always p1",
+        workload: Workload::Put,
+        pipeline: 1,
+        durability: Durability::Fsync,
+        needs_preload: false,
+    },
+    Case {
+        name: "PUT fsync=always p16",
+        workload: Workload::Put,
+        pipeline: 16,
+        durability: Durability::Fsync,
+        needs_preload: false,
+    },
+    Case {
+        name: "GET p1",
+        workload: Workload::Get,
+        pipeline: 1,
+        durability: Durability::ReadOnly,
+        needs_preload: true,
+    },
+    Case {
+        name: "GET p16",
+        workload: Workload::Get,
+        pipeline: 16,
+        durability: Durability::ReadOnly,
+        needs_preload: true,
+    },
+    Case {
+        name: "PUT fsync=no p16",
+        workload: Workload::Put,
+        pipeline: 16,
+        durability: Durability::NoFsync,
+        needs_preload: false,
+    },
+    Case {
+        name: "mixed 50/50 p16",
+        workload: Workload::Mixed,
+        pipeline: 16,
+        durability: Durability::Fsync,
+        needs_preload: true,
+    },
+];
+
+/// Which server a set of cases runs against.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Keyval(&'a Path),
+    Redis(&'a Path),
+}
+
+impl Target<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Keyval(_) => "keyval",
+            Target::Redis(_) => "redis",
+        }
+    }
+
+    fn protocol(&self) -> Protocol {
+        match self {
+            Target::Keyval(_) => Protocol::Keyval,
+            Target::Redis(_) => Protocol::Resp,
+        }
+    }
+
+    /// The server instance a case of `durability` runs on: keyval serves
+    /// the read-only cases from its durable leader.
+    fn instance(&self, durability: Durability) -> Durability {
+        match (self, durability) {
+            (Target::Keyval(_), Durability::ReadOnly) => Durability::Fsync,
+            _ => durability,
+        }
+    }
+
+    /// Starts a fresh server for `instance` in a new temporary directory.
+    fn start(&self, instance: Durability) -> io::Result<Server> {
+        let dir = TempDir::new()?;
+        match self {
+            Target::Keyval(bin) => {
+                let fsync = if instance == Durability::NoFsync {
+                    "no"
+                } else {
+                    "always"
+                };
+                process::start_keyval(bin, dir, fsync, &[], START_WAIT)
+            }
+            Target::Redis(bin) => {
+                let p = if instance == Durability::Fsync {
+                    RedisPersistence::AofAlways
+                } else {
+                    RedisPersistence::None
+                };
+                process::start_redis(bin, dir, p, START_WAIT)
+            }
+        }
+    }
+}
+
+/// Outcome of one case against one server.
+type CaseResult = Result<LoadReport, String>;
+
+/// Runs the whole suite, printing results to stdout. Fails (after printing
+/// everything) if any case failed.
+pub fn run(opts: &SuiteOptions) -> io::Result<()> {
+    if !opts.keyval_bin.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("keyval binary {} not found", opts.keyval_bin.display()),
+        ));
+    }
+    let mut failed = false;
+    if opts.runs(Part::Standard) || opts.runs(Part::Extras) {
+        failed |= run_standard_and_extras(opts).is_err();
+    }
+    if opts.runs(Part::Replication) {
+        let shrink = if opts.quick { QUICK_SHRINK } else { 1 };
+        let repl = replication::ReplicationOptions {
+            keyval_bin: opts.keyval_bin.clone(),
+            case_duration: opts.case_duration,
+            rounds: opts.rounds,
+            snapshot_keys: BIG_KEYS / shrink,
+            catch_up_writes: CATCH_UP_WRITES / shrink,
+        };
+        if opts.only.is_none() {
+            println!();
+        }
+        if let Err(e) = replication::run(&repl) {
+            println!("{e}");
+            failed = true;
+        }
+    }
+    failed_if(failed, "some suite cases failed")
+}
+
+/// The standard cases (against Redis too, if found) and the extra cases,
+/// as `opts` selects them. Fails (after printing everything) if any failed.
+fn run_standard_and_extras(opts: &SuiteOptions) -> io::Result<()> {
+    let redis = process::find_executable(&opts.redis_bin);
+    let mut failed = false;
+    if opts.runs(Part::Standard) {
+        match &redis {
+            Some(p) => log::info!("comparing against {}", p.display()),
+            None => log::info!(
+                "redis-server was not found ({}); keyval only",
+                opts.redis_bin
+            ),
+        }
+        println!(
+            "# {} connections, {} keys, {}-byte values, {:.1} s per case",
+            CONNECTIONS,
+            KEYS,
+            VALUE_SIZE,
+            opts.case_duration.as_secs_f64()
+        );
+
+        let kv = run_cases(Target::Keyval(&opts.keyval_bin), opts.case_duration);
+        let rd = redis
+            .as_deref()
+            .map(|bin| run_cases(Target::Redis(bin), opts.case_duration));
+        println!();
+        print!("{}", format_table(&kv, rd.as_deref()));
+        if redis.is_none() {
+            println!(
+                "redis-server was not found ({}): keyval figures only",
+                opts.redis_bin
+            );
+        }
+        failed |= kv.iter().chain(rd.iter().flatten()).any(Result::is_err);
+    }
+
+    if opts.runs(Part::Extras) {
+        // `--only extras` runs them even with `--quick`.
+        if opts.quick && opts.only.is_none() {
+            println!("(--quick: extra cases skipped)");
+        } else {
+            println!();
+            if let Err(e) = run_extras(&opts.keyval_bin, redis.as_deref()) {
+                println!("extra cases failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    failed_if(failed, "some suite cases failed")
+}
+
+/// `Err(msg)` if `failed`: the cases have printed their own errors.
+fn failed_if(failed: bool, msg: &str) -> io::Result<()> {
+    if failed {
+        Err(io::Error::other(msg.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs every standard case against `target`, one fresh server per
+/// instance kind, and returns the results in [`CASES`] order.
+fn run_cases(target: Target<'_>, case_duration: Duration) -> Vec<CaseResult> {
+    let mut results: Vec<Option<CaseResult>> = CASES.iter().map(|_| None).collect();
+    let mut instances: Vec<Durability> = Vec::new();
+    for case in &CASES {
+        let inst = target.instance(case.durability);
+        if !instances.contains(&inst) {
+            instances.push(inst);
+        }
+    }
+    for inst in instances {
+        let members: Vec<usize> = (0..CASES.len())
+            .filter(|&i| target.instance(CASES[i].durability) == inst)
+            .collect();
+        let mut server = match target.start(inst) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot start {}: {e}", target.name());
+                for i in members {
+                    results[i] = Some(Err(format!("server did not start: {e}")));
+                }
+                continue;
+            }
+        };
+        let mut preloaded = false;
+        for i in members {
+            let case = &CASES[i];
+            let cfg = LoadConfig {
+                addr: server.addr,
+                protocol: target.protocol(),
+                connections: CONNECTIONS,
+                pipeline: case.pipeline,
+                workload: case.workload,
+                keys: KEYS,
+                value_size: VALUE_SIZE,
+                limit: Limit::Duration(case_duration),
+                preload: case.needs_preload && !preloaded,
+            };
+            log::info!("{} {}: running", target.name(), case.name);
+            let result = load::run(&cfg).map_err(|e| match server.child.check_alive() {
+                Ok(()) => e.to_string(),
+                Err(dead) => format!("{e}; {dead}"),
+            });
+            match &result {
+                Ok(r) => {
+                    preloaded |= cfg.preload;
+                    println!("{:<7} {:<22} {r}", target.name(), case.name);
+                }
+                Err(e) => println!("{:<7} {:<22} FAILED: {e}", target.name(), case.name),
+            }
+            results[i] = Some(result);
+        }
+        // Dropping the server kills and reaps it before its directory goes.
+        drop(server);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("not run".to_string())))
+        .collect()
+}
+
+/// `p50 / p99 / p999` in microseconds.
+fn latencies(r: &LoadReport) -> String {
+    let us = |q| r.latency_at(q).as_secs_f64() * 1e6;
+    format!("{:.0} / {:.0} / {:.0}", us(0.5), us(0.99), us(0.999))
+}
+
+/// Renders the comparison table (keyval only when `redis` is `None`).
+fn format_table(kv: &[CaseResult], redis: Option<&[CaseResult]>) -> String {
+    let mut out = String::new();
+    let ops = |r: &CaseResult| match r {
+        Ok(r) => format!("{:.0}", r.ops_per_sec()),
+        Err(_) => "FAILED".to_string(),
+    };
+    let lat = |r: &CaseResult| match r {
+        Ok(r) => latencies(r),
+        Err(_) => "-".to_string(),
+    };
+    let errs = |r: &CaseResult| match r {
+        Ok(r) => r.errors.to_string(),
+        Err(_) => "-".to_string(),
+    };
+    match redis {
+        Some(rd) => {
+            let _ = writeln!(
+                out,
+                "{:<22} {:>12} {:>12} {:>7}  {:<24} {:<24} {:>9}",
+                "case",
+                "keyval ops/s",
+                "redis ops/s",
+                "kv/rd",
+                "keyval p50/p99/p999 us",
+                "redis p50/p99/p999 us",
+                "errors"
+            );
+            for (i, case) in CASES.iter().enumerate() {
+                let ratio = match (&kv[i], &rd[i]) {
+                    (Ok(a), Ok(b)) if b.ops_per_sec() > 0.0 => {
+                        format!("{:.2}", a.ops_per_sec() / b.ops_per_sec())
+                    }
+                    _ => "-".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<22} {:>12} {:>12} {:>7}  {:<24} {:<24} {:>9}",
+                    case.name,
+                    ops(&kv[i]),
+                    ops(&rd[i]),
+                    ratio,
+                    lat(&kv[i]),
+                    lat(&rd[i]),
+                    format!("{}/{}", errs(&kv[i]), errs(&rd[i]))
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{:<22} {:>12}  {:<24} {:>6}",
+                "case", "keyval ops/s", "keyval p50/p99/p999 us", "errors"
+            );
+            for (i, case) in CASES.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{:<22} {:>12}  {:<24} {:>6}",
+                    case.name,
+                    ops(&kv[i]),
+                    lat(&kv[i]),
+                    errs(&kv[i])
+                );
+            }
+        }
+    }
+    for (name, results) in [("keyval", Some(kv)), ("redis", redis)] {
+        let mut previous: Option<&str> = None;
+        for (i, r) in results.into_iter().flatten().enumerate() {
+            if let Err(e) = r {
+                if previous == Some(e.as_str()) {
+                    let _ = writeln!(out, "{name} {}: (same error)", CASES[i].name);
+                } else {
+                    let _ = writeln!(out, "{name} {}: {e}", CASES[i].name);
+                }
+                previous = Some(e.as_str());
+            }
+        }
+    }
+    out
+}
+
+/// What the INFO poller saw while a compaction was expected.
+#[derive(Default)]
+struct CompactionWatch {
+    /// Set when `compacting` was seen as 1 (or the compaction finished).
+    started: AtomicBool,
+    /// Set when `compactions` incremented (or polling failed).
+    finished: AtomicBool,
+    /// Tells the poller to stop.
+    quit: AtomicBool,
+    started_at: Mutex<Option<Instant>>,
+    finished_at: Mutex<Option<Instant>>,
+    error: Mutex<Option<String>>,
+}
+
+/// Sets an [`AtomicBool`] when dropped, so a scoped thread is told to stop
+/// on every exit path of the scope.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Polls keyval `INFO` every 10 ms until `compactions` exceeds `base`, the
+/// watch is told to quit, or `COMPACTION_WAIT` plus a margin passes.
+fn poll_compaction(mut client: LineClient, base: u64, watch: &CompactionWatch) {
+    let deadline = Instant::now() + COMPACTION_WAIT + Duration::from_secs(600);
+    let fail = |msg: String| {
+        if let Ok(mut e) = watch.error.lock() {
+            *e = Some(msg);
+        }
+        watch.finished.store(true, Ordering::Relaxed);
+    };
+    while !watch.quit.load(Ordering::Relaxed) {
+        if Instant::now() >= deadline {
+            fail("INFO poller gave up".to_string());
+            return;
+        }
+        let info = match client::info(&mut client) {
+            Ok(i) => i,
+            Err(e) => return fail(format!("INFO failed: {e}")),
+        };
+        let (compacting, done) = match (
+            info_u64(&info, "compacting"),
+            info_u64(&info, "compactions"),
+        ) {
+            (Ok(c), Ok(d)) => (c, d),
+            (Err(e), _) | (_, Err(e)) => return fail(e.to_string()),
+        };
+        let now = Instant::now();
+        if (compacting == 1 || done > base) && !watch.started.swap(true, Ordering::Relaxed) {
+            if let Ok(mut s) = watch.started_at.lock() {
+                *s = Some(now);
+            }
+        }
+        if done > base {
+            if let Ok(mut f) = watch.finished_at.lock() {
+                *f = Some(now);
+            }
+            watch.finished.store(true, Ordering::Relaxed);
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs the extra cases (a) GET p99 during compaction, (b) restart of a
+/// 1M-key log, (c) resident memory for 1M keys, printing one line each.
+fn run_extras(keyval_bin: &Path, redis: Option<&Path>) -> io::Result<()> {
+    let mut rng = fastrand::Rng::new();
+    let value_a = load::random_value(&mut rng, VALUE_SIZE);
+    let value_b = load::random_value(&mut rng, VALUE_SIZE);
+    let extra = ["--compact-min-bytes", "1", "--compact-ratio", "2.0"];
+    // Same durability as the standard leader.
+    let fsync = "always";
+    let server = process::start_keyval(keyval_bin, TempDir::new()?, fsync, &extra, START_WAIT)?;
+    let addr = server.addr;
+
+    // (c, keyval side) load 1M distinct keys and read VmRSS.
+    let mut writer = Driver::connect(addr, Protocol::Keyval, CONNECTIONS)?;
+    log::info!("loading {BIG_KEYS} keys into keyval");
+    let r = writer.preload(BIG_KEYS, &value_a, LOAD_PIPELINE)?;
+    log::info!("keyval load: {r}");
+    let kv_rss = keyval_testkit::rss_bytes(server.child.pid())?;
+
+    // (a) overwrite everything so the log passes 2x live data, then GET
+    // while compaction runs.
+    let mut info_client = client::keyval(addr)?;
+    let info0 = client::info(&mut info_client)?;
+    let base = info_u64(&info0, "compactions")?;
+    log::info!(
+        "before overwrite: keys {}, log_bytes {}, compactions {base}",
+        info0.get("keys").map_or("?", String::as_str),
+        info0.get("log_bytes").map_or("?", String::as_str)
+    );
+    let mut reader = Driver::connect(addr, Protocol::Keyval, CONNECTIONS)?;
+    let watch = CompactionWatch::default();
+    let (during, after, overwrite_done) = thread::scope(|s| -> io::Result<_> {
+        let _quit = SetOnDrop(&watch.quit);
+        let poller = s.spawn(|| poll_compaction(info_client, base, &watch));
+        log::info!("overwriting {BIG_KEYS} keys");
+        let r = writer.preload(BIG_KEYS, &value_b, LOAD_PIPELINE)?;
+        log::info!("overwrite: {r}");
+        // The trigger may need slightly more than exactly 2x; keep
+        // overwriting in 5 % steps (bounded) until a compaction starts.
+        let step = BIG_KEYS / 20;
+        let mut extra_rounds = 0;
+        while !watch.started.load(Ordering::Relaxed) && extra_rounds < 20 {
+            thread::sleep(Duration::from_millis(50));
+            if watch.started.load(Ordering::Relaxed) {
+                break;
+            }
+            let start = (extra_rounds * step) % BIG_KEYS;
+            writer.preload_range(start, start + step, &value_a, LOAD_PIPELINE)?;
+            extra_rounds += 1;
+        }
+        let overwrite_done = Instant::now();
+        if !watch.started.load(Ordering::Relaxed) {
+            return Err(io::Error::other(
+                "no compaction started after overwriting the key space",
+            ));
+        }
+        let during = if watch.finished.load(Ordering::Relaxed) {
+            None
+        } else {
+            log::info!("compaction running; GET load until it finishes");
+            Some(reader.measure(
+                Workload::Get,
+                BIG_KEYS,
+                &value_a,
+                1,
+                Limit::Duration(COMPACTION_WAIT),
+                &watch.finished,
+            )?)
+        };
+        watch.quit.store(true, Ordering::Relaxed);
+        let _ = poller.join();
+        let baseline_len = during
+            .as_ref()
+            .map_or(Duration::from_secs(3), |d| d.elapsed)
+            .clamp(Duration::from_secs(2), Duration::from_secs(10));
+        let after = reader.measure(
+            Workload::Get,
+            BIG_KEYS,
+            &value_a,
+            1,
+            Limit::Duration(baseline_len),
+            &AtomicBool::new(false),
+        )?;
+        Ok((during, after, overwrite_done))
+    })?;
+    if let Ok(Some(e)) = watch.error.lock().map(|e| e.clone()) {
+        return Err(io::Error::other(format!("compaction watch: {e}")));
+    }
+    let started_at = watch.started_at.lock().ok().and_then(|s| *s);
+    let finished_at = watch.finished_at.lock().ok().and_then(|s| *s);
+    let compaction_secs = match (started_at, finished_at) {
+        (Some(s), Some(f)) => format!("{:.2} s", f.duration_since(s).as_secs_f64()),
+        _ => "?".to_string(),
+    };
+    match &during {
+        Some(d) => println!(
+            "GET p99 during compaction: {} (p50 {}, p999 {}, {} GETs over {:.2} s, {} errors; \
+             compaction took ~{compaction_secs}); after compaction: p99 {}, p50 {}",
+            load::fmt_latency(d.latency_at(0.99)),
+            load::fmt_latency(d.latency_at(0.5)),
+            load::fmt_latency(d.latency_at(0.999)),
+            d.ok,
+            d.elapsed.as_secs_f64(),
+            d.errors,
+            load::fmt_latency(after.latency_at(0.99)),
+            load::fmt_latency(after.latency_at(0.5)),
+        ),
+        None => println!(
+            "GET p99 during compaction: not measured, the compaction (~{compaction_secs}) \
+             finished {:.2} s after the overwrite, before the GET load started; \
+             GET p99 after compaction: {}",
+            finished_at.map_or(0.0, |f| f
+                .saturating_duration_since(overwrite_done)
+                .as_secs_f64()),
+            load::fmt_latency(after.latency_at(0.99)),
+        ),
+    }
+    drop(writer);
+    drop(reader);
+
+    // (b) restart on the same data directory.
+    let keys_before =
+        client::info(&mut client::keyval(addr)?).and_then(|i| info_u64(&i, "keys"))?;
+    let Server { mut child, dir, .. } = server;
+    let graceful = child.terminate(STOP_WAIT)?;
+    drop(child);
+    let (server, restart) = process::restart_keyval(keyval_bin, dir, fsync, &extra, RESTART_WAIT)?;
+    let keys_after =
+        client::info(&mut client::keyval(server.addr)?).and_then(|i| info_u64(&i, "keys"))?;
+    let kv_rss_restarted = keyval_testkit::rss_bytes(server.child.pid())?;
+    println!(
+        "restart of a {keys_before}-key log: {:.2} s from spawn to HELLO SERVER \
+         (stopped by {}, keys after restart {keys_after})",
+        restart.as_secs_f64(),
+        if graceful {
+            "SIGTERM"
+        } else {
+            "SIGKILL after SIGTERM timed out"
+        },
+    );
+    if keys_after != keys_before {
+        log::warn!("key count changed across restart: {keys_before} -> {keys_after}");
+    }
+    drop(server);
+
+    // (c) Redis side of the memory comparison.
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let redis_rss = match redis {
+        Some(bin) => Some(redis_rss_for_big_load(bin, &value_a)?),
+        None => None,
+    };
+    match redis_rss {
+        Some(rrss) => println!(
+            "resident memory for 1M keys: keyval {:.1} MB, redis {:.1} MB, ratio {:.2} \
+             (keyval after restart {:.1} MB)",
+            mb(kv_rss),
+            mb(rrss),
+            kv_rss as f64 / rrss as f64,
+            mb(kv_rss_restarted),
+        ),
+        None => println!(
+            "resident memory for 1M keys: keyval {:.1} MB (after restart {:.1} MB); \
+             redis-server was not found",
+            mb(kv_rss),
+            mb(kv_rss_restarted),
+        ),
+    }
+    Ok(())
+}
+
+/// Loads [`BIG_KEYS`] keys into a fresh Redis without persistence and
+/// returns its resident memory in bytes.
+fn redis_rss_for_big_load(bin: &Path, value: &[u8]) -> io::Result<u64> {
+    let server = process::start_redis(bin, TempDir::new()?, RedisPersistence::None, START_WAIT)?;
+    let mut driver = Driver::connect(server.addr, Protocol::Resp, CONNECTIONS)?;
+    log::info!("loading {BIG_KEYS} keys into redis");
+    let r = driver.preload(BIG_KEYS, value, LOAD_PIPELINE)?;
+    log::info!("redis load: {r}");
+    let n = Redis::connect(server.addr)?.dbsize()?;
+    if n != BIG_KEYS as i64 {
+        log::warn!("redis holds {n} keys, expected {BIG_KEYS}");
+    }
+    keyval_testkit::rss_bytes(server.child.pid())
+}
