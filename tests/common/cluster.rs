@@ -1,13 +1,21 @@
 //! A cluster on loopback for the tests: followers in temp dirs of their
 //! own, leaders on fixed ports (so followers find them after a restart),
 //! and the waits and bulk writes that replication and failover tests share.
+//!
+//! Tests learn of replication events (snapshots and catch-ups sent and
+//! received, rewinds) and of compactions from the counters in `INFO`
+//! ([`counter`], [`wait_counter`]); they read the log only for what a
+//! message says, or for a detail no `INFO` field carries (where a
+//! catch-up began, what a rewind dropped).
 
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{wait_until, Node};
+use super::{wait_until, Node, WAIT};
 
 /// A follower node in a temp dir of its own (the node is dropped, and so
 /// killed, before the dir).
@@ -85,6 +93,35 @@ pub fn digest(node: &Node) -> String {
 
 pub fn seq(node: &Node) -> u64 {
     node.info_field("seq").parse().expect("INFO seq")
+}
+
+/// A counter in the node's INFO (`snapshots_sent`, `catchups_sent`,
+/// `snapshots_received`, `catchups_received`, `rewinds`, `compactions`):
+/// events since its current process started.
+pub fn counter(node: &Node, name: &str) -> u64 {
+    let value = node.info_field(name);
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("INFO {name} is not a number: {value:?}"))
+}
+
+/// Waits (bounded) until the node's INFO counter `name` reaches `n`, and
+/// checks it did not go past it.
+pub fn wait_counter(node: &Node, name: &str, n: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = counter(node, name);
+        if got >= n {
+            assert_eq!(got, n, "INFO {name}; log:\n{}", node.log_text());
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "INFO {name} is {got}, not {n}, after {WAIT:?}; log:\n{}",
+            node.log_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Log lines of the node's current process containing `needle`.
