@@ -95,6 +95,10 @@ struct Buffer {
     /// Entries pointing into it, and their key plus value bytes.
     entries: u32,
     live: u64,
+    /// Keys are still being set in it ([`Store::share`] until
+    /// [`Store::unpin`]): it stays even when its last key leaves, since a
+    /// later record of the same chunk may point into it again.
+    pinned: bool,
 }
 
 fn locate_nothing(_: &[u8]) -> (&[u8], &[u8]) {
@@ -133,12 +137,13 @@ impl Buffers {
         }
     }
 
-    /// An entry of `len` bytes left `buffer`; the last one frees it.
+    /// An entry of `len` bytes left `buffer`; the last one frees it,
+    /// unless keys are still being set in it.
     fn release(&mut self, buffer: u32, len: u64) {
         if let Some(b) = self.get_mut(buffer) {
             b.entries -= 1;
             b.live -= len;
-            if b.entries == 0 {
+            if b.entries == 0 && !b.pinned {
                 self.list[buffer as usize] = None;
             }
         }
@@ -367,13 +372,18 @@ impl Store {
             bytes,
             entries: 0,
             live: 0,
+            pinned: true,
         }));
         Some(BufferId(id))
     }
 
-    /// Drops `buffer` if no key points into it.
-    fn unshare_unused(&mut self, buffer: BufferId) {
+    /// No more keys are set in `buffer`: it goes now if no key points
+    /// into it, else with its last key.
+    fn unpin(&mut self, buffer: BufferId) {
         if let Some(slot) = self.buffers.list.get_mut(buffer.0 as usize) {
+            if let Some(b) = slot.as_mut() {
+                b.pinned = false;
+            }
             if slot.as_ref().is_some_and(|b| b.entries == 0) {
                 *slot = None;
             }
@@ -612,9 +622,13 @@ impl BulkLoad {
         self.store.share(bytes, locate)
     }
 
-    /// Drops `buffer` if no key was set in it.
-    pub fn unshare_unused(&mut self, buffer: BufferId) {
-        self.store.unshare_unused(buffer);
+    /// No more keys are set in `buffer` (the caller is done with its
+    /// chunk): it goes now if no key points into it, else with its last
+    /// key. Until then it stays, even when every key set in it was
+    /// overwritten or deleted, as a later record of the chunk may point
+    /// into it again.
+    pub fn unpin(&mut self, buffer: BufferId) {
+        self.store.unpin(buffer);
     }
 
     /// Sets `key` to `value` without copying either: they are the entry
@@ -831,6 +845,7 @@ mod tests {
             let (key, value) = locate(&bytes[at..]);
             shared.set_shared(id, at, key, value);
         }
+        shared.unpin(id);
         for (k, v) in [("a", "1"), ("b", "22"), ("a", "333")] {
             own.set(k.as_bytes(), v.as_bytes());
         }
@@ -858,6 +873,25 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_whose_keys_all_left_stays_while_its_chunk_is_being_read() {
+        // One chunk: PUT a, DELETE a (its only key leaves), PUT b.
+        let (bytes, at) = buffer_of(&[("a", "1"), ("b", "2")]);
+        let mut store = Store::new();
+        let id = store.share(Arc::clone(&bytes), locate).expect("id");
+        let (key, value) = locate(&bytes[at[0]..]);
+        store.set_shared(id, at[0], key, value);
+        assert!(store.remove(b"a"));
+        let (key, value) = locate(&bytes[at[1]..]);
+        store.set_shared(id, at[1], key, value);
+        store.unpin(id);
+        assert_eq!(store.get(b"b"), Some(&b"2"[..]));
+        assert_eq!(store.keys_with_prefix(b""), vec![b"b".to_vec()]);
+        assert_eq!(Arc::strong_count(&bytes), 2, "b still points into it");
+        assert!(store.remove(b"b"));
+        assert_eq!(Arc::strong_count(&bytes), 1, "freed with its last key");
+    }
+
+    #[test]
     fn a_key_moves_between_buffers_and_unused_ones_are_dropped() {
         let (first, at1) = buffer_of(&[("k", "old"), ("x", "1")]);
         let (second, at2) = buffer_of(&[("k", "new")]);
@@ -878,8 +912,8 @@ mod tests {
         assert_eq!(store.get(b"k"), Some(&b"new"[..]));
         assert_eq!(store.live_bytes(), 6);
         let id3 = store.share(Arc::clone(&unused), locate).expect("id");
-        store.unshare_unused(id3);
-        store.unshare_unused(id1);
+        store.unpin(id3);
+        store.unpin(id1);
         assert_eq!(Arc::strong_count(&unused), 1, "no key in it");
         assert_eq!(Arc::strong_count(&first), 2, "still holds x");
         assert!(store.remove(b"x"));
@@ -947,7 +981,7 @@ mod tests {
                             store.set_shared(id, at, k.as_bytes(), v.as_bytes());
                             model.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
                         }
-                        store.unshare_unused(id);
+                        store.unpin(id);
                         buffers.push(bytes);
                     }
                     1 => {
@@ -1007,7 +1041,7 @@ mod tests {
                             load.set_shared(id, at, k.as_bytes(), v.as_bytes());
                             plain.set(k.as_bytes(), v.as_bytes());
                         }
-                        load.unshare_unused(id);
+                        load.unpin(id);
                         buffers.push(bytes);
                     }
                     7 | 8 => {

@@ -599,7 +599,7 @@ impl Decoder {
             }
         }
         if let Some(id) = buffer.flatten() {
-            self.load.unshare_unused(id);
+            self.load.unpin(id);
         }
         self.carry.extend_from_slice(&shared[off..]);
         Ok(())
@@ -708,6 +708,35 @@ mod tests {
             assert_eq!(built.store.get(b"k6"), Some(&b"value"[..]));
             assert_eq!(built.header.history, [9; 16]);
         }
+    }
+
+    #[test]
+    fn a_key_deleted_and_another_put_in_the_same_chunk_read_back_whole() {
+        // The chunk's only key leaves its buffer before the next PUT of the
+        // chunk points into it: the buffer must still be there.
+        let mut log = empty_log();
+        for (seq, op, key, value) in [
+            (1, Op::Put, &b"gone"[..], &b"1"[..]),
+            (2, Op::Delete, b"gone", b""),
+            (3, Op::Put, b"kept", b"22"),
+            (4, Op::Put, b"also", b"333"),
+        ] {
+            Record {
+                seq,
+                op,
+                key,
+                value,
+            }
+            .encode(&mut log);
+        }
+        let mut d = Decoder::new(4);
+        d.feed(&Arc::from(&log[..])).expect("feed");
+        let built = d.finish(4).expect("finish");
+        let mut want = Store::new();
+        want.set(b"kept", b"22");
+        want.set(b"also", b"333");
+        assert_eq!(built.store.get(b"kept"), Some(&b"22"[..]));
+        assert_eq!(built.store.digest(), want.digest());
     }
 
     #[test]
