@@ -25,6 +25,7 @@
 //! - [`server`]: the event loop and connections; the only user of mio.
 //! - [`config`]: flags and `KEYVAL_*` environment.
 //! - [`access`]: the client password gate and protected mode, pure.
+//! - [`reads`]: which writes a read on the leader must not show yet, pure.
 //! - [`error`]: the top-level error.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -34,6 +35,7 @@ pub mod config;
 pub mod error;
 pub(crate) mod protocol;
 pub(crate) mod query;
+pub(crate) mod reads;
 pub mod replication;
 pub mod server;
 pub(crate) mod store;

@@ -137,6 +137,16 @@ impl Request<'_> {
         matches!(self, Request::Put { .. } | Request::Delete { .. })
     }
 
+    /// Whether it shows stored data (`GET`, `KEYS`, `DIGEST`): on a
+    /// connection opened to the leader, such reads stop when this node is
+    /// no longer the leader.
+    pub fn reads_data(&self) -> bool {
+        matches!(
+            self,
+            Request::Get { .. } | Request::Keys { .. } | Request::Digest
+        )
+    }
+
     /// How the password gate treats it: `AUTH` opens the gate, `PING` and
     /// `CLOSE` pass it, everything else waits behind it.
     pub fn access_kind(&self) -> access::Kind {
@@ -365,6 +375,9 @@ pub enum Reply {
     CannotAcceptFollower,
     /// The leader has `--max-followers` followers.
     MaxSizeExceeded,
+    /// A read on a connection opened to the leader, after this node
+    /// stopped being the leader (see [`encode_not_leader`]).
+    NotLeader,
 }
 
 impl Reply {
@@ -391,6 +404,7 @@ impl Reply {
             Reply::InvalidSecretKey => b"INVALID_SECRET_KEY\n",
             Reply::CannotAcceptFollower => b"CANNOT_ACCEPT_FOLLOWER_CONNECTION\n",
             Reply::MaxSizeExceeded => b"MAX_SIZE_EXCEEDED\n",
+            Reply::NotLeader => b"NOT_LEADER\n",
         }
     }
 }
@@ -450,11 +464,24 @@ impl std::fmt::Display for AdminReply {
 /// Appends `WRITE_NOT_ALLOWED`, with the leader's address when a follower
 /// knows it (`WRITE_NOT_ALLOWED <host>:<port>`).
 pub fn encode_write_not_allowed(out: &mut Vec<u8>, leader: Option<(&str, u16)>) {
+    encode_redirect(out, Reply::WriteNotAllowed, leader);
+}
+
+/// Appends `NOT_LEADER`, with the leader's address when this node knows it
+/// (`NOT_LEADER <host>:<port>`): the answer to a read on a connection
+/// opened to this node as the leader, once it no longer is one.
+pub fn encode_not_leader(out: &mut Vec<u8>, leader: Option<(&str, u16)>) {
+    encode_redirect(out, Reply::NotLeader, leader);
+}
+
+fn encode_redirect(out: &mut Vec<u8>, word: Reply, leader: Option<(&str, u16)>) {
+    let line = word.as_bytes();
     match leader {
         Some((host, port)) => {
-            out.extend_from_slice(format!("WRITE_NOT_ALLOWED {host}:{port}\n").as_bytes())
+            out.extend_from_slice(&line[..line.len() - 1]);
+            out.extend_from_slice(format!(" {host}:{port}\n").as_bytes());
         }
-        None => out.extend_from_slice(Reply::WriteNotAllowed.as_bytes()),
+        None => out.extend_from_slice(line),
     }
 }
 
@@ -503,7 +530,12 @@ mod tests {
         let mut out = Vec::new();
         encode_write_not_allowed(&mut out, Some(("10.0.0.1", 5000)));
         encode_write_not_allowed(&mut out, None);
-        assert_eq!(out, b"WRITE_NOT_ALLOWED 10.0.0.1:5000\nWRITE_NOT_ALLOWED\n");
+        encode_not_leader(&mut out, Some(("h", 1)));
+        encode_not_leader(&mut out, None);
+        assert_eq!(
+            out,
+            b"WRITE_NOT_ALLOWED 10.0.0.1:5000\nWRITE_NOT_ALLOWED\nNOT_LEADER h:1\nNOT_LEADER\n"
+        );
     }
 
     fn parse(line: &str) -> Result<Request<'_>, ParseError> {

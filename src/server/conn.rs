@@ -14,7 +14,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::held::{HeldReplies, Progress};
+use super::held::{HeldReplies, Progress, Seen};
 use crate::protocol::Reply;
 use crate::replication::handshake::Challenged;
 use crate::replication::session::{Opener, SealError, Session};
@@ -83,6 +83,10 @@ pub struct Conn {
     pub kind: Peer,
     /// A client gave the password (`AUTH`); see [`crate::access`].
     pub authenticated: bool,
+    /// The client said `HELLO CLIENT` to a writable leader: its reads are
+    /// the leader's, and once this node is no longer the leader they are
+    /// answered `NOT_LEADER` rather than from a copy that may be stale.
+    pub leader_reads: bool,
     /// Read, not yet parsed.
     pub rbuf: Vec<u8>,
     /// Bytes at the start of `rbuf` already searched for a newline in
@@ -181,6 +185,7 @@ impl Conn {
             peer,
             kind: Peer::AwaitHello,
             authenticated: false,
+            leader_reads: false,
             rbuf: Vec::new(),
             scanned: 0,
             discarding: false,
@@ -298,13 +303,13 @@ impl Conn {
 
     /// Queues the reply to a read that may have seen writes through `seen`
     /// ([`HeldReplies::reply_seen`]).
-    pub fn reply_seen(&mut self, seen: Option<u64>, encode: impl FnOnce(&mut Vec<u8>)) {
+    pub fn reply_seen(&mut self, seen: Option<Seen>, encode: impl FnOnce(&mut Vec<u8>)) {
         self.held.reply_seen(&mut self.wbuf, seen, encode);
     }
 
     /// Holds the reply to a query that job hold `id` computes, reserving
     /// `reserve` bytes for it ([`HeldReplies::hold_query`]).
-    pub fn hold_query(&mut self, seen: Option<u64>, id: u64, reserve: usize) {
+    pub fn hold_query(&mut self, seen: Option<Seen>, id: u64, reserve: usize) {
         self.held.hold_query(seen, id, reserve);
     }
 

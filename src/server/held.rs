@@ -10,9 +10,12 @@
 //!   here and, with `--sync-followers N`, on N followers; then `OK`, or
 //!   `REPLICATION_TIMEOUT` once its deadline passed;
 //! - the reply to a **read** (`GET`, `KEYS`, `DIGEST`, `INFO`, a `DELETE`
-//!   that finds nothing) made while some write was applied but not yet
-//!   durable, until that write is durable here. The read may have seen it,
-//!   and a disk error could still undo it.
+//!   that finds nothing) made while some write it may have seen was
+//!   applied but not yet durable, until that write is durable here (a disk
+//!   error could still undo it); on a leader with `--sync-followers N`,
+//!   until that write passed the output rule like a write's reply, since a
+//!   failover to a follower without it would take it back. Such a read is
+//!   answered `REPLICATION_TIMEOUT` at the write's deadline.
 //! - the reply to a **query** (`DIGEST` or `KEYS` over a large data set)
 //!   that a job thread computes off the loop (see `super::jobs`), until
 //!   [`HeldReplies::fill_query`] brings it in. From then on it waits like
@@ -40,12 +43,37 @@ pub struct Progress {
     pub lost_from: Option<u64>,
 }
 
+/// What a read may have seen that it must not show yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The newest write it may have seen.
+    pub seq: u64,
+    /// That write must pass the output rule (`Progress::acked`), not only
+    /// be durable here (`Progress::local`).
+    pub acked: bool,
+    /// With `acked`: when the read is answered `REPLICATION_TIMEOUT`.
+    pub deadline: Option<Instant>,
+}
+
+impl Seen {
+    /// A read that waits for writes through `seq` to be durable here.
+    pub fn local(seq: u64) -> Seen {
+        Seen {
+            seq,
+            acked: false,
+            deadline: None,
+        }
+    }
+}
+
 /// One held reply.
 struct Held {
     /// The write's sequence number, or for a read the newest write it may
     /// have seen.
     seq: u64,
     wait: Wait,
+    /// A read released at `Progress::acked` rather than `Progress::local`.
+    until_acked: bool,
     /// When `REPLICATION_TIMEOUT` is answered instead (sync replication).
     deadline: Option<Instant>,
     /// Replies to the requests after this one, held behind it (for a read,
@@ -123,10 +151,10 @@ impl HeldReplies {
     pub fn reply_seen(
         &mut self,
         out: &mut Vec<u8>,
-        seen: Option<u64>,
+        seen: Option<Seen>,
         encode: impl FnOnce(&mut Vec<u8>),
     ) {
-        let Some(seq) = seen else {
+        let Some(seen) = seen else {
             return self.reply_with(out, encode);
         };
         // A hold of its own even behind another one: if a write it saw is
@@ -135,9 +163,10 @@ impl HeldReplies {
         encode(&mut after);
         self.bytes += after.len();
         self.queue.push_back(Held {
-            seq,
+            seq: seen.seq,
             wait: Wait::Read { own: after.len() },
-            deadline: None,
+            until_acked: seen.acked,
+            deadline: seen.deadline,
             after,
         });
     }
@@ -148,6 +177,7 @@ impl HeldReplies {
         self.queue.push_back(Held {
             seq,
             wait: Wait::Write,
+            until_acked: true,
             deadline,
             after: Vec::new(),
         });
@@ -157,14 +187,15 @@ impl HeldReplies {
     /// when it may have seen writes through `seen` (as for
     /// [`HeldReplies::reply_seen`]), reserving `reserve` bytes for it until
     /// it comes in.
-    pub fn hold_query(&mut self, seen: Option<u64>, id: u64, reserve: usize) {
+    pub fn hold_query(&mut self, seen: Option<Seen>, id: u64, reserve: usize) {
         self.queries += 1;
         self.reserved += reserve;
         self.queue.push_back(Held {
             // Seq 0 is durable from the start and never lost.
-            seq: seen.unwrap_or(0),
+            seq: seen.map_or(0, |s| s.seq),
             wait: Wait::Query { id, reserve },
-            deadline: None,
+            until_acked: seen.is_some_and(|s| s.acked),
+            deadline: seen.and_then(|s| s.deadline),
             after: Vec::new(),
         });
     }
@@ -205,7 +236,8 @@ impl HeldReplies {
             let reply = match front.wait {
                 _ if lost => Some(Reply::Error),
                 Wait::Write if front.seq <= progress.acked => Some(Reply::Ok),
-                Wait::Read { .. } if front.seq <= progress.local => None,
+                Wait::Read { .. } if front.until_acked && front.seq <= progress.acked => None,
+                Wait::Read { .. } if !front.until_acked && front.seq <= progress.local => None,
                 Wait::Write | Wait::Read { .. } | Wait::Query { .. } => break,
             };
             self.answer_front(out, reply);
@@ -302,7 +334,7 @@ mod tests {
         let (mut held, mut out) = (HeldReplies::default(), Vec::new());
         held.hold_write(5, None);
         held.reply_with(&mut out, value("PONG"));
-        held.reply_seen(&mut out, Some(5), value("v5"));
+        held.reply_seen(&mut out, Some(Seen::local(5)), value("v5"));
         held.hold_write(6, None);
         assert_eq!(held.len(), 3);
         assert_eq!(held.bytes(), "PONG\nv5\n".len());
@@ -317,9 +349,33 @@ mod tests {
     }
 
     #[test]
+    fn a_read_on_a_sync_leader_waits_for_the_output_rule_or_its_deadline() {
+        let now = Instant::now();
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        let seen = |seq, after: u64| Seen {
+            seq,
+            acked: true,
+            deadline: Some(now + Duration::from_millis(after)),
+        };
+        held.reply_seen(&mut out, Some(seen(7, 100)), value("seen 7"));
+        held.reply_seen(&mut out, Some(seen(9, 100)), value("seen 9"));
+        // Durable here is not enough.
+        held.release(&mut out, &progress(6, 9, None));
+        assert_eq!(text(&out), "");
+        held.release(&mut out, &progress(7, 9, None));
+        assert_eq!(text(&out), "seen 7\n");
+        // Past its deadline, the read is answered like its write.
+        held.expire(&mut out, now + Duration::from_millis(50), 9);
+        assert_eq!(text(&out), "seen 7\n");
+        held.expire(&mut out, now + Duration::from_millis(100), 9);
+        assert_eq!(text(&out), "seen 7\nREPLICATION_TIMEOUT\n");
+        assert!(held.is_empty());
+    }
+
+    #[test]
     fn a_read_waits_for_local_durability_only() {
         let (mut held, mut out) = (HeldReplies::default(), Vec::new());
-        held.reply_seen(&mut out, Some(7), value("seen 7"));
+        held.reply_seen(&mut out, Some(Seen::local(7)), value("seen 7"));
         held.hold_write(8, None);
         // Durable here through 7, not yet on the followers.
         held.release(&mut out, &progress(0, 7, None));
@@ -331,9 +387,9 @@ mod tests {
     fn lost_writes_and_the_reads_that_saw_them_get_error() {
         let (mut held, mut out) = (HeldReplies::default(), Vec::new());
         held.hold_write(3, None);
-        held.reply_seen(&mut out, Some(3), value("saw 3"));
+        held.reply_seen(&mut out, Some(Seen::local(3)), value("saw 3"));
         held.hold_write(4, None);
-        held.reply_seen(&mut out, Some(4), value("saw 4"));
+        held.reply_seen(&mut out, Some(Seen::local(4)), value("saw 4"));
         held.reply_with(&mut out, value("PONG"));
         held.hold_write(5, None);
         // Durable through 3; 4 and 5 were lost.
@@ -402,7 +458,7 @@ mod tests {
     fn a_computed_query_still_waits_for_the_writes_it_saw() {
         let (mut held, mut out) = (HeldReplies::default(), Vec::new());
         held.hold_write(4, None);
-        held.hold_query(Some(4), 1, 10);
+        held.hold_query(Some(Seen::local(4)), 1, 10);
         assert!(held.fill_query(1, b"keys\n".to_vec()));
         held.release(&mut out, &progress(3, 3, None));
         assert_eq!(text(&out), "");
@@ -413,11 +469,11 @@ mod tests {
     #[test]
     fn a_query_that_saw_a_lost_write_is_answered_error_computed_or_not() {
         let (mut held, mut out) = (HeldReplies::default(), Vec::new());
-        held.hold_query(Some(5), 1, 10);
+        held.hold_query(Some(Seen::local(5)), 1, 10);
         held.reply_with(&mut out, value("PONG"));
-        held.hold_query(Some(5), 2, 10);
+        held.hold_query(Some(Seen::local(5)), 2, 10);
         assert!(held.fill_query(2, b"digest\n".to_vec()));
-        held.hold_query(Some(4), 3, 10);
+        held.hold_query(Some(Seen::local(4)), 3, 10);
         held.release(&mut out, &progress(4, 4, Some(5)));
         assert_eq!(text(&out), "ERROR\nPONG\nERROR\n");
         assert_eq!(held.queries(), 1, "query 3 saw only durable writes");
@@ -438,7 +494,7 @@ mod tests {
     #[test]
     fn a_held_read_holds_back_what_follows_it() {
         let (mut held, mut out) = (HeldReplies::default(), Vec::new());
-        held.reply_seen(&mut out, Some(2), value("v"));
+        held.reply_seen(&mut out, Some(Seen::local(2)), value("v"));
         held.reply_with(&mut out, value("PONG"));
         held.release(&mut out, &progress(1, 1, None));
         assert_eq!(text(&out), "");

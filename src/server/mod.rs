@@ -144,6 +144,7 @@ impl Server {
         })?;
         let local_addr = listener.local_addr().map_err(Error::io("local address"))?;
         node.listen_port = local_addr.port();
+        node.hold_reads_if_leading();
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(Error::io("register listener"))?;
@@ -502,6 +503,7 @@ impl Server {
             self.close(key, "evicted");
         }
         let acked = self.node.release_point(local);
+        self.node.released(acked);
         // A leader that stepped down can no longer collect follower acks:
         // its writes still waiting for them are answered `ERROR`.
         let stepped_down = std::mem::take(&mut self.node.drop_held).then_some(acked + 1);

@@ -19,6 +19,7 @@ use log::{debug, error, info, warn};
 use mio::Waker;
 
 use super::conn::{Conn, Peer};
+use super::held::Seen;
 use super::jobs::{Answer, Jobs, INLINE_MAX_KEYS};
 use super::limits::Budget;
 use super::role::{role_word, RoleState};
@@ -27,6 +28,7 @@ use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::protocol::{self, Reply, Request};
 use crate::query::Query;
+use crate::reads::Unreleased;
 use crate::replication::epoch::{self, EpochLeap, EpochNews};
 use crate::replication::{Replication, SyncPolicy};
 use crate::store::Store;
@@ -79,6 +81,13 @@ pub struct Node {
     /// The role changed away from leader this turn: held writes can no
     /// longer be confirmed and are answered `ERROR`.
     pub drop_held: bool,
+    /// On a leader with `--sync-followers`: each key's newest write that
+    /// has not passed the output rule, which reads of that key must wait
+    /// for (see [`crate::reads`]).
+    unreleased: Unreleased,
+    /// Whether reads waited for acks at the last turn: becoming such a
+    /// leader holds the whole log back from reads until followers hold it.
+    reads_held: bool,
     /// The port the node listens on (`--port`, or the one picked for
     /// `--port 0`; set once bound): `FOLLOW` refuses this node's own
     /// address.
@@ -175,6 +184,8 @@ impl Node {
             repl: Replication::new(Instant::now()),
             role,
             drop_held: false,
+            unreleased: Unreleased::default(),
+            reads_held: false,
             listen_port: 0,
         })
     }
@@ -261,6 +272,7 @@ impl Node {
             return;
         }
         conn.kind = Peer::Client;
+        conn.leader_reads = self.is_writable_leader();
         conn.reply(Reply::HelloServer);
     }
 
@@ -275,11 +287,15 @@ impl Node {
             return;
         }
         if request.is_write() && !self.is_writable_leader() {
-            let leader = match (&self.role.leader, self.role.role) {
-                (Some(leader), Role::Follower) => Some((leader.host.as_str(), leader.port)),
-                _ => None,
-            };
+            let leader = self.known_leader();
             conn.reply_with(|out| protocol::encode_write_not_allowed(out, leader));
+            return;
+        }
+        if request.reads_data() && conn.leader_reads && !self.is_writable_leader() {
+            // Its reads were the leader's: a copy that may be stale would
+            // pass for them.
+            let leader = self.known_leader();
+            conn.reply_with(|out| protocol::encode_not_leader(out, leader));
             return;
         }
         match request {
@@ -288,14 +304,14 @@ impl Node {
                 if self.store.get(key).is_some() {
                     self.write(conn, Op::Delete, key, b"");
                 } else {
-                    let seen = self.read_barrier();
+                    let seen = self.read_barrier(Some(key));
                     conn.reply_seen(seen, |out| {
                         out.extend_from_slice(Reply::NotFound.as_bytes())
                     });
                 }
             }
             Request::Get { key } => {
-                let seen = self.read_barrier();
+                let seen = self.read_barrier(Some(key));
                 match self.store.get(key) {
                     Some(value) => conn.reply_seen(seen, |out| protocol::encode_value(out, value)),
                     None => conn.reply_seen(seen, |out| {
@@ -312,7 +328,7 @@ impl Node {
             ),
             Request::Info => {
                 let lines = self.info_lines();
-                conn.reply_seen(self.read_barrier(), |out| {
+                conn.reply_seen(self.durable_barrier(), |out| {
                     protocol::encode_list(out, lines.iter().map(String::as_bytes))
                 });
             }
@@ -354,7 +370,7 @@ impl Node {
     /// until output drains.
     fn query(&mut self, conn: &mut Conn, key: usize, query: Query) {
         conn.deferred = None;
-        let seen = self.read_barrier();
+        let seen = self.read_barrier(None);
         if self.store.len() <= INLINE_MAX_KEYS {
             let reply = query.answer(&self.store);
             conn.reply_seen(seen, |out| out.extend_from_slice(&reply));
@@ -388,6 +404,9 @@ impl Node {
     fn write(&mut self, conn: &mut Conn, op: Op, key: &[u8], value: &[u8]) {
         match self.wal.append(&mut self.store, op, key, value) {
             Ok(seq) => {
+                if self.reads_wait_for_acks() {
+                    self.unreleased.note(key, seq);
+                }
                 let policy = self.policy();
                 let wait = policy.followers > 0 && policy.timeout_ms > 0;
                 let deadline =
@@ -398,12 +417,79 @@ impl Node {
         }
     }
 
-    /// What a read now may show beyond the ack point: `Some(seq)` when
-    /// writes up to `seq` are applied but not yet durable (the read's reply
-    /// then waits for them), `None` when everything it sees is durable.
-    fn read_barrier(&self) -> Option<u64> {
+    /// A node that just became a leader whose reads wait for acks (at
+    /// start, or promoted) cannot tell which writes of its log passed the
+    /// output rule before: they all wait for its followers to hold them.
+    pub fn hold_reads_if_leading(&mut self) {
+        let now = self.reads_wait_for_acks();
+        if now && !self.reads_held {
+            self.unreleased.hold_all_through(self.wal.last_seq());
+        }
+        self.reads_held = now;
+    }
+
+    /// Where a client should go instead of this node: its leader, on a
+    /// follower that knows one.
+    fn known_leader(&self) -> Option<(&str, u16)> {
+        match (&self.role.leader, self.role.role) {
+            (Some(leader), Role::Follower) => Some((leader.host.as_str(), leader.port)),
+            _ => None,
+        }
+    }
+
+    /// Whether reads wait for the writes they show to pass the output
+    /// rule: on a writable leader with `--sync-followers N ≥ 1`.
+    fn reads_wait_for_acks(&self) -> bool {
+        self.is_writable_leader() && self.policy().followers > 0
+    }
+
+    /// What a read of `key` (of the whole data set for `None`) must wait
+    /// for before it is answered, or `None` if it shows nothing unsafe.
+    ///
+    /// On a leader with `--sync-followers N`, a read waits for the newest
+    /// write it may show to pass the output rule, and like that write's
+    /// client it gets `REPLICATION_TIMEOUT` at the write's deadline.
+    /// Otherwise it waits for what it may show to be durable here.
+    fn read_barrier(&self, key: Option<&[u8]>) -> Option<Seen> {
+        if !self.reads_wait_for_acks() {
+            return self.durable_barrier();
+        }
+        let acked = self.release_point(self.wal.ack_seq());
+        let seq = match key {
+            Some(key) => self.unreleased.seq_of(key)?,
+            None => self.wal.last_seq(),
+        };
+        if seq <= acked {
+            return None;
+        }
+        let policy = self.policy();
+        Some(Seen {
+            seq,
+            acked: true,
+            deadline: (policy.timeout_ms > 0)
+                .then(|| Instant::now() + Duration::from_millis(policy.timeout_ms)),
+        })
+    }
+
+    /// What a read that may show every applied write must wait for: `Some`
+    /// when writes up to the last are applied but not yet durable here.
+    fn durable_barrier(&self) -> Option<Seen> {
         let last = self.wal.last_seq();
-        (last > self.wal.ack_seq()).then_some(last)
+        (last > self.wal.ack_seq()).then(|| Seen::local(last))
+    }
+
+    /// Writes through `acked` passed the output rule: reads of their keys
+    /// need not wait any more.
+    pub fn released(&mut self, acked: u64) {
+        self.hold_reads_if_leading();
+        // After a disk error the writes past the ack point are gone (their
+        // reads are answered `ERROR` by the lost-writes rule), and no new
+        // write is taken.
+        if self.reads_wait_for_acks() && !self.wal.has_failed() {
+            self.unreleased.release_through(acked);
+        } else if !self.unreleased.is_empty() {
+            self.unreleased.clear();
+        }
     }
 
     /// The turn's group commit: writes the turn's records and hands their

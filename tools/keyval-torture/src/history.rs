@@ -55,10 +55,13 @@ pub enum Outcome {
     NotFound,
     /// A GET's value.
     Value(ValueId),
-    /// `REPLICATION_TIMEOUT`: durable on the leader, not acknowledged.
+    /// `REPLICATION_TIMEOUT`: a write durable on the leader, not
+    /// acknowledged; a read that would have shown such a write, not
+    /// answered.
     ReplicationTimeout,
-    /// `WRITE_NOT_ALLOWED [<host:port>]`: the node is not (or no longer) a
-    /// leader that takes writes, and did not apply this one.
+    /// `WRITE_NOT_ALLOWED [<host:port>]` or, to a read on a connection
+    /// opened to the leader, `NOT_LEADER [<host:port>]`: the node is not
+    /// (or no longer) the leader, and did not apply or answer this one.
     Refused,
     /// `ERROR` to a write: a leader that stepped down (fenced, or told to
     /// follow) answers the writes still waiting for follower acks so. They
@@ -106,8 +109,8 @@ impl Op {
     pub fn classify(kind: Kind, reply: &str) -> Outcome {
         match (kind, reply) {
             (Kind::Put(_) | Kind::Delete, "OK") => Outcome::Ok,
-            (Kind::Put(_) | Kind::Delete, "REPLICATION_TIMEOUT") => Outcome::ReplicationTimeout,
-            (Kind::Put(_) | Kind::Delete, reply) if refusal(reply).is_some() => Outcome::Refused,
+            (_, "REPLICATION_TIMEOUT") => Outcome::ReplicationTimeout,
+            (_, reply) if refusal(reply).is_some() => Outcome::Refused,
             (Kind::Put(_) | Kind::Delete, "ERROR") => Outcome::Failed,
             (Kind::Delete | Kind::Get, "NOT_FOUND") => Outcome::NotFound,
             (Kind::Get, value) => match ValueId::parse(value) {
@@ -119,10 +122,12 @@ impl Op {
     }
 }
 
-/// `Some(hint)` for a `WRITE_NOT_ALLOWED` reply: the leader's address as
-/// the node knows it, if it named one (and it parses).
+/// `Some(hint)` for a `WRITE_NOT_ALLOWED` or `NOT_LEADER` reply: the
+/// leader's address as the node knows it, if it named one (and it parses).
 pub fn refusal(reply: &str) -> Option<Option<SocketAddr>> {
-    let rest = reply.strip_prefix("WRITE_NOT_ALLOWED")?;
+    let rest = reply
+        .strip_prefix("WRITE_NOT_ALLOWED")
+        .or_else(|| reply.strip_prefix("NOT_LEADER"))?;
     if rest.is_empty() {
         return Some(None);
     }
@@ -246,6 +251,15 @@ mod tests {
     fn refusals_name_the_leader() {
         assert_eq!(refusal("OK"), None);
         assert_eq!(refusal("WRITE_NOT_ALLOWED"), Some(None));
+        assert_eq!(refusal("NOT_LEADER"), Some(None));
+        assert_eq!(
+            Op::classify(Kind::Get, "NOT_LEADER 127.0.0.1:5001"),
+            Outcome::Refused
+        );
+        assert_eq!(
+            Op::classify(Kind::Get, "REPLICATION_TIMEOUT"),
+            Outcome::ReplicationTimeout
+        );
         assert_eq!(
             refusal("WRITE_NOT_ALLOWED 127.0.0.1:5001"),
             Some(Some("127.0.0.1:5001".parse().expect("addr")))

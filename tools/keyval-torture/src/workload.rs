@@ -11,9 +11,10 @@
 //! Each connection asks the node for its `INFO` `id` first, so every op
 //! names the node that answered it (the checker holds each acknowledged
 //! write against the leaderships the failovers made). A write answered
-//! `WRITE_NOT_ALLOWED <host:port>` (the node is no longer the leader) is
-//! recorded as refused, and the client moves to the address the node
-//! named; without one, to the address the harness has for the leader.
+//! `WRITE_NOT_ALLOWED <host:port>`, or a read `NOT_LEADER <host:port>`
+//! (the node is no longer the leader) is recorded as refused, and the
+//! client moves to the address the node named; without one, to the
+//! address the harness has for the leader.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

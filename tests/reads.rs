@@ -1,0 +1,61 @@
+//! Reads on the leader with `--sync-followers`, through failovers: the two
+//! histories that used to break linearizability, replayed against real
+//! processes.
+//!
+//! 1. A read must not show a write before the write passed the output
+//!    rule: the leader could die and a follower without it be promoted,
+//!    and the value would come back older.
+//! 2. A client connected to the old leader must not keep reading it after
+//!    a switchover: it is told where the leader is (`NOT_LEADER`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{free_port, leader_on, start_follower, wait_followers, wait_synced};
+use common::{ctl, wait_until};
+
+#[test]
+fn a_read_does_not_show_a_write_its_followers_do_not_hold() {
+    let leader = leader_on(
+        free_port(),
+        &["--sync-followers", "1", "--sync-timeout-ms", "1500"],
+    );
+    let f2 = start_follower(leader.addr.port(), 2, &[]);
+    wait_followers(&leader, 1);
+    let mut writer = leader.client();
+    assert_eq!(writer.call("PUT k old"), "OK");
+    assert_eq!(writer.call("PUT other acked"), "OK");
+    wait_synced(&leader, &[&f2]);
+
+    // The follower goes down; a write reaches only the leader's disk.
+    let mut f2 = f2;
+    f2.kill9();
+    writer.send("PUT k new");
+    wait_until("the leader to apply the write", || {
+        leader.info_field("seq") == "3"
+    });
+    let mut reader = leader.client();
+    // A key whose writes all passed the output rule reads at once.
+    let asked = Instant::now();
+    assert_eq!(reader.call("GET other"), "acked");
+    assert!(asked.elapsed() < Duration::from_millis(1000));
+    // The written key does not show the new value: the read waits for the
+    // write's acknowledgement, and times out with it.
+    let read = reader.call("GET k");
+    assert_eq!(
+        read, "REPLICATION_TIMEOUT",
+        "a read showed an unacknowledged write"
+    );
+    assert_eq!(writer.line(), "REPLICATION_TIMEOUT");
+
+    // Why that matters: the leader dies, and the follower, which never got
+    // the write, holds the older value; promoted, it leads from there.
+    let mut leader = leader;
+    leader.kill9();
+    f2.restart();
+    assert_eq!(f2.client().call("GET k"), "old");
+    let promoted = ctl(f2.addr.port(), &["promote"]);
+    assert!(promoted.status.success(), "{promoted:?}");
+    assert_eq!(f2.info_field("seq"), "2", "the write never reached it");
+}
