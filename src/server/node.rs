@@ -27,6 +27,7 @@ use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::protocol::{self, Reply, Request};
 use crate::query::Query;
+use crate::replication::auth;
 use crate::replication::epoch::{self, EpochLeap, EpochNews};
 use crate::replication::{Replication, SyncPolicy};
 use crate::store::Store;
@@ -62,6 +63,9 @@ pub struct Node {
     /// The books of unread client output (`--max-output-bytes`,
     /// `--max-output-total-bytes`); the loop keeps them.
     pub budget: Budget,
+    /// Drawn once when the node opens, so once per process (INFO
+    /// `run_id`): tells one process of this node from the next.
+    run_id: String,
     /// Finished compactions since start (INFO `compactions`).
     compactions: u64,
     /// No new compaction before this (after a failure).
@@ -167,6 +171,7 @@ impl Node {
             waker,
             compaction: None,
             jobs,
+            run_id: auth::new_nonce(),
             compactions: 0,
             compaction_not_before: None,
             next_fsync,
@@ -573,6 +578,7 @@ impl Node {
         let mut lines = vec![
             format!("role {}", self.role_name()),
             format!("id {}", self.config.id),
+            format!("run_id {}", self.run_id),
             format!("seq {}", self.wal.last_seq()),
             format!("history {}", hex::encode(current.history)),
             format!("epoch {}", current.epoch),
