@@ -600,6 +600,10 @@ impl Node {
             format!("compacting {}", u8::from(self.compaction.is_some())),
             format!("compactions {}", self.compactions),
             format!("torn_tails_cut {}", self.wal.counters().torn_tails_cut),
+            format!(
+                "torn_tails_suspect {}",
+                self.wal.counters().torn_tails_suspect
+            ),
             format!("fsync_failures {}", self.wal.counters().fsync_failures),
             format!("queries {}", self.jobs.unfinished()),
             format!("output_bytes {}", self.budget.total()),
