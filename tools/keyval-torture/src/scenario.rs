@@ -181,6 +181,7 @@ fn run_with(
             bin: opts.ctl_bin.clone(),
         },
         opts.failovers,
+        Arc::clone(&tally),
     );
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
     let faults = nemesis.run(deadline, opts.lanes);

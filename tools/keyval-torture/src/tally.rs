@@ -6,9 +6,12 @@
 //! one process of a node from the next. So the tally keeps, per node and
 //! per `run_id`, the highest value seen of each counter, and a run's total
 //! is the sum over every process of every node. Who samples: the monitor,
-//! every node every 250 ms; the scenario, every node once more at the end.
-//! What a process did after its last sample and before it died is missed,
-//! so the totals are lower bounds.
+//! every node every 250 ms; the nemesis, a node right before it kills or
+//! stops it (when it answers in time); the scenario, every node once more
+//! at the end. What a process did after its last sample and before it
+//! died is still missed (a node that crashes on its own, one that does not
+//! answer before its kill, an event between the last sample and the
+//! kill), so the totals are lower bounds.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
