@@ -430,6 +430,11 @@ fn info_counts_a_torn_tail_cut_at_start_and_none_on_a_clean_start() {
         "a start over a torn tail"
     );
     assert_eq!(
+        info_u64(&node, "torn_tails_suspect"),
+        0,
+        "records past the base seq survived the cut"
+    );
+    assert_eq!(
         node.client().call(&format!("GET {LAST_KEY}")),
         "NOT_FOUND",
         "the torn record came back"

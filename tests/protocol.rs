@@ -118,6 +118,41 @@ fn info_has_the_spec_fields() {
         .is_some_and(|b| b > 48));
 }
 
+/// `run_id` is drawn once per process: every `INFO` of one process shows
+/// the same, and the next process on the same data dir (after a clean
+/// stop or a kill -9) a new one.
+#[test]
+fn run_id_is_one_per_process_start() {
+    let mut node = Node::leader(&[]);
+    let run_id = |node: &Node| {
+        let id = node.info_field("run_id");
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "run_id {id:?}"
+        );
+        id
+    };
+    let first = run_id(&node);
+    let mut c = node.client();
+    assert_eq!(c.call("PUT a 1"), "OK");
+    assert_eq!(c.info_field("run_id"), first, "the same connection");
+    assert_eq!(run_id(&node), first, "another connection");
+
+    node.signal("TERM");
+    assert!(node.wait_exit().success());
+    node.restart();
+    let second = run_id(&node);
+    assert_ne!(second, first, "a restart on the same data dir");
+    assert_eq!(node.client().call("GET a"), "1", "the same data dir");
+    assert_eq!(run_id(&node), second);
+
+    node.kill9();
+    node.restart();
+    let third = run_id(&node);
+    assert_ne!(third, first);
+    assert_ne!(third, second, "a start after kill -9");
+}
+
 #[test]
 fn digest_is_sha256_of_sorted_pairs() {
     let node = Node::leader(&[]);

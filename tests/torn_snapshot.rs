@@ -66,10 +66,20 @@ fn torn_tail_inside_a_snapshot_part_does_not_lose_a_key() {
         "1",
         "the tear was cut"
     );
+    assert_eq!(
+        follower.info_field("torn_tails_suspect"),
+        "1",
+        "the cut left no record past the base seq"
+    );
 
     wait_until("the follower to hold the leader's data again", || {
         let mut c = follower.client();
         c.info_field("leader_link") == "up" && c.call("DIGEST") == digest
     });
     assert_eq!(follower.client().call("GET c"), "three");
+    assert_eq!(
+        follower.info_field("torn_tails_suspect"),
+        "1",
+        "a count of this start, not cleared by the snapshot"
+    );
 }

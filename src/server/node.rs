@@ -29,6 +29,7 @@ use crate::error::Error;
 use crate::protocol::{self, Reply, Request};
 use crate::query::Query;
 use crate::reads::Unreleased;
+use crate::replication::auth;
 use crate::replication::epoch::{self, EpochLeap, EpochNews};
 use crate::replication::{Replication, SyncPolicy};
 use crate::store::Store;
@@ -64,6 +65,9 @@ pub struct Node {
     /// The books of unread client output (`--max-output-bytes`,
     /// `--max-output-total-bytes`); the loop keeps them.
     pub budget: Budget,
+    /// Drawn once when the node opens, so once per process (INFO
+    /// `run_id`): tells one process of this node from the next.
+    run_id: String,
     /// Finished compactions since start (INFO `compactions`).
     compactions: u64,
     /// No new compaction before this (after a failure).
@@ -176,6 +180,7 @@ impl Node {
             waker,
             compaction: None,
             jobs,
+            run_id: auth::new_nonce(),
             compactions: 0,
             compaction_not_before: None,
             next_fsync,
@@ -659,6 +664,7 @@ impl Node {
         let mut lines = vec![
             format!("role {}", self.role_name()),
             format!("id {}", self.config.id),
+            format!("run_id {}", self.run_id),
             format!("seq {}", self.wal.last_seq()),
             format!("history {}", hex::encode(current.history)),
             format!("epoch {}", current.epoch),
@@ -680,6 +686,10 @@ impl Node {
             format!("compacting {}", u8::from(self.compaction.is_some())),
             format!("compactions {}", self.compactions),
             format!("torn_tails_cut {}", self.wal.counters().torn_tails_cut),
+            format!(
+                "torn_tails_suspect {}",
+                self.wal.counters().torn_tails_suspect
+            ),
             format!("fsync_failures {}", self.wal.counters().fsync_failures),
             format!("queries {}", self.jobs.unfinished()),
             format!("output_bytes {}", self.budget.total()),

@@ -13,7 +13,8 @@
 //! is cheaper then (`SYNC_INLINE_BELOW`). [`Wal::open`] replays the file into a [`Store`],
 //! cutting back a torn tail and refusing to start on damage before it
 //! ([`tail`] tells the two apart). [`Wal::counters`] counts the torn tails
-//! cut and the fsyncs that failed, for `INFO`.
+//! cut (and those that left the log suspect) and the fsyncs that failed,
+//! for `INFO`.
 //! Compaction ([`compact`]) rewrites the file on a background thread.
 //!
 //! Three points along the log matter:
@@ -256,6 +257,9 @@ pub struct Wal {
     resets: u64,
     /// Torn tails replay cut when the log was opened: 0 or 1.
     torn_tails_cut: u64,
+    /// Of those, cuts that left the log suspect (see `snapshot_suspect`):
+    /// 0 or 1, and unlike `snapshot_suspect` not cleared by a snapshot.
+    torn_tails_suspect: u64,
     /// Fsyncs of the log that failed on the loop; the sync thread counts
     /// its own ([`Syncer::failures`]).
     inline_fsync_failures: u64,
@@ -270,6 +274,11 @@ pub struct WalCounters {
     /// Torn (or damaged) tails replay cut back at open: 0 or 1, as the
     /// log is opened once per process.
     pub torn_tails_cut: u64,
+    /// Of those, cuts after which no record past the base seq survived,
+    /// so the cut may have reached the snapshot part and the log was
+    /// suspect at open ([`Wal::snapshot_suspect`]): 0 or 1. It stays 1
+    /// after a snapshot has made the log whole again.
+    pub torn_tails_suspect: u64,
     /// Fsyncs of the log file that failed, inline on the loop or on the
     /// sync thread (under `--fsync always` and `everysec`; a sync thread
     /// that died with a sync in flight counts as one). The first fails
@@ -392,6 +401,7 @@ impl Wal {
             rewinds: 0,
             resets: 0,
             torn_tails_cut: u64::from(truncated > 0),
+            torn_tails_suspect: u64::from(snapshot_suspect),
             inline_fsync_failures: 0,
             sync_data: File::sync_data,
         };
@@ -928,10 +938,12 @@ impl Wal {
         Ok((replayed.store, replayed.dropped))
     }
 
-    /// The torn tails cut at open and the fsyncs that failed.
+    /// The torn tails cut at open (and whether the cut left the log
+    /// suspect) and the fsyncs that failed.
     pub fn counters(&self) -> WalCounters {
         WalCounters {
             torn_tails_cut: self.torn_tails_cut,
+            torn_tails_suspect: self.torn_tails_suspect,
             fsync_failures: self.inline_fsync_failures
                 + self.syncer.as_ref().map_or(0, Syncer::failures),
         }
@@ -1662,6 +1674,7 @@ pub(crate) mod tests {
                 o.wal.counters(),
                 WalCounters {
                     torn_tails_cut: 0,
+                    torn_tails_suspect: 0,
                     fsync_failures: 1
                 },
                 "{policy:?}"
@@ -1848,11 +1861,21 @@ pub(crate) mod tests {
         let torn_after_base = write(&[1, 2, 3, 4], 3);
         assert_eq!(torn_after_base.wal.last_seq(), 3);
         assert!(!torn_after_base.wal.snapshot_suspect());
+        assert_eq!(torn_after_base.wal.counters().torn_tails_cut, 1);
+        assert_eq!(torn_after_base.wal.counters().torn_tails_suspect, 0);
         drop(torn_after_base);
         let torn_snapshot = write(&[1, 2], 3);
         assert_eq!(torn_snapshot.wal.last_seq(), 2);
         assert_eq!(torn_snapshot.store.len(), 1);
         assert!(torn_snapshot.wal.snapshot_suspect());
+        assert_eq!(
+            torn_snapshot.wal.counters(),
+            WalCounters {
+                torn_tails_cut: 1,
+                torn_tails_suspect: 1,
+                fsync_failures: 0
+            }
+        );
     }
 
     #[test]

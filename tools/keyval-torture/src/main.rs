@@ -8,7 +8,8 @@
 //! This file owns the command line only; `scenario` runs the whole thing,
 //! `cluster` and `proxy` own the processes and links, `ctl` the runs of
 //! `keyval-ctl`, `workload` the clients, `nemesis` the faults, `monitor`
-//! the sampling, and `checker` the verdict.
+//! the sampling, `tally` the nodes' event counters, and `checker` the
+//! verdict.
 
 mod checker;
 mod client;
@@ -19,6 +20,7 @@ mod monitor;
 mod nemesis;
 mod proxy;
 mod scenario;
+mod tally;
 mod workload;
 
 use std::path::PathBuf;

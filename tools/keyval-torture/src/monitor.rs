@@ -1,8 +1,10 @@
 //! The monitor: a thread that, while the run lasts, notices nodes that exit
 //! on their own, samples every node's resident memory, and reads every
 //! node's `INFO`: the replication lag of each follower from the leader,
-//! the highest epoch, and each time a node says `role leader` with
-//! `writes ok` (the checker's fencing evidence: see `checker::Sample`).
+//! the highest epoch, each time a node says `role leader` with
+//! `writes ok` (the checker's fencing evidence: see `checker::Sample`),
+//! and the event counters of each node's process, which go to the run's
+//! [`tally`](crate::tally).
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
@@ -19,6 +21,7 @@ use crate::client::{field, follower_lag};
 use crate::cluster::Cluster;
 use crate::history::Clock;
 use crate::nemesis::lock;
+use crate::tally;
 
 /// Time between samples.
 const PERIOD: Duration = Duration::from_millis(250);
@@ -49,13 +52,13 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Starts watching `cluster`.
-    pub fn start(cluster: Arc<Mutex<Cluster>>, clock: Clock) -> Monitor {
+    /// Starts watching `cluster`; the counters go to `tally`.
+    pub fn start(cluster: Arc<Mutex<Cluster>>, clock: Clock, tally: tally::Shared) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = thread::Builder::new()
             .name("monitor".into())
-            .spawn(move || watch(&cluster, clock, &flag))
+            .spawn(move || watch(&cluster, clock, &tally, &flag))
             .expect("spawn the monitor thread");
         Monitor { stop, handle }
     }
@@ -70,7 +73,12 @@ impl Monitor {
     }
 }
 
-fn watch(cluster: &Mutex<Cluster>, clock: Clock, stop: &AtomicBool) -> Report {
+fn watch(
+    cluster: &Mutex<Cluster>,
+    clock: Clock,
+    tally: &Mutex<tally::Tally>,
+    stop: &AtomicBool,
+) -> Report {
     let mut report = Report::default();
     // One connection per node address (a restart changes the address).
     let mut conns: BTreeMap<SocketAddr, LineClient> = BTreeMap::new();
@@ -96,7 +104,7 @@ fn watch(cluster: &Mutex<Cluster>, clock: Clock, stop: &AtomicBool) -> Report {
         };
         conns.retain(|addr, _| nodes.iter().any(|(_, a)| a == addr));
         for (id, addr) in nodes {
-            sample(&mut report, &mut conns, id, addr, clock);
+            sample(&mut report, &mut conns, tally, id, addr, clock);
         }
         if Instant::now() >= next_progress {
             next_progress += PROGRESS;
@@ -116,6 +124,7 @@ fn watch(cluster: &Mutex<Cluster>, clock: Clock, stop: &AtomicBool) -> Report {
 fn sample(
     report: &mut Report,
     conns: &mut BTreeMap<SocketAddr, LineClient>,
+    tally: &Mutex<tally::Tally>,
     id: u32,
     addr: SocketAddr,
     clock: Clock,
@@ -136,6 +145,7 @@ fn sample(
         }
     };
     let complete = clock.now();
+    tally::lock(tally).note(id, &info);
     let epoch = field(&info, "epoch")
         .and_then(|e| e.parse().ok())
         .unwrap_or(0);

@@ -6,6 +6,12 @@
 //! does is written to the timeline with the time, so a failure report can
 //! show what happened around it.
 //!
+//! Right before it kills or stops (SIGSTOP) a node, the nemesis reads the
+//! node's `INFO` once more for the [`tally`](crate::tally) of event
+//! counters, so what the process did since the monitor's last sample is
+//! not lost with it (bounded by [`LAST_SAMPLE_TIMEOUT`]; a node that does
+//! not answer in time is killed anyway).
+//!
 //! The two failovers (`lose-leader`, `switchover`) act on the whole
 //! cluster, as an operator would: they wait until no other fault is in
 //! force and hold the others off while they run `keyval-ctl failover`
@@ -26,6 +32,7 @@ use crate::cluster::Cluster;
 use crate::ctl::Ctl;
 use crate::history::{Clock, Op};
 use crate::proxy::LinkMode;
+use crate::tally;
 use crate::workload::Workload;
 
 mod failover;
@@ -51,6 +58,9 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the nemesis polls while it waits.
 const POLL: Duration = Duration::from_millis(100);
+/// Bound on the connect and each read and write of the `INFO` read right
+/// before a node is killed or stopped.
+const LAST_SAMPLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a connection that carried flipped bits may stay open: longer
 /// than the longest pause (7 s) plus the silence after which a link is
@@ -172,6 +182,8 @@ struct Shared {
     ctl: Ctl,
     /// Whether the failover faults are picked at all.
     failovers: bool,
+    /// The event counters of the nodes' processes.
+    tally: tally::Shared,
 }
 
 /// Which faults are in force, so a failover can have the cluster to
@@ -202,6 +214,7 @@ pub struct Nemesis {
 
 impl Nemesis {
     /// A nemesis for `cluster`; `stop` ends it early (the signal flag).
+    /// The last samples of the nodes it kills or stops go to `tally`.
     pub fn new(
         rng: Rng,
         cluster: Arc<Mutex<Cluster>>,
@@ -209,6 +222,7 @@ impl Nemesis {
         stop: Arc<AtomicBool>,
         ctl: Ctl,
         failovers: bool,
+        tally: tally::Shared,
     ) -> Nemesis {
         let initial_nodes = lock(&cluster).nodes.len();
         Nemesis {
@@ -224,6 +238,7 @@ impl Nemesis {
                 gate: Mutex::new(Gate::default()),
                 ctl,
                 failovers,
+                tally,
             }),
             burst_n: 0,
             report: Report::default(),
@@ -352,6 +367,7 @@ impl Nemesis {
             Fault::TornFollower => self.kill_and_restart(id, true),
             Fault::Pause => {
                 let hold = self.millis(200, 7000);
+                self.last_sample(id);
                 lock(&self.shared.cluster).node_mut(id)?.set_paused(true)?;
                 self.note(format!("SIGSTOP node {id} for {hold:?}"));
                 self.nap(hold);
@@ -409,6 +425,7 @@ impl Nemesis {
 
     fn kill_and_restart(&mut self, id: u32, tear: bool) -> Result<bool, String> {
         let down = self.millis(0, 2000);
+        self.last_sample(id);
         lock(&self.shared.cluster).node_mut(id)?.kill();
         self.note(format!("kill -9 node {id}, down for {down:?}"));
         if tear {
@@ -425,6 +442,24 @@ impl Nemesis {
         lock(&self.shared.cluster).restart(id)?;
         self.note(format!("restarted node {id}"));
         Ok(true)
+    }
+
+    /// Reads node `id`'s `INFO` once more for the tally, right before it
+    /// is killed or stopped: what its process did since the monitor's
+    /// last sample would die with it. Bounded; a node that is not running
+    /// or does not answer is skipped (and the timeline says so).
+    fn last_sample(&mut self, id: u32) {
+        let addr = lock(&self.shared.cluster)
+            .node(id)
+            .ok()
+            .and_then(|n| n.addr());
+        let answered =
+            addr.is_some_and(|a| tally::sample(&self.shared.tally, id, a, LAST_SAMPLE_TIMEOUT));
+        if !answered {
+            self.note(format!(
+                "node {id} gave no INFO before the fault: its last counters may be missed"
+            ));
+        }
     }
 
     fn hurt_link(&mut self, id: u32, mode: LinkMode, hold: Duration) -> Result<bool, String> {

@@ -3,6 +3,11 @@
 //! every fault, wait for the followers to catch up, read every node, run
 //! the checker, and print the counters (and, on failure, the evidence).
 //!
+//! The counts of replication and log events (catch-ups, snapshots,
+//! compactions, torn tails, rewinds, fsync failures) come from the nodes'
+//! `INFO` counters, summed over every process of every node by the
+//! [`tally`]; the final reads add one last sample of every node.
+//!
 //! In async mode, writes a leader lost for good had acknowledged and its
 //! successor lacked are excused before the check; they are listed in
 //! `excused.txt` in the run directory and counted in the report.
@@ -26,6 +31,7 @@ use crate::ctl::Ctl;
 use crate::history::{Clock, Kind, Op, Outcome};
 use crate::monitor::{self, Monitor};
 use crate::nemesis::{self, lock, Fault, Nemesis};
+use crate::tally::{self, Tally};
 use crate::workload::Workload;
 
 /// How long the followers may take to catch up after healing.
@@ -164,7 +170,8 @@ fn run_with(
         stop: Arc::new(AtomicBool::new(false)),
     };
     let clients = workload.spawn(opts.clients, rng);
-    let monitor = Monitor::start(Arc::clone(cluster), clock);
+    let tally: tally::Shared = Arc::default();
+    let monitor = Monitor::start(Arc::clone(cluster), clock, Arc::clone(&tally));
     let nemesis = Nemesis::new(
         rng.fork(),
         Arc::clone(cluster),
@@ -174,6 +181,7 @@ fn run_with(
             bin: opts.ctl_bin.clone(),
         },
         opts.failovers,
+        Arc::clone(&tally),
     );
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
     let faults = nemesis.run(deadline, opts.lanes);
@@ -219,14 +227,13 @@ fn run_with(
         Ok(s) => states = s,
         Err(e) => problems.push(e),
     }
-    let mut logs = Vec::new();
+    final_samples(cluster, &tally);
     let c = lock(cluster);
     for node in c.nodes.iter().chain(&c.retired) {
         let text = read_from(node.log_path(), 0);
         if let Some(line) = text.lines().find(|l| l.contains("panicked")) {
             problems.push(format!("{} panicked: {line}", node.name()));
         }
-        logs.push((node.id, text));
     }
     drop(c);
     let mut lead = Leadership::new(LEADER_ID);
@@ -249,7 +256,7 @@ fn run_with(
     } else {
         checker::check(&ops, opts.keys, &states, &lead)
     };
-    out.counters = counters(opts, &ops, &faults, &seen, &logs, cluster);
+    out.counters = counters(opts, &ops, &faults, &seen, &tally::lock(&tally), cluster);
     let _ =
         writeln!(
         out.counters,
@@ -355,8 +362,45 @@ fn read_all(cluster: &Mutex<Cluster>) -> Result<Vec<NodeState>, String> {
     Ok(states)
 }
 
-fn count_lines(text: &str, needle: &str) -> usize {
-    text.lines().filter(|l| l.contains(needle)).count()
+/// One last `INFO` of every running node for the tally: the processes
+/// healing started, and what the others did since the monitor stopped.
+fn final_samples(cluster: &Mutex<Cluster>, tally: &Mutex<Tally>) {
+    let running = lock(cluster).running();
+    for (id, addr) in running {
+        if !tally::sample(tally, id, addr, READ_TIMEOUT) {
+            log::warn!("node {id} gave no INFO at the end: its last counters may be missed");
+        }
+    }
+}
+
+/// The tally's line of the report: the events the nodes' `INFO` counters
+/// counted, summed over every process sampled.
+fn event_counts(tally: &Tally, processes: u32) -> String {
+    let n = |name: &str| tally.total(name).map_or("?".to_string(), |v| v.to_string());
+    let mut s = format!(
+        "  from INFO ({} of {processes} processes; lower bounds when a process died between \
+         samples): leaders sent {} catch-ups and {} snapshots, followers accepted {} and \
+         installed {}; {} compactions; {} torn tails cut on restart ({} maybe into a snapshot \
+         part); {} rewinds; {} fsync failures",
+        tally.processes(),
+        n("catchups_sent"),
+        n("snapshots_sent"),
+        n("catchups_received"),
+        n("snapshots_received"),
+        n("compactions"),
+        n("torn_tails_cut"),
+        n("torn_tails_suspect"),
+        n("rewinds"),
+        n("fsync_failures"),
+    );
+    if tally.without_run_id > 0 {
+        let _ = write!(
+            s,
+            "; {} INFO samples had no run_id and were not counted",
+            tally.without_run_id
+        );
+    }
+    s
 }
 
 fn counters(
@@ -364,7 +408,7 @@ fn counters(
     ops: &[Op],
     faults: &nemesis::Report,
     seen: &monitor::Report,
-    logs: &[(u32, String)],
+    tally: &Tally,
     cluster: &Mutex<Cluster>,
 ) -> String {
     let n = |f: &dyn Fn(&Op) -> bool| ops.iter().filter(|o| f(o)).count();
@@ -375,7 +419,6 @@ fn counters(
     let timeouts = n(&|o| o.outcome == Outcome::ReplicationTimeout);
     let unknown = n(&|o| o.outcome == Outcome::Unknown);
     let refused = n(&|o| o.outcome == Outcome::Refused);
-    let all_logs: String = logs.iter().map(|(_, t)| t.as_str()).collect();
     let mut s = String::new();
     let _ = writeln!(s, "counters (seed {}, {} s):", opts.seed, opts.seconds);
     let _ = writeln!(
@@ -396,17 +439,11 @@ fn counters(
         .collect();
     let total: u64 = faults.counts.values().sum();
     let _ = writeln!(s, "  faults {total}: {}", by_kind.join(", "));
-    let _ = writeln!(
-        s,
-        "  leaders sent {} catch-ups and {} snapshots; {} compactions; {} torn tails cut on \
-         restart ({} maybe into a snapshot part); {} rewinds",
-        count_lines(&all_logs, "catching up from seq"),
-        count_lines(&all_logs, "gets a snapshot"),
-        count_lines(&all_logs, "compacted "),
-        count_lines(&all_logs, "bytes of torn or damaged tail"),
-        count_lines(&all_logs, "may have reached the snapshot part"),
-        count_lines(&all_logs, "rewound the log to seq"),
-    );
+    let processes = {
+        let c = lock(cluster);
+        c.nodes.iter().chain(&c.retired).map(|n| n.starts).sum()
+    };
+    let _ = writeln!(s, "{}", event_counts(tally, processes));
     let rss: Vec<String> = seen
         .max_rss
         .iter()
@@ -485,4 +522,45 @@ fn evidence(
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_event_line_sums_processes_and_says_what_it_is() {
+        let mut t = Tally::default();
+        t.note(1, &info(&[("run_id", "a"), ("catchups_sent", "2")]));
+        t.note(1, &info(&[("run_id", "b"), ("catchups_sent", "3")]));
+        t.note(2, &info(&[("run_id", "c"), ("catchups_received", "4")]));
+        let line = event_counts(&t, 4);
+        assert!(
+            line.contains("from INFO (3 of 4 processes; lower bounds"),
+            "{line}"
+        );
+        assert!(
+            line.contains("leaders sent 5 catch-ups and ? snapshots"),
+            "{line}"
+        );
+        assert!(
+            line.contains("followers accepted 4 and installed ?"),
+            "{line}"
+        );
+        assert!(!line.contains("run_id"), "{line}");
+        t.note(2, &info(&[("catchups_sent", "9")]));
+        let line = event_counts(&t, 4);
+        assert!(line.contains("leaders sent 5 catch-ups"), "{line}");
+        assert!(
+            line.ends_with("; 1 INFO samples had no run_id and were not counted"),
+            "{line}"
+        );
+    }
 }

@@ -62,13 +62,10 @@ const ASYNC_TARGET: f64 = 0.8;
 const SYNC_TARGET: f64 = 0.5;
 /// Snapshot time over copy time, at most.
 const SNAPSHOT_TARGET: f64 = 2.0;
-/// Log message of a follower that is told to catch up
-/// (`src/server/replica.rs`).
-const FOLLOWER_CATCH_UP_LOG: &str = "leader accepted; catching up";
-/// Log message of a follower that is sent a snapshot.
-const FOLLOWER_SNAPSHOT_LOG: &str = "leader accepted; receiving a snapshot";
 /// Log message of a leader that lets a follower catch up (followed by
-/// `from seq`; prefixed by `follower <id>`).
+/// `from seq`; prefixed by `follower <id>`), shown for where the catch-up
+/// began, which no `INFO` field says. Whether it was a catch-up or a
+/// snapshot comes from the follower's `INFO` counters.
 const LEADER_CATCH_UP_LOG: &str = "catching up from seq";
 
 /// Options of the replication part.
@@ -829,10 +826,11 @@ fn snapshot_and_catch_up(opts: &ReplicationOptions, secret: &str) -> io::Result<
         log::info!("round {round}: starting empty follower {id}");
         let t0 = Instant::now();
         cluster.start_follower(id, TempDir::new()?, START_WAIT)?;
-        wait_caught_up(&mut cluster, id, seq, SNAPSHOT_WAIT)?;
+        let info = wait_caught_up(&mut cluster, id, seq, SNAPSHOT_WAIT)?;
         rounds.push((copy, t0.elapsed()));
-        let follower = follower_log(&cluster, id)?;
-        was_snapshot &= follower.find_output(FOLLOWER_SNAPSHOT_LOG).is_some();
+        // A new empty follower: a snapshot it installed is the only way it
+        // could reach the leader's seq.
+        was_snapshot &= counter(&info, "snapshots_received").is_some_and(|n| n > 0);
         if round < opts.rounds {
             // The last round's follower stays for the catch-up case.
             drop(cluster.stop_follower(id)?);
@@ -850,19 +848,12 @@ fn snapshot_and_catch_up(opts: &ReplicationOptions, secret: &str) -> io::Result<
     let t0 = Instant::now();
     cluster.start_follower(id, dir, RESTART_WAIT)?;
     let listening = t0.elapsed();
-    wait_caught_up(&mut cluster, id, seq, CATCH_UP_WAIT)?;
+    let info = wait_caught_up(&mut cluster, id, seq, CATCH_UP_WAIT)?;
     let total = t0.elapsed();
-    let follower = follower_log(&cluster, id)?;
-    let kind = match (
-        follower.find_output(FOLLOWER_CATCH_UP_LOG),
-        follower.find_output(FOLLOWER_SNAPSHOT_LOG),
-    ) {
-        (Some(line), None) => format!("a catch-up; follower logged: {}", log_message(&line)),
-        (_, Some(line)) => format!("NOT a catch-up: {}", log_message(&line)),
-        (None, None) => {
-            "unconfirmed: the follower logged neither a catch-up nor a snapshot".to_string()
-        }
-    };
+    let kind = catch_up_kind(
+        counter(&info, "catchups_received"),
+        counter(&info, "snapshots_received"),
+    );
     let leader_line = cluster
         .leader
         .child
@@ -927,20 +918,36 @@ fn snapshot_line(
     if !was_snapshot {
         let _ = writeln!(
             out,
-            "  (a follower did not log {FOLLOWER_SNAPSHOT_LOG:?}; unconfirmed snapshot)"
+            "  (a follower's INFO counted no snapshot installed (snapshots_received); \
+             unconfirmed snapshot)"
         );
     }
     out
 }
 
-/// Follower `id`'s child process.
-fn follower_log<'c>(cluster: &'c Cluster<'_>, id: u32) -> io::Result<&'c process::Process> {
-    cluster
-        .followers
-        .iter()
-        .find(|(f, _)| *f == id)
-        .map(|(_, s)| &s.child)
-        .ok_or_else(|| io::Error::other(format!("follower {id} is not running")))
+/// An `INFO` counter, or `None` when absent or not a number.
+fn counter(info: &HashMap<String, String>, name: &str) -> Option<u64> {
+    info.get(name).and_then(|v| v.parse().ok())
+}
+
+/// What the restarted follower's `INFO` counters (catch-ups accepted and
+/// snapshots installed since its start) say its return was.
+fn catch_up_kind(catchups: Option<u64>, snapshots: Option<u64>) -> String {
+    match (catchups, snapshots) {
+        (Some(c), Some(0)) if c > 0 => {
+            format!("a catch-up (follower INFO: catchups_received {c}, snapshots_received 0)")
+        }
+        (_, Some(s)) if s > 0 => {
+            format!(
+                "NOT a catch-up: the follower installed {s} snapshot(s) (INFO snapshots_received)"
+            )
+        }
+        (Some(_), Some(_)) => {
+            "unconfirmed: the follower's INFO counted neither a catch-up nor a snapshot".to_string()
+        }
+        _ => "unconfirmed: the follower's INFO has no catchups_received or snapshots_received"
+            .to_string(),
+    }
 }
 
 /// A log line without its timestamp and level (`... [INFO] message`).
@@ -949,13 +956,13 @@ fn log_message(line: &str) -> &str {
 }
 
 /// Waits until follower `id`'s `INFO` shows `seq` equal to `target` and
-/// `leader_link up`.
+/// `leader_link up`; returns that `INFO`.
 fn wait_caught_up(
     cluster: &mut Cluster<'_>,
     id: u32,
     target: u64,
     wait: Duration,
-) -> io::Result<()> {
+) -> io::Result<HashMap<String, String>> {
     let addr = cluster
         .followers
         .iter()
@@ -972,11 +979,12 @@ fn wait_caught_up(
         };
         let seq = info_u64(&info, "seq")?;
         let link = info.get("leader_link").map_or("?", String::as_str);
-        Ok(if seq == target && link == "up" {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(format!("seq {seq}, leader_link {link}"))
-        })
+        if seq == target && link == "up" {
+            return Ok(ControlFlow::Break(info));
+        }
+        Ok(ControlFlow::Continue(format!(
+            "seq {seq}, leader_link {link}"
+        )))
     })
 }
 
@@ -1199,6 +1207,19 @@ mod tests {
             "127.0.0.1:5000: leader accepted; catching up"
         );
         assert_eq!(log_message("no prefix"), "no prefix");
+    }
+
+    #[test]
+    fn the_catch_up_kind_comes_from_the_follower_counters() {
+        assert!(catch_up_kind(Some(1), Some(0)).starts_with("a catch-up ("));
+        assert!(catch_up_kind(Some(1), Some(1)).starts_with("NOT a catch-up"));
+        assert!(catch_up_kind(Some(0), Some(2)).contains("installed 2 snapshot(s)"));
+        assert!(catch_up_kind(Some(0), Some(0)).starts_with("unconfirmed: "));
+        assert!(catch_up_kind(None, Some(0)).contains("has no catchups_received"));
+        let info = info(&[("catchups_received", "3"), ("snapshots_received", "x")]);
+        assert_eq!(counter(&info, "catchups_received"), Some(3));
+        assert_eq!(counter(&info, "snapshots_received"), None);
+        assert_eq!(counter(&info, "rewinds"), None);
     }
 
     #[test]

@@ -151,6 +151,7 @@ impl Nemesis {
             self.nap(hold);
         }
         self.gate().replacing += 1;
+        self.last_sample(old);
         lock(&self.shared.cluster).lose(old)?;
         if cut.is_some() {
             self.set_links(LinkMode::Pass);
