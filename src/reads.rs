@@ -18,6 +18,37 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// Whose reads a client connection gets, decided when it says
+/// `HELLO CLIENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Opened to a writable leader: the leader's reads, and none from this
+    /// node once it no longer leads.
+    Leader,
+    /// Opened to a follower (or a leader that takes no writes): the node's
+    /// own copy, which may lag.
+    Local,
+}
+
+impl ReadMode {
+    /// The mode of a connection opened now.
+    pub fn at_hello(writable_leader: bool) -> ReadMode {
+        if writable_leader {
+            ReadMode::Leader
+        } else {
+            ReadMode::Local
+        }
+    }
+
+    /// Whether a read of stored data on such a connection is answered by
+    /// this node, or sent to the leader (`NOT_LEADER`): a connection that
+    /// read from the leader must not be handed a copy that may lag writes
+    /// a new leader acknowledged.
+    pub fn serves(self, writable_leader: bool) -> bool {
+        writable_leader || self == ReadMode::Local
+    }
+}
+
 /// The newest unreleased write of each key, and the order to forget them
 /// in as the release point advances.
 #[derive(Debug, Default)]
@@ -87,6 +118,20 @@ impl Unreleased {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_s_clients_are_sent_away_once_it_no_longer_leads() {
+        let leader_conn = ReadMode::at_hello(true);
+        assert_eq!(leader_conn, ReadMode::Leader);
+        assert!(leader_conn.serves(true));
+        assert!(!leader_conn.serves(false), "fenced, re-pointed or deposed");
+        let follower_conn = ReadMode::at_hello(false);
+        assert!(follower_conn.serves(false));
+        assert!(
+            follower_conn.serves(true),
+            "promoted: its reads are the leader's"
+        );
+    }
 
     #[test]
     fn a_key_waits_for_its_newest_write_only() {

@@ -59,3 +59,42 @@ fn a_read_does_not_show_a_write_its_followers_do_not_hold() {
     assert!(promoted.status.success(), "{promoted:?}");
     assert_eq!(f2.info_field("seq"), "2", "the write never reached it");
 }
+
+#[test]
+fn a_client_of_a_replaced_leader_is_sent_to_the_new_one() {
+    let leader = leader_on(free_port(), &["--sync-followers", "1"]);
+    let lp = leader.addr.port();
+    let (p2, p3) = (free_port(), free_port());
+    let f2 = start_follower(lp, 2, &["--port", &p2.to_string()]);
+    let f3 = start_follower(lp, 3, &["--port", &p3.to_string()]);
+    wait_followers(&leader, 2);
+    let mut old_client = leader.client();
+    assert_eq!(old_client.call("PUT k v1"), "OK");
+    assert_eq!(old_client.call("GET k"), "v1");
+
+    let nodes = format!("127.0.0.1:{lp},127.0.0.1:{p2},127.0.0.1:{p3}");
+    let out = ctl(lp, &["failover", "--nodes", &nodes]);
+    assert!(out.status.success(), "{out:?}");
+    wait_followers(&f2, 2);
+    assert_eq!(f2.client().call("PUT k v2"), "OK");
+
+    // The connection opened to the old leader gets no more reads from its
+    // copy, which may lag the new leader's acknowledged writes.
+    assert_eq!(
+        old_client.call("GET k"),
+        format!("NOT_LEADER 127.0.0.1:{p2}")
+    );
+    assert_eq!(
+        old_client.call("KEYS"),
+        format!("NOT_LEADER 127.0.0.1:{p2}")
+    );
+    assert_eq!(
+        old_client.call("PUT k v3"),
+        format!("WRITE_NOT_ALLOWED 127.0.0.1:{p2}")
+    );
+    assert_eq!(old_client.call("PING"), "PONG", "the connection stays");
+    // A client that connects to it now, a follower, reads its copy
+    // (eventually consistent, as on any follower).
+    wait_synced(&f2, &[&leader, &f3]);
+    assert_eq!(leader.client().call("GET k"), "v2");
+}

@@ -16,6 +16,7 @@ use mio::Interest;
 
 use super::held::{HeldReplies, Progress, Seen};
 use crate::protocol::Reply;
+use crate::reads::ReadMode;
 use crate::replication::handshake::Challenged;
 use crate::replication::session::{Opener, SealError, Session};
 
@@ -86,7 +87,7 @@ pub struct Conn {
     /// The client said `HELLO CLIENT` to a writable leader: its reads are
     /// the leader's, and once this node is no longer the leader they are
     /// answered `NOT_LEADER` rather than from a copy that may be stale.
-    pub leader_reads: bool,
+    pub read_mode: ReadMode,
     /// Read, not yet parsed.
     pub rbuf: Vec<u8>,
     /// Bytes at the start of `rbuf` already searched for a newline in
@@ -185,7 +186,7 @@ impl Conn {
             peer,
             kind: Peer::AwaitHello,
             authenticated: false,
-            leader_reads: false,
+            read_mode: ReadMode::Local,
             rbuf: Vec::new(),
             scanned: 0,
             discarding: false,

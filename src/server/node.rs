@@ -28,7 +28,7 @@ use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::protocol::{self, Reply, Request};
 use crate::query::Query;
-use crate::reads::Unreleased;
+use crate::reads::{ReadMode, Unreleased};
 use crate::replication::auth;
 use crate::replication::epoch::{self, EpochLeap, EpochNews};
 use crate::replication::{Replication, SyncPolicy};
@@ -277,7 +277,7 @@ impl Node {
             return;
         }
         conn.kind = Peer::Client;
-        conn.leader_reads = self.is_writable_leader();
+        conn.read_mode = ReadMode::at_hello(self.is_writable_leader());
         conn.reply(Reply::HelloServer);
     }
 
@@ -296,7 +296,7 @@ impl Node {
             conn.reply_with(|out| protocol::encode_write_not_allowed(out, leader));
             return;
         }
-        if request.reads_data() && conn.leader_reads && !self.is_writable_leader() {
+        if request.reads_data() && !conn.read_mode.serves(self.is_writable_leader()) {
             // Its reads were the leader's: a copy that may be stale would
             // pass for them.
             let leader = self.known_leader();
