@@ -28,6 +28,13 @@ fn a_read_does_not_show_a_write_its_followers_do_not_hold() {
     assert_eq!(writer.call("PUT other acked"), "OK");
     wait_synced(&leader, &[&f2]);
 
+    // With the follower up, a key whose writes all passed the output rule
+    // reads at once.
+    let mut reader = leader.client();
+    let asked = Instant::now();
+    assert_eq!(reader.call("GET other"), "acked");
+    assert!(asked.elapsed() < Duration::from_millis(1000));
+
     // The follower goes down; a write reaches only the leader's disk.
     let mut f2 = f2;
     f2.kill9();
@@ -35,11 +42,6 @@ fn a_read_does_not_show_a_write_its_followers_do_not_hold() {
     wait_until("the leader to apply the write", || {
         leader.info_field("seq") == "3"
     });
-    let mut reader = leader.client();
-    // A key whose writes all passed the output rule reads at once.
-    let asked = Instant::now();
-    assert_eq!(reader.call("GET other"), "acked");
-    assert!(asked.elapsed() < Duration::from_millis(1000));
     // The written key does not show the new value: the read waits for the
     // write's acknowledgement, and times out with it.
     let read = reader.call("GET k");
@@ -97,4 +99,37 @@ fn a_client_of_a_replaced_leader_is_sent_to_the_new_one() {
     // (eventually consistent, as on any follower).
     wait_synced(&f2, &[&leader, &f3]);
     assert_eq!(leader.client().call("GET k"), "v2");
+}
+
+#[test]
+fn a_leader_that_was_paused_through_a_failover_answers_no_stale_read() {
+    let leader = leader_on(
+        free_port(),
+        &["--sync-followers", "1", "--sync-timeout-ms", "1500"],
+    );
+    let lp = leader.addr.port();
+    let (p2, p3) = (free_port(), free_port());
+    let f2 = start_follower(lp, 2, &["--port", &p2.to_string()]);
+    let f3 = start_follower(lp, 3, &["--port", &p3.to_string()]);
+    wait_followers(&leader, 2);
+    let mut client = leader.client();
+    assert_eq!(client.call("PUT k v1"), "OK");
+    assert_eq!(client.call("GET k"), "v1");
+
+    // The leader is paused, and not told of the failover that replaces it.
+    leader.signal("STOP");
+    let nodes = format!("127.0.0.1:{lp},127.0.0.1:{p2},127.0.0.1:{p3}");
+    let out = ctl(p2, &["failover", "--nodes", &nodes]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(f2.client().call("PUT k v2"), "OK");
+
+    // Resumed, it still believes it leads. Its followers no longer confirm
+    // it, so its read lease is gone: the read is not answered from its
+    // stale copy.
+    leader.signal("CONT");
+    let read = client.call("GET k");
+    assert_ne!(read, "v1", "a stale read from a replaced leader");
+    assert_eq!(read, "REPLICATION_TIMEOUT");
+    assert_eq!(leader.info_field("read_lease"), "expired");
+    drop(f3);
 }

@@ -72,6 +72,11 @@ pub struct Link {
     /// (`leader_link_error` in `INFO`; a full leader leaves the link down
     /// with this set).
     error: Option<String>,
+    /// This node changed leader (`FOLLOW`): until then it neither
+    /// acknowledges nor confirms anything to the new one, which keeps the
+    /// promise its last `CONFIRM`s made to the old one
+    /// ([`LEASE`](super::LEASE)).
+    quiet_until: Option<Instant>,
 }
 
 /// What the loop does after a handshake line on the link.
@@ -141,7 +146,24 @@ impl Link {
             last_heard: None,
             acks_awaited: false,
             error: None,
+            quiet_until: None,
         }
+    }
+
+    /// Whether the link keeps quiet at `now` (see [`Link::restart`]).
+    fn quiet(&self, now: Instant) -> bool {
+        self.quiet_until.is_some_and(|until| now < until)
+    }
+
+    /// When the quiet after a change of leader ends, if it has not yet.
+    pub fn quiet_until(&self, now: Instant) -> Option<Instant> {
+        self.quiet_until.filter(|_| self.quiet(now))
+    }
+
+    /// `PROBE round` from the leader: the round to confirm at once, or
+    /// `None` while the link keeps quiet.
+    pub fn on_probe(&mut self, round: u64, now: Instant) -> Option<u64> {
+        (!self.quiet(now)).then_some(round)
     }
 
     /// The link's phase.
@@ -271,9 +293,10 @@ impl Link {
     }
 
     /// The log made writes through `seq` durable: the seq to acknowledge,
-    /// if the stream runs and it is news.
-    pub fn durable(&mut self, seq: u64) -> Option<u64> {
-        (matches!(self.phase, Phase::Streaming) && seq > self.acked_sent).then(|| {
+    /// if the stream runs, it is news, and the link does not keep quiet.
+    pub fn durable(&mut self, seq: u64, now: Instant) -> Option<u64> {
+        let news = matches!(self.phase, Phase::Streaming) && seq > self.acked_sent;
+        (news && !self.quiet(now)).then(|| {
             self.acked_sent = seq;
             seq
         })
@@ -313,6 +336,7 @@ impl Link {
             return LinkTick::Silent;
         }
         match self.phase {
+            _ if self.quiet(now) => LinkTick::Nothing,
             Phase::Streaming | Phase::Snapshot => LinkTick::Ack(self.acked_sent),
             _ => LinkTick::Nothing,
         }
@@ -339,12 +363,15 @@ impl Link {
         was_up
     }
 
-    /// The node was re-pointed (`FOLLOW`): a fresh link, dialled at once.
+    /// The node was re-pointed (`FOLLOW`): a fresh link, dialled at once,
+    /// that keeps quiet for [`LEASE`](super::LEASE): the old leader may
+    /// still answer reads on the strength of this node's last `CONFIRM`.
     /// Returns the old connection, to close.
     pub fn restart(&mut self, now: Instant) -> Option<usize> {
         let old = self.key.take();
         *self = Link::new(Some(now));
         self.status = Some(LinkStatus::Down);
+        self.quiet_until = Some(now + super::LEASE);
         old
     }
 
@@ -788,9 +815,9 @@ mod tests {
         let catch_up = plan(Mode::CatchUp, 2, Some(40), 0);
         assert_eq!(link.up(&catch_up, 40), 40, "acks what it holds");
         assert_eq!(link.status(), Some(LinkStatus::Up));
-        assert_eq!(link.durable(40), None);
-        assert_eq!(link.durable(45), Some(45));
-        assert_eq!(link.durable(45), None);
+        assert_eq!(link.durable(40, now), None);
+        assert_eq!(link.durable(45, now), Some(45));
+        assert_eq!(link.durable(45, now), None);
         link.received(60);
         assert_eq!(link.leader_seq, 60);
         assert_eq!(link.tick(now, Duration::from_secs(5)), LinkTick::Ack(45));
@@ -802,10 +829,10 @@ mod tests {
         let mut link = link_awaiting_plan(now);
         assert_eq!(link.up(&plan(Mode::Snapshot, 2, None, 0), 0), 0);
         assert!(matches!(link.phase(), Phase::Snapshot));
-        assert_eq!(link.durable(10), None, "the log is being replaced");
+        assert_eq!(link.durable(10, now), None, "the log is being replaced");
         assert_eq!(link.installed(50), 50);
-        assert_eq!(link.durable(50), None);
-        assert_eq!(link.durable(51), Some(51));
+        assert_eq!(link.durable(50, now), None);
+        assert_eq!(link.durable(51, now), Some(51));
     }
 
     #[test]
@@ -909,5 +936,26 @@ mod tests {
         assert!(!link.is_current(3), "the old connection's close is ignored");
         assert_eq!(link.stop(), None);
         assert!(!link.due(now), "a leader dials no one");
+    }
+
+    #[test]
+    fn a_re_pointed_link_helps_its_new_leader_only_after_the_lease() {
+        let now = Instant::now();
+        let mut link = link_awaiting_plan(now);
+        link.up(&plan(Mode::CatchUp, 2, Some(40), 0), 40);
+        assert_eq!(link.on_probe(7, now), Some(7), "confirms its leader");
+        link.restart(now);
+        let mut link2 = link_awaiting_plan(now);
+        // The same node re-pointed: the fresh link keeps the quiet.
+        link2.quiet_until = link.quiet_until;
+        link2.up(&plan(Mode::CatchUp, 3, Some(40), 0), 40);
+        assert_eq!(link2.on_probe(1, now), None);
+        assert_eq!(link2.durable(41, now), None);
+        assert_eq!(link2.tick(now, Duration::from_secs(5)), LinkTick::Nothing);
+        assert_eq!(link2.quiet_until(now), Some(now + super::super::LEASE));
+        let later = now + super::super::LEASE;
+        assert_eq!(link2.on_probe(2, later), Some(2));
+        assert_eq!(link2.durable(41, later), Some(41));
+        assert_eq!(link2.quiet_until(later), None);
     }
 }

@@ -10,6 +10,15 @@
 //! [`Feed`](super::feed::Feed), which reads the log file, is kept beside
 //! it by the loop.
 //!
+//! The read lease (with `--sync-followers N`): a leader answers reads only
+//! while N followers confirmed, within the last [`LEASE`], that they still
+//! follow it. It probes them every [`PROBE_INTERVAL`](super::PROBE_INTERVAL)
+//! (`PROBE`, answered `CONFIRM`). A node that changes leader helps no new
+//! leader for [`LEASE`] afterwards, so no write a new leader acknowledges
+//! can be missing from a read this leader answers under its lease. The
+//! lease runs from when the probe was *sent* and counts a tenth less, for
+//! clocks that run at slightly different rates.
+//!
 //! The output rule (`--sync-followers N`): N followers are *awaited*.
 //! They are told so (in their `PLAN`, later by `WAIT`) and fsync every
 //! batch; a write is answered once N followers acknowledged it. The others
@@ -21,8 +30,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
 use super::handshake::Refusal;
-use super::SyncPolicy;
+use super::{SyncPolicy, LEASE};
 
 /// One follower past the handshake.
 #[derive(Debug, Clone)]
@@ -49,6 +60,8 @@ pub struct Follower {
     /// Bytes the socket had taken at the last tick, and since when that
     /// has not moved while output was waiting.
     stall_mark: (u64, Instant),
+    /// The highest probe round it confirmed.
+    confirmed: u64,
 }
 
 /// A follower's frame the leader cannot take: a protocol error, and the
@@ -59,6 +72,8 @@ pub enum StreamError {
     Unexpected(&'static str),
     /// An acknowledgement of writes never sent to it.
     AckAboveSent { seq: u64, sent: u64 },
+    /// A confirmation of a probe never sent.
+    ConfirmAhead { round: u64, sent: u64 },
 }
 
 impl std::fmt::Display for StreamError {
@@ -68,6 +83,10 @@ impl std::fmt::Display for StreamError {
             StreamError::AckAboveSent { seq, sent } => write!(
                 f,
                 "the follower acknowledges seq {seq}, but only seq {sent} was sent to it"
+            ),
+            StreamError::ConfirmAhead { round, sent } => write!(
+                f,
+                "the follower confirms probe {round}, but only {sent} were sent"
             ),
         }
     }
@@ -97,6 +116,16 @@ pub struct Output {
 #[derive(Debug, Default)]
 pub struct Leader {
     followers: BTreeMap<u32, Follower>,
+    lease: Lease,
+}
+
+/// The probes a leader sent for its read lease, and when.
+#[derive(Debug, Default)]
+pub struct Lease {
+    /// The last round sent.
+    round: u64,
+    /// Rounds sent within the last [`LEASE`], oldest first.
+    sent: VecDeque<(u64, Instant)>,
 }
 
 /// What admitting a follower replaced.
@@ -153,6 +182,7 @@ impl Leader {
                 behind_file: false,
                 last_heard: now,
                 stall_mark: (0, now),
+                confirmed: 0,
             },
         );
         Ok(Admitted {
@@ -231,6 +261,58 @@ impl Leader {
         f.accepted = true;
         f.acked = seq;
         Ok(first)
+    }
+
+    /// A new probe round, sent now to every follower: its number.
+    pub fn probe(&mut self, now: Instant) -> u64 {
+        let lease = &mut self.lease;
+        lease.round += 1;
+        lease.sent.push_back((lease.round, now));
+        while lease
+            .sent
+            .front()
+            .is_some_and(|&(_, at)| now.saturating_duration_since(at) > LEASE)
+        {
+            lease.sent.pop_front();
+        }
+        lease.round
+    }
+
+    /// The follower confirmed probe `round`.
+    ///
+    /// # Errors
+    /// A round never sent.
+    pub fn on_confirm(&mut self, id: u32, key: usize, round: u64) -> Result<(), StreamError> {
+        let sent = self.lease.round;
+        if round > sent {
+            return Err(StreamError::ConfirmAhead { round, sent });
+        }
+        if let Some(f) = self.get_mut(id, key) {
+            f.confirmed = f.confirmed.max(round);
+        }
+        Ok(())
+    }
+
+    /// Until when this leader may answer reads on the strength of its
+    /// followers' confirmations: the N-th newest round confirmed by a
+    /// connected follower, from when it was sent, plus nine tenths of
+    /// [`LEASE`]. `None` when fewer than N confirmed a round still in the
+    /// lease; with N = 0 reads need no lease, and this is never asked.
+    pub fn lease_until(&self, policy: SyncPolicy) -> Option<Instant> {
+        let n = policy.followers;
+        let mut rounds: Vec<u64> = self
+            .followers
+            .values()
+            .filter(|f| f.accepted)
+            .map(|f| f.confirmed)
+            .collect();
+        if n == 0 || rounds.len() < n {
+            return None;
+        }
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let round = rounds[n - 1];
+        let (_, sent) = self.lease.sent.iter().find(|&&(r, _)| r == round)?;
+        Some(*sent + LEASE * 9 / 10)
     }
 
     /// The follower's connection closed. Returns whether it was the
@@ -497,6 +579,36 @@ mod tests {
         );
         leader.fed(2, 2, 20, false);
         assert_eq!(leader.on_ack(2, 2, 20), Ok(false));
+    }
+
+    #[test]
+    fn the_read_lease_runs_from_the_nth_newest_confirmed_probe() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut leader = leader_with(&[2, 3], &[0, 0], policy(2));
+        assert_eq!(leader.lease_until(policy(1)), None, "nothing confirmed");
+        let r1 = leader.probe(at(0));
+        let r2 = leader.probe(at(200));
+        leader.on_confirm(2, 2, r2).expect("confirm");
+        leader.on_confirm(3, 3, r1).expect("confirm");
+        let trusted = LEASE * 9 / 10;
+        assert_eq!(leader.lease_until(policy(1)), Some(at(200) + trusted));
+        assert_eq!(leader.lease_until(policy(2)), Some(at(0) + trusted));
+        assert_eq!(leader.lease_until(policy(3)), None, "only two follow");
+        // An older confirmation does not take the lease back.
+        leader.on_confirm(2, 2, r1).expect("confirm");
+        assert_eq!(leader.lease_until(policy(1)), Some(at(200) + trusted));
+        // A round older than the lease is forgotten: no lease from it.
+        leader.probe(at(1500));
+        assert_eq!(leader.lease_until(policy(2)), None);
+        // A round never sent is a protocol error.
+        assert_eq!(
+            leader.on_confirm(2, 2, 99),
+            Err(StreamError::ConfirmAhead { round: 99, sent: 3 })
+        );
+        // A follower that goes takes its confirmations with it.
+        assert!(leader.remove(2, 2, policy(2)));
+        assert_eq!(leader.lease_until(policy(1)), None);
     }
 
     #[test]

@@ -44,6 +44,15 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Silence after which a link is declared dead.
 pub const LINK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a follower's `CONFIRM` vouches for its leader: for this long
+/// after a node changes leader (`FOLLOW`, `PROMOTE`), it helps no new
+/// leader, so the old one may keep answering reads on the strength of
+/// its last confirmations (see [`leader::Lease`]).
+pub const LEASE: Duration = Duration::from_millis(1000);
+
+/// How often a leader whose reads need a lease probes its followers.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+
 /// A node's replication state: on a leader its followers and their feeds,
 /// on a follower its link to the leader and the snapshot it receives.
 pub struct Replication {
@@ -57,6 +66,10 @@ pub struct Replication {
     pub evict: Vec<usize>,
     /// Next heartbeat tick.
     pub next_tick: Option<Instant>,
+    /// Next probe for the read lease, on a leader that needs one.
+    pub next_probe: Option<Instant>,
+    /// A read waits for the lease: probe at the end of this turn.
+    pub probe_soon: bool,
     pub counters: Counters,
 }
 
@@ -105,6 +118,8 @@ impl Replication {
             receiver: None,
             evict: Vec::new(),
             next_tick: Some(now + HEARTBEAT_INTERVAL),
+            next_probe: None,
+            probe_soon: false,
             counters: Counters::default(),
         }
     }

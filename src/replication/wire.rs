@@ -12,6 +12,8 @@
 //!                  first; flags bit 0: its log may have lost records, send
 //!                  a snapshot
 //!   'A' ACK        seq:u64 epoch:u64               durable through seq (also the heartbeat)
+//!   'C' CONFIRM    round:u64 epoch:u64             the answer to PROBE `round`: this
+//!                                                  follower still follows the sender
 //! leader -> follower
 //!   'P' PLAN       mode:u8 history[16] epoch:u64 seq:u64 related:u8 common:u64 keep:u32
 //!                  acks:u8 bytes:u64 keys:u64 sync:u16 sync_timeout_ms:u64
@@ -36,6 +38,9 @@
 //!   'H' HEARTBEAT  seq:u64 epoch:u64               the leader's committed seq and epoch
 //!   'W' WAIT       awaited:u8                      from now on client writes do (1) or do
 //!                                                  not (0) wait for this follower's acks
+//!   'Q' PROBE      round:u64 epoch:u64             "do you still follow me?", answered at
+//!                                                  once with CONFIRM; renews the leader's
+//!                                                  read lease (see replication::leader)
 //! ```
 //!
 //! All integers are little-endian.
@@ -124,6 +129,18 @@ pub enum Frame<'a> {
     Wait {
         awaited: bool,
     },
+    /// The leader asks whether this follower still follows it (read
+    /// lease).
+    Probe {
+        round: u64,
+        epoch: u64,
+    },
+    /// The follower's answer to `Probe { round }`, with the highest epoch
+    /// it knows.
+    Confirm {
+        round: u64,
+        epoch: u64,
+    },
 }
 
 impl Frame<'_> {
@@ -138,6 +155,8 @@ impl Frame<'_> {
             Frame::Records(_) => "RECORDS",
             Frame::Heartbeat { .. } => "HEARTBEAT",
             Frame::Wait { .. } => "WAIT",
+            Frame::Probe { .. } => "PROBE",
+            Frame::Confirm { .. } => "CONFIRM",
         }
     }
 }
@@ -208,7 +227,10 @@ impl Frame<'_> {
                 out.extend_from_slice(&plan.policy.timeout_ms.to_le_bytes());
             }
             Frame::Chunk(bytes) | Frame::Records(bytes) => out.extend_from_slice(bytes),
-            Frame::Ack { seq, epoch } | Frame::Heartbeat { seq, epoch } => {
+            Frame::Ack { seq, epoch }
+            | Frame::Heartbeat { seq, epoch }
+            | Frame::Probe { round: seq, epoch }
+            | Frame::Confirm { round: seq, epoch } => {
                 out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(&epoch.to_le_bytes());
             }
@@ -227,6 +249,8 @@ impl Frame<'_> {
             Frame::Records(_) => b'R',
             Frame::Heartbeat { .. } => b'H',
             Frame::Wait { .. } => b'W',
+            Frame::Probe { .. } => b'Q',
+            Frame::Confirm { .. } => b'C',
         }
     }
 
@@ -247,7 +271,7 @@ impl Frame<'_> {
         let fixed = match kind {
             b'W' => Some(1),
             b'E' => Some(8),
-            b'A' | b'H' => Some(16),
+            b'A' | b'H' | b'Q' | b'C' => Some(16),
             b'P' => Some(PLAN_LEN),
             b'S' | b'F' | b'R' => None,
             other => return Err(WireError::UnknownKind(other)),
@@ -273,6 +297,14 @@ impl Frame<'_> {
             b'P' => Frame::Plan(decode_plan(p)?),
             b'H' => Frame::Heartbeat {
                 seq: u64_at(p, 0),
+                epoch: u64_at(p, 8),
+            },
+            b'Q' => Frame::Probe {
+                round: u64_at(p, 0),
+                epoch: u64_at(p, 8),
+            },
+            b'C' => Frame::Confirm {
+                round: u64_at(p, 0),
                 epoch: u64_at(p, 8),
             },
             b'W' => Frame::Wait {
@@ -443,6 +475,8 @@ mod tests {
             Frame::Records(b""),
             Frame::Records(b"\x01\x02"),
             Frame::Heartbeat { seq: 3, epoch: 4 },
+            Frame::Probe { round: 5, epoch: 6 },
+            Frame::Confirm { round: 7, epoch: 8 },
             Frame::Wait { awaited: true },
             Frame::Wait { awaited: false },
         ]

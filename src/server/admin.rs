@@ -92,6 +92,7 @@ impl Node {
         self.role.may_discard = false;
         self.role.epoch_seen = epoch;
         self.save_role();
+        self.begin_quiet(Instant::now());
         self.hold_reads_if_leading();
         let policy = self.policy();
         warn!(

@@ -642,6 +642,7 @@ mod tests {
             acked: 0,
             local: 0,
             lost_from: None,
+            leased: true,
         });
         let reader = read_in_thread(client, reply_len as u64);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -41,6 +41,8 @@ pub struct Progress {
     /// After a disk error, the first seq lost: writes from it on, and reads
     /// that may have seen them, are answered `ERROR`.
     pub lost_from: Option<u64>,
+    /// The leader's read lease holds: reads that wait for it may go.
+    pub leased: bool,
 }
 
 /// What a read may have seen that it must not show yet.
@@ -53,6 +55,8 @@ pub struct Seen {
     pub acked: bool,
     /// With `acked`: when the read is answered `REPLICATION_TIMEOUT`.
     pub deadline: Option<Instant>,
+    /// It also waits for the leader's read lease (`Progress::leased`).
+    pub lease: bool,
 }
 
 impl Seen {
@@ -62,6 +66,7 @@ impl Seen {
             seq,
             acked: false,
             deadline: None,
+            lease: false,
         }
     }
 }
@@ -74,6 +79,8 @@ struct Held {
     wait: Wait,
     /// A read released at `Progress::acked` rather than `Progress::local`.
     until_acked: bool,
+    /// A read that also waits for the leader's read lease.
+    needs_lease: bool,
     /// When `REPLICATION_TIMEOUT` is answered instead (sync replication).
     deadline: Option<Instant>,
     /// Replies to the requests after this one, held behind it (for a read,
@@ -166,6 +173,7 @@ impl HeldReplies {
             seq: seen.seq,
             wait: Wait::Read { own: after.len() },
             until_acked: seen.acked,
+            needs_lease: seen.lease,
             deadline: seen.deadline,
             after,
         });
@@ -178,6 +186,7 @@ impl HeldReplies {
             seq,
             wait: Wait::Write,
             until_acked: true,
+            needs_lease: false,
             deadline,
             after: Vec::new(),
         });
@@ -195,6 +204,7 @@ impl HeldReplies {
             seq: seen.map_or(0, |s| s.seq),
             wait: Wait::Query { id, reserve },
             until_acked: seen.is_some_and(|s| s.acked),
+            needs_lease: seen.is_some_and(|s| s.lease),
             deadline: seen.and_then(|s| s.deadline),
             after: Vec::new(),
         });
@@ -236,6 +246,7 @@ impl HeldReplies {
             let reply = match front.wait {
                 _ if lost => Some(Reply::Error),
                 Wait::Write if front.seq <= progress.acked => Some(Reply::Ok),
+                Wait::Read { .. } if front.needs_lease && !progress.leased => break,
                 Wait::Read { .. } if front.until_acked && front.seq <= progress.acked => None,
                 Wait::Read { .. } if !front.until_acked && front.seq <= progress.local => None,
                 Wait::Write | Wait::Read { .. } | Wait::Query { .. } => break,
@@ -305,6 +316,7 @@ mod tests {
             acked,
             local,
             lost_from,
+            leased: true,
         }
     }
 
@@ -356,6 +368,7 @@ mod tests {
             seq,
             acked: true,
             deadline: Some(now + Duration::from_millis(after)),
+            lease: false,
         };
         held.reply_seen(&mut out, Some(seen(7, 100)), value("seen 7"));
         held.reply_seen(&mut out, Some(seen(9, 100)), value("seen 9"));

@@ -511,6 +511,7 @@ impl Server {
             acked,
             local,
             lost_from: self.node.wal.lost_from().or(stepped_down),
+            leased: self.node.leased(now),
         };
         self.waiting.sort_unstable();
         self.waiting.dedup();
@@ -574,6 +575,22 @@ impl Server {
                     continue;
                 };
                 self.node.tick(conn, key, now);
+                self.mark_dirty(key);
+            }
+        }
+        if let Some(round) = self.node.probe_round(now) {
+            let followers: Vec<usize> = self
+                .node
+                .repl
+                .leader
+                .connected()
+                .map(|(_, f)| f.key)
+                .collect();
+            for key in followers {
+                let Some(conn) = self.conns.get_mut(key).filter(|c| !c.gone) else {
+                    continue;
+                };
+                self.node.send_probe(conn, round);
                 self.mark_dirty(key);
             }
         }

@@ -31,7 +31,7 @@ use crate::query::Query;
 use crate::reads::{ReadMode, Unreleased};
 use crate::replication::auth;
 use crate::replication::epoch::{self, EpochLeap, EpochNews};
-use crate::replication::{Replication, SyncPolicy};
+use crate::replication::{Replication, SyncPolicy, LEASE, PROBE_INTERVAL};
 use crate::store::Store;
 use crate::wal::compact::Compaction;
 use crate::wal::record::Op;
@@ -92,6 +92,10 @@ pub struct Node {
     /// Whether reads waited for acks at the last turn: becoming such a
     /// leader holds the whole log back from reads until followers hold it.
     reads_held: bool,
+    /// After a promotion: until then this node keeps the promise its last
+    /// `CONFIRM`s made to the old leader ([`LEASE`]): it acknowledges no
+    /// write past the seq it was promoted at, and answers no read.
+    quiet: Option<(Instant, u64)>,
     /// The port the node listens on (`--port`, or the one picked for
     /// `--port 0`; set once bound): `FOLLOW` refuses this node's own
     /// address.
@@ -191,6 +195,7 @@ impl Node {
             drop_held: false,
             unreleased: Unreleased::default(),
             reads_held: false,
+            quiet: None,
             listen_port: 0,
         })
     }
@@ -455,25 +460,77 @@ impl Node {
     /// write it may show to pass the output rule, and like that write's
     /// client it gets `REPLICATION_TIMEOUT` at the write's deadline.
     /// Otherwise it waits for what it may show to be durable here.
-    fn read_barrier(&self, key: Option<&[u8]>) -> Option<Seen> {
+    ///
+    /// Such a read also needs the leader's read lease: N followers confirmed
+    /// lately that they still follow this node, so no other leader can
+    /// have acknowledged a write it would miss. Without the lease it waits
+    /// for the next probe round's confirmations, sent at once.
+    fn read_barrier(&mut self, key: Option<&[u8]>) -> Option<Seen> {
         if !self.reads_wait_for_acks() {
             return self.durable_barrier();
         }
+        let now = Instant::now();
         let acked = self.release_point(self.wal.ack_seq());
         let seq = match key {
-            Some(key) => self.unreleased.seq_of(key)?,
-            None => self.wal.last_seq(),
+            Some(key) => self.unreleased.seq_of(key),
+            None => Some(self.wal.last_seq()),
         };
-        if seq <= acked {
+        let unreleased = seq.filter(|&seq| seq > acked);
+        let leased = self.leased(now);
+        if unreleased.is_none() && leased {
             return None;
+        }
+        if !leased {
+            self.repl.probe_soon = true;
         }
         let policy = self.policy();
         Some(Seen {
-            seq,
+            seq: unreleased.unwrap_or(0),
             acked: true,
             deadline: (policy.timeout_ms > 0)
-                .then(|| Instant::now() + Duration::from_millis(policy.timeout_ms)),
+                .then(|| now + Duration::from_millis(policy.timeout_ms)),
+            lease: !leased,
         })
+    }
+
+    /// Whether reads may be answered as the leader's at `now`: always when
+    /// they need no lease; else when N followers' confirmations hold it
+    /// and no promotion's quiet is running.
+    pub fn leased(&self, now: Instant) -> bool {
+        if !self.reads_wait_for_acks() {
+            return true;
+        }
+        let quiet = self.quiet.is_some_and(|(until, _)| now < until);
+        !quiet
+            && self
+                .repl
+                .leader
+                .lease_until(self.policy())
+                .is_some_and(|until| now < until)
+    }
+
+    /// A new probe round for the read lease, if one is due at `now`; the
+    /// loop sends it to every follower.
+    pub fn probe_round(&mut self, now: Instant) -> Option<u64> {
+        if !self.reads_wait_for_acks() {
+            self.repl.next_probe = None;
+            return None;
+        }
+        let due = self.repl.next_probe.is_none_or(|at| now >= at);
+        if !due && !std::mem::take(&mut self.repl.probe_soon) {
+            return None;
+        }
+        self.repl.probe_soon = false;
+        self.repl.next_probe = Some(now + PROBE_INTERVAL);
+        Some(self.repl.leader.probe(now))
+    }
+
+    /// Keeps, for [`LEASE`] after a promotion, the promise this node's
+    /// `CONFIRM`s made to the leader it leaves (with `--sync-followers`).
+    pub fn begin_quiet(&mut self, now: Instant) {
+        if self.policy().followers > 0 {
+            self.quiet = Some((now + LEASE, self.wal.last_seq()));
+        }
     }
 
     /// What a read that may show every applied write must wait for: `Some`
@@ -652,6 +709,11 @@ impl Node {
                 .filter(|_| self.compaction.is_none()),
             self.repl.next_tick,
             reconnect,
+            self.repl.next_probe.filter(|_| self.reads_wait_for_acks()),
+            self.quiet
+                .map(|(until, _)| until)
+                .filter(|&u| u > Instant::now()),
+            self.repl.link.quiet_until(Instant::now()),
         ]
         .into_iter()
         .flatten()
@@ -708,6 +770,12 @@ impl Node {
         lines.push(format!("sync_policy {}", self.policy_source()));
         match self.role.role {
             Role::Leader => {
+                let lease = match (self.reads_wait_for_acks(), self.leased(Instant::now())) {
+                    (false, _) => "off",
+                    (true, true) => "held",
+                    (true, false) => "expired",
+                };
+                lines.push(format!("read_lease {lease}"));
                 let connected: Vec<_> = self.repl.leader.connected().collect();
                 lines.push(format!("followers {}", connected.len()));
                 for (id, f) in connected {
@@ -737,7 +805,11 @@ impl Node {
     /// The seq through which held writes may be answered: the local ack
     /// point, and with `--sync-followers N` the N-th highest follower ack.
     pub fn release_point(&self, local: u64) -> u64 {
-        self.repl.leader.release_point(local, self.policy())
+        let point = self.repl.leader.release_point(local, self.policy());
+        match self.quiet {
+            Some((until, seq)) if Instant::now() < until => point.min(seq),
+            _ => point,
+        }
     }
 
     /// News of `epoch` from the peer `source` names: a leader that hears

@@ -263,6 +263,13 @@ impl Node {
                 }
                 self.learn(epoch, || format!("follower {id} at {}", conn.peer))
             }
+            Frame::Confirm { round, epoch } => {
+                self.repl
+                    .leader
+                    .on_confirm(id, key, round)
+                    .map_err(StreamFault::Follower)?;
+                self.learn(epoch, || format!("follower {id} at {}", conn.peer))
+            }
             _ => Err(StreamFault::Follower(StreamError::Unexpected(frame.name()))),
         }
     }
@@ -373,6 +380,9 @@ impl Node {
                 );
                 Ok(())
             }
+            Frame::Probe { round, epoch } if snapshot || streaming => {
+                self.on_probe(conn, round, epoch)
+            }
             Frame::Heartbeat { seq, epoch } => {
                 match self.repl.link.on_heartbeat(seq, epoch, self.known_epoch()) {
                     Ok(()) => Ok(()),
@@ -395,6 +405,30 @@ impl Node {
                 source: source(),
                 leap,
             })
+    }
+
+    /// `PROBE round` from the leader: confirm it at once, unless the link
+    /// keeps quiet after a change of leader. Its epoch is checked like a
+    /// heartbeat's: a deposed leader gets no confirmation.
+    fn on_probe(&mut self, conn: &mut Conn, round: u64, epoch: u64) -> Result<(), StreamFault> {
+        let seq = self.repl.link.leader_seq;
+        match self.repl.link.on_heartbeat(seq, epoch, self.known_epoch()) {
+            Ok(()) => {}
+            Err(e @ LeaderError::Deposed { .. }) => {
+                error!("{}: {e}; not following it", conn.peer);
+                conn.closing = true;
+                return Ok(());
+            }
+            Err(e) => return Err(StreamFault::Leader(e)),
+        }
+        if let Some(round) = self.repl.link.on_probe(round, Instant::now()) {
+            Frame::Confirm {
+                round,
+                epoch: self.known_epoch(),
+            }
+            .encode(conn.raw_out());
+        }
+        Ok(())
     }
 
     /// The snapshot being received.
@@ -626,7 +660,11 @@ impl Node {
     }
 
     fn feed_link(&mut self, conn: &mut Conn) {
-        if let Some(seq) = self.repl.link.durable(self.wal.leader_ack_seq()) {
+        if let Some(seq) = self
+            .repl
+            .link
+            .durable(self.wal.leader_ack_seq(), Instant::now())
+        {
             self.ack(conn, seq);
         }
         let Some(receiver) = &mut self.repl.receiver else {
@@ -733,6 +771,15 @@ impl Node {
             }
             _ => {}
         }
+    }
+
+    /// Sends probe `round` for the read lease to a follower.
+    pub fn send_probe(&self, conn: &mut Conn, round: u64) {
+        Frame::Probe {
+            round,
+            epoch: self.wal.lineage().current().epoch,
+        }
+        .encode(conn.raw_out());
     }
 
     /// Acknowledges `seq` to the leader, with the highest epoch known.
