@@ -91,7 +91,7 @@ use log::{debug, warn};
 use crate::protocol::Reply;
 use crate::query::Query;
 use crate::wal::scan::{LogView, ViewAt};
-use crate::wal::{close_off_loop, Wal};
+use crate::wal::{close_off_loop, Wal, WalError};
 
 /// Data sets of at most this many keys are answered on the loop.
 pub const INLINE_MAX_KEYS: usize = 4096;
@@ -145,10 +145,28 @@ struct Job {
     waiters: Vec<Waiter>,
 }
 
+/// Why a job has no reply (its clients get `ERROR`).
+#[derive(Debug)]
+enum JobError {
+    /// The log could not be read back.
+    Log(WalError),
+    /// The job panicked (a bug); its clients are answered anyway.
+    Panicked,
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobError::Log(e) => write!(f, "{e}"),
+            JobError::Panicked => write!(f, "the query job panicked"),
+        }
+    }
+}
+
 /// What the worker sends back.
 struct Done {
     id: u64,
-    result: Result<Vec<u8>, String>,
+    result: Result<Vec<u8>, JobError>,
     keys: usize,
 }
 
@@ -456,13 +474,9 @@ fn spawn_worker(
                 // off the loop.
                 drop(view);
                 let keys = fold.len();
-                (
-                    result.map(|()| fold.finish()).map_err(|e| e.to_string()),
-                    keys,
-                )
+                (result.map(|()| fold.finish()).map_err(JobError::Log), keys)
             }));
-            let (result, keys) =
-                ran.unwrap_or_else(|_| (Err("the query job panicked".to_string()), 0));
+            let (result, keys) = ran.unwrap_or((Err(JobError::Panicked), 0));
             if done.send(Done { id, result, keys }).is_err() {
                 return;
             }

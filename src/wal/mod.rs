@@ -85,6 +85,28 @@ pub enum FsyncPolicy {
     No,
 }
 
+/// Why a fork record was refused.
+#[derive(Debug)]
+pub enum ForkError {
+    /// Forks are written by `Wal::fork`, not appended as writes.
+    NotAnAppend,
+    /// A fork record whose fields do not decode.
+    Malformed,
+    /// It does not fit the lineage: epochs or seqs going back, a history
+    /// used twice.
+    Lineage(LineageError),
+}
+
+impl fmt::Display for ForkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForkError::NotAnAppend => write!(f, "forks go through Wal::fork"),
+            ForkError::Malformed => write!(f, "a malformed fork record"),
+            ForkError::Lineage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// Errors of the log layer.
 #[derive(Debug)]
 pub enum WalError {
@@ -118,7 +140,7 @@ pub enum WalError {
     /// A replicated record does not follow the log's last one.
     OutOfOrder { expected: u64, got: u64 },
     /// A fork record that does not fit the log's lineage.
-    BadFork(String),
+    BadFork(ForkError),
     /// A rewind to a seq the log no longer holds record by record.
     CannotRewind { to: u64, base_seq: u64 },
 }
@@ -452,7 +474,7 @@ impl Wal {
                     return Ok(self.last_seq);
                 }
             }
-            Op::Fork => return Err(WalError::BadFork("forks go through Wal::fork".into())),
+            Op::Fork => return Err(WalError::BadFork(ForkError::NotAnAppend)),
         }
         Record {
             seq,
@@ -491,7 +513,7 @@ impl Wal {
             }
             self.lineage
                 .fork(history, epoch, rec.seq)
-                .map_err(|e| WalError::BadFork(e.to_string()))?;
+                .map_err(|e| WalError::BadFork(ForkError::Lineage(e)))?;
             self.pending.extend_from_slice(raw);
             return Ok(());
         }
@@ -509,7 +531,7 @@ impl Wal {
                     return Err(out_of_order);
                 }
             }
-            Op::Fork => return Err(WalError::BadFork("a malformed fork record".into())),
+            Op::Fork => return Err(WalError::BadFork(ForkError::Malformed)),
         }
         self.pending.extend_from_slice(raw);
         self.last_seq = rec.seq;
@@ -847,7 +869,7 @@ impl Wal {
         let mut candidate = self.lineage.clone();
         candidate
             .fork(history, epoch, self.last_seq)
-            .map_err(|e| WalError::BadFork(e.to_string()))?;
+            .map_err(|e| WalError::BadFork(ForkError::Lineage(e)))?;
         self.write_everything(store)?;
         let mut bytes = Vec::new();
         Record::encode_fork(&mut bytes, self.last_seq, &history, epoch);
