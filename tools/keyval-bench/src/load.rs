@@ -42,6 +42,8 @@ pub enum Workload {
     Get,
     /// 50 % GET, 50 % PUT, random keys.
     Mixed,
+    /// 90 % GET, 10 % PUT, random keys: a read-mostly load.
+    ReadMostly,
 }
 
 impl fmt::Display for Workload {
@@ -50,6 +52,7 @@ impl fmt::Display for Workload {
             Workload::Put => "put",
             Workload::Get => "get",
             Workload::Mixed => "mixed",
+            Workload::ReadMostly => "read-mostly",
         })
     }
 }
@@ -267,6 +270,13 @@ impl Source {
                             Op::Get
                         } else {
                             Op::Put
+                        }
+                    }
+                    Workload::ReadMostly => {
+                        if rng.u8(..10) == 0 {
+                            Op::Put
+                        } else {
+                            Op::Get
                         }
                     }
                 };
