@@ -76,6 +76,10 @@ impl Unreleased {
 
     /// The newest write of `key` not yet released, if any.
     pub fn seq_of(&self, key: &[u8]) -> Option<u64> {
+        if self.newest.is_empty() && self.floor == 0 {
+            // The common case of a read-mostly load: nothing to hash.
+            return None;
+        }
         let own = self.newest.get(key).copied();
         let floor = (self.floor > 0).then_some(self.floor);
         own.max(floor)

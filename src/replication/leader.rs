@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use super::handshake::Refusal;
@@ -117,6 +118,10 @@ pub struct Output {
 pub struct Leader {
     followers: BTreeMap<u32, Follower>,
     lease: Lease,
+    /// Bumped by every change the lease depends on.
+    changes: u64,
+    /// [`Leader::lease_until`] as of `changes` and N: every read asks.
+    lease_memo: Cell<Option<(u64, usize, Option<Instant>)>>,
 }
 
 /// The probes a leader sent for its read lease, and when.
@@ -158,6 +163,7 @@ impl Leader {
         rules: Admission,
         now: Instant,
     ) -> Result<Admitted, Refusal> {
+        self.changes += 1;
         if !rules.is_leader {
             return Err(Refusal::NotLeader);
         }
@@ -222,6 +228,7 @@ impl Leader {
     /// at `sent_seq`. Returns whether its writes are awaited: yes while
     /// fewer than the policy's N are.
     pub fn planned(&mut self, id: u32, key: usize, sent_seq: u64, policy: SyncPolicy) -> bool {
+        self.changes += 1;
         let awaited = self.awaited_count() < policy.followers;
         if let Some(f) = self.get_mut(id, key) {
             f.planned = true;
@@ -247,6 +254,7 @@ impl Leader {
     /// # Errors
     /// An ack before the plan, or above what was sent.
     pub fn on_ack(&mut self, id: u32, key: usize, seq: u64) -> Result<bool, StreamError> {
+        self.changes += 1;
         let f = self
             .get_mut(id, key)
             .filter(|f| f.planned)
@@ -265,6 +273,7 @@ impl Leader {
 
     /// A new probe round, sent now to every follower: its number.
     pub fn probe(&mut self, now: Instant) -> u64 {
+        self.changes += 1;
         let lease = &mut self.lease;
         lease.round += 1;
         lease.sent.push_back((lease.round, now));
@@ -290,6 +299,7 @@ impl Leader {
         if let Some(f) = self.get_mut(id, key) {
             f.confirmed = f.confirmed.max(round);
         }
+        self.changes += 1;
         Ok(())
     }
 
@@ -300,6 +310,17 @@ impl Leader {
     /// lease; with N = 0 reads need no lease, and this is never asked.
     pub fn lease_until(&self, policy: SyncPolicy) -> Option<Instant> {
         let n = policy.followers;
+        if let Some((changes, memo_n, until)) = self.lease_memo.get() {
+            if changes == self.changes && memo_n == n {
+                return until;
+            }
+        }
+        let until = self.compute_lease_until(n);
+        self.lease_memo.set(Some((self.changes, n, until)));
+        until
+    }
+
+    fn compute_lease_until(&self, n: usize) -> Option<Instant> {
         let mut rounds: Vec<u64> = self
             .followers
             .values()
@@ -318,6 +339,7 @@ impl Leader {
     /// The follower's connection closed. Returns whether it was the
     /// follower's current one; an awaited follower's role passes on.
     pub fn remove(&mut self, id: u32, key: usize, policy: SyncPolicy) -> bool {
+        self.changes += 1;
         if self.get(id, key).is_none() {
             return false;
         }
@@ -330,6 +352,7 @@ impl Leader {
     /// Forgets every follower (this node stops being a leader); their
     /// connections, to close.
     pub fn clear(&mut self) -> Vec<usize> {
+        self.changes += 1;
         std::mem::take(&mut self.followers)
             .into_values()
             .map(|f| f.key)

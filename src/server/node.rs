@@ -470,12 +470,11 @@ impl Node {
             return self.durable_barrier();
         }
         let now = Instant::now();
-        let acked = self.release_point(self.wal.ack_seq());
         let seq = match key {
             Some(key) => self.unreleased.seq_of(key),
             None => Some(self.wal.last_seq()),
         };
-        let unreleased = seq.filter(|&seq| seq > acked);
+        let unreleased = seq.filter(|&seq| seq > self.release_point(self.wal.ack_seq()));
         let leased = self.leased(now);
         if unreleased.is_none() && leased {
             return None;
