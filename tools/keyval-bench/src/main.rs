@@ -122,7 +122,9 @@ struct SuiteArgs {
     /// Path of the keyval server binary.
     #[arg(long)]
     keyval_bin: PathBuf,
-    /// `auto` (look for redis-server on PATH), a command name, or a path.
+    /// `auto`: redis-server from PATH if there is one, else no comparison
+    /// (the first line of output says which); `none`: no Redis; or a
+    /// command name or a path, which must exist.
     #[arg(long, default_value = "auto")]
     redis_bin: String,
     /// Skip the slow extra cases (compaction, restart, memory) and run the

@@ -223,7 +223,11 @@ pub fn run(opts: &SuiteOptions) -> io::Result<()> {
     }
     let mut failed = false;
     if opts.runs(Part::Standard) || opts.runs(Part::Extras) {
-        failed |= run_standard_and_extras(opts).is_err();
+        // Before any case runs: a Redis named but missing fails at once.
+        let redis = process::resolve_redis(&opts.redis_bin)
+            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
+        println!("{}", redis_line(&opts.redis_bin, redis.as_deref()));
+        failed |= run_standard_and_extras(opts, redis.as_deref()).is_err();
     }
     if opts.runs(Part::Replication) {
         let shrink = if opts.quick { QUICK_SHRINK } else { 1 };
@@ -247,17 +251,9 @@ pub fn run(opts: &SuiteOptions) -> io::Result<()> {
 
 /// The standard cases (against Redis too, if found) and the extra cases,
 /// as `opts` selects them. Fails (after printing everything) if any failed.
-fn run_standard_and_extras(opts: &SuiteOptions) -> io::Result<()> {
-    let redis = process::find_executable(&opts.redis_bin);
+fn run_standard_and_extras(opts: &SuiteOptions, redis: Option<&Path>) -> io::Result<()> {
     let mut failed = false;
     if opts.runs(Part::Standard) {
-        match &redis {
-            Some(p) => log::info!("comparing against {}", p.display()),
-            None => log::info!(
-                "redis-server was not found ({}); keyval only",
-                opts.redis_bin
-            ),
-        }
         println!(
             "# {} connections, {} keys, {}-byte values, {:.1} s per case",
             CONNECTIONS,
@@ -267,16 +263,11 @@ fn run_standard_and_extras(opts: &SuiteOptions) -> io::Result<()> {
         );
 
         let kv = run_cases(Target::Keyval(&opts.keyval_bin), opts.case_duration);
-        let rd = redis
-            .as_deref()
-            .map(|bin| run_cases(Target::Redis(bin), opts.case_duration));
+        let rd = redis.map(|bin| run_cases(Target::Redis(bin), opts.case_duration));
         println!();
         print!("{}", format_table(&kv, rd.as_deref()));
         if redis.is_none() {
-            println!(
-                "redis-server was not found ({}): keyval figures only",
-                opts.redis_bin
-            );
+            println!("(no Redis: keyval figures only)");
         }
         failed |= kv.iter().chain(rd.iter().flatten()).any(Result::is_err);
     }
@@ -287,13 +278,29 @@ fn run_standard_and_extras(opts: &SuiteOptions) -> io::Result<()> {
             println!("(--quick: extra cases skipped)");
         } else {
             println!();
-            if let Err(e) = run_extras(&opts.keyval_bin, redis.as_deref()) {
+            if let Err(e) = run_extras(&opts.keyval_bin, redis) {
                 println!("extra cases failed: {e}");
                 failed = true;
             }
         }
     }
     failed_if(failed, "some suite cases failed")
+}
+
+/// The suite's first line: which Redis the keyval figures are compared
+/// with, or why there is none and how to get one.
+fn redis_line(spec: &str, redis: Option<&Path>) -> String {
+    match (redis, spec) {
+        (Some(bin), _) => format!(
+            "# comparing with Redis {} ({})",
+            process::redis_version(bin).unwrap_or_else(|| "of unknown version".to_string()),
+            bin.display()
+        ),
+        (None, "none") => "# no Redis comparison: --redis-bin none".to_string(),
+        (None, _) => "# no Redis comparison: no redis-server on PATH; install it (Debian, Ubuntu: \
+                      apt-get install redis-server) to compare, or pass --redis-bin none"
+            .to_string(),
+    }
 }
 
 /// `Err(msg)` if `failed`: the cases have printed their own errors.
@@ -684,7 +691,7 @@ fn run_extras(keyval_bin: &Path, redis: Option<&Path>) -> io::Result<()> {
         ),
         None => println!(
             "resident memory for 1M keys: keyval {:.1} MB (after restart {:.1} MB); \
-             redis-server was not found",
+             no Redis to compare",
             mb(kv_rss),
             mb(kv_rss_restarted),
         ),
@@ -705,4 +712,36 @@ fn redis_rss_for_big_load(bin: &Path, value: &[u8]) -> io::Result<u64> {
         log::warn!("redis holds {n} keys, expected {BIG_KEYS}");
     }
     keyval_testkit::rss_bytes(server.child.pid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_line_names_the_redis_or_says_why_there_is_none() {
+        let line = redis_line("auto", None);
+        assert!(line.starts_with("# no Redis comparison: no redis-server on PATH"));
+        assert!(line.contains("apt-get install redis-server"), "{line}");
+        assert_eq!(
+            redis_line("none", None),
+            "# no Redis comparison: --redis-bin none"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("redis-server");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho 'Redis server v=7.0.15 sha=0 bits=64'\n",
+        )
+        .unwrap();
+        let mut mode = std::fs::metadata(&bin).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+        std::fs::set_permissions(&bin, mode).unwrap();
+        let line = redis_line("auto", Some(&bin));
+        assert_eq!(
+            line,
+            format!("# comparing with Redis 7.0.15 ({})", bin.display())
+        );
+    }
 }
