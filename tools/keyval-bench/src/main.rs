@@ -122,7 +122,9 @@ struct SuiteArgs {
     /// Path of the keyval server binary.
     #[arg(long)]
     keyval_bin: PathBuf,
-    /// `auto` (look for redis-server on PATH), a command name, or a path.
+    /// `auto`: redis-server from PATH if there is one, else no comparison
+    /// (the first line of output says which); `none`: no Redis; or a
+    /// command name or a path, which must exist.
     #[arg(long, default_value = "auto")]
     redis_bin: String,
     /// Skip the slow extra cases (compaction, restart, memory) and run the
@@ -132,8 +134,9 @@ struct SuiteArgs {
     /// Seconds per measured case (default 10, or 3 with --quick).
     #[arg(long)]
     case_secs: Option<f64>,
-    /// Rounds of the replication throughput comparison, each measuring the
-    /// leader alone and both replicating leaders in turn; the table gives
+    /// Rounds of each comparison: keyval's standard cases and Redis's in
+    /// turn (keyval first in odd rounds), the leader alone and both
+    /// replicating leaders, the snapshot and a plain copy; the tables give
     /// medians and the range of the per-round ratios (default 3, or 1 with
     /// --quick).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100))]

@@ -5,6 +5,7 @@
 //! making sure every child is killed and reaped whatever path the suite
 //! takes ([`Process`] holds the kit's guard, which kills on drop).
 
+use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -341,18 +342,59 @@ pub fn start_redis(
     Ok(Server { child, addr, dir })
 }
 
-/// Resolves `spec` to an executable: `auto` means `redis-server` on PATH,
-/// a name without `/` is looked up on PATH, anything else is a path.
-pub fn find_executable(spec: &str) -> Option<PathBuf> {
-    let name = if spec == "auto" { "redis-server" } else { spec };
+/// What `--redis-bin` asked for, resolved to a binary or to no Redis.
+///
+/// `auto` is `redis-server` on PATH if there is one, and no Redis
+/// otherwise; `none` is no Redis; anything else names a binary (a command
+/// on PATH, or a path when it has a `/`) that must exist.
+///
+/// # Errors
+/// A named binary that is not found: skipping a comparison the caller
+/// asked for by name would pass for a run with it.
+pub fn resolve_redis(spec: &str) -> Result<Option<PathBuf>, String> {
+    resolve_redis_on(spec, std::env::var_os("PATH"))
+}
+
+/// [`resolve_redis`] with the search path given.
+fn resolve_redis_on(spec: &str, path: Option<OsString>) -> Result<Option<PathBuf>, String> {
+    match spec {
+        "none" => Ok(None),
+        "auto" => Ok(find_executable("redis-server", path)),
+        name => find_executable(name, path).map(Some).ok_or_else(|| {
+            format!(
+                "--redis-bin {name}: no such file{}; `auto` uses redis-server from PATH if \
+                 there is one, `none` skips Redis",
+                if name.contains('/') { "" } else { " on PATH" }
+            )
+        }),
+    }
+}
+
+/// `name` as an executable file: a path if it has a `/`, else the first
+/// match in the directories of `path`.
+fn find_executable(name: &str, path: Option<OsString>) -> Option<PathBuf> {
     if name.contains('/') {
         let p = PathBuf::from(name);
         return p.is_file().then_some(p);
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(&path?)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+/// The version a `redis-server --version` prints (`v=7.0.15` gives
+/// `7.0.15`), or `None` if it cannot be run or says no version.
+pub fn redis_version(bin: &Path) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    parse_redis_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The `v=` word of `redis-server --version`'s output.
+fn parse_redis_version(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find_map(|word| word.strip_prefix("v="))
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -420,5 +462,49 @@ mod tests {
         let err = child.wait_listening(Duration::from_secs(5)).unwrap_err();
         assert!(err.to_string().contains("exited early"), "{err}");
         assert!(err.to_string().contains("no such flag"), "{err}");
+    }
+
+    #[test]
+    fn redis_bin_auto_none_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = || Some(OsString::from(dir.path()));
+        // No redis-server on the path: auto skips Redis, as none does.
+        assert_eq!(resolve_redis_on("auto", with()), Ok(None));
+        assert_eq!(resolve_redis_on("none", with()), Ok(None));
+        assert_eq!(resolve_redis_on("auto", None), Ok(None));
+        // A name or a path that is not there is an error, not a skip.
+        let err = resolve_redis_on("redis-server", with()).unwrap_err();
+        assert!(err.contains("redis-server: no such file on PATH"), "{err}");
+        let missing = dir.path().join("redis-7/redis-server");
+        let err = resolve_redis_on(missing.to_str().unwrap(), with()).unwrap_err();
+        assert!(err.contains("no such file;"), "{err}");
+        assert!(err.contains("`none` skips Redis"), "{err}");
+
+        let bin = dir.path().join("redis-server");
+        std::fs::write(&bin, "").unwrap();
+        assert_eq!(resolve_redis_on("auto", with()), Ok(Some(bin.clone())));
+        assert_eq!(
+            resolve_redis_on("redis-server", with()),
+            Ok(Some(bin.clone()))
+        );
+        assert_eq!(
+            resolve_redis_on(bin.to_str().unwrap(), None),
+            Ok(Some(bin.clone()))
+        );
+        // `none` is no Redis even when one is installed.
+        assert_eq!(resolve_redis_on("none", with()), Ok(None));
+    }
+
+    #[test]
+    fn reads_the_redis_version() {
+        assert_eq!(
+            parse_redis_version(
+                "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=e08d\n"
+            )
+            .as_deref(),
+            Some("7.0.15")
+        );
+        assert_eq!(parse_redis_version("redis-server: unknown option"), None);
+        assert_eq!(parse_redis_version("v= x"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! The benchmark suite: runs the standard cases against fresh keyval
 //! leaders (and, when `redis-server` is available, the same cases against
-//! fresh Redis instances), prints a comparison table, and optionally runs
+//! fresh Redis instances) in rounds, the side that goes first alternating,
+//! prints a comparison table of medians and per-round ratios, and runs
 //! the extra cases: GET latency during compaction, restart time of a
 //! 1M-key log, and resident memory for 1M keys. The replication cases
 //! (leader alone vs. with followers, lag, snapshot, catch-up) live in
@@ -73,7 +74,7 @@ pub struct SuiteOptions {
     pub quick: bool,
     /// Length of each measured case.
     pub case_duration: Duration,
-    /// Rounds of the replication throughput comparison (at least 1).
+    /// Rounds of the standard and replication comparisons (at least 1).
     pub rounds: usize,
     /// Run only this part (every part, in order, when `None`).
     pub only: Option<Part>,
@@ -223,7 +224,11 @@ pub fn run(opts: &SuiteOptions) -> io::Result<()> {
     }
     let mut failed = false;
     if opts.runs(Part::Standard) || opts.runs(Part::Extras) {
-        failed |= run_standard_and_extras(opts).is_err();
+        // Before any case runs: a Redis named but missing fails at once.
+        let redis = process::resolve_redis(&opts.redis_bin)
+            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
+        println!("{}", redis_line(&opts.redis_bin, redis.as_deref()));
+        failed |= run_standard_and_extras(opts, redis.as_deref()).is_err();
     }
     if opts.runs(Part::Replication) {
         let shrink = if opts.quick { QUICK_SHRINK } else { 1 };
@@ -247,38 +252,41 @@ pub fn run(opts: &SuiteOptions) -> io::Result<()> {
 
 /// The standard cases (against Redis too, if found) and the extra cases,
 /// as `opts` selects them. Fails (after printing everything) if any failed.
-fn run_standard_and_extras(opts: &SuiteOptions) -> io::Result<()> {
-    let redis = process::find_executable(&opts.redis_bin);
+fn run_standard_and_extras(opts: &SuiteOptions, redis: Option<&Path>) -> io::Result<()> {
     let mut failed = false;
     if opts.runs(Part::Standard) {
-        match &redis {
-            Some(p) => log::info!("comparing against {}", p.display()),
-            None => log::info!(
-                "redis-server was not found ({}); keyval only",
-                opts.redis_bin
-            ),
-        }
         println!(
-            "# {} connections, {} keys, {}-byte values, {:.1} s per case",
+            "# {} connections, {} keys, {}-byte values, {} rounds of {:.1} s per case",
             CONNECTIONS,
             KEYS,
             VALUE_SIZE,
+            opts.rounds,
             opts.case_duration.as_secs_f64()
         );
-
-        let kv = run_cases(Target::Keyval(&opts.keyval_bin), opts.case_duration);
-        let rd = redis
-            .as_deref()
-            .map(|bin| run_cases(Target::Redis(bin), opts.case_duration));
-        println!();
-        print!("{}", format_table(&kv, rd.as_deref()));
-        if redis.is_none() {
-            println!(
-                "redis-server was not found ({}): keyval figures only",
-                opts.redis_bin
-            );
+        // kv[round][case], rd[round][case]
+        let mut kv: Vec<Vec<CaseResult>> = Vec::new();
+        let mut rd: Vec<Vec<CaseResult>> = Vec::new();
+        for round in 1..=opts.rounds {
+            println!("round {round} of {}", opts.rounds);
+            for target in round_order(round, &opts.keyval_bin, redis) {
+                let results = run_cases(target, opts.case_duration);
+                match target {
+                    Target::Keyval(_) => kv.push(results),
+                    Target::Redis(_) => rd.push(results),
+                }
+            }
         }
-        failed |= kv.iter().chain(rd.iter().flatten()).any(Result::is_err);
+        println!();
+        let rd = redis.is_some().then_some(&rd[..]);
+        print!("{}", format_table(&kv, rd, opts.case_duration));
+        if redis.is_none() {
+            println!("(no Redis: keyval figures only)");
+        }
+        failed |= kv
+            .iter()
+            .chain(rd.into_iter().flatten())
+            .flatten()
+            .any(Result::is_err);
     }
 
     if opts.runs(Part::Extras) {
@@ -287,13 +295,29 @@ fn run_standard_and_extras(opts: &SuiteOptions) -> io::Result<()> {
             println!("(--quick: extra cases skipped)");
         } else {
             println!();
-            if let Err(e) = run_extras(&opts.keyval_bin, redis.as_deref()) {
+            if let Err(e) = run_extras(&opts.keyval_bin, redis) {
                 println!("extra cases failed: {e}");
                 failed = true;
             }
         }
     }
     failed_if(failed, "some suite cases failed")
+}
+
+/// The suite's first line: which Redis the keyval figures are compared
+/// with, or why there is none and how to get one.
+fn redis_line(spec: &str, redis: Option<&Path>) -> String {
+    match (redis, spec) {
+        (Some(bin), _) => format!(
+            "# comparing with Redis {} ({})",
+            process::redis_version(bin).unwrap_or_else(|| "of unknown version".to_string()),
+            bin.display()
+        ),
+        (None, "none") => "# no Redis comparison: --redis-bin none".to_string(),
+        (None, _) => "# no Redis comparison: no redis-server on PATH; install it (Debian, Ubuntu: \
+                      apt-get install redis-server) to compare, or pass --redis-bin none"
+            .to_string(),
+    }
 }
 
 /// `Err(msg)` if `failed`: the cases have printed their own errors.
@@ -303,6 +327,24 @@ fn failed_if(failed: bool, msg: &str) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// The sides of the standard comparison in the order that round `round`
+/// (counted from 1) runs them: keyval first in odd rounds, Redis first in
+/// even ones, so that neither side always runs in the same stretch of a
+/// changing machine load. Each round's ratios then compare figures taken
+/// one side's cases apart (about a minute at 10 s a case), not a whole run
+/// apart.
+fn round_order<'a>(round: usize, keyval: &'a Path, redis: Option<&'a Path>) -> Vec<Target<'a>> {
+    let mut order = vec![Target::Keyval(keyval)];
+    if let Some(redis) = redis {
+        if round % 2 == 1 {
+            order.push(Target::Redis(redis));
+        } else {
+            order.insert(0, Target::Redis(redis));
+        }
+    }
+    order
 }
 
 /// Runs every standard case against `target`, one fresh server per
@@ -373,82 +415,136 @@ fn latencies(r: &LoadReport) -> String {
     format!("{:.0} / {:.0} / {:.0}", us(0.5), us(0.99), us(0.999))
 }
 
-/// Renders the comparison table (keyval only when `redis` is `None`).
-fn format_table(kv: &[CaseResult], redis: Option<&[CaseResult]>) -> String {
-    let mut out = String::new();
-    let ops = |r: &CaseResult| match r {
-        Ok(r) => format!("{:.0}", r.ops_per_sec()),
-        Err(_) => "FAILED".to_string(),
+/// Ops/s of each round of case `case` (`None` where it failed).
+fn ops_by_round(rounds: &[Vec<CaseResult>], case: usize) -> Vec<Option<f64>> {
+    rounds
+        .iter()
+        .map(|r| r[case].as_ref().ok().map(LoadReport::ops_per_sec))
+        .collect()
+}
+
+/// The results of case `case`, round by round.
+fn case_by_round(rounds: &[Vec<CaseResult>], case: usize) -> Vec<CaseResult> {
+    rounds.iter().map(|r| r[case].clone()).collect()
+}
+
+/// Renders the comparison table over the rounds (keyval only when
+/// `redis` is `None`): median ops/s, the median and range of the
+/// per-round ratios, and the latencies of the round with the median ratio.
+fn format_table(
+    kv: &[Vec<CaseResult>],
+    redis: Option<&[Vec<CaseResult>]>,
+    case_duration: Duration,
+) -> String {
+    let mut out = format!(
+        "Standard cases ({CONNECTIONS} connections, {KEYS} keys, {VALUE_SIZE}-byte values, \
+         {} rounds of {:.1} s per case)\n",
+        kv.len(),
+        case_duration.as_secs_f64()
+    );
+    let ops = |v: Option<f64>| v.map_or_else(|| "FAILED".to_string(), |v| format!("{v:.0}"));
+    let lat = |r: Option<&CaseResult>| match r {
+        Some(Ok(r)) => latencies(r),
+        _ => "-".to_string(),
     };
-    let lat = |r: &CaseResult| match r {
-        Ok(r) => latencies(r),
-        Err(_) => "-".to_string(),
+    let errs = |results: &[CaseResult]| {
+        let measured = results.iter().flatten();
+        match measured.clone().count() {
+            0 => "-".to_string(),
+            _ => measured.map(|r| r.errors).sum::<u64>().to_string(),
+        }
     };
-    let errs = |r: &CaseResult| match r {
-        Ok(r) => r.errors.to_string(),
-        Err(_) => "-".to_string(),
+    let range = |sum: &RoundSummary, digits: usize| {
+        sum.range.map_or_else(
+            || "-".to_string(),
+            |(lo, hi)| format!("{lo:.digits$}-{hi:.digits$}"),
+        )
     };
     match redis {
         Some(rd) => {
             let _ = writeln!(
                 out,
-                "{:<22} {:>12} {:>12} {:>7}  {:<24} {:<24} {:>9}",
+                "{:<22} {:>12} {:>12} {:>6} {:>11} {:>6}  {:<24} {:<24} {:>7}",
                 "case",
                 "keyval ops/s",
                 "redis ops/s",
                 "kv/rd",
+                "per round",
+                "rounds",
                 "keyval p50/p99/p999 us",
                 "redis p50/p99/p999 us",
                 "errors"
             );
             for (i, case) in CASES.iter().enumerate() {
-                let ratio = match (&kv[i], &rd[i]) {
-                    (Ok(a), Ok(b)) if b.ops_per_sec() > 0.0 => {
-                        format!("{:.2}", a.ops_per_sec() / b.ops_per_sec())
-                    }
-                    _ => "-".to_string(),
-                };
+                let sum = summarize_rounds(&ops_by_round(rd, i), &ops_by_round(kv, i));
+                let (kv_case, rd_case) = (case_by_round(kv, i), case_by_round(rd, i));
                 let _ = writeln!(
                     out,
-                    "{:<22} {:>12} {:>12} {:>7}  {:<24} {:<24} {:>9}",
+                    "{:<22} {:>12} {:>12} {:>6} {:>11} {:>6}  {:<24} {:<24} {:>7}",
                     case.name,
-                    ops(&kv[i]),
-                    ops(&rd[i]),
-                    ratio,
-                    lat(&kv[i]),
-                    lat(&rd[i]),
-                    format!("{}/{}", errs(&kv[i]), errs(&rd[i]))
+                    ops(sum.compared),
+                    ops(sum.base),
+                    sum.ratio
+                        .map_or_else(|| "-".to_string(), |r| format!("{r:.2}")),
+                    range(&sum, 2),
+                    format!("{}/{}", sum.rounds, kv.len()),
+                    lat(sum.median_round.and_then(|r| kv_case.get(r))),
+                    lat(sum.median_round.and_then(|r| rd_case.get(r))),
+                    format!("{}/{}", errs(&kv_case), errs(&rd_case)),
                 );
             }
+            out.push_str(
+                "(ops/s: medians over the rounds; kv/rd: median of the per-round ratios, each \
+                 round's keyval ops/s over that round's Redis ops/s;\n per round: lowest-highest \
+                 of those ratios; rounds: rounds that gave a ratio; latencies: the round with the \
+                 median ratio;\n errors: summed over the rounds, keyval/Redis; keyval ran first \
+                 in odd rounds, Redis in even ones)\n",
+            );
         }
         None => {
             let _ = writeln!(
                 out,
-                "{:<22} {:>12}  {:<24} {:>6}",
-                "case", "keyval ops/s", "keyval p50/p99/p999 us", "errors"
+                "{:<22} {:>12} {:>15} {:>6}  {:<24} {:>6}",
+                "case", "keyval ops/s", "per round", "rounds", "keyval p50/p99/p999 us", "errors"
             );
             for (i, case) in CASES.iter().enumerate() {
+                // Against a baseline of 1 in every round, the ratios are
+                // the figures themselves: their median, range and round.
+                let ones = vec![Some(1.0); kv.len()];
+                let sum = summarize_rounds(&ones, &ops_by_round(kv, i));
+                let kv_case = case_by_round(kv, i);
                 let _ = writeln!(
                     out,
-                    "{:<22} {:>12}  {:<24} {:>6}",
+                    "{:<22} {:>12} {:>15} {:>6}  {:<24} {:>6}",
                     case.name,
-                    ops(&kv[i]),
-                    lat(&kv[i]),
-                    errs(&kv[i])
+                    ops(sum.compared),
+                    range(&sum, 0),
+                    format!("{}/{}", sum.rounds, kv.len()),
+                    lat(sum.median_round.and_then(|r| kv_case.get(r))),
+                    errs(&kv_case),
                 );
             }
+            out.push_str(
+                "(ops/s: median over the rounds; per round: lowest-highest ops/s; rounds: rounds \
+                 that measured it;\n latencies: the round with the median ops/s; errors: summed \
+                 over the rounds)\n",
+            );
         }
     }
-    for (name, results) in [("keyval", Some(kv)), ("redis", redis)] {
-        let mut previous: Option<&str> = None;
-        for (i, r) in results.into_iter().flatten().enumerate() {
-            if let Err(e) = r {
-                if previous == Some(e.as_str()) {
-                    let _ = writeln!(out, "{name} {}: (same error)", CASES[i].name);
-                } else {
-                    let _ = writeln!(out, "{name} {}: {e}", CASES[i].name);
-                }
-                previous = Some(e.as_str());
+    for (name, rounds) in [("keyval", Some(kv)), ("redis", redis)] {
+        let Some(rounds) = rounds else {
+            continue;
+        };
+        for (i, case) in CASES.iter().enumerate() {
+            for (failed, e) in failures(&case_by_round(rounds, i)) {
+                let plural = if failed.len() > 1 { "s" } else { "" };
+                let failed: Vec<String> = failed.iter().map(usize::to_string).collect();
+                let _ = writeln!(
+                    out,
+                    "{name} {}, round{plural} {}: {e}",
+                    case.name,
+                    failed.join(", ")
+                );
             }
         }
     }
@@ -684,7 +780,7 @@ fn run_extras(keyval_bin: &Path, redis: Option<&Path>) -> io::Result<()> {
         ),
         None => println!(
             "resident memory for 1M keys: keyval {:.1} MB (after restart {:.1} MB); \
-             redis-server was not found",
+             no Redis to compare",
             mb(kv_rss),
             mb(kv_rss_restarted),
         ),
@@ -705,4 +801,293 @@ fn redis_rss_for_big_load(bin: &Path, value: &[u8]) -> io::Result<u64> {
         log::warn!("redis holds {n} keys, expected {BIG_KEYS}");
     }
     keyval_testkit::rss_bytes(server.child.pid())
+}
+
+/// The median of `values` (the mean of the middle two when their count is
+/// even), or `None` when there are none.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// The smallest and largest of `values`, or `None` when there are none.
+fn min_max(values: &[f64]) -> Option<(f64, f64)> {
+    let min = values.iter().copied().min_by(f64::total_cmp)?;
+    let max = values.iter().copied().max_by(f64::total_cmp)?;
+    Some((min, max))
+}
+
+/// The position in `values` of their median: the lower of the middle two
+/// when their count is even, so that it names a value that was measured.
+/// `None` when there are none.
+fn median_index(values: &[f64]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    order.get(values.len().checked_sub(1)? / 2).copied()
+}
+
+/// A comparison over its rounds: a figure against its baseline (a
+/// replicating leader against the leader alone, keyval against Redis, a
+/// snapshot against a plain copy), both measured in every round.
+#[derive(Debug, PartialEq)]
+struct RoundSummary {
+    /// Median of the baseline over the rounds that measured it.
+    base: Option<f64>,
+    /// Median of the compared figure over the rounds that measured it.
+    compared: Option<f64>,
+    /// Median of the per-round ratios, compared over base.
+    ratio: Option<f64>,
+    /// Smallest and largest per-round ratio.
+    range: Option<(f64, f64)>,
+    /// Rounds that measured both (and the base above 0), so gave a ratio.
+    rounds: usize,
+    /// The round (index) whose ratio is the median, see [`median_index`].
+    median_round: Option<usize>,
+}
+
+/// Summarises a comparison from its per-round figures (`None`: that round
+/// failed). Each round's ratio uses that round's own baseline.
+fn summarize_rounds(base: &[Option<f64>], compared: &[Option<f64>]) -> RoundSummary {
+    let measured = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<f64>>();
+    let (rounds, ratios): (Vec<usize>, Vec<f64>) = base
+        .iter()
+        .zip(compared)
+        .enumerate()
+        .filter_map(|(i, pair)| match pair {
+            (Some(b), Some(c)) if *b > 0.0 => Some((i, c / b)),
+            _ => None,
+        })
+        .unzip();
+    RoundSummary {
+        base: median(&measured(base)),
+        compared: median(&measured(compared)),
+        ratio: median(&ratios),
+        range: min_max(&ratios),
+        rounds: ratios.len(),
+        median_round: median_index(&ratios).map(|i| rounds[i]),
+    }
+}
+
+/// The errors of the rounds that failed, each distinct message once with
+/// the rounds (1-based) it ended.
+fn failures<T>(outcomes: &[Result<T, String>]) -> Vec<(Vec<usize>, &str)> {
+    let mut out: Vec<(Vec<usize>, &str)> = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        let Err(e) = o else {
+            continue;
+        };
+        match out.iter_mut().find(|(_, msg)| *msg == e.as_str()) {
+            Some((rounds, _)) => rounds.push(i + 1),
+            None => out.push((vec![i + 1], e)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[2.0]), Some(2.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn min_max_of_values() {
+        assert_eq!(min_max(&[]), None);
+        assert_eq!(min_max(&[0.5]), Some((0.5, 0.5)));
+        assert_eq!(min_max(&[0.6, 0.44, 0.79]), Some((0.44, 0.79)));
+    }
+
+    #[test]
+    fn median_index_names_a_measured_value() {
+        assert_eq!(median_index(&[]), None);
+        assert_eq!(median_index(&[7.0]), Some(0));
+        assert_eq!(median_index(&[0.79, 0.44, 0.61]), Some(2));
+        // Even count: the lower of the middle two.
+        assert_eq!(median_index(&[0.4, 0.9, 0.7, 0.5]), Some(3));
+    }
+
+    #[test]
+    fn each_round_is_compared_with_its_own_alone_figure() {
+        // Round 2 is slow on both sides; its ratio is still 0.5.
+        let alone = [Some(100.0), Some(40.0), Some(90.0)];
+        let replicated = [Some(80.0), Some(20.0), Some(63.0)];
+        let sum = summarize_rounds(&alone, &replicated);
+        assert_eq!(sum.base, Some(90.0));
+        assert_eq!(sum.compared, Some(63.0));
+        assert_eq!(sum.ratio, Some(0.7));
+        assert_eq!(sum.range, Some((0.5, 0.8)));
+        assert_eq!(sum.rounds, 3);
+        assert_eq!(sum.median_round, Some(2));
+    }
+
+    #[test]
+    fn failed_rounds_give_no_ratio() {
+        let alone = [Some(100.0), None, Some(0.0), Some(50.0)];
+        let replicated = [Some(60.0), Some(70.0), Some(10.0), None];
+        let sum = summarize_rounds(&alone, &replicated);
+        assert_eq!(sum.base, Some(50.0));
+        assert_eq!(sum.compared, Some(60.0));
+        assert_eq!(sum.ratio, Some(0.6));
+        assert_eq!(sum.range, Some((0.6, 0.6)));
+        assert_eq!(sum.rounds, 1);
+        assert_eq!(sum.median_round, Some(0));
+
+        let none = summarize_rounds(&[None, None], &[Some(1.0), None]);
+        assert_eq!(none.base, None);
+        assert_eq!(none.ratio, None);
+        assert_eq!(none.range, None);
+        assert_eq!(none.rounds, 0);
+        assert_eq!(none.median_round, None);
+    }
+
+    #[test]
+    fn failures_are_grouped_by_message() {
+        let outcomes: Vec<Result<u32, String>> = vec![
+            Ok(1),
+            Err("boom".to_string()),
+            Err("not run".to_string()),
+            Err("boom".to_string()),
+        ];
+        assert_eq!(
+            failures(&outcomes),
+            vec![(vec![2, 4], "boom"), (vec![3], "not run")]
+        );
+        assert!(failures::<u32>(&[Ok(1)]).is_empty());
+    }
+
+    #[test]
+    fn the_first_line_names_the_redis_or_says_why_there_is_none() {
+        let line = redis_line("auto", None);
+        assert!(line.starts_with("# no Redis comparison: no redis-server on PATH"));
+        assert!(line.contains("apt-get install redis-server"), "{line}");
+        assert_eq!(
+            redis_line("none", None),
+            "# no Redis comparison: --redis-bin none"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("redis-server");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho 'Redis server v=7.0.15 sha=0 bits=64'\n",
+        )
+        .unwrap();
+        let mut mode = std::fs::metadata(&bin).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+        std::fs::set_permissions(&bin, mode).unwrap();
+        let line = redis_line("auto", Some(&bin));
+        assert_eq!(
+            line,
+            format!("# comparing with Redis 7.0.15 ({})", bin.display())
+        );
+    }
+
+    /// A case result of `ok` requests in one second, every latency
+    /// `latency_us`, with `errors` errors.
+    fn report(ok: u64, latency_us: u64, errors: u64) -> CaseResult {
+        let mut latency = crate::histogram::new();
+        crate::histogram::record(&mut latency, latency_us * 1000);
+        Ok(LoadReport {
+            ok,
+            not_found: 0,
+            errors,
+            unanswered: 0,
+            elapsed: Duration::from_secs(1),
+            latency,
+        })
+    }
+
+    /// One round: case `i` gets `ops[i]` ops/s (every case is given).
+    fn round(ops: [u64; CASES.len()], latency_us: u64) -> Vec<CaseResult> {
+        ops.iter().map(|&n| report(n, latency_us, 0)).collect()
+    }
+
+    #[test]
+    fn the_first_side_alternates_from_round_to_round() {
+        let (kv, rd) = (Path::new("keyval"), Path::new("redis-server"));
+        let names = |round| -> Vec<&str> {
+            round_order(round, kv, Some(rd))
+                .iter()
+                .map(Target::name)
+                .collect()
+        };
+        assert_eq!(names(1), ["keyval", "redis"]);
+        assert_eq!(names(2), ["redis", "keyval"]);
+        assert_eq!(names(3), ["keyval", "redis"]);
+        let alone: Vec<&str> = round_order(2, kv, None).iter().map(Target::name).collect();
+        assert_eq!(alone, ["keyval"]);
+    }
+
+    #[test]
+    fn the_table_gives_medians_and_the_per_round_ratios() {
+        // Round 2 is slow on both sides: its ratio (2.0) is still the
+        // median, and its latencies are the ones shown.
+        let kv = vec![
+            round([300, 300, 300, 300, 300, 300], 100),
+            round([100, 100, 100, 100, 100, 100], 200),
+            round([240, 240, 240, 240, 240, 240], 300),
+        ];
+        let mut rd = vec![
+            round([100, 100, 100, 100, 100, 100], 400),
+            round([50, 50, 50, 50, 50, 50], 500),
+            round([160, 160, 160, 160, 160, 160], 600),
+        ];
+        rd[2][5] = Err("redis-server exited early".to_string());
+        rd[0][5] = Err("redis-server exited early".to_string());
+        let table = format_table(&kv, Some(&rd), Duration::from_secs(10));
+        assert!(table.contains("3 rounds of 10.0 s per case"), "{table}");
+        let lines: Vec<&str> = table.lines().collect();
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        // PUT fsync=always p1: ratios 3.0, 2.0, 1.5.
+        assert_eq!(
+            cells[3..9],
+            ["240", "100", "2.00", "1.50-3.00", "3/3", "200"],
+            "{table}"
+        );
+        assert!(lines[2].contains("200 / 200 / 200"), "{table}");
+        assert!(lines[2].contains("500 / 500 / 500"), "{table}");
+        assert!(lines[2].ends_with("0/0"), "{table}");
+        // The mixed case: only round 2 gave a ratio.
+        let mixed = lines.iter().find(|l| l.starts_with("mixed")).unwrap();
+        let cells: Vec<&str> = mixed.split_whitespace().collect();
+        assert_eq!(
+            cells[3..8],
+            ["240", "50", "2.00", "2.00-2.00", "1/3"],
+            "{table}"
+        );
+        assert!(mixed.ends_with("0/0"), "{table}");
+        assert!(
+            table.contains("redis mixed 50/50 p16, rounds 1, 3: redis-server exited early"),
+            "{table}"
+        );
+        assert!(table.contains("keyval ran first in odd rounds"), "{table}");
+    }
+
+    #[test]
+    fn without_redis_the_table_gives_the_range_of_keyval_figures() {
+        let mut kv = vec![
+            round([300, 300, 300, 300, 300, 300], 100),
+            round([100, 100, 100, 100, 100, 100], 200),
+            round([240, 240, 240, 240, 240, 240], 300),
+        ];
+        kv[1][0] = report(100, 200, 7);
+        let table = format_table(&kv, None, Duration::from_secs(3));
+        let lines: Vec<&str> = table.lines().collect();
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(cells[3..7], ["240", "100-300", "3/3", "300"], "{table}");
+        assert!(lines[2].ends_with(" 7"), "{table}");
+        assert!(!table.contains("redis"), "{table}");
+    }
 }

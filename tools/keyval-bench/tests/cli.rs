@@ -1,5 +1,6 @@
-//! The command line of `keyval-bench`, run as the binary: its help, and
-//! how a load against a port nobody listens on fails.
+//! The command line of `keyval-bench`, run as the binary: its help, how a
+//! load against a port nobody listens on fails, and how a suite asked for
+//! a Redis that is not there fails.
 
 use std::process::{Command, Output};
 
@@ -39,5 +40,31 @@ fn a_load_nobody_answers_fails_with_one_line() {
             "keyval-bench: load against 127.0.0.1:{port} failed"
         )),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_suite_with_a_missing_redis_fails_before_any_case() {
+    // Any file will do as the keyval binary: nothing is started.
+    let keyval = env!("CARGO_BIN_EXE_keyval-bench");
+    let out = bench(&[
+        "suite",
+        "--keyval-bin",
+        keyval,
+        "--redis-bin",
+        "/nonexistent/redis-server",
+        "--only",
+        "standard",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--redis-bin /nonexistent/redis-server: no such file"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }

@@ -27,7 +27,7 @@ use tempfile::TempDir;
 use super::{
     failed_if, latencies, SetOnDrop, CONNECTIONS, KEYS, LOAD_PIPELINE, RESTART_WAIT, START_WAIT,
 };
-use super::{STOP_WAIT, VALUE_SIZE};
+use super::{failures, summarize_rounds, STOP_WAIT, VALUE_SIZE};
 use keyval_testkit::LineClient;
 
 use crate::client::{self, info_u64};
@@ -512,93 +512,6 @@ fn unsettled(
     Ok((!idle).then_some(state))
 }
 
-/// The median of `values` (the mean of the middle two when their count is
-/// even), or `None` when there are none.
-fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
-    }
-}
-
-/// The smallest and largest of `values`, or `None` when there are none.
-fn min_max(values: &[f64]) -> Option<(f64, f64)> {
-    let min = values.iter().copied().min_by(f64::total_cmp)?;
-    let max = values.iter().copied().max_by(f64::total_cmp)?;
-    Some((min, max))
-}
-
-/// The position in `values` of their median: the lower of the middle two
-/// when their count is even, so that it names a value that was measured.
-/// `None` when there are none.
-fn median_index(values: &[f64]) -> Option<usize> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
-    order.get(values.len().checked_sub(1)? / 2).copied()
-}
-
-/// A throughput row over its rounds.
-#[derive(Debug, PartialEq)]
-struct RoundSummary {
-    /// Median ops/s of the leader alone over the rounds that measured it.
-    alone: Option<f64>,
-    /// Median ops/s of the replicating leader over the rounds that
-    /// measured it.
-    replicated: Option<f64>,
-    /// Median of the per-round ratios, replicated over alone.
-    ratio: Option<f64>,
-    /// Smallest and largest per-round ratio.
-    range: Option<(f64, f64)>,
-    /// Rounds that measured both leaders (and the alone one above 0 ops/s),
-    /// so gave a ratio.
-    rounds: usize,
-    /// The round (index) whose ratio is the median, see [`median_index`].
-    median_round: Option<usize>,
-}
-
-/// Summarises a row from its per-round ops/s (`None`: that round failed).
-/// Each round's ratio uses that round's own alone figure.
-fn summarize_rounds(alone: &[Option<f64>], replicated: &[Option<f64>]) -> RoundSummary {
-    let measured = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<f64>>();
-    let (rounds, ratios): (Vec<usize>, Vec<f64>) = alone
-        .iter()
-        .zip(replicated)
-        .enumerate()
-        .filter_map(|(i, pair)| match pair {
-            (Some(a), Some(r)) if *a > 0.0 => Some((i, r / a)),
-            _ => None,
-        })
-        .unzip();
-    RoundSummary {
-        alone: median(&measured(alone)),
-        replicated: median(&measured(replicated)),
-        ratio: median(&ratios),
-        range: min_max(&ratios),
-        rounds: ratios.len(),
-        median_round: median_index(&ratios).map(|i| rounds[i]),
-    }
-}
-
-/// The errors of the rounds that failed, each distinct message once with
-/// the rounds (1-based) it ended.
-fn failures(outcomes: &[Outcome]) -> Vec<(Vec<usize>, &str)> {
-    let mut out: Vec<(Vec<usize>, &str)> = Vec::new();
-    for (i, o) in outcomes.iter().enumerate() {
-        let Err(e) = o else {
-            continue;
-        };
-        match out.iter_mut().find(|(_, msg)| *msg == e.as_str()) {
-            Some((rounds, _)) => rounds.push(i + 1),
-            None => out.push((vec![i + 1], e)),
-        }
-    }
-    out
-}
-
 /// `p50 / p99 / max` lag in writes and in milliseconds, plus samples.
 fn fmt_lag(lag: &LagStats) -> String {
     let mut out = format!(
@@ -688,8 +601,8 @@ fn throughput_table(rows: &[Row], case_duration: Duration) -> String {
             "{:<22} {:>4} {:>12} {:>12} {:>6} {:>11} {:>7} {:>6}  {:<22} {:<22} {:>7}",
             row.replication.name(),
             row.pipeline,
-            ops(sum.alone),
-            ops(sum.replicated),
+            ops(sum.base),
+            ops(sum.compared),
             ratio,
             range,
             format!(">= {target:.1}"),
@@ -893,8 +806,8 @@ fn snapshot_line(
     let snapshots: Vec<Option<f64>> = rounds.iter().map(|(_, s)| secs(*s)).collect();
     let sum = summarize_rounds(&copies, &snapshots);
     let (copy, snapshot) = (
-        sum.alone.unwrap_or_default(),
-        sum.replicated.unwrap_or_default(),
+        sum.base.unwrap_or_default(),
+        sum.compared.unwrap_or_default(),
     );
     let ratio = sum.ratio.unwrap_or(f64::INFINITY);
     let (low, high) = sum.range.unwrap_or((ratio, ratio));
@@ -1015,79 +928,6 @@ mod tests {
             },
             lag: None,
         })
-    }
-
-    #[test]
-    fn medians_of_odd_and_even_counts() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[2.0]), Some(2.0));
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-    }
-
-    #[test]
-    fn min_max_of_values() {
-        assert_eq!(min_max(&[]), None);
-        assert_eq!(min_max(&[0.5]), Some((0.5, 0.5)));
-        assert_eq!(min_max(&[0.6, 0.44, 0.79]), Some((0.44, 0.79)));
-    }
-
-    #[test]
-    fn median_index_names_a_measured_value() {
-        assert_eq!(median_index(&[]), None);
-        assert_eq!(median_index(&[7.0]), Some(0));
-        assert_eq!(median_index(&[0.79, 0.44, 0.61]), Some(2));
-        // Even count: the lower of the middle two.
-        assert_eq!(median_index(&[0.4, 0.9, 0.7, 0.5]), Some(3));
-    }
-
-    #[test]
-    fn each_round_is_compared_with_its_own_alone_figure() {
-        // Round 2 is slow on both sides; its ratio is still 0.5.
-        let alone = [Some(100.0), Some(40.0), Some(90.0)];
-        let replicated = [Some(80.0), Some(20.0), Some(63.0)];
-        let sum = summarize_rounds(&alone, &replicated);
-        assert_eq!(sum.alone, Some(90.0));
-        assert_eq!(sum.replicated, Some(63.0));
-        assert_eq!(sum.ratio, Some(0.7));
-        assert_eq!(sum.range, Some((0.5, 0.8)));
-        assert_eq!(sum.rounds, 3);
-        assert_eq!(sum.median_round, Some(2));
-    }
-
-    #[test]
-    fn failed_rounds_give_no_ratio() {
-        let alone = [Some(100.0), None, Some(0.0), Some(50.0)];
-        let replicated = [Some(60.0), Some(70.0), Some(10.0), None];
-        let sum = summarize_rounds(&alone, &replicated);
-        assert_eq!(sum.alone, Some(50.0));
-        assert_eq!(sum.replicated, Some(60.0));
-        assert_eq!(sum.ratio, Some(0.6));
-        assert_eq!(sum.range, Some((0.6, 0.6)));
-        assert_eq!(sum.rounds, 1);
-        assert_eq!(sum.median_round, Some(0));
-
-        let none = summarize_rounds(&[None, None], &[Some(1.0), None]);
-        assert_eq!(none.alone, None);
-        assert_eq!(none.ratio, None);
-        assert_eq!(none.range, None);
-        assert_eq!(none.rounds, 0);
-        assert_eq!(none.median_round, None);
-    }
-
-    #[test]
-    fn failures_are_grouped_by_message() {
-        let outcomes = vec![
-            measured(1, 1),
-            Err("boom".to_string()),
-            Err("not run".to_string()),
-            Err("boom".to_string()),
-        ];
-        assert_eq!(
-            failures(&outcomes),
-            vec![(vec![2, 4], "boom"), (vec![3], "not run")]
-        );
-        assert!(failures(&[measured(1, 1)]).is_empty());
     }
 
     #[test]
