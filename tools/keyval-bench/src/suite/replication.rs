@@ -4,6 +4,10 @@
 //!   over several interleaved rounds (medians and per-round ranges);
 //! - how far the followers lag behind under that load, from the leader's
 //!   `INFO` sampled every few milliseconds (see [`crate::lag`]);
+//! - what the read rules of `--sync-followers 1` (a read waits for its
+//!   key's newest write to pass the output rule, and is answered only
+//!   under the followers' read lease) cost GET-only and read-mostly loads,
+//!   against the same loads on the leader alone, in the same rounds;
 //! - how long an empty follower takes to receive a snapshot of a 1M-key
 //!   leader, against copying the leader's log over loopback TCP with fsync
 //!   (see [`crate::filecopy`]);
@@ -27,7 +31,7 @@ use tempfile::TempDir;
 use super::{
     failed_if, latencies, SetOnDrop, CONNECTIONS, KEYS, LOAD_PIPELINE, RESTART_WAIT, START_WAIT,
 };
-use super::{failures, summarize_rounds, STOP_WAIT, VALUE_SIZE};
+use super::{failures, median, summarize_rounds, STOP_WAIT, VALUE_SIZE};
 use keyval_testkit::LineClient;
 
 use crate::client::{self, info_u64};
@@ -91,20 +95,25 @@ pub fn run(opts: &ReplicationOptions) -> io::Result<()> {
     let mut rng = fastrand::Rng::new();
     let secret = String::from_utf8_lossy(&load::random_value(&mut rng, 32)).into_owned();
     println!(
-        "# replication: PUT, --fsync always, {CONNECTIONS} connections, {KEYS} keys, \
-         {VALUE_SIZE}-byte values, {} rounds of {:.1} s per case; followers {FOLLOWERS:?} \
-         on loopback",
+        "# replication: PUT, then GET and read-mostly, --fsync always, {CONNECTIONS} connections, \
+         {KEYS} keys (preloaded), {VALUE_SIZE}-byte values, {} rounds of {:.1} s per case; \
+         followers {FOLLOWERS:?} on loopback",
         opts.rounds,
         opts.case_duration.as_secs_f64()
     );
-    let rows = throughput_cases(opts, &secret);
+    let (rows, reads) = throughput_cases(opts, &secret);
     println!();
     print!("{}", throughput_table(&rows, opts.case_duration));
     println!();
     print!("{}", lag_table(&rows));
+    println!();
+    print!("{}", reads_table(&reads, opts.case_duration));
     let mut failed = rows
         .iter()
-        .any(|r| r.alone.iter().chain(&r.replicated).any(Result::is_err));
+        .any(|r| r.alone.iter().chain(&r.replicated).any(Result::is_err))
+        || reads
+            .iter()
+            .any(|r| r.alone.iter().chain(&r.sync).any(Result::is_err));
     println!();
     if let Err(e) = snapshot_and_catch_up(opts, &secret) {
         println!("snapshot / catch-up cases failed: {e}");
@@ -151,6 +160,12 @@ const SETUPS: [Option<Replication>; 3] =
     [None, Some(Replication::Async), Some(Replication::SyncOne)];
 /// Index of the leader alone (no followers) in [`SETUPS`].
 const ALONE: usize = 0;
+/// Index of the leader with `--sync-followers 1` in [`SETUPS`]: the other
+/// side of the read comparison.
+const SYNC: usize = 2;
+const _: () = assert!(matches!(SETUPS[SYNC], Some(Replication::SyncOne)));
+/// Workloads of the read comparison, each at every depth of [`PIPELINES`].
+const READ_WORKLOADS: [Workload; 2] = [Workload::Get, Workload::ReadMostly];
 
 /// Name of a throughput setup (`None`: the leader alone).
 fn setup_name(setup: Option<Replication>) -> &'static str {
@@ -179,6 +194,18 @@ struct Row {
     replicated: Vec<Outcome>,
 }
 
+/// One row of the reads table: a read load on the leader alone against
+/// the same load on the leader with `--sync-followers 1`, one outcome of
+/// each per round.
+struct ReadRow {
+    workload: Workload,
+    pipeline: usize,
+    /// The leader alone, round by round.
+    alone: Vec<Outcome>,
+    /// The leader with `--sync-followers 1` and two followers.
+    sync: Vec<Outcome>,
+}
+
 /// A running cluster of a throughput setup, or why it is not running (it
 /// did not start, did not settle, or failed a case): every later case of
 /// that setup fails with this message.
@@ -186,26 +213,40 @@ type Slot<'a> = Result<Cluster<'a>, String>;
 
 /// Runs the throughput cases: `opts.rounds` rounds, each measuring at
 /// every pipeline depth a leader alone, then a leader with two async
-/// followers, then a leader with `--sync-followers 1` and two followers.
-/// Each round's replicating figures are later compared with that round's
-/// alone figure, so a noisy stretch of time weighs on both sides of a
-/// ratio and spoils one round, not the row.
+/// followers, then a leader with `--sync-followers 1` and two followers;
+/// then each read workload at every depth on the leader alone and on the
+/// `--sync-followers 1` leader, in the order of [`read_order`]. Each
+/// round's replicating figures are later compared with that round's alone
+/// figure, so a noisy stretch of time weighs on both sides of a ratio and
+/// spoils one round, not the row. Returns the PUT rows and the read rows.
 ///
 /// The three clusters start once and serve every round. Restarting them
 /// per round would cost seven process starts and four follower handshakes
 /// each time and buy nothing: what a leader carries into a later round is
-/// bounded and alike for the three. Each takes the same sequence of loads,
-/// the key space fills during the first round, and compaction keeps every
+/// bounded and alike for the three. Each takes the same sequence of PUT
+/// loads (the read loads add a tenth as many writes to two of them), the
+/// key space is filled before the first round, and compaction keeps every
 /// log between about the live data and `--compact-min-bytes` (64 MiB by
 /// default), so no round writes to an ever longer file. What would bias a
 /// case is work left over from the case before it, on any of the clusters:
 /// a compaction still running, async followers still catching up, a
 /// deferred follower fsync. All nodes share the machine's cores and disk,
 /// so every case first waits until every cluster is idle (`settle`).
-fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
+fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> (Vec<Row>, Vec<ReadRow>) {
     // outcomes[setup][pipeline][round]
     let mut outcomes: Vec<Vec<Vec<Outcome>>> =
         vec![vec![Vec::new(); PIPELINES.len()]; SETUPS.len()];
+    let mut reads: Vec<ReadRow> = READ_WORKLOADS
+        .iter()
+        .flat_map(|&workload| {
+            PIPELINES.iter().map(move |&pipeline| ReadRow {
+                workload,
+                pipeline,
+                alone: Vec::new(),
+                sync: Vec::new(),
+            })
+        })
+        .collect();
     let mut clusters: Vec<Slot<'_>> = SETUPS
         .iter()
         .map(|&setup| {
@@ -218,22 +259,27 @@ fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
     for round in 1..=opts.rounds {
         println!("round {round} of {}", opts.rounds);
         for (p, &pipeline) in PIPELINES.iter().enumerate() {
-            for (s, &setup) in SETUPS.iter().enumerate() {
-                settle(&mut clusters);
-                let name = setup_name(setup);
-                let outcome = match &mut clusters[s] {
-                    Ok(cluster) => cluster
-                        .measure(name, pipeline, opts.case_duration)
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(format!("not run: {e}")),
+            for (s, by_pipeline) in outcomes.iter_mut().enumerate() {
+                let case = Case {
+                    setup: s,
+                    workload: Workload::Put,
+                    pipeline,
                 };
-                if let (Err(e), Ok(_)) = (&outcome, &clusters[s]) {
-                    let label = format!("{name} p{pipeline}");
-                    println!("keyval  {label:<28} FAILED: {e}");
-                    // Dropping the cluster stops its nodes.
-                    clusters[s] = Err(format!("{name} failed in round {round} at p{pipeline}"));
+                by_pipeline[p].push(case.run(&mut clusters, opts.case_duration, round));
+            }
+        }
+        for row in &mut reads {
+            for s in read_order(round) {
+                let case = Case {
+                    setup: s,
+                    workload: row.workload,
+                    pipeline: row.pipeline,
+                };
+                let outcome = case.run(&mut clusters, opts.case_duration, round);
+                match s {
+                    ALONE => row.alone.push(outcome),
+                    _ => row.sync.push(outcome),
                 }
-                outcomes[s][p].push(outcome);
             }
         }
     }
@@ -254,7 +300,59 @@ fn throughput_cases(opts: &ReplicationOptions, secret: &str) -> Vec<Row> {
             });
         }
     }
-    rows
+    (rows, reads)
+}
+
+/// The sides of the read comparison (indices into [`SETUPS`]) in the
+/// order round `round` (counted from 1) runs them: the leader alone first
+/// in odd rounds, the sync leader first in even ones, so that neither side
+/// always takes the later stretch of a changing machine load.
+fn read_order(round: usize) -> [usize; 2] {
+    if round % 2 == 1 {
+        [ALONE, SYNC]
+    } else {
+        [SYNC, ALONE]
+    }
+}
+
+/// One load on one of the throughput clusters.
+struct Case {
+    /// Index into [`SETUPS`] (and the clusters).
+    setup: usize,
+    workload: Workload,
+    pipeline: usize,
+}
+
+impl Case {
+    /// How the case is named in the output: `<setup> p<pipeline>` for the
+    /// PUT load, `<setup> <workload> p<pipeline>` for the others.
+    fn label(&self) -> String {
+        let name = setup_name(SETUPS[self.setup]);
+        match self.workload {
+            Workload::Put => format!("{name} p{}", self.pipeline),
+            w => format!("{name} {w} p{}", self.pipeline),
+        }
+    }
+
+    /// Waits until every cluster is idle, then measures the case. A
+    /// cluster that fails a case is stopped, and its later cases fail.
+    fn run(&self, clusters: &mut [Slot<'_>], duration: Duration, round: usize) -> Outcome {
+        settle(clusters);
+        let label = self.label();
+        let slot = &mut clusters[self.setup];
+        let outcome = match slot {
+            Ok(cluster) => cluster
+                .measure(&label, self.workload, self.pipeline, duration)
+                .map_err(|e| e.to_string()),
+            Err(e) => return Err(format!("not run: {e}")),
+        };
+        if let Err(e) = &outcome {
+            println!("keyval  {label:<28} FAILED: {e}");
+            // Dropping the cluster stops its nodes.
+            *slot = Err(format!("{label} failed in round {round}"));
+        }
+        outcome
+    }
 }
 
 /// Starts the cluster of a throughput setup: a leader, and for a
@@ -269,6 +367,7 @@ fn start_setup<'a>(
     if setup.is_some() {
         cluster.add_followers(&FOLLOWERS)?;
     }
+    cluster.preload()?;
     Ok(cluster)
 }
 
@@ -399,21 +498,44 @@ impl<'a> Cluster<'a> {
         })
     }
 
-    /// Drives the standard PUT load at `pipeline` for `duration`, sampling
-    /// the followers' lag meanwhile if there are any, and prints the result.
-    fn measure(&mut self, name: &str, pipeline: usize, duration: Duration) -> io::Result<Measured> {
+    /// PUTs every key of the load's key space once, so that every GET of
+    /// a later load finds a value.
+    fn preload(&mut self) -> io::Result<()> {
+        let value = load::random_value(&mut fastrand::Rng::new(), VALUE_SIZE);
+        let mut writer = Driver::connect(self.leader.addr, Protocol::Keyval, CONNECTIONS)?;
+        let r = writer.preload(KEYS, &value, LOAD_PIPELINE)?;
+        log::info!("preloaded {KEYS} keys: {r}");
+        if r.errors > 0 {
+            return Err(io::Error::other(format!(
+                "preloading {KEYS} keys failed: {} errors",
+                r.errors
+            )));
+        }
+        Ok(())
+    }
+
+    /// Drives the standard `workload` (50 connections over the key space)
+    /// at `pipeline` for `duration`, sampling the followers' lag meanwhile
+    /// if there are any, and prints the result under `label`.
+    fn measure(
+        &mut self,
+        label: &str,
+        workload: Workload,
+        pipeline: usize,
+        duration: Duration,
+    ) -> io::Result<Measured> {
         let cfg = LoadConfig {
             addr: self.leader.addr,
             protocol: Protocol::Keyval,
             connections: CONNECTIONS,
             pipeline,
-            workload: Workload::Put,
+            workload,
             keys: KEYS,
             value_size: VALUE_SIZE,
             limit: Limit::Duration(duration),
             preload: false,
         };
-        log::info!("{name} p{pipeline}: running");
+        log::info!("{label}: running");
         let ids: Vec<u32> = self.followers.iter().map(|(id, _)| *id).collect();
         let (report, samples) = if ids.is_empty() {
             (load::run(&cfg), None)
@@ -440,7 +562,6 @@ impl<'a> Cluster<'a> {
         })?;
         self.check_alive()?;
         let lag = samples.transpose()?.map(|s| lag::summarize(&s));
-        let label = format!("{name} p{pipeline}");
         println!("keyval  {label:<28} {report}");
         if let Some(lag) = &lag {
             println!("keyval  {label:<28} lag {}", fmt_lag(lag));
@@ -627,16 +748,126 @@ fn throughput_table(rows: &[Row], case_duration: Duration) -> String {
             listed.insert(0, (setup_name(None), &row.alone));
         }
         for (name, outcomes) in listed {
-            for (failed, e) in failures(outcomes) {
-                let plural = if failed.len() > 1 { "s" } else { "" };
-                let failed: Vec<String> = failed.iter().map(usize::to_string).collect();
-                let _ = writeln!(
-                    out,
-                    "{name} p{}, round{plural} {}: {e}",
-                    row.pipeline,
-                    failed.join(", ")
-                );
-            }
+            write_failures(&mut out, &format!("{name} p{}", row.pipeline), outcomes);
+        }
+    }
+    out
+}
+
+/// Appends a line per distinct error of `outcomes`, with the rounds it
+/// ended: `<case>, round(s) <n, ...>: <error>`.
+fn write_failures(out: &mut String, case: &str, outcomes: &[Outcome]) {
+    for (failed, e) in failures(outcomes) {
+        let plural = if failed.len() > 1 { "s" } else { "" };
+        let failed: Vec<String> = failed.iter().map(usize::to_string).collect();
+        let _ = writeln!(out, "{case}, round{plural} {}: {e}", failed.join(", "));
+    }
+}
+
+/// Renders the read comparison: per workload and depth, the median ops/s
+/// of each side, the median and range of the per-round ratios (sync over
+/// alone), and each side's p99 as the median of its rounds' p99s.
+fn reads_table(rows: &[ReadRow], case_duration: Duration) -> String {
+    let rounds = rows.first().map_or(0, |r| r.sync.len());
+    let mut out = format!(
+        "Reads, leader alone vs. {} (fsync always, {CONNECTIONS} connections, {KEYS} keys \
+         preloaded, {VALUE_SIZE}-byte values, {rounds} rounds of {:.1} s per case)\n",
+        Replication::SyncOne.name(),
+        case_duration.as_secs_f64()
+    );
+    let line = |cells: [&str; 10]| {
+        format!(
+            "{:<12} {:>4} {:>12} {:>12} {:>6} {:>11} {:>6} {:>13} {:>13} {:>9}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            cells[6],
+            cells[7],
+            cells[8],
+            cells[9]
+        )
+    };
+    out.push_str(&line([
+        "workload",
+        "pipe",
+        "alone ops/s",
+        "sync ops/s",
+        "ratio",
+        "per round",
+        "rounds",
+        "alone p99 us",
+        "sync p99 us",
+        "errors",
+    ]));
+    let ops = |v: Option<f64>| v.map_or_else(|| "FAILED".to_string(), |v| format!("{v:.0}"));
+    let p99 = |outcomes: &[Outcome]| {
+        let us: Vec<f64> = outcomes
+            .iter()
+            .flatten()
+            .map(|m| m.report.latency_at(0.99).as_secs_f64() * 1e6)
+            .collect();
+        median(&us).map_or_else(|| "-".to_string(), |v| format!("{v:.0}"))
+    };
+    let errs = |outcomes: &[Outcome]| {
+        let measured = outcomes.iter().flatten();
+        match measured.clone().count() {
+            0 => "-".to_string(),
+            _ => measured.map(|m| m.report.errors).sum::<u64>().to_string(),
+        }
+    };
+    let mut not_found = 0;
+    for row in rows {
+        let sum = summarize_rounds(&ops_by_round(&row.alone), &ops_by_round(&row.sync));
+        let ratio = sum
+            .ratio
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
+        let range = sum
+            .range
+            .map_or_else(|| "-".to_string(), |(lo, hi)| format!("{lo:.2}-{hi:.2}"));
+        out.push_str(&line([
+            &row.workload.to_string(),
+            &row.pipeline.to_string(),
+            &ops(sum.base),
+            &ops(sum.compared),
+            &ratio,
+            &range,
+            &format!("{}/{}", sum.rounds, row.sync.len()),
+            &p99(&row.alone),
+            &p99(&row.sync),
+            &format!("{}/{}", errs(&row.alone), errs(&row.sync)),
+        ]));
+        not_found += row
+            .alone
+            .iter()
+            .chain(&row.sync)
+            .flatten()
+            .map(|m| m.report.not_found)
+            .sum::<u64>();
+    }
+    out.push_str(
+        "(ops/s: medians over the rounds; ratio: median of the per-round ratios, each round's \
+         sync ops/s over that round's alone ops/s;\n per round: lowest-highest of those ratios; \
+         rounds: rounds that gave a ratio; p99: median of the rounds' p99s; errors: summed over \
+         the rounds, alone/sync)\n",
+    );
+    if not_found > 0 {
+        let _ = writeln!(
+            out,
+            "{not_found} GETs found no value: the key space was not fully preloaded"
+        );
+    }
+    for row in rows {
+        for (s, outcomes) in [(ALONE, &row.alone), (SYNC, &row.sync)] {
+            let case = format!(
+                "{} {} p{}",
+                setup_name(SETUPS[s]),
+                row.workload,
+                row.pipeline
+            );
+            write_failures(&mut out, &case, outcomes);
         }
     }
     out
