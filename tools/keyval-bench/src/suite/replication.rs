@@ -1214,6 +1214,120 @@ mod tests {
     }
 
     #[test]
+    fn reads_table_shows_the_ratio_and_median_p99s() {
+        let rows = vec![
+            ReadRow {
+                workload: Workload::Get,
+                pipeline: 16,
+                alone: vec![measured(1000, 100), measured(400, 900), measured(900, 200)],
+                // Ratios 0.8, 0.5, 0.7: median 0.7.
+                sync: vec![measured(800, 300), measured(200, 5000), measured(630, 400)],
+            },
+            ReadRow {
+                workload: Workload::ReadMostly,
+                pipeline: 1,
+                alone: vec![
+                    measured(1000, 100),
+                    measured(1000, 100),
+                    measured(1000, 100),
+                ],
+                sync: vec![
+                    measured(500, 300),
+                    Err("follower died".to_string()),
+                    Err("not run: it failed".to_string()),
+                ],
+            },
+        ];
+        let table = reads_table(&rows, Duration::from_secs(3));
+        assert!(table.contains("3 rounds of 3.0 s"), "{table}");
+        assert!(table.contains("--sync-followers 1"), "{table}");
+        let lines: Vec<&str> = table.lines().collect();
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        // p99s: the median of each side's rounds, not the median round's.
+        assert_eq!(
+            cells,
+            [
+                "get",
+                "16",
+                "900",
+                "630",
+                "0.70",
+                "0.50-0.80",
+                "3/3",
+                "200",
+                "400",
+                "3/3"
+            ],
+            "{table}"
+        );
+        let cells: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "read-mostly",
+                "1",
+                "1000",
+                "500",
+                "0.50",
+                "0.50-0.50",
+                "1/3",
+                "100",
+                "300",
+                "3/1"
+            ],
+            "{table}"
+        );
+        assert!(!table.contains("found no value"), "{table}");
+        assert!(
+            table.contains("2, --sync-followers 1 read-mostly p1, round 2: follower died"),
+            "{table}"
+        );
+        assert!(
+            table.contains("2, --sync-followers 1 read-mostly p1, round 3: not run: it failed"),
+            "{table}"
+        );
+        assert!(!table.contains("leader alone get p16, round"), "{table}");
+
+        let mut rows = rows;
+        rows[0].alone[1] = Err("gone".to_string());
+        if let Ok(m) = &mut rows[0].sync[0] {
+            m.report.not_found = 7;
+        }
+        let table = reads_table(&rows, Duration::from_secs(3));
+        assert!(
+            table.contains("leader alone get p16, round 2: gone"),
+            "{table}"
+        );
+        assert!(table.contains("7 GETs found no value"), "{table}");
+        // Rounds 1 and 3 give ratios 0.8 and 0.7; the median is their mean.
+        let cells: Vec<&str> = table.lines().nth(2).unwrap().split_whitespace().collect();
+        assert_eq!(cells[4..7], ["0.75", "0.70-0.80", "2/3"], "{table}");
+        assert!(reads_table(&[], Duration::from_secs(1)).contains("0 rounds"));
+    }
+
+    #[test]
+    fn reads_alternate_which_side_goes_first() {
+        assert_eq!(read_order(1), [ALONE, SYNC]);
+        assert_eq!(read_order(2), [SYNC, ALONE]);
+        assert_eq!(read_order(3), [ALONE, SYNC]);
+    }
+
+    #[test]
+    fn a_case_is_named_by_its_setup_workload_and_depth() {
+        let case = |setup, workload| Case {
+            setup,
+            workload,
+            pipeline: 16,
+        };
+        assert_eq!(case(ALONE, Workload::Put).label(), "leader alone p16");
+        assert_eq!(
+            case(SYNC, Workload::ReadMostly).label(),
+            "2, --sync-followers 1 read-mostly p16"
+        );
+        assert_eq!(case(ALONE, Workload::Get).label(), "leader alone get p16");
+    }
+
+    #[test]
     fn lag_is_pooled_over_the_rounds() {
         let lagged = |acked: u64| {
             let mut m = measured(100, 1).unwrap();
