@@ -417,7 +417,9 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> V
                 what: format!("unexpected reply {reply:?} to {op}"),
             });
         }
-        if op.outcome == Outcome::Failed && !stepping_down(lead, op) {
+        let error = op.outcome == Outcome::Failed
+            || matches!(&op.outcome, Outcome::NotServed(r) if &**r == "ERROR");
+        if error && !stepping_down(lead, op) {
             violations.push(Violation {
                 key: Some(op.key),
                 at: op.invoke,
@@ -633,6 +635,7 @@ mod tests {
             key: 0,
             kind,
             node: Some(1),
+            via_leader: true,
             invoke,
             complete,
             outcome,
@@ -881,6 +884,27 @@ mod tests {
         ];
         let v = super::check(&ops, 1, &[node(None)], &lead);
         assert_eq!(v.len(), 2, "{v:?}");
+    }
+
+    #[test]
+    fn error_to_a_read_is_expected_only_from_a_leader_stepping_down() {
+        let lead = one_failover(FailoverKind::Planned, None);
+        let error = |t0, t1| at(op(Kind::Get, t0, t1, Outcome::NotServed("ERROR".into())), 1);
+        let ops = [at(put(1, 0, 10, Outcome::Ok), 1), error(110, 120)];
+        assert_eq!(super::check(&ops, 1, &[node(Some(1))], &lead), vec![]);
+        let ops = [at(put(1, 0, 10, Outcome::Ok), 1), error(20, 30)];
+        let v = super::check(&ops, 1, &[node(Some(1))], &lead);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].what.contains("not stepping down"), "{v:?}");
+        // Other replies without a value are no observation, and fine.
+        let ops = [
+            at(put(1, 0, 10, Outcome::Ok), 1),
+            at(
+                op(Kind::Get, 20, 30, Outcome::NotServed("NOT_LEADER".into())),
+                1,
+            ),
+        ];
+        assert_eq!(super::check(&ops, 1, &[node(Some(1))], &lead), vec![]);
     }
 
     #[test]

@@ -31,6 +31,8 @@ use std::sync::Arc;
 use clap::Parser;
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
 
+use crate::workload::Mix;
+
 /// Command line of `keyval-torture`.
 #[derive(Parser, Debug)]
 #[command(
@@ -58,12 +60,18 @@ struct Cli {
     /// Client threads.
     #[arg(long, default_value_t = 4)]
     clients: u16,
-    /// Size of the shared key space (at least 1).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    keys: u32,
+    /// Size of the shared key space (at least 1; default 64, or 8 with
+    /// --read-heavy).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    keys: Option<u32>,
     /// The leader's --sync-followers (0 or 1; default: chosen by the seed).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1))]
     sync_followers: Option<u32>,
+    /// Read-heavy workload: half the clients only read, the others write
+    /// one request in five (about 10 % writes overall), on 8 keys unless
+    /// --keys.
+    #[arg(long)]
+    read_heavy: bool,
     /// Concurrent nemesis lanes: how many faults may be in force at once
     /// (each on a different node).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=4))]
@@ -133,7 +141,12 @@ fn main() -> ExitCode {
         seconds: cli.seconds,
         seed: cli.seed.unwrap_or_else(|| fastrand::u64(..)),
         clients: cli.clients,
-        keys: cli.keys,
+        keys: cli.keys.unwrap_or(if cli.read_heavy { 8 } else { 64 }),
+        mix: if cli.read_heavy {
+            Mix::ReadHeavy
+        } else {
+            Mix::Default
+        },
         sync_followers: cli.sync_followers,
         mem_limit_mib: cli.mem_limit_mib,
         lanes: cli.lanes,

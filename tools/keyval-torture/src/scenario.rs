@@ -32,7 +32,7 @@ use crate::history::{Clock, Kind, Op, Outcome};
 use crate::monitor::{self, Monitor};
 use crate::nemesis::{self, lock, Fault, Nemesis};
 use crate::tally::{self, Tally};
-use crate::workload::Workload;
+use crate::workload::{Mix, Workload};
 
 /// How long the followers may take to catch up after healing.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -59,6 +59,8 @@ pub struct Options {
     pub seed: u64,
     pub clients: u16,
     pub keys: u32,
+    /// What the clients send.
+    pub mix: Mix,
     /// `--sync-followers`; `None` lets the seed choose 0 or 1.
     pub sync_followers: Option<u32>,
     pub mem_limit_mib: u64,
@@ -95,11 +97,12 @@ pub fn run(opts: &Options) -> bool {
     };
     println!(
         "keyval-torture: seed {} ({} s, --sync-followers {sync_followers}, {} clients, {} keys, \
-         {} nemesis lanes, failovers {}); rerun with SEED={} make torture",
+         {} workload, {} nemesis lanes, failovers {}); rerun with SEED={} make torture",
         opts.seed,
         opts.seconds,
         opts.clients,
         opts.keys,
+        opts.mix.name(),
         opts.lanes,
         if opts.failovers { "on" } else { "off" },
         opts.seed
@@ -166,6 +169,7 @@ fn run_with(
     let workload = Workload {
         leader: Arc::clone(&leader),
         keys: opts.keys,
+        mix: opts.mix,
         clock,
         stop: Arc::new(AtomicBool::new(false)),
     };
@@ -419,6 +423,8 @@ fn counters(
     let timeouts = n(&|o| o.outcome == Outcome::ReplicationTimeout);
     let unknown = n(&|o| o.outcome == Outcome::Unknown);
     let refused = n(&|o| o.outcome == Outcome::Refused);
+    let not_served = n(&|o| matches!(o.outcome, Outcome::NotServed(_)));
+    let via_follower = n(&|o| o.kind == Kind::Get && !o.via_leader);
     let mut s = String::new();
     let _ = writeln!(s, "counters (seed {}, {} s):", opts.seed, opts.seconds);
     let _ = writeln!(
@@ -426,6 +432,11 @@ fn counters(
         "  ops {} (put {puts}, delete {deletes}, get {gets}); acknowledged writes {acked}; \
          REPLICATION_TIMEOUT {timeouts}; WRITE_NOT_ALLOWED {refused}; no reply {unknown}",
         ops.len()
+    );
+    let _ = writeln!(
+        s,
+        "  GETs without a value (NOT_LEADER, WRITE_NOT_ALLOWED, ERROR, REPLICATION_TIMEOUT) \
+         {not_served}; GETs on connections opened to a follower {via_follower}"
     );
     let by_kind: Vec<String> = Fault::ALL
         .iter()
