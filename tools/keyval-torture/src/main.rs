@@ -8,14 +8,16 @@
 //! This file owns the command line only; `scenario` runs the whole thing,
 //! `cluster` and `proxy` own the processes and links, `ctl` the runs of
 //! `keyval-ctl`, `workload` the clients, `nemesis` the faults, `monitor`
-//! the sampling, `tally` the nodes' event counters, and `checker` the
-//! verdict.
+//! the sampling, `tally` the nodes' event counters, `checker` the
+//! verdict, and `linear` the linearizability search it runs with
+//! `--linearizable-reads`.
 
 mod checker;
 mod client;
 mod cluster;
 mod ctl;
 mod history;
+mod linear;
 mod monitor;
 mod nemesis;
 mod proxy;
@@ -64,7 +66,8 @@ struct Cli {
     /// --read-heavy).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     keys: Option<u32>,
-    /// The leader's --sync-followers (0 or 1; default: chosen by the seed).
+    /// The leader's --sync-followers (0 or 1; default: chosen by the seed,
+    /// or 1 with --linearizable-reads).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1))]
     sync_followers: Option<u32>,
     /// Read-heavy workload: half the clients only read, the others write
@@ -72,6 +75,11 @@ struct Cli {
     /// --keys.
     #[arg(long)]
     read_heavy: bool,
+    /// Hold every key's history to linearizability, reads on connections
+    /// opened to a leader included, through failovers (sync mode: implies
+    /// --sync-followers 1).
+    #[arg(long)]
+    linearizable_reads: bool,
     /// Concurrent nemesis lanes: how many faults may be in force at once
     /// (each on a different node).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=4))]
@@ -89,6 +97,13 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.linearizable_reads && cli.sync_followers == Some(0) {
+        eprintln!(
+            "keyval-torture: --linearizable-reads needs sync mode (async failovers may lose \
+             acknowledged writes): drop --sync-followers 0"
+        );
+        return ExitCode::from(2);
+    }
     let config = ConfigBuilder::new()
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
@@ -147,7 +162,8 @@ fn main() -> ExitCode {
         } else {
             Mix::Default
         },
-        sync_followers: cli.sync_followers,
+        sync_followers: cli.sync_followers.or(cli.linearizable_reads.then_some(1)),
+        linearizable_reads: cli.linearizable_reads,
         mem_limit_mib: cli.mem_limit_mib,
         lanes: cli.lanes,
         keep: cli.keep,
