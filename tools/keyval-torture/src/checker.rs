@@ -241,6 +241,9 @@ pub enum FailoverKind {
     Lost,
     /// The leader was alive: fenced, caught up with, then re-pointed.
     Planned,
+    /// The leader hung (SIGSTOP) through the promotion, woke up believing
+    /// it still led, and was re-pointed later.
+    Paused,
 }
 
 impl FailoverKind {
@@ -249,6 +252,7 @@ impl FailoverKind {
         match self {
             FailoverKind::Lost => "lost-leader",
             FailoverKind::Planned => "switchover",
+            FailoverKind::Paused => "pause-failover",
         }
     }
 }
@@ -264,9 +268,11 @@ pub struct Failover {
     /// The epoch it was promoted to.
     pub epoch: u64,
     /// When the old leader stopped taking writes, or before: just after
-    /// it was killed (a loss), or before it was fenced (a switchover).
+    /// it was killed (a loss), before it was fenced (a switchover), or
+    /// before it was stopped (a pause-failover).
     pub start: u64,
-    /// After every surviving node followed the new leader.
+    /// After every surviving node followed the new leader (the old one
+    /// included, unless it was lost).
     pub end: u64,
     /// After a loss: every key the promoted node held when it was promoted
     /// (read while no node took writes).

@@ -72,7 +72,7 @@ struct Cli {
     sync_followers: Option<u32>,
     /// Read-heavy workload: half the clients only read, the others write
     /// one request in five (about 10 % writes overall), on 8 keys unless
-    /// --keys.
+    /// --keys; the nemesis favours leader faults and failovers.
     #[arg(long)]
     read_heavy: bool,
     /// Hold every key's history to linearizability, reads on connections

@@ -35,7 +35,7 @@ use crate::ctl::Ctl;
 use crate::history::{Clock, Kind, Op, Outcome};
 use crate::linear::Limits;
 use crate::monitor::{self, Monitor};
-use crate::nemesis::{self, lock, Fault, Nemesis};
+use crate::nemesis::{self, lock, Fault, Nemesis, Profile};
 use crate::tally::{self, Tally};
 use crate::workload::{Mix, Workload};
 
@@ -201,7 +201,11 @@ fn run_with(
         Ctl {
             bin: opts.ctl_bin.clone(),
         },
-        opts.failovers,
+        Profile {
+            failovers: opts.failovers,
+            read_heavy: opts.mix == Mix::ReadHeavy,
+            sync: sync_followers > 0,
+        },
         Arc::clone(&tally),
     );
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
@@ -299,10 +303,11 @@ fn run_with(
     let _ =
         writeln!(
         out.counters,
-        "  failovers: lost-leader {}, switchover {}; epoch reached {}; writes excused by an async \
-         failover loss {}{}",
+        "  failovers: lost-leader {}, switchover {}, pause-failover {}; epoch reached {}; writes \
+         excused by an async failover loss {}{}",
         faults.failovers.iter().filter(|f| f.kind == FailoverKind::Lost).count(),
         faults.failovers.iter().filter(|f| f.kind == FailoverKind::Planned).count(),
+        faults.failovers.iter().filter(|f| f.kind == FailoverKind::Paused).count(),
         faults
             .failovers
             .iter()
@@ -484,7 +489,7 @@ fn counters(
     );
     let by_kind: Vec<String> = Fault::ALL
         .iter()
-        .map(|(f, _)| {
+        .map(|f| {
             format!(
                 "{} {}",
                 f.name(),

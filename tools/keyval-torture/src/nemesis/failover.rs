@@ -1,8 +1,11 @@
 //! The failover faults of the nemesis: `lose-leader` (the leader's machine
 //! is gone: kill -9, data deleted, `keyval-ctl failover`, later a new empty
-//! node joins) and `switchover` (planned: `keyval-ctl failover` with the
+//! node joins), `switchover` (planned: `keyval-ctl failover` with the
 //! leader alive, which fences it, lets the best follower catch up, promotes
-//! it and re-points the old leader).
+//! it and re-points the old leader) and `pause-failover` (the leader hangs:
+//! SIGSTOP, `keyval-ctl failover` over the followers, SIGCONT; the old
+//! leader believes it still leads until the operator re-points it, seconds
+//! later, as `keyval-ctl` tells them to once the node is back).
 //!
 //! A failover first takes the cluster to itself: no other fault starts,
 //! and it waits (bounded) for the faults in force to end, so every node is
@@ -64,6 +67,7 @@ impl Nemesis {
         self.gate().running += 1;
         let result = match fault {
             Fault::LoseLeader => self.lose_leader(),
+            Fault::PauseFailover => self.pause_failover(),
             _ => self.switchover(),
         };
         self.release();
@@ -97,6 +101,56 @@ impl Nemesis {
         let (new, promotion) = self.run_failover(&nodes)?;
         self.repoint(new)?;
         self.record(FailoverKind::Planned, old, new, &promotion, start, None);
+        Ok(true)
+    }
+
+    /// The leader hangs, and the operator fails over without it.
+    ///
+    /// In sync mode the woken leader cannot acknowledge a write (its
+    /// followers follow the new leader), but it still answers reads on the
+    /// connections its clients kept, until it is re-pointed 2.5 to 5 s
+    /// later: longer than the sync timeout, so that its writers give up on
+    /// it and write to the new leader meanwhile.
+    fn pause_failover(&mut self) -> Result<bool, String> {
+        let nodes = self.all_up()?;
+        let old = lock(&self.shared.cluster).leader();
+        let followers: Vec<(u32, SocketAddr)> =
+            nodes.iter().copied().filter(|(id, _)| *id != old).collect();
+        if followers.is_empty() {
+            return Ok(false);
+        }
+        let start = self.clock.now();
+        self.last_sample(old);
+        lock(&self.shared.cluster).node_mut(old)?.set_paused(true)?;
+        self.note(format!(
+            "pause-failover: SIGSTOP node {old} (the leader); keyval-ctl failover over the followers"
+        ));
+        let promoted = self.run_failover(&followers).and_then(|(new, promotion)| {
+            self.repoint_others(new, old)?;
+            Ok((new, promotion))
+        });
+        // Whatever happened, the node runs again.
+        let resumed = lock(&self.shared.cluster)
+            .node_mut(old)
+            .and_then(|n| n.set_paused(false));
+        let (new, promotion) = promoted?;
+        resumed?;
+        let hold = self.millis(2500, 5000);
+        self.note(format!(
+            "pause-failover: SIGCONT node {old}, which believes it leads; re-pointed in {hold:?}"
+        ));
+        self.nap(hold);
+        let (addr, proxy) = {
+            let c = lock(&self.shared.cluster);
+            let node = c.node(old)?;
+            let addr = node.addr().ok_or("the old leader is not running")?;
+            (addr, node.proxy.addr())
+        };
+        self.shared.ctl.follow(addr, proxy)?;
+        self.note(format!(
+            "node {old} follows node {new} through its proxy {proxy}"
+        ));
+        self.record(FailoverKind::Paused, old, new, &promotion, start, None);
         Ok(true)
     }
 
@@ -254,12 +308,17 @@ impl Nemesis {
     /// Makes `new` the harness's leader (clients, every proxy), then tells
     /// every other running node to follow it through its own proxy.
     fn repoint(&mut self, new: u32) -> Result<(), String> {
+        self.repoint_others(new, new)
+    }
+
+    /// As [`Nemesis::repoint`], but leaves node `skip` alone too.
+    fn repoint_others(&mut self, new: u32, skip: u32) -> Result<(), String> {
         let others: Vec<(u32, SocketAddr, SocketAddr)> = {
             let mut c = lock(&self.shared.cluster);
             c.set_leader(new)?;
             c.nodes
                 .iter()
-                .filter(|n| n.id != new)
+                .filter(|n| n.id != new && n.id != skip)
                 .filter_map(|n| Some((n.id, n.addr()?, n.proxy.addr())))
                 .collect()
         };
