@@ -56,7 +56,8 @@ struct Cli {
     /// The keyval-ctl binary the failovers run (default: next to keyval).
     #[arg(long)]
     keyval_ctl_bin: Option<PathBuf>,
-    /// Leave out the failover faults (lose-leader, switchover).
+    /// Leave out the failover faults (lose-leader, switchover,
+    /// pause-failover).
     #[arg(long)]
     no_failover: bool,
     /// Client threads.
