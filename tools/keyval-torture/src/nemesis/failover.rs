@@ -104,7 +104,8 @@ impl Nemesis {
         Ok(true)
     }
 
-    /// The leader hangs, and the operator fails over without it.
+    /// The leader hangs, and the operator fails over without it (once
+    /// every follower has the leader's seq, as for a loss).
     ///
     /// In sync mode the woken leader cannot acknowledge a write (its
     /// followers follow the new leader), but it still answers reads on the
@@ -114,9 +115,18 @@ impl Nemesis {
     fn pause_failover(&mut self) -> Result<bool, String> {
         let nodes = self.all_up()?;
         let old = lock(&self.shared.cluster).leader();
+        let leader_addr = nodes
+            .iter()
+            .find(|(id, _)| *id == old)
+            .map(|(_, a)| *a)
+            .ok_or("the leader has no address")?;
         let followers: Vec<(u32, SocketAddr)> =
             nodes.iter().copied().filter(|(id, _)| *id != old).collect();
-        if followers.is_empty() {
+        if followers.is_empty()
+            || self
+                .caught_up("pause-failover", leader_addr, &followers)?
+                .is_none()
+        {
             return Ok(false);
         }
         let start = self.clock.now();
@@ -175,23 +185,9 @@ impl Nemesis {
         if followers.is_empty() {
             return Ok(false);
         }
-        let target = seq_of(leader_addr)?;
-        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-        loop {
-            let behind = followers
-                .iter()
-                .filter(|(_, a)| seq_of(*a).map_or(true, |s| s < target))
-                .count();
-            if behind == 0 {
-                break;
-            }
-            if Instant::now() >= deadline || !self.nap(super::POLL) {
-                self.note(format!(
-                    "lose-leader: skipped, {behind} followers did not reach seq {target}"
-                ));
-                return Ok(false);
-            }
-        }
+        let Some(target) = self.caught_up("lose-leader", leader_addr, &followers)? else {
+            return Ok(false);
+        };
         // Half the time the leader's network goes first: its followers'
         // links are cut for a moment while it keeps taking writes. In
         // async mode it acknowledges writes no follower gets (the loss the
@@ -249,6 +245,36 @@ impl Nemesis {
             "lose-leader: new empty node {id} replaces node {old}; keyval-ctl follow through its proxy"
         ));
         Ok(true)
+    }
+
+    /// Waits (bounded) until every follower has the seq the leader has
+    /// now, and returns that seq; `None` (noted) if they did not. A
+    /// follower whose log was torn may have lost writes it had
+    /// acknowledged; the catch-up brings them back, and a failover must
+    /// not promote it before.
+    fn caught_up(
+        &mut self,
+        fault: &str,
+        leader: SocketAddr,
+        followers: &[(u32, SocketAddr)],
+    ) -> Result<Option<u64>, String> {
+        let target = seq_of(leader)?;
+        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            let behind = followers
+                .iter()
+                .filter(|(_, a)| seq_of(*a).map_or(true, |s| s < target))
+                .count();
+            if behind == 0 {
+                return Ok(Some(target));
+            }
+            if Instant::now() >= deadline || !self.nap(super::POLL) {
+                self.note(format!(
+                    "{fault}: skipped, {behind} followers did not reach seq {target}"
+                ));
+                return Ok(None);
+            }
+        }
     }
 
     /// Sets every node's link.
