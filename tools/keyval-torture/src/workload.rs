@@ -12,7 +12,11 @@
 //! the node that answered it (the checker holds each acknowledged write
 //! against the leaderships the failovers made) and whether that node said
 //! it was a leader taking writes (reads on such a connection are held to
-//! linearizability with `--linearizable-reads`). A write answered
+//! linearizability with `--linearizable-reads`). A client keeps only such
+//! a connection: reaching a follower or a fenced leader (the harness's
+//! address lags a failover, or a hint was stale), it tries again after a
+//! pause, so its reads keep going to the leader. (The compaction bursts
+//! keep the connection they get; they only write.) A write answered
 //! `WRITE_NOT_ALLOWED <host:port>` (the node is no longer the leader) is
 //! recorded as refused, and the client moves to the address the node
 //! named; without one, to the address the harness has for the leader. A
@@ -134,8 +138,10 @@ impl Workload {
             let Some(c) = conn.as_mut() else {
                 let addr = hint.take().unwrap_or_else(|| current(&self.leader));
                 match connect(addr) {
-                    Ok(c) => conn = Some(c),
-                    Err(_) => thread::sleep(RECONNECT_PAUSE),
+                    Ok(c) if c.via_leader => conn = Some(c),
+                    // Not (yet) a leader taking writes: the harness's
+                    // address is about to move, or the hint was stale.
+                    Ok(_) | Err(_) => thread::sleep(RECONNECT_PAUSE),
                 }
                 continue;
             };
