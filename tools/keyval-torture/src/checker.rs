@@ -30,18 +30,34 @@
 //! - every `INFO` sample showing `role leader` and `writes ok` lies in an
 //!   era of that node, and no two nodes ever showed that at one epoch;
 //! - reads are held to the freshness rule only when the node answering was
-//!   the sole possible leader for the whole read;
+//!   the sole possible leader for the whole read (unless reads are held to
+//!   linearizability, below);
 //! - the promoted node's contents when it was promoted after a loss hold
 //!   every write acknowledged before the loss. In async mode
 //!   [`excuse_lost_writes`] first marks exactly the writes the lost leader
 //!   acknowledged that the promoted node did not have as
 //!   [`Outcome::Excused`], so they are the only ones allowed to vanish.
+//!
+//! With [`Rules::linearizable_reads`] (sync mode only: there, no
+//! acknowledged write may be lost, so no excuse is needed) every key's
+//! history must be linearizable ([`crate::linear`]): every write, every
+//! GET sent on a connection opened to a node that said it was a leader
+//! taking writes, whichever node that was and whenever, failovers
+//! included, and the final contents of the leader as one last read.
+//! Acknowledged writes took effect between invocation and reply; writes
+//! without an acknowledgement (no reply, `REPLICATION_TIMEOUT`, `ERROR`
+//! from a leader stepping down) at any time after their invocation, or
+//! never; refused writes never. GETs answered without a value (see
+//! [`Outcome::NotServed`]) observed nothing. Those reads then skip the
+//! freshness rule; GETs on connections opened to followers keep it. A key
+//! the search cannot decide within its bounds fails the run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
 use crate::history::{key_index, key_name, Kind, Op, Outcome, ValueId};
+use crate::linear::{self, Action, Ending, Event, Limits, Verdict};
 
 /// What one node holds at the end.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +68,18 @@ pub struct NodeState {
     pub data: BTreeMap<String, String>,
     /// The node's `DIGEST` reply.
     pub digest: String,
+    /// Whether it leads at the end.
+    pub leader: bool,
+}
+
+/// Which rules the reads are held to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules {
+    /// Hold every read on a connection opened to a leader to
+    /// linearizability (sync mode).
+    pub linearizable_reads: bool,
+    /// Bounds on the search for each key.
+    pub limits: Limits,
 }
 
 /// One broken rule.
@@ -213,6 +241,9 @@ pub enum FailoverKind {
     Lost,
     /// The leader was alive: fenced, caught up with, then re-pointed.
     Planned,
+    /// The leader hung (SIGSTOP) through the promotion, woke up believing
+    /// it still led, and was re-pointed later.
+    Paused,
 }
 
 impl FailoverKind {
@@ -221,6 +252,7 @@ impl FailoverKind {
         match self {
             FailoverKind::Lost => "lost-leader",
             FailoverKind::Planned => "switchover",
+            FailoverKind::Paused => "pause-failover",
         }
     }
 }
@@ -236,9 +268,11 @@ pub struct Failover {
     /// The epoch it was promoted to.
     pub epoch: u64,
     /// When the old leader stopped taking writes, or before: just after
-    /// it was killed (a loss), or before it was fenced (a switchover).
+    /// it was killed (a loss), before it was fenced (a switchover), or
+    /// before it was stopped (a pause-failover).
     pub start: u64,
-    /// After every surviving node followed the new leader.
+    /// After every surviving node followed the new leader (the old one
+    /// included, unless it was lost).
     pub end: u64,
     /// After a loss: every key the promoted node held when it was promoted
     /// (read while no node took writes).
@@ -404,7 +438,13 @@ pub fn excuse_lost_writes(ops: &mut [Op], lead: &Leadership) -> Vec<usize> {
 /// Checks the history, the leaderships and the nodes' final states;
 /// returns every broken rule (empty when all is well). `keys` is the
 /// workload's key count.
-pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> Vec<Violation> {
+pub fn check(
+    ops: &[Op],
+    keys: u32,
+    nodes: &[NodeState],
+    lead: &Leadership,
+    rules: Rules,
+) -> Vec<Violation> {
     let eras = lead.eras();
     let mut violations = Vec::new();
     let mut by_key: HashMap<u32, Vec<&Op>> = HashMap::new();
@@ -417,7 +457,9 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> V
                 what: format!("unexpected reply {reply:?} to {op}"),
             });
         }
-        if op.outcome == Outcome::Failed && !stepping_down(lead, op) {
+        let error = op.outcome == Outcome::Failed
+            || matches!(&op.outcome, Outcome::NotServed(r) if &**r == "ERROR");
+        if error && !stepping_down(lead, op) {
             violations.push(Violation {
                 key: Some(op.key),
                 at: op.invoke,
@@ -436,16 +478,17 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> V
             }
         }
     }
-    let rules: HashMap<u32, KeyRules> = (0..keys)
+    let key_rules: HashMap<u32, KeyRules> = (0..keys)
         .map(|k| {
             let ops = by_key.get(&k).map(Vec::as_slice).unwrap_or(&[]);
             (k, KeyRules::new(k, ops))
         })
         .collect();
+    let strict = |op: &Op| rules.linearizable_reads && op.via_leader;
 
     // Reads during the run, where the node that answered was the only one
-    // that could take writes.
-    for op in ops.iter().filter(|o| o.kind == Kind::Get) {
+    // that could take writes (and the search does not judge them).
+    for op in ops.iter().filter(|o| o.kind == Kind::Get && !strict(o)) {
         let seen = match op.outcome {
             Outcome::Value(id) => Some(id),
             Outcome::NotFound => None,
@@ -457,7 +500,7 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> V
         {
             continue;
         }
-        let Some(rule) = rules.get(&op.key) else {
+        let Some(rule) = key_rules.get(&op.key) else {
             continue;
         };
         if let Err((why, _)) = rule.check(seen, op.invoke, op.complete) {
@@ -479,7 +522,7 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> V
                 f.new,
                 f.start as f64 / 1e6
             );
-            check_contents(&name, data, keys, &rules, f.start, &mut violations);
+            check_contents(&name, data, keys, &key_rules, f.start, &mut violations);
         }
     }
 
@@ -489,7 +532,7 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> V
             &node.name,
             &node.data,
             keys,
-            &rules,
+            &key_rules,
             u64::MAX,
             &mut violations,
         );
@@ -519,8 +562,188 @@ pub fn check(ops: &[Op], keys: u32, nodes: &[NodeState], lead: &Leadership) -> V
             }
         }
     }
+    if rules.linearizable_reads {
+        let last = nodes.iter().find(|n| n.leader);
+        for k in 0..keys {
+            let on_key = by_key.get(&k).map(Vec::as_slice).unwrap_or(&[]);
+            violations.extend(check_linearizable(k, on_key, last, lead, &rules.limits));
+        }
+    }
     violations.sort_by_key(|v| v.key);
     violations
+}
+
+/// One op of a key's register history, for the search and the report.
+enum Item<'a> {
+    Op(&'a Op),
+    /// The final contents of the node that leads at the end.
+    Last(&'a NodeState),
+}
+
+/// The register event an op is, if the search sees it.
+fn event(op: &Op) -> Option<Event<ValueId>> {
+    let write_ending = || {
+        if op.is_acked_write() {
+            Ending::At(op.complete)
+        } else if op.outcome == Outcome::Refused {
+            Ending::Failed
+        } else {
+            Ending::Unknown
+        }
+    };
+    let (action, ending) = match (op.kind, &op.outcome) {
+        (Kind::Put(id), _) => (Action::Write(Some(id)), write_ending()),
+        (Kind::Delete, _) => (Action::Write(None), write_ending()),
+        (Kind::Get, _) if !op.via_leader => return None,
+        (Kind::Get, Outcome::Value(id)) => (Action::Read(Some(*id)), Ending::At(op.complete)),
+        (Kind::Get, Outcome::NotFound) => (Action::Read(None), Ending::At(op.complete)),
+        (Kind::Get, _) => return None,
+    };
+    Some(Event {
+        action,
+        invoke: op.invoke,
+        ending,
+    })
+}
+
+/// The linearizability of key `key`'s history (`ops`, with `last`'s
+/// contents as a read after everything): a violation with a shrunk
+/// counterexample, one saying it could not be decided, or nothing.
+fn check_linearizable(
+    key: u32,
+    ops: &[&Op],
+    last: Option<&NodeState>,
+    lead: &Leadership,
+    limits: &Limits,
+) -> Option<Violation> {
+    let mut items: Vec<Item> = Vec::new();
+    let mut events: Vec<Event<ValueId>> = Vec::new();
+    for &op in ops {
+        if let Some(e) = event(op) {
+            items.push(Item::Op(op));
+            events.push(e);
+        }
+    }
+    let end = ops
+        .iter()
+        .map(|o| o.complete.max(o.invoke))
+        .max()
+        .unwrap_or(0)
+        .saturating_add(1);
+    if let Some(node) = last {
+        let seen = match node.data.get(&key_name(key)) {
+            None => Some(None),
+            // A foreign value is reported by the content checks.
+            Some(v) => ValueId::parse(v).map(Some),
+        };
+        if let Some(seen) = seen {
+            items.push(Item::Last(node));
+            events.push(Event {
+                action: Action::Read(seen),
+                invoke: end,
+                ending: Ending::At(end),
+            });
+        }
+    }
+    let name = key_name(key);
+    match linear::check(&events, limits) {
+        Verdict::Linearizable => None,
+        Verdict::Undecided(why) => Some(Violation {
+            key: Some(key),
+            at: u64::MAX,
+            what: format!(
+                "{name}: linearizability undecided: {why} ({} ops on the key); a run without a \
+                 verdict fails",
+                events.len()
+            ),
+        }),
+        Verdict::Violation(c) => {
+            let at = match items.get(c.stuck) {
+                Some(Item::Op(op)) => op.invoke,
+                _ => u64::MAX,
+            };
+            Some(Violation {
+                key: Some(key),
+                at,
+                what: counterexample(&name, &items, &c, lead),
+            })
+        }
+    }
+}
+
+/// What a node was for leadership over `[t0, t1]`.
+fn standing(eras: &[Era], node: Option<u32>, t0: u64, t1: u64) -> &'static str {
+    match node {
+        Some(n) if sole_leader(eras, n, t0, t1) => "the only leader",
+        Some(n) if may_lead(eras, n, t0, t1) => "a leader, during a failover",
+        Some(_) => "not the leader",
+        None => "unknown node",
+    }
+}
+
+/// A counterexample as the report shows it: the ops, the one every order
+/// gets stuck at, what each node was, and the failovers meanwhile.
+fn counterexample(
+    name: &str,
+    items: &[Item],
+    c: &linear::Counterexample,
+    lead: &Leadership,
+) -> String {
+    let eras = lead.eras();
+    let mut s = format!(
+        "{name}: not linearizable: no order of these {} ops explains every read; every order \
+         gets stuck at the one marked >{} (an op takes effect once between its send and its \
+         reply; a write without acknowledgement at any time after its send, or never)",
+        c.ops.len(),
+        if c.minimal {
+            ""
+        } else {
+            " (shrinking stopped at its bound: some may not matter)"
+        }
+    );
+    let (mut t0, mut t1) = (u64::MAX, 0);
+    for &i in &c.ops {
+        let mark = if i == c.stuck { ">" } else { " " };
+        match items.get(i) {
+            Some(Item::Op(op)) => {
+                t0 = t0.min(op.invoke);
+                t1 = t1.max(op.complete);
+                s.push_str(&format!(
+                    "\n    {mark} {op}   [node {}: {}]",
+                    op.node.map_or("?".to_string(), |n| n.to_string()),
+                    standing(&eras, op.node, op.invoke, op.complete)
+                ));
+            }
+            Some(Item::Last(node)) => {
+                let value = node
+                    .data
+                    .get(name)
+                    .and_then(|v| ValueId::parse(v))
+                    .map_or("absent".to_string(), |id| format!("= {id}"));
+                s.push_str(&format!(
+                    "\n    {mark} [after the run] {} (the leader), final contents: {name} {value}",
+                    node.name
+                ));
+            }
+            None => {}
+        }
+    }
+    // The failovers meanwhile, and the last one before.
+    let before = lead.failovers.iter().rposition(|f| f.end < t0);
+    for (i, f) in lead.failovers.iter().enumerate() {
+        if Some(i) == before || overlaps(f.start, f.end, t0, t1) {
+            s.push_str(&format!(
+                "\n      failover {:.3} .. {:.3} s: {}, node {} -> node {} (epoch {})",
+                f.start as f64 / 1e6,
+                f.end as f64 / 1e6,
+                f.kind.name(),
+                f.old,
+                f.new,
+                f.epoch
+            ));
+        }
+    }
+    s
 }
 
 /// Fencing: a node that said it takes writes must have been in an era of
@@ -624,7 +847,16 @@ mod tests {
 
     /// The checker with no failover.
     fn check(ops: &[Op], keys: u32, nodes: &[NodeState]) -> Vec<Violation> {
-        super::check(ops, keys, nodes, &Leadership::new(1))
+        super::check(ops, keys, nodes, &Leadership::new(1), Rules::default())
+    }
+
+    /// The checker with reads held to linearizability.
+    fn strict(ops: &[Op], nodes: &[NodeState], lead: &Leadership) -> Vec<Violation> {
+        let rules = Rules {
+            linearizable_reads: true,
+            ..Rules::default()
+        };
+        super::check(ops, 1, nodes, lead, rules)
     }
 
     fn op(kind: Kind, invoke: u64, complete: u64, outcome: Outcome) -> Op {
@@ -633,6 +865,7 @@ mod tests {
             key: 0,
             kind,
             node: Some(1),
+            via_leader: true,
             invoke,
             complete,
             outcome,
@@ -652,6 +885,7 @@ mod tests {
             name: "leader".into(),
             digest: digest_of(&data),
             data,
+            leader: true,
         }
     }
 
@@ -812,7 +1046,10 @@ mod tests {
             at(put(2, 120, 130, Outcome::Ok), 2),
             at(put(3, 300, 310, Outcome::Ok), 2),
         ];
-        assert_eq!(super::check(&ops, 1, &[node(Some(3))], &lead), vec![]);
+        assert_eq!(
+            super::check(&ops, 1, &[node(Some(3))], &lead, Rules::default()),
+            vec![]
+        );
         // The old leader after the failover ended; the new one before it
         // began; a refusal is no acknowledgement.
         let ops = [
@@ -820,7 +1057,7 @@ mod tests {
             at(put(2, 50, 60, Outcome::Ok), 2),
             at(put(3, 300, 310, Outcome::Refused), 1),
         ];
-        let v = super::check(&ops, 1, &[node(Some(1))], &lead);
+        let v = super::check(&ops, 1, &[node(Some(1))], &lead, Rules::default());
         assert_eq!(v.len(), 2, "{v:?}");
         assert!(v.iter().all(|v| v.what.contains("not the leader")), "{v:?}");
     }
@@ -836,10 +1073,13 @@ mod tests {
         };
         lead.samples = vec![sample(1, 1, 10), sample(1, 1, 150), sample(2, 2, 150)];
         lead.samples.push(sample(2, 2, 400));
-        assert_eq!(super::check(&[], 1, &[node(None)], &lead), vec![]);
+        assert_eq!(
+            super::check(&[], 1, &[node(None)], &lead, Rules::default()),
+            vec![]
+        );
         lead.samples.push(sample(1, 1, 300));
         lead.samples.push(sample(3, 2, 500));
-        let v = super::check(&[], 1, &[node(None)], &lead);
+        let v = super::check(&[], 1, &[node(None)], &lead, Rules::default());
         assert_eq!(v.len(), 3, "{v:?}");
         assert!(v.iter().any(|v| v.what.contains("both said")), "{v:?}");
     }
@@ -854,14 +1094,17 @@ mod tests {
             at(op(Kind::Get, 150, 160, Outcome::Value(id(1))), 1),
             at(op(Kind::Get, 250, 260, Outcome::Value(id(1))), 1),
         ];
-        assert_eq!(super::check(&ops, 1, &[node(Some(2))], &lead), vec![]);
+        assert_eq!(
+            super::check(&ops, 1, &[node(Some(2))], &lead, Rules::default()),
+            vec![]
+        );
         let stale = [
             at(put(1, 0, 10, Outcome::Ok), 1),
             at(put(2, 20, 30, Outcome::Ok), 1),
             at(op(Kind::Get, 40, 50, Outcome::Value(id(1))), 1),
             at(op(Kind::Get, 250, 260, Outcome::Value(id(1))), 2),
         ];
-        let v = super::check(&stale, 1, &[node(Some(2))], &lead);
+        let v = super::check(&stale, 1, &[node(Some(2))], &lead, Rules::default());
         assert_eq!(v.len(), 2, "{v:?}");
     }
 
@@ -873,14 +1116,42 @@ mod tests {
             at(put(2, 95, 105, Outcome::Failed), 1),
         ];
         // It may or may not have happened.
-        assert_eq!(super::check(&ops, 1, &[node(Some(2))], &lead), vec![]);
-        assert_eq!(super::check(&ops, 1, &[node(Some(1))], &lead), vec![]);
+        assert_eq!(
+            super::check(&ops, 1, &[node(Some(2))], &lead, Rules::default()),
+            vec![]
+        );
+        assert_eq!(
+            super::check(&ops, 1, &[node(Some(1))], &lead, Rules::default()),
+            vec![]
+        );
         let ops = [
             at(put(1, 0, 10, Outcome::Failed), 1),
             at(put(2, 120, 130, Outcome::Failed), 2),
         ];
-        let v = super::check(&ops, 1, &[node(None)], &lead);
+        let v = super::check(&ops, 1, &[node(None)], &lead, Rules::default());
         assert_eq!(v.len(), 2, "{v:?}");
+    }
+
+    #[test]
+    fn error_to_a_read_is_expected_only_from_a_leader_stepping_down() {
+        let lead = one_failover(FailoverKind::Planned, None);
+        let error = |t0, t1| at(op(Kind::Get, t0, t1, Outcome::NotServed("ERROR".into())), 1);
+        let check = |ops: &[Op]| super::check(ops, 1, &[node(Some(1))], &lead, Rules::default());
+        let ops = [at(put(1, 0, 10, Outcome::Ok), 1), error(110, 120)];
+        assert_eq!(check(&ops), vec![]);
+        let ops = [at(put(1, 0, 10, Outcome::Ok), 1), error(20, 30)];
+        let v = check(&ops);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].what.contains("not stepping down"), "{v:?}");
+        // Other replies without a value are no observation, and fine.
+        let ops = [
+            at(put(1, 0, 10, Outcome::Ok), 1),
+            at(
+                op(Kind::Get, 20, 30, Outcome::NotServed("NOT_LEADER".into())),
+                1,
+            ),
+        ];
+        assert_eq!(check(&ops), vec![]);
     }
 
     #[test]
@@ -903,7 +1174,7 @@ mod tests {
             at(put(2, 20, 30, Outcome::Ok), 1),
         ];
         // The promoted node lacked write 2; the final state is fine.
-        let v = super::check(&ops, 1, &[node(Some(2))], &lead);
+        let v = super::check(&ops, 1, &[node(Some(2))], &lead, Rules::default());
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].what.contains("when promoted"), "{v:?}");
     }
@@ -924,10 +1195,16 @@ mod tests {
         let mut bare = ops.clone();
         assert_eq!(excuse_lost_writes(&mut ops, &lead), vec![3, 4]);
         assert_eq!(ops[3].outcome, Outcome::Excused);
-        assert_eq!(super::check(&ops, 1, &[node(Some(2))], &lead), vec![]);
-        assert_eq!(super::check(&ops, 1, &[node(Some(6))], &lead), vec![]);
+        assert_eq!(
+            super::check(&ops, 1, &[node(Some(2))], &lead, Rules::default()),
+            vec![]
+        );
+        assert_eq!(
+            super::check(&ops, 1, &[node(Some(6))], &lead, Rules::default()),
+            vec![]
+        );
         // Without the excuse the same history fails.
-        assert!(!super::check(&bare, 1, &[node(Some(2))], &lead).is_empty());
+        assert!(!super::check(&bare, 1, &[node(Some(2))], &lead, Rules::default()).is_empty());
         // A write acknowledged before the lost leader's era is never
         // excused: it was on every follower before the loss.
         let mut lead2 = lead.clone();
@@ -960,7 +1237,10 @@ mod tests {
             at(put(2, 40, 50, Outcome::Ok), 1),
         ];
         assert_eq!(excuse_lost_writes(&mut ops, &lead), vec![2]);
-        assert_eq!(super::check(&ops, 1, &[node(None)], &lead), vec![]);
+        assert_eq!(
+            super::check(&ops, 1, &[node(None)], &lead, Rules::default()),
+            vec![]
+        );
         // A DELETE without a reply may have come last: nothing is excused.
         let mut ops = vec![
             at(put(1, 0, 10, Outcome::Ok), 1),
@@ -968,7 +1248,124 @@ mod tests {
             at(put(2, 40, 50, Outcome::Ok), 1),
         ];
         assert_eq!(excuse_lost_writes(&mut ops, &lead), Vec::<usize>::new());
-        assert_eq!(super::check(&ops, 1, &[node(None)], &lead), vec![]);
+        assert_eq!(
+            super::check(&ops, 1, &[node(None)], &lead, Rules::default()),
+            vec![]
+        );
+    }
+
+    fn get(invoke: u64, complete: u64, seen: Option<u32>) -> Op {
+        let outcome = seen.map_or(Outcome::NotFound, |n| Outcome::Value(id(n)));
+        op(Kind::Get, invoke, complete, outcome)
+    }
+
+    #[test]
+    fn a_read_of_a_write_the_promoted_node_lacked_is_caught_when_strict() {
+        // Node 1 shows write 2 (not yet on a follower), is lost, and node
+        // 2 comes back with write 1.
+        let lead = one_failover(FailoverKind::Lost, Some(Some(1)));
+        let ops = [
+            at(put(1, 0, 10, Outcome::Ok), 1),
+            at(put(2, 20, 30, Outcome::Unknown), 1),
+            at(get(40, 50, Some(2)), 1),
+            at(get(250, 260, Some(1)), 2),
+        ];
+        assert_eq!(
+            super::check(&ops, 1, &[node(Some(1))], &lead, Rules::default()),
+            vec![]
+        );
+        let v = strict(&ops, &[node(Some(1))], &lead);
+        assert_eq!(v.len(), 1, "{v:?}");
+        let text = &v[0].what;
+        assert!(text.starts_with("k0: not linearizable"), "{text}");
+        assert!(text.contains("these 4 ops"), "{text}");
+        assert!(text.contains("> ["), "{text}");
+        assert!(text.contains("GET k0 -> v0.2"), "{text}");
+        assert!(
+            text.contains("failover 0.000 .. 0.000 s: lost-leader, node 1 -> node 2"),
+            "{text}"
+        );
+        assert_eq!(v[0].at, 250);
+        // The final contents alone show it too: the read saw write 2,
+        // which is gone at the end.
+        let v = strict(&ops[..3], &[node(Some(1))], &lead);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].what.contains("final contents: k0 = v0.1"),
+            "{}",
+            v[0].what
+        );
+    }
+
+    #[test]
+    fn a_deposed_leader_serving_an_old_value_is_caught_when_strict() {
+        let lead = one_failover(FailoverKind::Planned, None);
+        let ops = [
+            at(put(1, 0, 10, Outcome::Ok), 1),
+            at(put(2, 150, 160, Outcome::Ok), 2),
+            at(get(170, 175, Some(1)), 1),
+        ];
+        assert_eq!(
+            super::check(&ops, 1, &[node(Some(2))], &lead, Rules::default()),
+            vec![]
+        );
+        let v = strict(&ops, &[node(Some(2))], &lead);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].what.contains("[node 1: a leader, during a failover]"),
+            "{}",
+            v[0].what
+        );
+        // The same read on a connection opened to a follower is not held
+        // to it.
+        let mut follower = ops.clone();
+        follower[2].via_leader = false;
+        assert_eq!(strict(&follower, &[node(Some(2))], &lead), vec![]);
+        // Nor a read that got no value.
+        let mut redirected = ops.clone();
+        redirected[2].outcome = Outcome::NotServed("NOT_LEADER 127.0.0.1:9".into());
+        assert_eq!(strict(&redirected, &[node(Some(2))], &lead), vec![]);
+    }
+
+    #[test]
+    fn linearizable_histories_pass_when_strict() {
+        let lead = one_failover(FailoverKind::Planned, None);
+        let ops = [
+            at(put(1, 0, 10, Outcome::Ok), 1),
+            at(get(20, 30, Some(1)), 1),
+            // Written during the failover, with no reply; seen later.
+            at(put(2, 95, 105, Outcome::Failed), 1),
+            at(put(3, 120, 300, Outcome::ReplicationTimeout), 2),
+            at(get(310, 320, Some(3)), 2),
+            at(op(Kind::Delete, 330, 340, Outcome::Ok), 2),
+            at(get(350, 360, None), 2),
+            at(put(4, 400, 410, Outcome::Refused), 1),
+        ];
+        assert_eq!(strict(&ops, &[node(None)], &lead), vec![]);
+        // A refused write's value is never a source.
+        let mut bad = ops.to_vec();
+        bad.push(at(get(420, 430, Some(4)), 2));
+        assert!(!strict(&bad, &[node(None)], &lead).is_empty());
+    }
+
+    #[test]
+    fn an_undecided_key_fails_the_run() {
+        let mut ops: Vec<Op> = (1..=12).map(|n| put(n, 0, 1000, Outcome::Ok)).collect();
+        ops.push(get(1100, 1200, Some(1)));
+        ops.push(get(1300, 1400, Some(2)));
+        let rules = Rules {
+            linearizable_reads: true,
+            limits: Limits {
+                max_steps: 100,
+                ..Limits::default()
+            },
+        };
+        let v = super::check(&ops, 1, &[node(Some(2))], &Leadership::new(1), rules);
+        assert!(
+            v.iter()
+                .any(|v| v.what.contains("k0: linearizability undecided")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! Every PUT writes a value no other write uses (`v<client>.<n>.<padding>`),
 //! so a value read back names the write that produced it. Times are
 //! microseconds since the run began, from one shared [`Clock`].
+//!
+//! Each op also says whether its connection was opened to a node that
+//! then said it was a leader taking writes: reads on such connections are
+//! the ones a client sent believing it talked to the leader.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -55,13 +59,10 @@ pub enum Outcome {
     NotFound,
     /// A GET's value.
     Value(ValueId),
-    /// `REPLICATION_TIMEOUT`: a write durable on the leader, not
-    /// acknowledged; a read that would have shown such a write, not
-    /// answered.
+    /// `REPLICATION_TIMEOUT`: durable on the leader, not acknowledged.
     ReplicationTimeout,
-    /// `WRITE_NOT_ALLOWED [<host:port>]` or, to a read on a connection
-    /// opened to the leader, `NOT_LEADER [<host:port>]`: the node is not
-    /// (or no longer) the leader, and did not apply or answer this one.
+    /// `WRITE_NOT_ALLOWED [<host:port>]`: the node is not (or no longer) a
+    /// leader that takes writes, and did not apply this one.
     Refused,
     /// `ERROR` to a write: a leader that stepped down (fenced, or told to
     /// follow) answers the writes still waiting for follower acks so. They
@@ -74,6 +75,10 @@ pub enum Outcome {
     /// No reply (the connection broke or timed out): may or may not have
     /// happened.
     Unknown,
+    /// A GET answered `NOT_LEADER [<host:port>]`, `WRITE_NOT_ALLOWED
+    /// [<host:port>]`, `ERROR` or `REPLICATION_TIMEOUT` (kept verbatim): no
+    /// value, so it observed nothing.
+    NotServed(Box<str>),
     /// Any other reply, kept verbatim.
     Unexpected(Box<str>),
 }
@@ -87,6 +92,9 @@ pub struct Op {
     /// The id of the node that answered (its `INFO` `id` when the
     /// connection opened), `None` if unknown.
     pub node: Option<u32>,
+    /// Whether that `INFO` said `role leader` and `writes ok`: the client
+    /// believed it talked to the leader.
+    pub via_leader: bool,
     /// Before the request was sent (µs).
     pub invoke: u64,
     /// After the reply (or the failure) arrived (µs).
@@ -109,10 +117,11 @@ impl Op {
     pub fn classify(kind: Kind, reply: &str) -> Outcome {
         match (kind, reply) {
             (Kind::Put(_) | Kind::Delete, "OK") => Outcome::Ok,
-            (_, "REPLICATION_TIMEOUT") => Outcome::ReplicationTimeout,
-            (_, reply) if refusal(reply).is_some() => Outcome::Refused,
+            (Kind::Put(_) | Kind::Delete, "REPLICATION_TIMEOUT") => Outcome::ReplicationTimeout,
+            (Kind::Put(_) | Kind::Delete, reply) if refusal(reply).is_some() => Outcome::Refused,
             (Kind::Put(_) | Kind::Delete, "ERROR") => Outcome::Failed,
             (Kind::Delete | Kind::Get, "NOT_FOUND") => Outcome::NotFound,
+            (Kind::Get, reply) if not_served(reply) => Outcome::NotServed(reply.into()),
             (Kind::Get, value) => match ValueId::parse(value) {
                 Some(id) => Outcome::Value(id),
                 None => Outcome::Unexpected(value.into()),
@@ -122,16 +131,33 @@ impl Op {
     }
 }
 
-/// `Some(hint)` for a `WRITE_NOT_ALLOWED` or `NOT_LEADER` reply: the
-/// leader's address as the node knows it, if it named one (and it parses).
+/// `Some(hint)` for a `WRITE_NOT_ALLOWED` reply: the leader's address as
+/// the node knows it, if it named one (and it parses).
 pub fn refusal(reply: &str) -> Option<Option<SocketAddr>> {
-    let rest = reply
-        .strip_prefix("WRITE_NOT_ALLOWED")
-        .or_else(|| reply.strip_prefix("NOT_LEADER"))?;
+    hint_after(reply, "WRITE_NOT_ALLOWED")
+}
+
+/// `Some(hint)` for a reply that sends the client elsewhere:
+/// `WRITE_NOT_ALLOWED [<host:port>]`, or `NOT_LEADER [<host:port>]` (a
+/// node that is no longer a leader taking writes, to a read on a
+/// connection opened to it as one).
+pub fn redirect(reply: &str) -> Option<Option<SocketAddr>> {
+    refusal(reply).or_else(|| hint_after(reply, "NOT_LEADER"))
+}
+
+/// `word`, then nothing or one space and an address.
+fn hint_after(reply: &str, word: &str) -> Option<Option<SocketAddr>> {
+    let rest = reply.strip_prefix(word)?;
     if rest.is_empty() {
         return Some(None);
     }
     Some(rest.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Whether a reply to a GET is one that carries no value (see
+/// [`Outcome::NotServed`]).
+pub fn not_served(reply: &str) -> bool {
+    matches!(reply, "ERROR" | "REPLICATION_TIMEOUT") || redirect(reply).is_some()
 }
 
 /// The key a key index names.
@@ -164,12 +190,18 @@ impl fmt::Display for Op {
             Outcome::Failed => "ERROR".to_string(),
             Outcome::Excused => "OK (excused: lost with its leader)".to_string(),
             Outcome::Unknown => "(no reply)".to_string(),
+            Outcome::NotServed(text) => format!("{text} (no value)"),
             Outcome::Unexpected(text) => format!("{text:?}"),
         };
         let node = self.node.map_or("?".to_string(), |n| n.to_string());
+        let conn = if self.via_leader {
+            ""
+        } else {
+            " (opened as a follower)"
+        };
         write!(
             f,
-            "[{} .. {}] client {:>5} @node {node}: {what} -> {reply}",
+            "[{} .. {}] client {:>5} @node {node}{conn}: {what} -> {reply}",
             secs(self.invoke),
             secs(self.complete),
             self.client
@@ -231,9 +263,27 @@ mod tests {
             Op::classify(Kind::Get, "v1.2.pad"),
             Outcome::Value(ValueId { client: 1, n: 2 })
         );
+        // A GET that is not served observed nothing.
+        for reply in [
+            "ERROR",
+            "REPLICATION_TIMEOUT",
+            "NOT_LEADER",
+            "NOT_LEADER 127.0.0.1:5001",
+            "WRITE_NOT_ALLOWED 127.0.0.1:5001",
+        ] {
+            assert_eq!(
+                Op::classify(Kind::Get, reply),
+                Outcome::NotServed(reply.into())
+            );
+        }
         assert_eq!(
-            Op::classify(Kind::Get, "ERROR"),
-            Outcome::Unexpected("ERROR".into())
+            Op::classify(Kind::Get, "NOT_LEADERX"),
+            Outcome::Unexpected("NOT_LEADERX".into())
+        );
+        // To a write, NOT_LEADER is not one of the replies.
+        assert_eq!(
+            Op::classify(put, "NOT_LEADER"),
+            Outcome::Unexpected("NOT_LEADER".into())
         );
         assert_eq!(Op::classify(put, "WRITE_NOT_ALLOWED"), Outcome::Refused);
         assert_eq!(Op::classify(put, "ERROR"), Outcome::Failed);
@@ -251,19 +301,18 @@ mod tests {
     fn refusals_name_the_leader() {
         assert_eq!(refusal("OK"), None);
         assert_eq!(refusal("WRITE_NOT_ALLOWED"), Some(None));
-        assert_eq!(refusal("NOT_LEADER"), Some(None));
-        assert_eq!(
-            Op::classify(Kind::Get, "NOT_LEADER 127.0.0.1:5001"),
-            Outcome::Refused
-        );
-        assert_eq!(
-            Op::classify(Kind::Get, "REPLICATION_TIMEOUT"),
-            Outcome::ReplicationTimeout
-        );
         assert_eq!(
             refusal("WRITE_NOT_ALLOWED 127.0.0.1:5001"),
             Some(Some("127.0.0.1:5001".parse().expect("addr")))
         );
         assert_eq!(refusal("WRITE_NOT_ALLOWED somewhere"), Some(None));
+        assert_eq!(refusal("NOT_LEADER"), None);
+        assert_eq!(redirect("NOT_LEADER"), Some(None));
+        assert_eq!(
+            redirect("NOT_LEADER 127.0.0.1:5002"),
+            Some(Some("127.0.0.1:5002".parse().expect("addr")))
+        );
+        assert_eq!(redirect("WRITE_NOT_ALLOWED"), Some(None));
+        assert_eq!(redirect("v1.2.pad"), None);
     }
 }

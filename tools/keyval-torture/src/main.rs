@@ -8,14 +8,16 @@
 //! This file owns the command line only; `scenario` runs the whole thing,
 //! `cluster` and `proxy` own the processes and links, `ctl` the runs of
 //! `keyval-ctl`, `workload` the clients, `nemesis` the faults, `monitor`
-//! the sampling, `tally` the nodes' event counters, and `checker` the
-//! verdict.
+//! the sampling, `tally` the nodes' event counters, `checker` the
+//! verdict, and `linear` the linearizability search it runs with
+//! `--linearizable-reads`.
 
 mod checker;
 mod client;
 mod cluster;
 mod ctl;
 mod history;
+mod linear;
 mod monitor;
 mod nemesis;
 mod proxy;
@@ -30,6 +32,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
+
+use crate::workload::Mix;
 
 /// Command line of `keyval-torture`.
 #[derive(Parser, Debug)]
@@ -52,18 +56,31 @@ struct Cli {
     /// The keyval-ctl binary the failovers run (default: next to keyval).
     #[arg(long)]
     keyval_ctl_bin: Option<PathBuf>,
-    /// Leave out the failover faults (lose-leader, switchover).
+    /// Leave out the failover faults (lose-leader, switchover,
+    /// pause-failover).
     #[arg(long)]
     no_failover: bool,
     /// Client threads.
     #[arg(long, default_value_t = 4)]
     clients: u16,
-    /// Size of the shared key space (at least 1).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    keys: u32,
-    /// The leader's --sync-followers (0 or 1; default: chosen by the seed).
+    /// Size of the shared key space (at least 1; default 64, or 8 with
+    /// --read-heavy).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    keys: Option<u32>,
+    /// The leader's --sync-followers (0 or 1; default: chosen by the seed,
+    /// or 1 with --linearizable-reads).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1))]
     sync_followers: Option<u32>,
+    /// Read-heavy workload: half the clients only read, the others write
+    /// one request in five (about 10 % writes overall), on 8 keys unless
+    /// --keys; the nemesis favours leader faults and failovers.
+    #[arg(long)]
+    read_heavy: bool,
+    /// Hold every key's history to linearizability, reads on connections
+    /// opened to a leader included, through failovers (sync mode: implies
+    /// --sync-followers 1).
+    #[arg(long)]
+    linearizable_reads: bool,
     /// Concurrent nemesis lanes: how many faults may be in force at once
     /// (each on a different node).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=4))]
@@ -81,6 +98,13 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.linearizable_reads && cli.sync_followers == Some(0) {
+        eprintln!(
+            "keyval-torture: --linearizable-reads needs sync mode (async failovers may lose \
+             acknowledged writes): drop --sync-followers 0"
+        );
+        return ExitCode::from(2);
+    }
     let config = ConfigBuilder::new()
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
@@ -133,8 +157,14 @@ fn main() -> ExitCode {
         seconds: cli.seconds,
         seed: cli.seed.unwrap_or_else(|| fastrand::u64(..)),
         clients: cli.clients,
-        keys: cli.keys,
-        sync_followers: cli.sync_followers,
+        keys: cli.keys.unwrap_or(if cli.read_heavy { 8 } else { 64 }),
+        mix: if cli.read_heavy {
+            Mix::ReadHeavy
+        } else {
+            Mix::Default
+        },
+        sync_followers: cli.sync_followers.or(cli.linearizable_reads.then_some(1)),
+        linearizable_reads: cli.linearizable_reads,
         mem_limit_mib: cli.mem_limit_mib,
         lanes: cli.lanes,
         keep: cli.keep,

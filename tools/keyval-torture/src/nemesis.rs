@@ -1,10 +1,10 @@
 //! The nemesis: at random times it injects one fault, holds it for a random
 //! while, and undoes it, until the run's deadline.
 //!
-//! Each kind of fault is a [`Fault`] variant with a weight in
-//! [`Fault::ALL`] and an arm in [`Nemesis::inject`]. Everything a fault
-//! does is written to the timeline with the time, so a failure report can
-//! show what happened around it.
+//! Each kind of fault is a [`Fault`] variant with its weights in
+//! [`Fault::weight`] (one per [`Profile`]) and an arm in
+//! [`Nemesis::inject`]. Everything a fault does is written to the timeline
+//! with the time, so a failure report can show what happened around it.
 //!
 //! Right before it kills or stops (SIGSTOP) a node, the nemesis reads the
 //! node's `INFO` once more for the [`tally`](crate::tally) of event
@@ -12,12 +12,16 @@
 //! not lost with it (bounded by [`LAST_SAMPLE_TIMEOUT`]; a node that does
 //! not answer in time is killed anyway).
 //!
-//! The two failovers (`lose-leader`, `switchover`) act on the whole
-//! cluster, as an operator would: they wait until no other fault is in
-//! force and hold the others off while they run `keyval-ctl failover`
-//! (see `Nemesis::failover`). Then the harness's leader is the promoted
-//! node: clients and every proxy point at it, and each other node is told
-//! to `FOLLOW` it through its own proxy.
+//! The three failovers (`lose-leader`, `switchover`, `pause-failover`) act
+//! on the whole cluster, as an operator would: they wait until no other
+//! fault is in force and hold the others off while they run `keyval-ctl
+//! failover` (see `Nemesis::failover`). Then the harness's leader is the
+//! promoted node: clients and every proxy point at it, and each other node
+//! is told to `FOLLOW` it through its own proxy.
+//!
+//! The read-heavy profile favours what makes a node answer reads while
+//! another leads or while its writes are not yet safe: kill -9 and SIGSTOP
+//! of the leader, failovers of every kind, and cut links.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,35 +100,82 @@ pub enum Fault {
     LoseLeader,
     /// Planned switchover: `keyval-ctl failover` with the leader alive.
     Switchover,
+    /// The leader hangs (SIGSTOP); `keyval-ctl failover` over the
+    /// followers; it wakes up believing it still leads, and is re-pointed
+    /// only seconds later. Sync mode only: in async mode it would take
+    /// writes meanwhile that the re-pointing drops.
+    PauseFailover,
+}
+
+/// Which faults run, and the weights they are picked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profile {
+    /// Whether the failover faults run at all (when picked otherwise,
+    /// they are skipped).
+    pub failovers: bool,
+    /// Favour the leader's faults and failovers.
+    pub read_heavy: bool,
+    /// `--sync-followers` of 1 or more.
+    pub sync: bool,
 }
 
 impl Fault {
-    /// Every kind with its relative weight.
-    pub const ALL: [(Fault, u64); 12] = [
-        (Fault::KillLeader, 3),
-        (Fault::KillFollower, 3),
-        (Fault::TornFollower, 3),
-        (Fault::Pause, 4),
-        (Fault::CutLink, 3),
-        (Fault::StallLink, 3),
-        (Fault::SlowLink, 2),
-        (Fault::TamperLink, 2),
-        (Fault::Compact, 3),
-        (Fault::AddFollower, 1),
-        (Fault::LoseLeader, 1),
-        (Fault::Switchover, 1),
+    /// Every kind.
+    pub const ALL: [Fault; 13] = [
+        Fault::KillLeader,
+        Fault::KillFollower,
+        Fault::TornFollower,
+        Fault::Pause,
+        Fault::CutLink,
+        Fault::StallLink,
+        Fault::SlowLink,
+        Fault::TamperLink,
+        Fault::Compact,
+        Fault::AddFollower,
+        Fault::LoseLeader,
+        Fault::Switchover,
+        Fault::PauseFailover,
     ];
+
+    /// Its relative weight under `profile` (0: never picked).
+    pub fn weight(self, profile: Profile) -> u64 {
+        let (default, read_heavy) = match self {
+            Fault::KillLeader => (3, 4),
+            Fault::KillFollower => (3, 1),
+            Fault::TornFollower => (3, 1),
+            Fault::Pause => (4, 4),
+            Fault::CutLink => (3, 3),
+            Fault::StallLink => (3, 1),
+            Fault::SlowLink => (2, 1),
+            Fault::TamperLink => (2, 1),
+            Fault::Compact => (3, 1),
+            Fault::AddFollower => (1, 1),
+            Fault::LoseLeader => (1, 3),
+            Fault::Switchover => (1, 3),
+            Fault::PauseFailover if !profile.sync => (0, 0),
+            Fault::PauseFailover => (1, 3),
+        };
+        if profile.read_heavy {
+            read_heavy
+        } else {
+            default
+        }
+    }
 
     /// Whether it is a failover (the cluster to itself while it runs).
     pub fn is_failover(self) -> bool {
-        matches!(self, Fault::LoseLeader | Fault::Switchover)
+        matches!(
+            self,
+            Fault::LoseLeader | Fault::Switchover | Fault::PauseFailover
+        )
     }
 
     /// A weighted random kind.
-    fn pick(rng: &mut Rng) -> Fault {
-        let total: u64 = Fault::ALL.iter().map(|(_, w)| w).sum();
+    fn pick(rng: &mut Rng, profile: Profile) -> Fault {
+        let total: u64 = Fault::ALL.iter().map(|f| f.weight(profile)).sum();
         let mut roll = rng.u64(..total);
-        for (fault, weight) in Fault::ALL {
+        for fault in Fault::ALL {
+            let weight = fault.weight(profile);
             if roll < weight {
                 return fault;
             }
@@ -148,6 +199,7 @@ impl Fault {
             Fault::AddFollower => "add-follower",
             Fault::LoseLeader => "lose-leader",
             Fault::Switchover => "switchover",
+            Fault::PauseFailover => "pause-failover",
         }
     }
 }
@@ -180,8 +232,7 @@ struct Shared {
     stop: Arc<AtomicBool>,
     gate: Mutex<Gate>,
     ctl: Ctl,
-    /// Whether the failover faults are picked at all.
-    failovers: bool,
+    profile: Profile,
     /// The event counters of the nodes' processes.
     tally: tally::Shared,
 }
@@ -221,7 +272,7 @@ impl Nemesis {
         workload: Workload,
         stop: Arc<AtomicBool>,
         ctl: Ctl,
-        failovers: bool,
+        profile: Profile,
         tally: tally::Shared,
     ) -> Nemesis {
         let initial_nodes = lock(&cluster).nodes.len();
@@ -237,7 +288,7 @@ impl Nemesis {
                 stop,
                 gate: Mutex::new(Gate::default()),
                 ctl,
-                failovers,
+                profile,
                 tally,
             }),
             burst_n: 0,
@@ -291,10 +342,10 @@ impl Nemesis {
             if Instant::now() + quiet >= deadline || !self.nap(quiet) {
                 break;
             }
-            let fault = Fault::pick(&mut self.rng);
+            let fault = Fault::pick(&mut self.rng, self.shared.profile);
             let outcome = if !fault.is_failover() {
                 self.gated(fault)
-            } else if self.shared.failovers {
+            } else if self.shared.profile.failovers {
                 self.failover(fault)
             } else {
                 Ok(false)
@@ -338,8 +389,13 @@ impl Nemesis {
         let leader = lock(&self.shared.cluster).leader();
         let target = match fault {
             Fault::KillLeader => Some(leader),
-            // The leader half of the time: pausing it stalls everyone.
-            Fault::Pause if self.rng.bool() => Some(leader),
+            // The leader half of the time (three times in four when read
+            // heavy): pausing it stalls everyone.
+            Fault::Pause
+                if self.rng.u32(..4) < if self.shared.profile.read_heavy { 3 } else { 2 } =>
+            {
+                Some(leader)
+            }
             Fault::Pause
             | Fault::KillFollower
             | Fault::TornFollower
@@ -347,7 +403,11 @@ impl Nemesis {
             | Fault::StallLink
             | Fault::SlowLink
             | Fault::TamperLink => Some(self.pick_follower()),
-            Fault::Compact | Fault::AddFollower | Fault::LoseLeader | Fault::Switchover => None,
+            Fault::Compact
+            | Fault::AddFollower
+            | Fault::LoseLeader
+            | Fault::Switchover
+            | Fault::PauseFailover => None,
         };
         if let Some(id) = target {
             if !self.busy().insert(id) {
@@ -415,7 +475,7 @@ impl Nemesis {
                 self.note(format!("started extra follower {id}"));
                 Ok(true)
             }
-            Fault::LoseLeader | Fault::Switchover => Ok(false),
+            Fault::LoseLeader | Fault::Switchover | Fault::PauseFailover => Ok(false),
         }
     }
 
@@ -549,21 +609,72 @@ pub fn lock(cluster: &Mutex<Cluster>) -> MutexGuard<'_, Cluster> {
 mod tests {
     use super::*;
 
+    const DEFAULT: Profile = Profile {
+        failovers: true,
+        read_heavy: false,
+        sync: true,
+    };
+
     #[test]
     fn every_kind_gets_picked() {
-        let mut rng = Rng::with_seed(1);
-        let mut seen = BTreeMap::new();
-        for _ in 0..10_000 {
-            *seen.entry(Fault::pick(&mut rng)).or_insert(0u32) += 1;
+        for read_heavy in [false, true] {
+            let profile = Profile {
+                read_heavy,
+                ..DEFAULT
+            };
+            let mut rng = Rng::with_seed(1);
+            let mut seen = BTreeMap::new();
+            for _ in 0..10_000 {
+                *seen.entry(Fault::pick(&mut rng, profile)).or_insert(0u32) += 1;
+            }
+            assert_eq!(seen.len(), Fault::ALL.len(), "{seen:?}");
         }
-        assert_eq!(seen.len(), Fault::ALL.len(), "{seen:?}");
+    }
+
+    #[test]
+    fn pause_failover_is_sync_only() {
+        let profile = Profile {
+            read_heavy: true,
+            sync: false,
+            ..DEFAULT
+        };
+        let mut rng = Rng::with_seed(1);
+        for _ in 0..10_000 {
+            assert_ne!(Fault::pick(&mut rng, profile), Fault::PauseFailover);
+        }
+    }
+
+    #[test]
+    fn read_heavy_favours_the_leader() {
+        let heavy = Profile {
+            read_heavy: true,
+            ..DEFAULT
+        };
+        let leader = |p: Profile| {
+            let total: u64 = Fault::ALL.iter().map(|f| f.weight(p)).sum();
+            let on_leader: u64 = [
+                Fault::KillLeader,
+                Fault::Pause,
+                Fault::LoseLeader,
+                Fault::Switchover,
+                Fault::PauseFailover,
+            ]
+            .iter()
+            .map(|f| f.weight(p))
+            .sum();
+            on_leader as f64 / total as f64
+        };
+        assert!(leader(heavy) > 0.5, "{}", leader(heavy));
+        assert!(leader(DEFAULT) < 0.4, "{}", leader(DEFAULT));
     }
 
     #[test]
     fn a_seed_picks_the_same_faults_again() {
         let picks = |seed| {
             let mut rng = Rng::with_seed(seed);
-            (0..100).map(|_| Fault::pick(&mut rng)).collect::<Vec<_>>()
+            (0..100)
+                .map(|_| Fault::pick(&mut rng, DEFAULT))
+                .collect::<Vec<_>>()
         };
         assert_eq!(picks(42), picks(42));
         assert_ne!(picks(42), picks(43));

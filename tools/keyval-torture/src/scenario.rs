@@ -11,6 +11,10 @@
 //! In async mode, writes a leader lost for good had acknowledged and its
 //! successor lacked are excused before the check; they are listed in
 //! `excused.txt` in the run directory and counted in the report.
+//!
+//! With `--linearizable-reads` (sync mode) the checker also holds every
+//! key's history, reads on leader connections included, to
+//! linearizability, within [`SEARCH_TIME`] for all keys.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -24,15 +28,16 @@ use std::time::{Duration, Instant};
 use fastrand::Rng;
 use keyval_testkit::LineClient;
 
-use crate::checker::{self, FailoverKind, Leadership, NodeState, Violation};
+use crate::checker::{self, FailoverKind, Leadership, NodeState, Rules, Violation};
 use crate::client::{self, field};
 use crate::cluster::{read_from, Cluster, Settings, LEADER_ID};
 use crate::ctl::Ctl;
 use crate::history::{Clock, Kind, Op, Outcome};
+use crate::linear::Limits;
 use crate::monitor::{self, Monitor};
-use crate::nemesis::{self, lock, Fault, Nemesis};
+use crate::nemesis::{self, lock, Fault, Nemesis, Profile};
 use crate::tally::{self, Tally};
-use crate::workload::Workload;
+use crate::workload::{Mix, Workload};
 
 /// How long the followers may take to catch up after healing.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -46,6 +51,9 @@ const HISTORY_LINES: usize = 40;
 const TIMELINE_LINES: usize = 60;
 /// Log lines of each node shown in a failure report.
 const LOG_LINES: usize = 40;
+/// How long the linearizability search may take, over all keys; keys
+/// left undecided then fail the run.
+const SEARCH_TIME: Duration = Duration::from_secs(300);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -59,8 +67,13 @@ pub struct Options {
     pub seed: u64,
     pub clients: u16,
     pub keys: u32,
+    /// What the clients send.
+    pub mix: Mix,
     /// `--sync-followers`; `None` lets the seed choose 0 or 1.
     pub sync_followers: Option<u32>,
+    /// Hold reads on leader connections to linearizability (needs
+    /// `--sync-followers` 1: the caller sees to it).
+    pub linearizable_reads: bool,
     pub mem_limit_mib: u64,
     /// Concurrent nemesis lanes (faults at once, on different nodes).
     pub lanes: u16,
@@ -95,13 +108,20 @@ pub fn run(opts: &Options) -> bool {
     };
     println!(
         "keyval-torture: seed {} ({} s, --sync-followers {sync_followers}, {} clients, {} keys, \
-         {} nemesis lanes, failovers {}); rerun with SEED={} make torture",
+         {} workload, {} nemesis lanes, failovers {}, reads on the leader {}); rerun with \
+         SEED={} make torture",
         opts.seed,
         opts.seconds,
         opts.clients,
         opts.keys,
+        opts.mix.name(),
         opts.lanes,
         if opts.failovers { "on" } else { "off" },
+        if opts.linearizable_reads && sync_followers > 0 {
+            "held to linearizability"
+        } else {
+            "held to freshness while the sole leader"
+        },
         opts.seed
     );
     log::info!("run directory {}", dir.path().display());
@@ -166,6 +186,7 @@ fn run_with(
     let workload = Workload {
         leader: Arc::clone(&leader),
         keys: opts.keys,
+        mix: opts.mix,
         clock,
         stop: Arc::new(AtomicBool::new(false)),
     };
@@ -180,7 +201,11 @@ fn run_with(
         Ctl {
             bin: opts.ctl_bin.clone(),
         },
-        opts.failovers,
+        Profile {
+            failovers: opts.failovers,
+            read_heavy: opts.mix == Mix::ReadHeavy,
+            sync: sync_followers > 0,
+        },
         Arc::clone(&tally),
     );
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
@@ -251,19 +276,38 @@ fn run_with(
             problems.push(format!("cannot write {}: {e}", path.display()));
         }
     }
+    let rules = Rules {
+        linearizable_reads: opts.linearizable_reads && sync_followers > 0,
+        limits: Limits {
+            deadline: Some(Instant::now() + SEARCH_TIME),
+            ..Limits::default()
+        },
+    };
     let violations = if states.is_empty() {
         Vec::new()
     } else {
-        checker::check(&ops, opts.keys, &states, &lead)
+        let started = Instant::now();
+        let v = checker::check(&ops, opts.keys, &states, &lead, rules);
+        log::info!("checked in {:.1} s", started.elapsed().as_secs_f64());
+        v
     };
-    out.counters = counters(opts, &ops, &faults, &seen, &tally::lock(&tally), cluster);
+    out.counters = counters(
+        opts,
+        rules,
+        &ops,
+        &faults,
+        &seen,
+        &tally::lock(&tally),
+        cluster,
+    );
     let _ =
         writeln!(
         out.counters,
-        "  failovers: lost-leader {}, switchover {}; epoch reached {}; writes excused by an async \
-         failover loss {}{}",
+        "  failovers: lost-leader {}, switchover {}, pause-failover {}; epoch reached {}; writes \
+         excused by an async failover loss {}{}",
         faults.failovers.iter().filter(|f| f.kind == FailoverKind::Lost).count(),
         faults.failovers.iter().filter(|f| f.kind == FailoverKind::Planned).count(),
+        faults.failovers.iter().filter(|f| f.kind == FailoverKind::Paused).count(),
         faults
             .failovers
             .iter()
@@ -346,7 +390,8 @@ fn node_addrs(cluster: &Mutex<Cluster>) -> Result<Vec<(u32, String, SocketAddr)>
 /// Reads every key, value and the digest of every node.
 fn read_all(cluster: &Mutex<Cluster>) -> Result<Vec<NodeState>, String> {
     let mut states = Vec::new();
-    for (_, name, addr) in node_addrs(cluster)? {
+    let leader = lock(cluster).leader();
+    for (id, name, addr) in node_addrs(cluster)? {
         let read = || -> std::io::Result<NodeState> {
             let mut c = LineClient::connect_client(addr, READ_TIMEOUT)?;
             let data = client::contents(&mut c)?;
@@ -355,6 +400,7 @@ fn read_all(cluster: &Mutex<Cluster>) -> Result<Vec<NodeState>, String> {
                 name: name.clone(),
                 data,
                 digest,
+                leader: id == leader,
             })
         };
         states.push(read().map_err(|e| format!("{name}: final read failed: {e}"))?);
@@ -405,6 +451,7 @@ fn event_counts(tally: &Tally, processes: u32) -> String {
 
 fn counters(
     opts: &Options,
+    rules: Rules,
     ops: &[Op],
     faults: &nemesis::Report,
     seen: &monitor::Report,
@@ -419,6 +466,8 @@ fn counters(
     let timeouts = n(&|o| o.outcome == Outcome::ReplicationTimeout);
     let unknown = n(&|o| o.outcome == Outcome::Unknown);
     let refused = n(&|o| o.outcome == Outcome::Refused);
+    let not_served = n(&|o| matches!(o.outcome, Outcome::NotServed(_)));
+    let via_follower = n(&|o| o.kind == Kind::Get && !o.via_leader);
     let mut s = String::new();
     let _ = writeln!(s, "counters (seed {}, {} s):", opts.seed, opts.seconds);
     let _ = writeln!(
@@ -427,9 +476,20 @@ fn counters(
          REPLICATION_TIMEOUT {timeouts}; WRITE_NOT_ALLOWED {refused}; no reply {unknown}",
         ops.len()
     );
+    let _ = writeln!(
+        s,
+        "  GETs without a value (NOT_LEADER, WRITE_NOT_ALLOWED, ERROR, REPLICATION_TIMEOUT) \
+         {not_served}; GETs on connections opened to a follower {via_follower}; reads on the \
+         leader {}",
+        if rules.linearizable_reads {
+            "held to linearizability"
+        } else {
+            "held to freshness while the sole leader"
+        }
+    );
     let by_kind: Vec<String> = Fault::ALL
         .iter()
-        .map(|(f, _)| {
+        .map(|f| {
             format!(
                 "{} {}",
                 f.name(),

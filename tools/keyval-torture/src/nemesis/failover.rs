@@ -1,8 +1,11 @@
 //! The failover faults of the nemesis: `lose-leader` (the leader's machine
 //! is gone: kill -9, data deleted, `keyval-ctl failover`, later a new empty
-//! node joins) and `switchover` (planned: `keyval-ctl failover` with the
+//! node joins), `switchover` (planned: `keyval-ctl failover` with the
 //! leader alive, which fences it, lets the best follower catch up, promotes
-//! it and re-points the old leader).
+//! it and re-points the old leader) and `pause-failover` (the leader hangs:
+//! SIGSTOP, `keyval-ctl failover` over the followers, SIGCONT; the old
+//! leader believes it still leads until the operator re-points it, seconds
+//! later, as `keyval-ctl` tells them to once the node is back).
 //!
 //! A failover first takes the cluster to itself: no other fault starts,
 //! and it waits (bounded) for the faults in force to end, so every node is
@@ -64,6 +67,7 @@ impl Nemesis {
         self.gate().running += 1;
         let result = match fault {
             Fault::LoseLeader => self.lose_leader(),
+            Fault::PauseFailover => self.pause_failover(),
             _ => self.switchover(),
         };
         self.release();
@@ -100,6 +104,66 @@ impl Nemesis {
         Ok(true)
     }
 
+    /// The leader hangs, and the operator fails over without it (once
+    /// every follower has the leader's seq, as for a loss).
+    ///
+    /// In sync mode the woken leader cannot acknowledge a write (its
+    /// followers follow the new leader), but it still answers reads on the
+    /// connections its clients kept, until it is re-pointed 2.5 to 5 s
+    /// later: longer than the sync timeout, so that its writers give up on
+    /// it and write to the new leader meanwhile.
+    fn pause_failover(&mut self) -> Result<bool, String> {
+        let nodes = self.all_up()?;
+        let old = lock(&self.shared.cluster).leader();
+        let leader_addr = nodes
+            .iter()
+            .find(|(id, _)| *id == old)
+            .map(|(_, a)| *a)
+            .ok_or("the leader has no address")?;
+        let followers: Vec<(u32, SocketAddr)> =
+            nodes.iter().copied().filter(|(id, _)| *id != old).collect();
+        if followers.is_empty()
+            || self
+                .caught_up("pause-failover", leader_addr, &followers)?
+                .is_none()
+        {
+            return Ok(false);
+        }
+        let start = self.clock.now();
+        self.last_sample(old);
+        lock(&self.shared.cluster).node_mut(old)?.set_paused(true)?;
+        self.note(format!(
+            "pause-failover: SIGSTOP node {old} (the leader); keyval-ctl failover over the followers"
+        ));
+        let promoted = self.run_failover(&followers).and_then(|(new, promotion)| {
+            self.repoint_others(new, old)?;
+            Ok((new, promotion))
+        });
+        // Whatever happened, the node runs again.
+        let resumed = lock(&self.shared.cluster)
+            .node_mut(old)
+            .and_then(|n| n.set_paused(false));
+        let (new, promotion) = promoted?;
+        resumed?;
+        let hold = self.millis(2500, 5000);
+        self.note(format!(
+            "pause-failover: SIGCONT node {old}, which believes it leads; re-pointed in {hold:?}"
+        ));
+        self.nap(hold);
+        let (addr, proxy) = {
+            let c = lock(&self.shared.cluster);
+            let node = c.node(old)?;
+            let addr = node.addr().ok_or("the old leader is not running")?;
+            (addr, node.proxy.addr())
+        };
+        self.shared.ctl.follow(addr, proxy)?;
+        self.note(format!(
+            "node {old} follows node {new} through its proxy {proxy}"
+        ));
+        self.record(FailoverKind::Paused, old, new, &promotion, start, None);
+        Ok(true)
+    }
+
     /// The leader's machine is lost for good.
     ///
     /// Before the kill, every follower must reach the seq the leader has
@@ -121,23 +185,9 @@ impl Nemesis {
         if followers.is_empty() {
             return Ok(false);
         }
-        let target = seq_of(leader_addr)?;
-        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-        loop {
-            let behind = followers
-                .iter()
-                .filter(|(_, a)| seq_of(*a).map_or(true, |s| s < target))
-                .count();
-            if behind == 0 {
-                break;
-            }
-            if Instant::now() >= deadline || !self.nap(super::POLL) {
-                self.note(format!(
-                    "lose-leader: skipped, {behind} followers did not reach seq {target}"
-                ));
-                return Ok(false);
-            }
-        }
+        let Some(target) = self.caught_up("lose-leader", leader_addr, &followers)? else {
+            return Ok(false);
+        };
         // Half the time the leader's network goes first: its followers'
         // links are cut for a moment while it keeps taking writes. In
         // async mode it acknowledges writes no follower gets (the loss the
@@ -197,6 +247,36 @@ impl Nemesis {
         Ok(true)
     }
 
+    /// Waits (bounded) until every follower has the seq the leader has
+    /// now, and returns that seq; `None` (noted) if they did not. A
+    /// follower whose log was torn may have lost writes it had
+    /// acknowledged; the catch-up brings them back, and a failover must
+    /// not promote it before.
+    fn caught_up(
+        &mut self,
+        fault: &str,
+        leader: SocketAddr,
+        followers: &[(u32, SocketAddr)],
+    ) -> Result<Option<u64>, String> {
+        let target = seq_of(leader)?;
+        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+        loop {
+            let behind = followers
+                .iter()
+                .filter(|(_, a)| seq_of(*a).map_or(true, |s| s < target))
+                .count();
+            if behind == 0 {
+                return Ok(Some(target));
+            }
+            if Instant::now() >= deadline || !self.nap(super::POLL) {
+                self.note(format!(
+                    "{fault}: skipped, {behind} followers did not reach seq {target}"
+                ));
+                return Ok(None);
+            }
+        }
+    }
+
     /// Sets every node's link.
     fn set_links(&self, mode: LinkMode) {
         for node in &lock(&self.shared.cluster).nodes {
@@ -254,12 +334,17 @@ impl Nemesis {
     /// Makes `new` the harness's leader (clients, every proxy), then tells
     /// every other running node to follow it through its own proxy.
     fn repoint(&mut self, new: u32) -> Result<(), String> {
+        self.repoint_others(new, new)
+    }
+
+    /// As [`Nemesis::repoint`], but leaves node `skip` alone too.
+    fn repoint_others(&mut self, new: u32, skip: u32) -> Result<(), String> {
         let others: Vec<(u32, SocketAddr, SocketAddr)> = {
             let mut c = lock(&self.shared.cluster);
             c.set_leader(new)?;
             c.nodes
                 .iter()
-                .filter(|n| n.id != new)
+                .filter(|n| n.id != new && n.id != skip)
                 .filter_map(|n| Some((n.id, n.addr()?, n.proxy.addr())))
                 .collect()
         };
