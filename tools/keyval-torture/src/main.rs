@@ -76,9 +76,10 @@ struct Cli {
     /// --keys; the nemesis favours leader faults and failovers.
     #[arg(long)]
     read_heavy: bool,
-    /// Hold every key's history to linearizability, reads on connections
-    /// opened to a leader included, through failovers (sync mode: implies
-    /// --sync-followers 1).
+    /// Run in sync mode (--sync-followers 1) rather than letting the seed
+    /// choose. In sync mode every key's history, reads on connections
+    /// opened to a leader included, is always held to linearizability
+    /// through failovers.
     #[arg(long)]
     linearizable_reads: bool,
     /// Concurrent nemesis lanes: how many faults may be in force at once
@@ -164,7 +165,8 @@ fn main() -> ExitCode {
             Mix::Default
         },
         sync_followers: cli.sync_followers.or(cli.linearizable_reads.then_some(1)),
-        linearizable_reads: cli.linearizable_reads,
+        // Applied whenever the run is in sync mode.
+        linearizable_reads: true,
         mem_limit_mib: cli.mem_limit_mib,
         lanes: cli.lanes,
         keep: cli.keep,
