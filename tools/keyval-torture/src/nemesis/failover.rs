@@ -28,6 +28,9 @@ use crate::client::{self, field};
 use crate::ctl::Promotion;
 use crate::proxy::LinkMode;
 
+/// Running nodes: id and address.
+type Nodes = Vec<(u32, SocketAddr)>;
+
 /// A follower's seq and contents, read after a loss.
 type Held = (u64, BTreeMap<String, String>);
 
@@ -92,6 +95,19 @@ impl Nemesis {
         }
     }
 
+    /// The leader's id and address, and every other running node.
+    fn leader_and_followers(&self) -> Result<(u32, SocketAddr, Nodes), String> {
+        let nodes = self.all_up()?;
+        let old = lock(&self.shared.cluster).leader();
+        let leader_addr = nodes
+            .iter()
+            .find(|(id, _)| *id == old)
+            .map(|(_, a)| *a)
+            .ok_or("the leader has no address")?;
+        let followers = nodes.into_iter().filter(|(id, _)| *id != old).collect();
+        Ok((old, leader_addr, followers))
+    }
+
     /// The planned switchover.
     fn switchover(&mut self) -> Result<bool, String> {
         let nodes = self.all_up()?;
@@ -113,15 +129,7 @@ impl Nemesis {
     /// later: longer than the sync timeout, so that its writers give up on
     /// it and write to the new leader meanwhile.
     fn pause_failover(&mut self) -> Result<bool, String> {
-        let nodes = self.all_up()?;
-        let old = lock(&self.shared.cluster).leader();
-        let leader_addr = nodes
-            .iter()
-            .find(|(id, _)| *id == old)
-            .map(|(_, a)| *a)
-            .ok_or("the leader has no address")?;
-        let followers: Vec<(u32, SocketAddr)> =
-            nodes.iter().copied().filter(|(id, _)| *id != old).collect();
+        let (old, leader_addr, followers) = self.leader_and_followers()?;
         if followers.is_empty()
             || self
                 .caught_up("pause-failover", leader_addr, &followers)?
@@ -173,15 +181,7 @@ impl Nemesis {
     /// writes the promoted node lacks are exactly writes the lost leader
     /// acknowledged: those the checker may excuse.
     fn lose_leader(&mut self) -> Result<bool, String> {
-        let nodes = self.all_up()?;
-        let old = lock(&self.shared.cluster).leader();
-        let leader_addr = nodes
-            .iter()
-            .find(|(id, _)| *id == old)
-            .map(|(_, a)| *a)
-            .ok_or("the leader has no address")?;
-        let followers: Vec<(u32, SocketAddr)> =
-            nodes.iter().copied().filter(|(id, _)| *id != old).collect();
+        let (old, leader_addr, followers) = self.leader_and_followers()?;
         if followers.is_empty() {
             return Ok(false);
         }
