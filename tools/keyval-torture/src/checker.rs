@@ -279,6 +279,22 @@ pub struct Failover {
     pub promoted: Option<BTreeMap<String, String>>,
 }
 
+impl std::fmt::Display for Failover {
+    /// `1.234 .. 1.567 s: switchover, node 1 -> node 2 (epoch 2)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.3} .. {:.3} s: {}, node {} -> node {} (epoch {})",
+            self.start as f64 / 1e6,
+            self.end as f64 / 1e6,
+            self.kind.name(),
+            self.old,
+            self.new,
+            self.epoch
+        )
+    }
+}
+
 /// An `INFO` sample in which a node said `role leader` and `writes ok`,
 /// taken between `invoke` and `complete`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -732,15 +748,7 @@ fn counterexample(
     let before = lead.failovers.iter().rposition(|f| f.end < t0);
     for (i, f) in lead.failovers.iter().enumerate() {
         if Some(i) == before || overlaps(f.start, f.end, t0, t1) {
-            s.push_str(&format!(
-                "\n      failover {:.3} .. {:.3} s: {}, node {} -> node {} (epoch {})",
-                f.start as f64 / 1e6,
-                f.end as f64 / 1e6,
-                f.kind.name(),
-                f.old,
-                f.new,
-                f.epoch
-            ));
+            s.push_str(&format!("\n      failover {f}"));
         }
     }
     s

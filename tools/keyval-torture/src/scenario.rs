@@ -555,16 +555,7 @@ fn evidence(
     }
     let _ = writeln!(s, "failovers:");
     for f in &faults.failovers {
-        let _ = writeln!(
-            s,
-            "  {:9.3} .. {:9.3} {}: node {} -> node {} at epoch {}",
-            f.start as f64 / 1e6,
-            f.end as f64 / 1e6,
-            f.kind.name(),
-            f.old,
-            f.new,
-            f.epoch
-        );
+        let _ = writeln!(s, "  {f}");
     }
     let _ = writeln!(s, "nemesis timeline (last {TIMELINE_LINES}):");
     for line in &timeline[timeline.len().saturating_sub(TIMELINE_LINES)..] {
