@@ -37,6 +37,7 @@ pub(crate) mod protocol;
 pub(crate) mod query;
 pub(crate) mod reads;
 pub mod replication;
+pub(crate) mod resp;
 pub mod server;
 pub(crate) mod store;
 pub(crate) mod wal;
