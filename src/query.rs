@@ -9,7 +9,7 @@
 
 use crate::protocol;
 use crate::store::Store;
-use crate::wal::record::Op;
+use crate::wal::record::{BatchEntries, Op};
 
 /// A request over the whole data set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,10 +80,18 @@ pub struct Fold {
 }
 
 impl Fold {
-    /// Applies one write (`Op::Fork` changes no data and is ignored).
+    /// Applies one write (`Op::Fork` changes no data and is ignored; an
+    /// `Op::Batch` is its `value`'s entries, applied in order, as a batch
+    /// record holds them).
     pub fn apply(&mut self, op: Op, key: &[u8], value: &[u8]) {
         match (&self.query, op) {
             (_, Op::Fork) => {}
+            (_, Op::Batch) => {
+                // The log checked the entries when it read the record.
+                for entry in BatchEntries::new(value).map_while(Result::ok) {
+                    self.apply(entry.op, entry.key, entry.value);
+                }
+            }
             (_, Op::Delete) => drop(self.store.remove(key)),
             (Query::Digest, Op::Put) => self.store.set(key, value),
             (Query::Keys { prefix }, Op::Put) => {
@@ -109,6 +117,7 @@ impl Fold {
 mod tests {
     use super::*;
     use crate::testutil::xorshift;
+    use crate::wal::record::{Decoded, Record};
 
     fn keys(prefix: &str) -> Query {
         Query::Keys {
@@ -134,8 +143,27 @@ mod tests {
         assert_eq!(digest, format!("{}\n", store.digest()).into_bytes());
     }
 
-    /// Random puts and deletes over a small key space, folded, give the
-    /// same replies as the store the same writes built.
+    /// A random value: empty, or bytes a line protocol could not carry.
+    fn value(rng: &mut u64) -> Vec<u8> {
+        match xorshift(rng) % 4 {
+            0 => Vec::new(),
+            1 => vec![b'\r', b'\n', 0, 0xff, xorshift(rng) as u8],
+            _ => format!("v{}", xorshift(rng) % 1000).into_bytes(),
+        }
+    }
+
+    /// The value of a batch record of `entries`, as the log holds it.
+    fn batch_value(entries: &[(Op, &[u8], &[u8])]) -> Vec<u8> {
+        let mut record = Vec::new();
+        Record::encode_batch(&mut record, 1, entries).expect("a valid batch");
+        let Ok(Decoded::Record(rec, _)) = Record::decode(&record) else {
+            panic!("a batch that does not decode");
+        };
+        rec.value.to_vec()
+    }
+
+    /// Random puts, deletes and batches of them over a small key space,
+    /// folded, give the same replies as the store the same writes built.
     #[test]
     fn a_fold_over_the_writes_answers_like_the_store() {
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -144,19 +172,34 @@ mod tests {
             let mut folds: Vec<Fold> = queries.iter().cloned().map(Query::fold).collect();
             let mut store = Store::new();
             for _ in 0..(round * 7) {
-                let key = format!("k{}", xorshift(&mut rng) % 40);
-                let (op, value) = match xorshift(&mut rng) % 4 {
-                    0 => (Op::Delete, String::new()),
-                    1 => (Op::Fork, String::new()),
-                    _ => (Op::Put, format!("v{}", xorshift(&mut rng) % 1000)),
-                };
-                match op {
-                    Op::Put => store.set(key.as_bytes(), value.as_bytes()),
-                    Op::Delete => drop(store.remove(key.as_bytes())),
-                    Op::Fork => {}
+                let mut writes: Vec<(Op, Vec<u8>, Vec<u8>)> = Vec::new();
+                let batch = xorshift(&mut rng) % 5 == 0;
+                for _ in 0..if batch { 1 + xorshift(&mut rng) % 4 } else { 1 } {
+                    let key = format!("k{}", xorshift(&mut rng) % 40).into_bytes();
+                    writes.push(match xorshift(&mut rng) % 4 {
+                        0 => (Op::Delete, key, Vec::new()),
+                        1 if !batch => (Op::Fork, key, Vec::new()),
+                        _ => (Op::Put, key, value(&mut rng)),
+                    });
                 }
+                for (op, key, value) in &writes {
+                    match op {
+                        Op::Put => store.set(key, value),
+                        Op::Delete => drop(store.remove(key)),
+                        Op::Fork | Op::Batch => {}
+                    }
+                }
+                let entries: Vec<(Op, &[u8], &[u8])> = writes
+                    .iter()
+                    .map(|(op, k, v)| (*op, &k[..], &v[..]))
+                    .collect();
+                let (op, key, value) = if batch {
+                    (Op::Batch, Vec::new(), batch_value(&entries))
+                } else {
+                    writes.swap_remove(0)
+                };
                 for fold in &mut folds {
-                    fold.apply(op, key.as_bytes(), value.as_bytes());
+                    fold.apply(op, &key, &value);
                 }
             }
             for (query, fold) in queries.iter().zip(folds) {

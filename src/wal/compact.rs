@@ -2,9 +2,11 @@
 //!
 //! The loop calls [`Wal::start_compaction`] between turns. A background
 //! thread reads the log up to that point (offset `X`, seq `S`) through its
-//! own handle, indexes the last record of every live key, and writes those
+//! own handle, indexes the last write of every live key, and writes those
 //! records, unchanged, behind a new header with base seq `S` into a temp
-//! file in the same directory. It then copies the records the loop appended
+//! file in the same directory. A key last written by a batch record gets a
+//! PUT record of its own, with the batch's seq: the snapshot part holds the
+//! live data, not the writes (so several of its records may share a seq). It then copies the records the loop appended
 //! meanwhile, until less than [`HANDOFF_BYTES`] remain, fsyncs, and reports
 //! through a channel and the `notify` callback (the loop's waker). It
 //! fsyncs the temp file every `SYNC_EVERY` bytes as it goes, so that its
@@ -39,7 +41,10 @@ use hashbrown::HashTable;
 use log::{info, warn};
 use tempfile::NamedTempFile;
 
-use super::record::{Decoded, Header, Op, Record, HEADER_LEN};
+use super::record::{
+    BatchEntries, Decoded, Header, Op, Record, BODY_FIXED_LEN, ENTRY_FIXED_LEN, HEADER_LEN,
+    RECORD_PREFIX_LEN,
+};
 use super::{io_err, Wal, WalError};
 use crate::store::Store;
 
@@ -223,12 +228,20 @@ impl Job {
         out.write_all(&head).map_err(io_err(path, "write temp"))?;
         let mut new_len = HEADER_LEN as u64;
         let mut window = Window::new(&self.file);
-        for (offset, len) in live {
+        let mut put = Vec::new();
+        for Live { offset, len, entry } in live {
             let record = window
                 .get(offset, len as usize)
                 .map_err(io_err(path, "read"))?;
+            let record = if entry == 0 {
+                record
+            } else {
+                put.clear();
+                entry_as_put(record, entry as usize, &mut put).map_err(io_err(path, "read"))?;
+                &put[..]
+            };
             out.write_all(record).map_err(io_err(path, "write temp"))?;
-            new_len += u64::from(len);
+            new_len += record.len() as u64;
         }
         out.flush().map_err(io_err(path, "write temp"))?;
         drop(out);
@@ -316,7 +329,49 @@ struct Slot {
     hash: u64,
     key_at: usize,
     key_len: usize,
-    record: (u64, u32),
+    record: Live,
+}
+
+/// Where the last write of a live key is in the log: a whole record, or
+/// one PUT entry of a batch record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Live {
+    /// The record's offset and length.
+    offset: u64,
+    len: u32,
+    /// 0: the whole record; else where the PUT entry begins in it.
+    entry: u32,
+}
+
+impl Live {
+    fn record(offset: u64, len: u32) -> Live {
+        Live {
+            offset,
+            len,
+            entry: 0,
+        }
+    }
+}
+
+/// Appends a PUT record of the batch entry that begins `at` bytes into
+/// `batch`, a whole batch record, with the batch's seq.
+fn entry_as_put(batch: &[u8], at: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    let damaged = || io::Error::other("a batch entry the index pointed at is not a PUT");
+    let seq = Record::peek_seq(batch).ok_or_else(damaged)?;
+    let entry = batch
+        .get(at..)
+        .and_then(|entries| BatchEntries::new(entries).next())
+        .and_then(Result::ok)
+        .filter(|e| e.op == Op::Put)
+        .ok_or_else(damaged)?;
+    Record {
+        seq,
+        op: Op::Put,
+        key: entry.key,
+        value: entry.value,
+    }
+    .encode(out);
+    Ok(())
 }
 
 impl LiveIndex {
@@ -328,8 +383,8 @@ impl LiveIndex {
         }
     }
 
-    /// The record at `record` is now the last `PUT` of `key`.
-    fn put(&mut self, key: &[u8], record: (u64, u32)) {
+    /// The write at `record` is now the last `PUT` of `key`.
+    fn put(&mut self, key: &[u8], record: Live) {
         let hash = self.hasher.hash_one(key);
         let keys = &self.keys;
         let found = self.table.find_mut(hash, |s| {
@@ -361,16 +416,16 @@ impl LiveIndex {
         }
     }
 
-    fn into_records(self) -> impl Iterator<Item = (u64, u32)> {
+    fn into_records(self) -> impl Iterator<Item = Live> {
         self.table.into_iter().map(|s| s.record)
     }
 }
 
-/// Offset and length of the last `PUT` of every key still present, and of
-/// every fork record, in file order.
-fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
+/// Where the last `PUT` of every key still present is (a record, or an
+/// entry of a batch record), and every fork record, in file order.
+fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<Live>> {
     let mut live = LiveIndex::new();
-    let mut forks: Vec<(u64, u32)> = Vec::new();
+    let mut forks: Vec<Live> = Vec::new();
     let mut reader = RangeReader {
         file,
         pos: HEADER_LEN as u64,
@@ -382,11 +437,30 @@ fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
     loop {
         match Record::decode(&buf[start..]) {
             Ok(Decoded::Record(rec, used)) => {
+                let whole = Live::record(offset, used as u32);
                 match rec.op {
-                    Op::Put => live.put(rec.key, (offset, used as u32)),
+                    Op::Put => live.put(rec.key, whole),
                     Op::Delete => live.delete(rec.key),
                     // The lineage is kept whole.
-                    Op::Fork => forks.push((offset, used as u32)),
+                    Op::Fork => forks.push(whole),
+                    Op::Batch => {
+                        // A batch has no key: its entries begin right
+                        // after the fixed fields.
+                        let mut at = RECORD_PREFIX_LEN + BODY_FIXED_LEN;
+                        for entry in rec.entries() {
+                            match entry.op {
+                                Op::Put => live.put(
+                                    entry.key,
+                                    Live {
+                                        entry: at as u32,
+                                        ..whole
+                                    },
+                                ),
+                                _ => live.delete(entry.key),
+                            }
+                            at += ENTRY_FIXED_LEN + entry.key.len() + entry.value.len();
+                        }
+                    }
                 }
                 start += used;
                 offset += used as u64;
@@ -410,7 +484,7 @@ fn index_live_records(file: &File, upto: u64) -> io::Result<Vec<(u64, u32)>> {
             Err(e) => return Err(io::Error::other(format!("{e} at offset {offset}"))),
         }
     }
-    let mut records: Vec<(u64, u32)> = live.into_records().chain(forks).collect();
+    let mut records: Vec<Live> = live.into_records().chain(forks).collect();
     records.sort_unstable();
     Ok(records)
 }
@@ -558,17 +632,17 @@ mod tests {
     #[test]
     fn the_live_index_keeps_the_last_put_of_each_present_key() {
         let mut index = LiveIndex::new();
-        index.put(b"a", (10, 1));
-        index.put(b"b", (20, 2));
-        index.put(b"a", (30, 3));
+        index.put(b"a", Live::record(10, 1));
+        index.put(b"b", Live::record(20, 2));
+        index.put(b"a", Live::record(30, 3));
         index.delete(b"b");
         index.delete(b"never");
-        index.put(b"c", (40, 4));
+        index.put(b"c", Live::record(40, 4));
         index.delete(b"c");
-        index.put(b"c", (50, 5));
-        let mut records: Vec<(u64, u32)> = index.into_records().collect();
+        index.put(b"c", Live::record(50, 5));
+        let mut records: Vec<Live> = index.into_records().collect();
         records.sort_unstable();
-        assert_eq!(records, vec![(30, 3), (50, 5)]);
+        assert_eq!(records, vec![Live::record(30, 3), Live::record(50, 5)]);
     }
 
     fn wait(c: &Compaction) -> Compacted {

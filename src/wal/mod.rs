@@ -51,7 +51,9 @@ use log::{info, warn};
 
 use crate::store::{Store, UndoLog};
 use lineage::{Lineage, LineageError, Segment};
-use record::{Decoded, Header, HistoryId, Op, Record, HEADER_LEN, RECORD_PREFIX_LEN};
+use record::{
+    BatchError, Decoded, Entry, Header, HistoryId, Op, Record, HEADER_LEN, RECORD_PREFIX_LEN,
+};
 use syncer::{Outcome, Syncer, Target};
 use tail::{ReadAt, Tail};
 
@@ -143,6 +145,8 @@ pub enum WalError {
     BadFork(ForkError),
     /// A rewind to a seq the log no longer holds record by record.
     CannotRewind { to: u64, base_seq: u64 },
+    /// Entries [`Wal::append_batch`] cannot log as one batch.
+    BadBatch(BatchError),
 }
 
 impl fmt::Display for WalError {
@@ -188,6 +192,7 @@ impl fmt::Display for WalError {
                 f,
                 "cannot rewind to seq {to}: the log was compacted through seq {base_seq}"
             ),
+            WalError::BadBatch(reason) => write!(f, "not a valid batch: {reason}"),
         }
     }
 }
@@ -196,6 +201,7 @@ impl std::error::Error for WalError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             WalError::Io { source, .. } => Some(source),
+            WalError::BadBatch(reason) => Some(reason),
             _ => None,
         }
     }
@@ -328,7 +334,9 @@ pub struct Opened {
 }
 
 impl Wal {
-    /// Opens (creating if absent) and replays the log at `path`.
+    /// Opens (creating if absent) and replays the log at `path`. A log of
+    /// an older format version (see [`record`]) has its header rewritten
+    /// as the current version, and fsynced, before the log is used.
     ///
     /// # Errors
     /// IO errors, a damaged header, damage before the tail, or a log held by
@@ -396,6 +404,16 @@ impl Wal {
                 .map_err(io_err(path, "truncate"))?;
             file.sync_all().map_err(io_err(path, "fsync"))?;
         }
+        if replayed.version < record::VERSION {
+            upgrade_header(path, &replayed.header)?;
+            info!(
+                "{}: log format version {} upgraded to {} (the header only: the records \
+                 are read as they are)",
+                path.display(),
+                replayed.version,
+                record::VERSION
+            );
+        }
         let wal = Wal {
             path: path.to_path_buf(),
             _lock: lock,
@@ -454,7 +472,8 @@ impl Wal {
     /// past the returned one.
     ///
     /// # Errors
-    /// [`WalError::Failed`] once the log has failed.
+    /// [`WalError::Failed`] once the log has failed; a fork or a batch
+    /// (see [`Wal::fork`] and [`Wal::append_batch`]) is refused.
     pub fn append(
         &mut self,
         store: &mut Store,
@@ -475,6 +494,8 @@ impl Wal {
                 }
             }
             Op::Fork => return Err(WalError::BadFork(ForkError::NotAnAppend)),
+            // Batches go through append_batch.
+            Op::Batch => return Err(WalError::BadBatch(BatchError::BadOp(op.code()))),
         }
         Record {
             seq,
@@ -487,14 +508,79 @@ impl Wal {
         Ok(seq)
     }
 
+    /// Logs several puts and deletes as one write: one record with one seq
+    /// (a batch, see [`record`]), applied to `store` entry by entry, in
+    /// order, like [`Wal::append`]. A crash, a failed commit (which undoes
+    /// every entry) and replication all take the batch whole or not at all.
+    ///
+    /// A DELETE of a key that is absent by then changes nothing and is
+    /// left out of the record, as [`Wal::append`] leaves out such a
+    /// delete; if nothing is left, nothing is logged and the last seq is
+    /// returned. A caller that counts deletions (`DEL`) counts the keys
+    /// present before the call.
+    ///
+    /// # Errors
+    /// [`WalError::Failed`] once the log has failed;
+    /// [`WalError::BadBatch`] for entries that cannot be one batch (none
+    /// at all, an op other than PUT or DELETE, an empty or over-long key,
+    /// a DELETE with a value, more than the record's 256 MiB). Nothing is
+    /// applied or logged on an error.
+    pub fn append_batch(
+        &mut self,
+        store: &mut Store,
+        entries: &[(Op, &[u8], &[u8])],
+    ) -> Result<u64, WalError> {
+        if self.failed {
+            return Err(WalError::Failed);
+        }
+        record::check_batch(entries).map_err(WalError::BadBatch)?;
+        let changes = changes(
+            store,
+            entries
+                .iter()
+                .map(|&(op, key, value)| Entry { op, key, value }),
+        );
+        let logged: Vec<(Op, &[u8], &[u8])> = entries
+            .iter()
+            .zip(&changes)
+            .filter_map(|(&entry, &changes)| changes.then_some(entry))
+            .collect();
+        if logged.is_empty() {
+            return Ok(self.last_seq);
+        }
+        let seq = self.last_seq + 1;
+        Record::encode_batch(&mut self.pending, seq, &logged).map_err(WalError::BadBatch)?;
+        for &(op, key, value) in &logged {
+            self.apply_entry(store, Entry { op, key, value }, seq);
+        }
+        self.last_seq = seq;
+        Ok(seq)
+    }
+
+    /// Applies one put or delete of write `seq` to `store`, noting what it
+    /// replaced in the undo log; whether it changed anything (a delete of
+    /// an absent key does not).
+    fn apply_entry(&mut self, store: &mut Store, entry: Entry<'_>, seq: u64) -> bool {
+        match entry.op {
+            Op::Put => {
+                store.put(entry.key, entry.value, seq, &mut self.uncommitted);
+                true
+            }
+            Op::Delete => store.delete(entry.key, seq, &mut self.uncommitted),
+            Op::Fork | Op::Batch => false,
+        }
+    }
+
     /// Logs and applies a record received from the leader, keeping its seq.
     /// `raw` is the record as the leader encoded it (and `rec` was decoded
-    /// from, checksum verified): it is logged as is.
+    /// from, checksum verified): it is logged as is. A batch's entries are
+    /// applied in order.
     ///
     /// # Errors
     /// [`WalError::Failed`] once the log has failed; `OutOfOrder` when the
     /// record does not directly follow the last one, or deletes a key this
-    /// copy does not have (the copies differ: refuse rather than hide it).
+    /// copy does not have (the copies differ: refuse rather than hide it;
+    /// nothing of a batch is applied then).
     pub fn append_replicated(
         &mut self,
         store: &mut Store,
@@ -524,14 +610,16 @@ impl Wal {
         if rec.seq != self.last_seq + 1 {
             return Err(out_of_order);
         }
-        match rec.op {
-            Op::Put => store.put(rec.key, rec.value, rec.seq, &mut self.uncommitted),
-            Op::Delete => {
-                if !store.delete(rec.key, rec.seq, &mut self.uncommitted) {
-                    return Err(out_of_order);
-                }
-            }
-            Op::Fork => return Err(WalError::BadFork(ForkError::Malformed)),
+        if rec.op == Op::Fork {
+            return Err(WalError::BadFork(ForkError::Malformed));
+        }
+        // Every delete must find its key, checked before anything is
+        // applied, so a refused batch leaves the store as it was.
+        if changes(store, rec.entries()).contains(&false) {
+            return Err(out_of_order);
+        }
+        for entry in rec.entries() {
+            self.apply_entry(store, entry, rec.seq);
         }
         self.pending.extend_from_slice(raw);
         self.last_seq = rec.seq;
@@ -1052,8 +1140,9 @@ impl Wal {
     }
 
     /// Replaces the whole log with a snapshot received from the leader: the
-    /// complete, fsynced `temp` file is renamed over the log and the
-    /// directory fsynced. Call between turns, with nothing appended since
+    /// complete, fsynced `temp` file (its header rewritten as the current
+    /// format version if it is an older one) is renamed over the log and
+    /// the directory fsynced. Call between turns, with nothing appended since
     /// the last [`Wal::commit`]; a sync in flight is waited for first.
     ///
     /// # Errors
@@ -1067,6 +1156,15 @@ impl Wal {
         last_seq: u64,
     ) -> Result<(), WalError> {
         self.settle_before_replacing()?;
+        // A leader of an older version sends its log as it is: the file
+        // becomes this node's log, so it takes the current version first,
+        // like a log opened for writing.
+        let mut version = [0u8; 4];
+        tail::read_exact_at(temp.as_file(), &mut version, 8)
+            .map_err(io_err(temp.path(), "read header"))?;
+        if u32::from_le_bytes(version) < record::VERSION {
+            write_header(temp.as_file(), temp.path(), &header)?;
+        }
         temp.persist(&self.path)
             .map_err(|e| io_err(&self.path, "rename")(e.error))?;
         let reopened = compact::sync_dir(&self.path).and_then(|()| {
@@ -1234,17 +1332,22 @@ pub fn apply_logged(
     store: &mut Store,
     lineage: &mut Lineage,
 ) -> Result<(), OrderError> {
-    match accept_logged(rec, seqs, lineage)? {
-        Some(Op::Put) => store.set(rec.key, rec.value),
-        Some(Op::Delete) => drop(store.remove(rec.key)),
-        Some(Op::Fork) | None => {}
+    if accept_logged(rec, seqs, lineage)?.is_some() {
+        for entry in rec.entries() {
+            match entry.op {
+                Op::Put => store.set(entry.key, entry.value),
+                Op::Delete => drop(store.remove(entry.key)),
+                Op::Fork | Op::Batch => {}
+            }
+        }
     }
     Ok(())
 }
 
 /// Checks the seq of one record read from a log file and applies it to
 /// the lineage if it is a fork. Returns what is left to apply to the
-/// data: a put or a delete.
+/// data: a put, a delete or a batch (whose [`Record::entries`] apply in
+/// order).
 ///
 /// # Errors
 /// A record out of order, or a fork that does not fit the lineage.
@@ -1263,6 +1366,50 @@ pub fn accept_logged(
         Op::Fork => Err(OrderError::MalformedFork),
         op => Ok(Some(op)),
     }
+}
+
+/// Which of `entries` change `store` when applied in order: a put always
+/// does, a delete only if its key is there by then (the entries before it
+/// included).
+fn changes<'a>(store: &Store, entries: impl Iterator<Item = Entry<'a>>) -> Vec<bool> {
+    // Keys the entries so far left present (true) or absent (false).
+    let mut touched: std::collections::HashMap<&[u8], bool> = std::collections::HashMap::new();
+    entries
+        .map(|entry| {
+            let present = touched
+                .get(entry.key)
+                .copied()
+                .unwrap_or_else(|| store.get(entry.key).is_some());
+            touched.insert(entry.key, entry.op == Op::Put);
+            entry.op == Op::Put || present
+        })
+        .collect()
+}
+
+/// Rewrites the header of the log at `path` as the current format version,
+/// in place, and fsyncs it: a log of an older version is about to take
+/// records only the current one has.
+fn upgrade_header(path: &Path, header: &Header) -> Result<(), WalError> {
+    // Not the log's own handle: positional writes to a file opened for
+    // appending go to its end.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path, "open"))?;
+    write_header(&file, path, header)
+}
+
+/// Writes `header` as the current format version over the first bytes of
+/// `file` (not opened for appending), and fsyncs. Only the version and the
+/// checksum change, within the first 48 bytes of the file, which a disk
+/// writes as one sector.
+fn write_header(file: &File, path: &Path, header: &Header) -> Result<(), WalError> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = Vec::with_capacity(HEADER_LEN);
+    header.encode(&mut bytes);
+    file.write_all_at(&bytes, 0)
+        .map_err(io_err(path, "write header"))?;
+    file.sync_all().map_err(io_err(path, "fsync"))
 }
 
 /// Fresh random history id.
@@ -1296,6 +1443,8 @@ fn create_log(path: &Path, header: &Header) -> Result<(), WalError> {
 /// The result of reading a log from start to end.
 struct Replayed {
     header: Header,
+    /// The file's format version.
+    version: u32,
     lineage: Lineage,
     store: Store,
     last_seq: u64,
@@ -1334,10 +1483,11 @@ fn replay<R: ReadAt + ?Sized>(
         path: path.to_path_buf(),
         reason: record::HeaderError::Short,
     })?;
-    let header = Header::decode(&head).map_err(|reason| WalError::BadHeader {
-        path: path.to_path_buf(),
-        reason,
-    })?;
+    let (header, version) =
+        Header::decode_versioned(&head).map_err(|reason| WalError::BadHeader {
+            path: path.to_path_buf(),
+            reason,
+        })?;
     let mut store = Store::new();
     let mut lineage = Lineage::new(header.history, header.epoch);
     let mut offset = HEADER_LEN as u64;
@@ -1356,7 +1506,7 @@ fn replay<R: ReadAt + ?Sized>(
             Ok(Decoded::Record(rec, used)) => {
                 let keep = cut.is_none_or(|c| match rec.op {
                     Op::Fork => lineage.forks() < c.keep_forks,
-                    Op::Put | Op::Delete => rec.seq <= c.to,
+                    Op::Put | Op::Delete | Op::Batch => rec.seq <= c.to,
                 });
                 if !keep {
                     cut_at.get_or_insert(offset);
@@ -1438,6 +1588,7 @@ fn replay<R: ReadAt + ?Sized>(
     }
     Ok(Replayed {
         header,
+        version,
         lineage,
         store,
         last_seq: seqs.last(),

@@ -111,8 +111,9 @@ impl LogView {
     }
 
     /// Calls `apply` with every `PUT` and `DELETE` through the view's seq,
-    /// in log order (fork records change no data and are skipped). Replaying
-    /// them into an empty map gives the data as of that seq.
+    /// in log order: a batch record's entries one by one, in order (fork
+    /// records change no data and are skipped). Replaying them into an
+    /// empty map gives the data as of that seq.
     ///
     /// # Errors
     /// Read errors, and records that are damaged or missing (the log never
@@ -138,7 +139,11 @@ impl LogView {
                     match rec.op {
                         Op::Fork => {}
                         _ if rec.seq > self.seq => return Ok(()),
-                        op => apply(op, rec.key, rec.value),
+                        _ => {
+                            for entry in rec.entries() {
+                                apply(entry.op, entry.key, entry.value);
+                            }
+                        }
                     }
                     if ends_at_seq && rec.seq == self.seq && rec.op != Op::Fork {
                         return Ok(());

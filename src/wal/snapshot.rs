@@ -70,10 +70,12 @@ const SYNC_EVERY: usize = 8 << 20;
 /// of its fsyncs, so the builder does not wait for the disk.
 const QUEUE_MAX: usize = 16 << 20;
 
-/// The smallest record: prefix, fixed body, a one-byte key and value. A
-/// key-count hint is capped at the number of records the announced size
-/// can hold, so a wrong hint cannot reserve more than the data will fill.
-const MIN_RECORD_LEN: u64 = (RECORD_PREFIX_LEN + BODY_FIXED_LEN + 2) as u64;
+/// The smallest record: prefix, fixed body, a one-byte key and no value
+/// (a DELETE, or a PUT of the empty value). A key-count hint is capped at
+/// the number of such records the announced size can hold, so a wrong hint
+/// cannot reserve much more than the data will fill (a batch record holds
+/// keys more densely; the map then grows as it fills).
+const MIN_RECORD_LEN: u64 = (RECORD_PREFIX_LEN + BODY_FIXED_LEN + 1) as u64;
 
 /// What the leader announced about a snapshot in its `PLAN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -630,7 +632,9 @@ impl Decoder {
 }
 
 /// Applies one decoded record. A PUT's key and value stay where they are,
-/// at `at` in the buffer `share` gives (or copied, if it gives none).
+/// at `at` in the buffer `share` gives (or copied, if it gives none). A
+/// batch's entries are copied, in order: the shared buffer's reader
+/// ([`record::key_value_at`]) finds one key and value per record.
 fn apply(
     rec: &Record<'_>,
     at: usize,
@@ -645,6 +649,15 @@ fn apply(
             None => load.set(rec.key, rec.value),
         },
         Some(Op::Delete) => load.remove(rec.key),
+        Some(Op::Batch) => {
+            for entry in rec.entries() {
+                match entry.op {
+                    Op::Put => load.set(entry.key, entry.value),
+                    Op::Delete => load.remove(entry.key),
+                    Op::Fork | Op::Batch => {}
+                }
+            }
+        }
         Some(Op::Fork) | None => {}
     }
     Ok(())
