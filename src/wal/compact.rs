@@ -624,7 +624,9 @@ pub fn sync_dir(path: &Path) -> Result<(), WalError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{commit_durably, open, open_controlled, put, reopen};
+    use super::super::tests::{
+        batch, commit_durably, open, open_controlled, put, reopen, write_mix,
+    };
     use super::super::Opened;
     use super::*;
     use std::time::Duration;
@@ -708,6 +710,96 @@ mod tests {
         assert_eq!(o.store.get(b"k0"), None);
         assert_eq!(o.store.get(b"k2"), Some(&b"v19"[..]));
         assert_eq!(o.wal.header().base_seq, 1001);
+    }
+
+    /// The records of the log file at `path`: seq, op and entries.
+    fn records(path: &Path) -> Vec<(u64, Op, usize)> {
+        let bytes = std::fs::read(path).expect("read");
+        let mut rest = &bytes[HEADER_LEN..];
+        let mut out = Vec::new();
+        while let Ok(Decoded::Record(rec, used)) = Record::decode(rest) {
+            out.push((rec.seq, rec.op, rec.entries().count()));
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty(), "a record that does not decode");
+        out
+    }
+
+    fn compact(o: &mut Opened, meanwhile: impl FnOnce(&mut Opened)) {
+        let c = o.wal.start_compaction(Box::new(|| {})).expect("start");
+        meanwhile(o);
+        let done = wait(&c);
+        o.wal.finish_compaction(done).expect("finish");
+    }
+
+    #[test]
+    fn keys_last_written_by_a_batch_get_puts_of_their_own_with_its_seq() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = open(dir.path());
+        write_mix(&mut o, 150);
+        // The last write: a batch of two live keys, one of them empty.
+        let last = batch(
+            &mut o,
+            &[
+                (Op::Put, b"k1", b"\0\r\n"),
+                (Op::Delete, b"k2", b""),
+                (Op::Put, b"k2", b""),
+                (Op::Put, b"gone", b"x"),
+                (Op::Delete, b"gone", b""),
+            ],
+        );
+        o.wal.commit(&mut o.store).expect("commit");
+        let (digest, keys) = (o.store.digest(), o.store.len());
+        compact(&mut o, |o| {
+            // Written while the thread works: copied as it is.
+            batch(o, &[(Op::Put, b"late", b""), (Op::Delete, b"k1", b"")]);
+            o.wal.commit(&mut o.store).expect("commit");
+        });
+        assert_eq!(o.wal.header().base_seq, last);
+        let records = records(o.wal.path());
+        let (snapshot, after) = records.split_at(records.len() - 1);
+        assert_eq!(snapshot.len(), keys, "one PUT per live key");
+        assert!(snapshot
+            .iter()
+            .all(|&(seq, op, n)| op == Op::Put && n == 1 && seq <= last));
+        assert_eq!(
+            snapshot.iter().filter(|&&(seq, ..)| seq == last).count(),
+            2,
+            "k1 and k2 share the batch's seq"
+        );
+        assert_eq!(after, &[(last + 1, Op::Batch, 2)]);
+        let o = reopen(o, dir.path());
+        assert_eq!(o.store.get(b"late"), Some(&b""[..]));
+        assert_eq!(o.store.get(b"k2"), Some(&b""[..]));
+        assert_eq!(o.store.get(b"k1"), None);
+        // The same data as before the late batch, as of the base seq.
+        let mut then = Store::new();
+        match o.wal.view_at(last) {
+            crate::wal::scan::ViewAt::Ready(view) => view
+                .replay(|op, key, value| match op {
+                    Op::Put => then.set(key, value),
+                    _ => drop(then.remove(key)),
+                })
+                .expect("replay"),
+            _ => panic!("the base seq is readable"),
+        }
+        assert_eq!(then.digest(), digest);
+    }
+
+    #[test]
+    fn a_compacted_log_with_batches_compacts_again_to_the_same_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = open(dir.path());
+        write_mix(&mut o, 100);
+        compact(&mut o, |_| {});
+        write_mix(&mut o, 100);
+        let digest = o.store.digest();
+        compact(&mut o, |_| {});
+        assert!(records(o.wal.path())
+            .iter()
+            .all(|&(_, op, _)| op == Op::Put));
+        let o = reopen(o, dir.path());
+        assert_eq!(o.store.digest(), digest);
     }
 
     /// A log worth compacting: 20 rounds over 50 keys, durable.

@@ -1680,6 +1680,51 @@ pub(crate) mod tests {
         o
     }
 
+    /// Values no line protocol could carry: empty, line ends, NUL, 0xff.
+    pub(crate) const ODD_VALUES: [&[u8]; 6] =
+        [b"", b"\r\n", b"a\nb", b"\0\0", b"\xff\xfe\xff", b"\n"];
+
+    /// Logs `entries` as one batch.
+    pub(crate) fn batch(o: &mut Opened, entries: &[(Op, &[u8], &[u8])]) -> u64 {
+        o.wal
+            .append_batch(&mut o.store, entries)
+            .expect("append_batch")
+    }
+
+    /// `rounds` rounds of puts, deletes and batches of both over 30 keys,
+    /// with [`ODD_VALUES`] among the values, committed.
+    pub(crate) fn write_mix(o: &mut Opened, rounds: usize) {
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| crate::testutil::xorshift(&mut rng) % n;
+        for round in 0..rounds {
+            let mut writes: Vec<(Op, Vec<u8>, Vec<u8>)> = Vec::new();
+            for _ in 0..1 + next(5) {
+                let key = format!("k{}", next(30)).into_bytes();
+                let value = match next(3) {
+                    0 => ODD_VALUES[next(ODD_VALUES.len() as u64) as usize].to_vec(),
+                    _ => format!("v{round}").into_bytes(),
+                };
+                match next(4) {
+                    0 => writes.push((Op::Delete, key, Vec::new())),
+                    _ => writes.push((Op::Put, key, value)),
+                }
+            }
+            if round % 3 == 0 {
+                for (op, key, value) in &writes {
+                    // A plain delete of an absent key logs nothing.
+                    let _ = o.wal.append(&mut o.store, *op, key, value).expect("append");
+                }
+            } else {
+                let entries: Vec<(Op, &[u8], &[u8])> = writes
+                    .iter()
+                    .map(|(op, k, v)| (*op, &k[..], &v[..]))
+                    .collect();
+                batch(o, &entries);
+            }
+        }
+        o.wal.commit(&mut o.store).expect("commit");
+    }
+
     /// Commits, then waits until the sync thread made it all durable.
     pub(crate) fn commit_durably(o: &mut Opened, control: &SyncControl) {
         o.wal.commit(&mut o.store).expect("commit");
@@ -1959,6 +2004,331 @@ pub(crate) mod tests {
         assert_eq!(o.store.get(b"a"), None);
         assert_eq!(o.store.get(b"b"), Some(&b"2"[..]));
         assert_eq!(o.truncated, None);
+    }
+
+    #[test]
+    fn a_batch_is_one_record_applied_in_order_and_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leader.log");
+        let mut o = open(dir.path());
+        put(&mut o, "gone", "1");
+        put(&mut o, "kept", "1");
+        o.wal.commit(&mut o.store).expect("commit");
+        let before = o.wal.len_bytes();
+        let entries: [(Op, &[u8], &[u8]); 6] = [
+            (Op::Put, b"a", b"1"),
+            (Op::Put, b"empty", b""),
+            (Op::Delete, b"gone", b""),
+            (Op::Put, b"a", b"\r\n\0\xff"),
+            (Op::Put, b"kept", b"2"),
+            (Op::Delete, b"kept", b""),
+        ];
+        assert_eq!(batch(&mut o, &entries), 3, "one seq for the batch");
+        assert_eq!(
+            o.store.get(b"a"),
+            Some(&b"\r\n\0\xff"[..]),
+            "the later entry wins"
+        );
+        assert_eq!(o.store.get(b"empty"), Some(&b""[..]));
+        assert_eq!((o.store.get(b"gone"), o.store.get(b"kept")), (None, None));
+        assert_eq!(o.wal.commit(&mut o.store).expect("commit"), 3);
+        let bytes = std::fs::read(&path).expect("read");
+        let Ok(Decoded::Record(rec, used)) = Record::decode(&bytes[before as usize..]) else {
+            panic!("no record after the puts");
+        };
+        assert_eq!((rec.seq, rec.op), (3, Op::Batch));
+        assert_eq!(before as usize + used, bytes.len(), "one record");
+        assert_eq!(rec.entries().count(), entries.len());
+        let o = reopen(o, dir.path());
+        assert_eq!(o.wal.last_seq(), 3);
+        assert_eq!(o.store.get(b"empty"), Some(&b""[..]));
+        assert_eq!(o.store.len(), 2);
+    }
+
+    #[test]
+    fn a_batch_leaves_out_deletes_of_absent_keys_and_logs_nothing_if_none_is_left() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = open(dir.path());
+        put(&mut o, "a", "1");
+        let entries: [(Op, &[u8], &[u8]); 4] = [
+            (Op::Delete, b"absent", b""),
+            (Op::Delete, b"a", b""),
+            (Op::Delete, b"a", b""),
+            (Op::Put, b"b", b"2"),
+        ];
+        assert_eq!(batch(&mut o, &entries), 2);
+        o.wal.commit(&mut o.store).expect("commit");
+        let len = o.wal.len_bytes();
+        let file = std::fs::read(o.wal.path()).expect("read");
+        let mut rest = &file[HEADER_LEN..];
+        let mut last = None;
+        while let Ok(Decoded::Record(rec, used)) = Record::decode(rest) {
+            last = Some(
+                rec.entries()
+                    .map(|e| (e.op, e.key.to_vec()))
+                    .collect::<Vec<_>>(),
+            );
+            rest = &rest[used..];
+        }
+        assert_eq!(
+            last,
+            Some(vec![(Op::Delete, b"a".to_vec()), (Op::Put, b"b".to_vec())])
+        );
+        // Only deletes of absent keys: nothing to log.
+        let nothing: [(Op, &[u8], &[u8]); 2] =
+            [(Op::Delete, b"a", b""), (Op::Delete, b"never", b"")];
+        assert_eq!(batch(&mut o, &nothing), 2);
+        assert_eq!(o.wal.last_seq(), 2);
+        o.wal.commit(&mut o.store).expect("commit");
+        assert_eq!(o.wal.len_bytes(), len);
+        let o = reopen(o, dir.path());
+        assert_eq!(o.store.get(b"b"), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn an_invalid_batch_or_a_failed_log_applies_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = open(dir.path());
+        put(&mut o, "a", "1");
+        let digest = o.store.digest();
+        let cases: [&[(Op, &[u8], &[u8])]; 4] = [
+            &[],
+            &[(Op::Put, b"b", b"2"), (Op::Put, b"", b"3")],
+            &[(Op::Delete, b"a", b""), (Op::Delete, b"a", b"x")],
+            &[(Op::Put, b"b", b"2"), (Op::Fork, b"c", b"")],
+        ];
+        for entries in cases {
+            assert!(
+                matches!(
+                    o.wal.append_batch(&mut o.store, entries),
+                    Err(WalError::BadBatch(_))
+                ),
+                "{entries:?}"
+            );
+            assert_eq!(o.store.digest(), digest, "{entries:?}");
+            assert_eq!(o.wal.last_seq(), 1);
+        }
+        assert!(matches!(
+            o.wal.append(&mut o.store, Op::Batch, b"", b""),
+            Err(WalError::BadBatch(record::BatchError::BadOp(4)))
+        ));
+        o.wal.failed = true;
+        assert!(matches!(
+            o.wal.append_batch(&mut o.store, &[(Op::Put, b"b", b"2")]),
+            Err(WalError::Failed)
+        ));
+        assert_eq!(o.store.digest(), digest);
+    }
+
+    #[test]
+    fn a_failed_commit_rolls_back_every_entry_of_a_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut o, control) = open_controlled(dir.path());
+        put(&mut o, "a", "1");
+        put(&mut o, "d", "4");
+        commit_durably(&mut o, &control);
+        let (digest, durable_len) = (o.store.digest(), o.wal.len_bytes());
+        control.fail.store(true, Ordering::SeqCst);
+        let entries: [(Op, &[u8], &[u8]); 5] = [
+            (Op::Put, b"a", b"2"),
+            (Op::Put, b"new", b""),
+            (Op::Delete, b"d", b""),
+            (Op::Put, b"d", b"back, longer"),
+            (Op::Put, b"a", b"333"),
+        ];
+        assert_eq!(batch(&mut o, &entries), 3);
+        put(&mut o, "after", "5");
+        o.wal.commit(&mut o.store).expect("commit");
+        control.next_report();
+        assert!(o.wal.commit(&mut o.store).is_err(), "the fsync failed");
+        assert_eq!(o.wal.lost_from(), Some(3));
+        assert_eq!(o.store.digest(), digest, "the whole batch is undone");
+        assert_eq!(o.store.get(b"a"), Some(&b"1"[..]));
+        assert_eq!(o.store.get(b"d"), Some(&b"4"[..]));
+        assert_eq!(o.store.get(b"new"), None);
+        assert_eq!(o.wal.len_bytes(), durable_len);
+        let o = reopen(o, dir.path());
+        assert_eq!(o.wal.last_seq(), 2);
+    }
+
+    #[test]
+    fn a_torn_batch_at_the_tail_is_cut_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leader.log");
+        let mut o = open(dir.path());
+        put(&mut o, "a", "1");
+        o.wal.commit(&mut o.store).expect("commit");
+        let (digest, start) = (o.store.digest(), o.wal.len_bytes());
+        let entries: [(Op, &[u8], &[u8]); 4] = [
+            (Op::Put, b"a", b"2"),
+            (Op::Put, b"b", b"\n\n"),
+            (Op::Delete, b"a", b""),
+            (Op::Put, b"c", b""),
+        ];
+        batch(&mut o, &entries);
+        o.wal.commit(&mut o.store).expect("commit");
+        drop(o);
+        let whole = std::fs::read(&path).expect("read");
+        for len in start as usize..whole.len() {
+            std::fs::write(&path, &whole[..len]).expect("write");
+            let o = open(dir.path());
+            assert_eq!(o.wal.last_seq(), 1, "torn at {len}");
+            assert_eq!(o.store.digest(), digest, "torn at {len}: an entry survived");
+            assert_eq!(o.wal.len_bytes(), start, "torn at {len}");
+        }
+        // Whole, with garbage after it: the batch stays, whole.
+        let mut garbage = whole.clone();
+        garbage.extend_from_slice(&[0xff; 40]);
+        std::fs::write(&path, &garbage).expect("write");
+        let o = open(dir.path());
+        assert_eq!(o.wal.last_seq(), 2);
+        assert_eq!(o.store.get(b"b"), Some(&b"\n\n"[..]));
+        assert_eq!(o.store.get(b"a"), None);
+    }
+
+    #[test]
+    fn a_follower_applies_a_replicated_batch_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let leader_dir = dir.path().join("leader");
+        let follower_dir = dir.path().join("follower");
+        std::fs::create_dir_all(&leader_dir).expect("mkdir");
+        std::fs::create_dir_all(&follower_dir).expect("mkdir");
+        let mut leader = open(&leader_dir);
+        write_mix(&mut leader, 60);
+        let mut follower = open(&follower_dir);
+        let bytes = std::fs::read(leader.wal.path()).expect("read");
+        let mut rest = &bytes[HEADER_LEN..];
+        while let Ok(Decoded::Record(rec, used)) = Record::decode(rest) {
+            follower
+                .wal
+                .append_replicated(&mut follower.store, &rec, &rest[..used])
+                .expect("replicated");
+            rest = &rest[used..];
+        }
+        follower.wal.commit(&mut follower.store).expect("commit");
+        assert_eq!(follower.store.digest(), leader.store.digest());
+        // The follower's log holds the leader's records byte for byte.
+        let copy = std::fs::read(follower.wal.path()).expect("read");
+        assert_eq!(copy[HEADER_LEN..], bytes[HEADER_LEN..]);
+        // A batch whose delete finds no key here: refused, nothing applied.
+        let digest = follower.store.digest();
+        let seq = follower.wal.last_seq() + 1;
+        let mut raw = Vec::new();
+        let bad: [(Op, &[u8], &[u8]); 2] = [(Op::Put, b"k1", b"x"), (Op::Delete, b"nowhere", b"")];
+        Record::encode_batch(&mut raw, seq, &bad).expect("encode");
+        let Ok(Decoded::Record(rec, _)) = Record::decode(&raw) else {
+            panic!("a batch");
+        };
+        assert!(matches!(
+            follower
+                .wal
+                .append_replicated(&mut follower.store, &rec, &raw),
+            Err(WalError::OutOfOrder { .. })
+        ));
+        assert_eq!(follower.store.digest(), digest);
+        assert_eq!(follower.wal.last_seq(), seq - 1);
+        let reopened = reopen(follower, &follower_dir);
+        assert_eq!(reopened.store.digest(), leader.store.digest());
+    }
+
+    #[test]
+    fn a_rewind_drops_a_batch_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = open(dir.path());
+        put(&mut o, "a", "1");
+        let digest = o.store.digest();
+        batch(&mut o, &[(Op::Put, b"a", b"2"), (Op::Put, b"b", b"")]);
+        o.wal.commit(&mut o.store).expect("commit");
+        let (store, dropped) = o.wal.rewind(&mut o.store, 1, 0).expect("rewind");
+        assert_eq!(dropped, Some((2, 2)));
+        assert_eq!(store.digest(), digest);
+    }
+
+    /// A version 1 log: header, a PUT and a DELETE.
+    fn version_1_log(path: &Path) -> Header {
+        let header = Header {
+            history: [4; 16],
+            base_seq: 0,
+            epoch: 1,
+        };
+        let mut bytes = record::tests::header_bytes(&header, 1);
+        for (seq, op, key, value) in [
+            (1, Op::Put, &b"a"[..], &b"1"[..]),
+            (2, Op::Put, b"b", b"2"),
+            (3, Op::Delete, b"a", b""),
+        ] {
+            Record {
+                seq,
+                op,
+                key,
+                value,
+            }
+            .encode(&mut bytes);
+        }
+        std::fs::write(path, bytes).expect("write");
+        header
+    }
+
+    #[test]
+    fn a_version_1_log_replays_and_is_upgraded_before_any_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leader.log");
+        let header = version_1_log(&path);
+        let records = std::fs::read(&path).expect("read")[HEADER_LEN..].to_vec();
+        let mut o = open(dir.path());
+        assert_eq!(o.wal.last_seq(), 3);
+        assert_eq!(o.store.get(b"b"), Some(&b"2"[..]));
+        assert_eq!(o.store.len(), 1);
+        assert_eq!(o.wal.header(), &header);
+        // Upgraded at open, before anything was appended.
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(
+            Header::decode_versioned(&bytes),
+            Ok((header, record::VERSION))
+        );
+        assert_eq!(
+            bytes[HEADER_LEN..],
+            records[..],
+            "the records are untouched"
+        );
+        batch(&mut o, &[(Op::Put, b"c", b""), (Op::Delete, b"b", b"")]);
+        o.wal.commit(&mut o.store).expect("commit");
+        let o = reopen(o, dir.path());
+        assert_eq!(o.wal.last_seq(), 4);
+        assert_eq!(o.store.get(b"c"), Some(&b""[..]));
+    }
+
+    #[test]
+    fn a_log_of_a_later_version_is_refused_with_its_name_and_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leader.log");
+        let header = Header {
+            history: [4; 16],
+            base_seq: 0,
+            epoch: 1,
+        };
+        let bytes = record::tests::header_bytes(&header, 3);
+        std::fs::write(&path, &bytes).expect("write");
+        let error = match Wal::open(&path, FsyncPolicy::Always) {
+            Err(e) => e,
+            Ok(_) => panic!("a version 3 log opened"),
+        };
+        assert!(matches!(
+            error,
+            WalError::BadHeader {
+                reason: record::HeaderError::UnsupportedVersion(3),
+                ..
+            }
+        ));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: offset 0: unsupported log format version 3 (this build reads versions 1 \
+                 to 2; a newer keyval wrote this file)",
+                path.display()
+            )
+        );
+        assert_eq!(std::fs::read(&path).expect("read"), bytes, "left as it was");
     }
 
     #[test]

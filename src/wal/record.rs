@@ -642,7 +642,7 @@ fn le_u64(bytes: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn put(seq: u64, key: &'static [u8], value: &'static [u8]) -> Record<'static> {
