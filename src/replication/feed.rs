@@ -260,7 +260,11 @@ impl Feed {
                         self.sent_seq = self.sent_seq.max(rec.seq);
                     }
                     // Later writes have higher seqs, and no fork is skipped.
-                    self.past_skip = self.skip_forks == 0 && rec.seq >= self.skip_through;
+                    // Not before a write past `skip_through`: records of a
+                    // compacted snapshot part may share a seq (the PUTs
+                    // made of one batch's entries), and a record after one
+                    // at `skip_through` may still be at it.
+                    self.past_skip = self.skip_forks == 0 && rec.seq > self.skip_through;
                     off += used;
                 }
                 Ok(Decoded::Incomplete { .. }) => break,
@@ -437,6 +441,124 @@ mod tests {
             record_seqs(&frames(&out[sent.len()..])),
             (1..=100).collect::<Vec<u64>>()
         );
+    }
+
+    /// Pumps `feed` until the follower has everything, and applies the
+    /// records of the frames to `follower`'s log and store as a follower
+    /// does; returns the records' bytes as sent.
+    fn deliver(feed: &mut Feed, leader: &Wal, follower: &mut crate::wal::Opened) -> Vec<u8> {
+        let mut sent = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            let more = feed.pump(leader, &mut out, 1 << 20).expect("pump");
+            let mut rest = &out[..];
+            while !rest.is_empty() {
+                let Ok(Some((frame, used))) = Frame::decode(rest) else {
+                    panic!("not a frame");
+                };
+                let Frame::Records(mut bytes) = frame else {
+                    panic!("not records: {}", frame.name());
+                };
+                sent.extend_from_slice(bytes);
+                while let Ok(Decoded::Record(rec, used)) = Record::decode(bytes) {
+                    follower
+                        .wal
+                        .append_replicated(&mut follower.store, &rec, &bytes[..used])
+                        .expect("replicated");
+                    bytes = &bytes[used..];
+                }
+                assert!(bytes.is_empty(), "a partial record in a frame");
+                rest = &rest[used..];
+            }
+            if !more {
+                follower.wal.commit(&mut follower.store).expect("commit");
+                return sent;
+            }
+        }
+    }
+
+    fn dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (leader, follower) = (dir.path().join("leader"), dir.path().join("follower"));
+        std::fs::create_dir_all(&leader).expect("mkdir");
+        std::fs::create_dir_all(&follower).expect("mkdir");
+        (dir, leader, follower)
+    }
+
+    #[test]
+    fn catch_up_carries_batches_and_16_mib_values_as_they_are() {
+        let (_dir, leader_dir, follower_dir) = dirs();
+        let mut leader = crate::wal::tests::open(&leader_dir);
+        crate::wal::tests::write_mix(&mut leader, 40);
+        let big: Vec<u8> = (0..16 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mut odd = big.clone();
+        odd[..4].copy_from_slice(b"\r\n\0\xff");
+        leader
+            .wal
+            .append(&mut leader.store, Op::Put, b"big", &big)
+            .expect("put");
+        crate::wal::tests::batch(
+            &mut leader,
+            &[
+                (Op::Put, b"big2", &odd),
+                (Op::Put, b"k1", b""),
+                (Op::Delete, b"big", b""),
+            ],
+        );
+        crate::wal::tests::write_mix(&mut leader, 10);
+        let mut follower = crate::wal::tests::open(&follower_dir);
+        let mut feed = Feed::new(&leader.wal, catch_up(0, 0)).expect("feed");
+        let sent = deliver(&mut feed, &leader.wal, &mut follower);
+        let log = std::fs::read(leader.wal.path()).expect("read");
+        assert_eq!(sent, log[HEADER_LEN..], "the records byte for byte");
+        assert_eq!(follower.wal.last_seq(), leader.wal.last_seq());
+        assert_eq!(follower.store.get(b"big2"), Some(&odd[..]));
+        assert_eq!(follower.store.digest(), leader.store.digest());
+        let follower = crate::wal::tests::reopen(follower, &follower_dir);
+        assert_eq!(follower.store.digest(), leader.store.digest());
+    }
+
+    #[test]
+    fn catch_up_from_the_base_seq_skips_every_put_made_of_its_batch() {
+        let (_dir, leader_dir, follower_dir) = dirs();
+        let mut leader = crate::wal::tests::open(&leader_dir);
+        let mut follower = crate::wal::tests::open(&follower_dir);
+        crate::wal::tests::write_mix(&mut leader, 30);
+        // The last write before the compaction: a batch of three live keys,
+        // which the compacted log holds as three PUTs at the base seq.
+        let base = crate::wal::tests::batch(
+            &mut leader,
+            &[
+                (Op::Put, b"x", b"1"),
+                (Op::Put, b"y", b""),
+                (Op::Put, b"z", b"\n"),
+            ],
+        );
+        leader.wal.commit(&mut leader.store).expect("commit");
+        let mut feed = Feed::new(&leader.wal, catch_up(0, 0)).expect("feed");
+        deliver(&mut feed, &leader.wal, &mut follower);
+        assert_eq!(follower.wal.last_seq(), base);
+        let compaction = leader.wal.start_compaction(Box::new(|| {})).expect("start");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let done = loop {
+            if let Some(done) = compaction.poll() {
+                break done.expect("compaction");
+            }
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        leader.wal.finish_compaction(done).expect("finish");
+        assert_eq!(leader.wal.header().base_seq, base);
+        crate::wal::tests::batch(
+            &mut leader,
+            &[(Op::Put, b"after", b""), (Op::Delete, b"x", b"")],
+        );
+        leader.wal.commit(&mut leader.store).expect("commit");
+        // A new feed from the follower's seq, on the compacted file.
+        let mut feed = Feed::new(&leader.wal, catch_up(base, 0)).expect("feed");
+        deliver(&mut feed, &leader.wal, &mut follower);
+        assert_eq!(follower.wal.last_seq(), base + 1);
+        assert_eq!(follower.store.digest(), leader.store.digest());
     }
 
     #[test]
