@@ -4,9 +4,10 @@
 //! ([`crate::replication::wire`]) and the session record opener
 //! ([`crate::replication::session`]). Compiled only for tests.
 //!
-//! Each target feeds random valid encodings, mutations of them, and plain
-//! random bytes, and asserts that nothing panics and that the results are
-//! sane: a valid encoding decodes whole and re-encodes to the same bytes
+//! Each target feeds random valid encodings (log records include batches
+//! and empty values), mutations of them, and plain random bytes, and
+//! asserts that nothing panics and that the results are sane: a valid
+//! encoding decodes whole and re-encodes to the same bytes
 //! (decode(encode(x)) == x), anything accepted re-encodes to exactly the
 //! bytes it used, and a decoder never claims more bytes than it was given.
 //! `make test` runs each for a few seconds; `make fuzz` for `FUZZ_SECONDS`
@@ -22,7 +23,9 @@ use crate::replication::session::{Opener, Session};
 use crate::replication::wire::{Frame, Mode, Plan, FRAME_HEADER_LEN};
 use crate::testutil::{fuzz, Fuzz};
 use crate::wal::lineage::Segment;
-use crate::wal::record::{Decoded, Header, Op, Record, HEADER_LEN, RECORD_PREFIX_LEN};
+use crate::wal::record::{
+    BatchEntries, Decoded, Header, Op, Record, HEADER_LEN, RECORD_PREFIX_LEN,
+};
 use crate::wal::snapshot::Announced;
 
 /// Bytes that matter to the line protocol, for insertions.
@@ -197,19 +200,35 @@ fn check_line(line: &[u8], valid: bool) {
     }
 }
 
-/// A random valid record, encoded.
-fn valid_record(f: &mut Fuzz, seq: u64) -> Vec<u8> {
+/// A random put or delete: a key of 1 to 41 bytes, and for a put a value
+/// of any bytes, empty included.
+fn valid_entry(f: &mut Fuzz) -> (Op, Vec<u8>, Vec<u8>) {
     let key: Vec<u8> = f.bytes(40).into_iter().chain([b'k']).collect();
-    let put = f.next() & 3 != 0;
-    let value: Vec<u8> = if put {
-        f.bytes(60).into_iter().chain([b'v']).collect()
+    if f.next() & 3 != 0 {
+        (Op::Put, key, f.bytes(60))
     } else {
-        Vec::new()
-    };
+        (Op::Delete, key, Vec::new())
+    }
+}
+
+/// A random valid record, encoded: a put, a delete, or a batch of 1 to 4
+/// of them.
+fn valid_record(f: &mut Fuzz, seq: u64) -> Vec<u8> {
     let mut out = Vec::new();
+    if f.below(4) == 0 {
+        let entries: Vec<(Op, Vec<u8>, Vec<u8>)> =
+            (0..1 + f.below(4)).map(|_| valid_entry(f)).collect();
+        let entries: Vec<(Op, &[u8], &[u8])> = entries
+            .iter()
+            .map(|(op, k, v)| (*op, &k[..], &v[..]))
+            .collect();
+        Record::encode_batch(&mut out, seq, &entries).expect("a valid batch");
+        return out;
+    }
+    let (op, key, value) = valid_entry(f);
     Record {
         seq,
-        op: if put { Op::Put } else { Op::Delete },
+        op,
         key: &key,
         value: &value,
     }
@@ -258,6 +277,7 @@ fn log_record_decoder() {
                         let mut again = Vec::new();
                         rec.encode(&mut again);
                         assert_eq!(again, rest[..used], "decode(encode(x)) != x");
+                        check_entries(&rec, &rest[..used]);
                         rest = &rest[used..];
                     }
                     Ok(Decoded::Incomplete { needed }) => {
@@ -273,6 +293,31 @@ fn log_record_decoder() {
             }
         },
     );
+}
+
+/// What must hold for an accepted record's entries: a batch's parse, all
+/// of them, and encode again to the same record; a plain record is its
+/// own one entry.
+fn check_entries(rec: &Record<'_>, bytes: &[u8]) {
+    let entries: Vec<_> = rec.entries().collect();
+    match rec.op {
+        Op::Batch => {
+            let checked: Result<Vec<_>, _> = BatchEntries::new(rec.value).collect();
+            assert_eq!(checked.as_ref(), Ok(&entries), "an entry did not parse");
+            assert!(!entries.is_empty(), "a batch without entries");
+            let triples: Vec<(Op, &[u8], &[u8])> =
+                entries.iter().map(|e| (e.op, e.key, e.value)).collect();
+            let mut again = Vec::new();
+            Record::encode_batch(&mut again, rec.seq, &triples).expect("re-encode");
+            assert_eq!(again, bytes, "the entries re-encode to another batch");
+        }
+        Op::Put | Op::Delete => assert_eq!(entries.len(), 1),
+        Op::Fork => assert!(entries.is_empty()),
+    }
+    for entry in entries {
+        assert!(matches!(entry.op, Op::Put | Op::Delete) && !entry.key.is_empty());
+        assert!(entry.op == Op::Put || entry.value.is_empty());
+    }
 }
 
 /// A random valid frame, encoded.

@@ -118,6 +118,7 @@ mod tests {
     use super::*;
     use crate::testutil::xorshift;
     use crate::wal::record::{Decoded, Record};
+    use sha2::{Digest, Sha256};
 
     fn keys(prefix: &str) -> Query {
         Query::Keys {
@@ -206,6 +207,28 @@ mod tests {
                 assert_eq!(fold.finish(), query.answer(&store), "{query:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_digest_hashes_raw_bytes_of_any_value() {
+        let mut store = Store::new();
+        let pairs: [(&[u8], &[u8]); 4] = [
+            (b"b", b""),
+            (b"a", b"\r\n"),
+            (b"c", b"\0\xff\n"),
+            (b"a\x01", b"x"),
+        ];
+        let mut fold = Query::Digest.fold();
+        for (key, value) in pairs {
+            store.set(key, value);
+            fold.apply(Op::Put, key, value);
+        }
+        // SHA-256 of "<key>\n<value>\n" in key byte order, computed by hand.
+        let mut hasher = Sha256::new();
+        hasher.update(b"a\n\r\n\na\x01\nx\nb\n\nc\n\0\xff\n\n");
+        let want = format!("{}\n", hex::encode(hasher.finalize())).into_bytes();
+        assert_eq!(Query::Digest.answer(&store), want);
+        assert_eq!(fold.finish(), want);
     }
 
     #[test]

@@ -190,7 +190,7 @@ impl LogView {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{open, put};
+    use super::super::tests::{batch, open, put, write_mix};
     use super::super::Opened;
     use super::*;
     use crate::store::Store;
@@ -246,6 +246,41 @@ mod tests {
         let first = state(&ready(&o, 1));
         assert_eq!(first.get(b"a"), Some(&b"1"[..]));
         assert_eq!(first.len(), 1);
+    }
+
+    #[test]
+    fn a_view_applies_a_batch_whole_and_the_digest_fold_agrees() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = open(dir.path());
+        write_mix(&mut o, 120);
+        let seq = o.wal.last_seq();
+        let expected = o.store.digest();
+        batch(
+            &mut o,
+            &[
+                (Op::Put, b"k1", b""),
+                (Op::Delete, b"k2", b""),
+                (Op::Put, b"new", b"\0"),
+            ],
+        );
+        o.wal.commit(&mut o.store).expect("commit");
+        assert_eq!(
+            state(&ready(&o, seq)).digest(),
+            expected,
+            "before the batch"
+        );
+        let now = ready(&o, seq + 1);
+        assert_eq!(state(&now).digest(), o.store.digest(), "with all of it");
+        let mut fold = crate::query::Query::Digest.fold();
+        now.replay(|op, key, value| {
+            assert!(
+                matches!(op, Op::Put | Op::Delete),
+                "{op:?} reached the fold"
+            );
+            fold.apply(op, key, value);
+        })
+        .expect("replay");
+        assert_eq!(fold.finish(), crate::query::Query::Digest.answer(&o.store));
     }
 
     #[test]

@@ -464,6 +464,42 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_batch_is_refused_before_the_tail_and_cut_whole_at_it() {
+        let (mut bytes, _) = log(0, &seqs(4), 6);
+        let at = bytes.len();
+        let entries: [(Op, &[u8], &[u8]); 3] = [
+            (Op::Put, b"a", b"\r\n"),
+            (Op::Delete, b"k1", b""),
+            (Op::Put, b"b", b""),
+        ];
+        Record::encode_batch(&mut bytes, 5, &entries).expect("a batch");
+        let batch_end = bytes.len();
+        // Torn anywhere inside the batch: cut at its start, whole.
+        for len in at..batch_end {
+            assert_eq!(replayed(&bytes[..len]), Ok((at as u64, 4)), "torn at {len}");
+        }
+        Record {
+            seq: 6,
+            op: Op::Put,
+            key: b"after",
+            value: b"v",
+        }
+        .encode(&mut bytes);
+        // Damage to an entry with a record after it: refused. The same
+        // damage to the last record: cut.
+        for byte in [at + 19, at + 23, at + 27, batch_end - 1] {
+            let mut bad = bytes.clone();
+            bad[byte] ^= 0x10;
+            assert_eq!(replayed(&bad), Err(at as u64), "flip at {byte}");
+            assert_eq!(
+                replayed(&bad[..batch_end]),
+                Ok((at as u64, 4)),
+                "flip at {byte}, last"
+            );
+        }
+    }
+
+    #[test]
     fn damage_in_the_snapshot_part_is_refused() {
         // Base seq 9: records with seqs up to 9 in any order, then 10, 11.
         let (bytes, offsets) = log(9, &[7, 2, 9, 4, 10, 11], 5);
