@@ -493,10 +493,12 @@ mod tests {
         let big: Vec<u8> = (0..16 << 20).map(|i: u32| (i % 251) as u8).collect();
         let mut odd = big.clone();
         odd[..4].copy_from_slice(b"\r\n\0\xff");
-        leader
-            .wal
-            .append(&mut leader.store, Op::Put, b"big", &big)
-            .expect("put");
+        for (key, value) in [(&b"big"[..], &big[..]), (b"empty", b""), (b"nl", b"\n")] {
+            leader
+                .wal
+                .append(&mut leader.store, Op::Put, key, value)
+                .expect("put");
+        }
         crate::wal::tests::batch(
             &mut leader,
             &[
