@@ -3,7 +3,8 @@
 //! only what they missed, nodes start and restart in any order, a follower
 //! never throws away data its leader does not have, the HMAC handshake keeps
 //! out wrong secrets and impostors, the follower cap, a crash mid-snapshot,
-//! the output rule of `--sync-followers`, and stalled followers.
+//! the output rule of `--sync-followers`, stalled followers, and batch
+//! records and binary values of up to 16 MiB by snapshot and by catch-up.
 //!
 //! Fake peers (a follower or a leader scripted over a plain `TcpStream`)
 //! speak the handshake of `docs/protocol.md` and the frames of
@@ -27,6 +28,7 @@ use common::cluster::{
 };
 use common::{wait_until, Client, Node, SECRET, WAIT};
 use hmac::{Hmac, KeyInit, Mac};
+use keyval::record::{Decoded, Header, Op, Record, HEADER_LEN};
 use sha2::{Digest, Sha256};
 
 /// A file holding `secret`, for `--secret-file` (`Node::spawn` always sets
@@ -1382,4 +1384,156 @@ fn a_leader_that_lost_writes_and_moved_past_them_is_refused() {
             "differs from"
         },
     );
+}
+
+// ---------------------------------------------------------------------------
+// Batch records and binary values, written into the leader's log by hand
+// (the line protocol carries neither)
+
+/// Keys to values, as the writes so far left them.
+type Model = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// `DIGEST` of `model`: SHA-256 over `<key>\n<value>\n` in key byte order.
+fn model_digest(model: &Model) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in model {
+        hasher.update(key);
+        hasher.update(b"\n");
+        hasher.update(value);
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Appends a batch record of `entries` with `seq` to `log`, and applies it
+/// to `model`.
+fn log_batch(log: &mut Vec<u8>, model: &mut Model, seq: u64, entries: &[(Op, &[u8], &[u8])]) {
+    Record::encode_batch(log, seq, entries).expect("a valid batch");
+    for &(op, key, value) in entries {
+        match op {
+            Op::Put => drop(model.insert(key.to_vec(), value.to_vec())),
+            _ => drop(model.remove(key)),
+        }
+    }
+}
+
+/// The raw bytes of every batch record in the log file at `path`, and the
+/// seq of its last record.
+fn batch_records(path: &Path) -> (Vec<Vec<u8>>, u64) {
+    let bytes = fs::read(path).expect("read log");
+    let mut rest = &bytes[HEADER_LEN..];
+    let (mut batches, mut last) = (Vec::new(), 0);
+    while let Ok(Decoded::Record(rec, used)) = Record::decode(rest) {
+        if rec.op == Op::Batch {
+            batches.push(rest[..used].to_vec());
+        }
+        last = rec.seq;
+        rest = &rest[used..];
+    }
+    assert!(
+        rest.is_empty(),
+        "{}: a record that does not decode",
+        path.display()
+    );
+    (batches, last)
+}
+
+#[test]
+fn batches_and_binary_values_reach_a_follower_by_snapshot_and_by_catch_up() {
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
+    let mut model = Model::new();
+    // A log of version 2: plain PUTs of values no line could carry, a
+    // 16 MiB one, and batches with deletes and empty values.
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let log_path = leader_dir.path().join("leader.log");
+    let mut log = Vec::new();
+    Header {
+        history: [0x5a; 16],
+        base_seq: 0,
+        epoch: 1,
+    }
+    .encode(&mut log);
+    let plain: [(&[u8], &[u8]); 5] = [
+        (b"empty", b""),
+        (b"crlf", b"a\r\nb"),
+        (b"nul", b"\0\0\0"),
+        (b"ff", b"\xff\xfe\n"),
+        (b"big", &big),
+    ];
+    for (seq, (key, value)) in (1..).zip(plain) {
+        Record {
+            seq,
+            op: Op::Put,
+            key,
+            value,
+        }
+        .encode(&mut log);
+        model.insert(key.to_vec(), value.to_vec());
+    }
+    log_batch(
+        &mut log,
+        &mut model,
+        6,
+        &[
+            (Op::Put, b"b1", b""),
+            (Op::Delete, b"nul", b""),
+            (Op::Put, b"b2", b"\n\n"),
+            (Op::Put, b"crlf", b"\r"),
+        ],
+    );
+    fs::write(&log_path, &log).expect("write leader.log");
+
+    let port = free_port();
+    let port_arg = port.to_string();
+    let mut leader = Node::start_in(
+        leader_dir.path(),
+        &["--role", "leader", "--port", &port_arg],
+    );
+    assert_eq!(digest(&leader), model_digest(&model), "the leader's replay");
+    let mut f2 = start_follower(port, 2, &[]);
+    wait_counter(&f2, "snapshots_received", 1);
+    wait_synced(&leader, &[&f2]);
+    assert_eq!(digest(&f2), model_digest(&model), "after the snapshot");
+
+    // More batches, appended to the stopped leader's log after its fork:
+    // the restarted follower catches up on them.
+    stop(&mut f2);
+    stop(&mut leader);
+    let (_, last) = batch_records(&log_path);
+    let mut more = Vec::new();
+    let mut odd = big.clone();
+    odd[..4].copy_from_slice(b"\r\n\0\xff");
+    log_batch(
+        &mut more,
+        &mut model,
+        last + 1,
+        &[
+            (Op::Put, b"big", &odd),
+            (Op::Delete, b"b1", b""),
+            (Op::Put, b"b3", b""),
+        ],
+    );
+    log_batch(
+        &mut more,
+        &mut model,
+        last + 2,
+        &[(Op::Delete, b"empty", b""), (Op::Put, b"ff", b"\0")],
+    );
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .expect("open leader.log");
+    file.write_all(&more).expect("append");
+    drop(file);
+    leader.restart();
+    assert_eq!(digest(&leader), model_digest(&model), "the leader's replay");
+    f2.restart();
+    wait_counter(&f2, "catchups_received", 1);
+    wait_synced(&leader, &[&f2]);
+    assert_eq!(digest(&f2), model_digest(&model), "after the catch-up");
+    // The follower logged the leader's batch records byte for byte.
+    let (leader_batches, _) = batch_records(&log_path);
+    let (follower_batches, _) = batch_records(&f2.log_path());
+    assert_eq!(leader_batches.len(), 3);
+    assert_eq!(follower_batches, leader_batches);
 }
