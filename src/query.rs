@@ -174,7 +174,7 @@ mod tests {
             let mut store = Store::new();
             for _ in 0..(round * 7) {
                 let mut writes: Vec<(Op, Vec<u8>, Vec<u8>)> = Vec::new();
-                let batch = xorshift(&mut rng) % 5 == 0;
+                let batch = xorshift(&mut rng).is_multiple_of(5);
                 for _ in 0..if batch { 1 + xorshift(&mut rng) % 4 } else { 1 } {
                     let key = format!("k{}", xorshift(&mut rng) % 40).into_bytes();
                     writes.push(match xorshift(&mut rng) % 4 {

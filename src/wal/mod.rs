@@ -2091,7 +2091,7 @@ pub(crate) mod tests {
         let mut o = open(dir.path());
         put(&mut o, "a", "1");
         let digest = o.store.digest();
-        let cases: [&[(Op, &[u8], &[u8])]; 4] = [
+        let cases: [&[record::tests::Triple<'_>]; 4] = [
             &[],
             &[(Op::Put, b"b", b"2"), (Op::Put, b"", b"3")],
             &[(Op::Delete, b"a", b""), (Op::Delete, b"a", b"x")],

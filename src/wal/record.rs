@@ -804,9 +804,10 @@ pub(crate) mod tests {
         }
     }
 
-    type Entries3 = [(Op, &'static [u8], &'static [u8]); 4];
+    /// One entry as `append_batch` and `encode_batch` take it.
+    pub(crate) type Triple<'a> = (Op, &'a [u8], &'a [u8]);
 
-    const BATCH: Entries3 = [
+    const BATCH: [Triple<'static>; 4] = [
         (Op::Put, b"a", b"1"),
         (Op::Put, b"b", b""),
         (Op::Delete, b"a", b""),
@@ -906,7 +907,7 @@ pub(crate) mod tests {
     #[test]
     fn invalid_batches_are_not_encoded() {
         let long_key = vec![b'k'; 65536];
-        let cases: [(&[(Op, &[u8], &[u8])], BatchError); 6] = [
+        let cases: [(&[Triple<'_>], BatchError); 6] = [
             (&[], BatchError::Empty),
             (&[(Op::Put, b"", b"v")], BatchError::EmptyKey),
             (&[(Op::Delete, b"k", b"v")], BatchError::DeleteWithValue),
