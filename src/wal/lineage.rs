@@ -9,8 +9,11 @@
 //!
 //! Within one history every copy of the record at a given seq is the same
 //! record, because one process wrote them all and never took one back (a
-//! lost tail ends the process, and its restart forks). So two logs hold
-//! the same writes up to the point where their lineages part, and
+//! lost tail ends the process, and its restart forks). A compacted
+//! snapshot part holds the same data in other records (one PUT per live
+//! key, a batch's keys each with the batch's seq), but no catch-up starts
+//! inside it. So two logs hold the same writes up to the point where their
+//! lineages part, and
 //! [`plan`] can tell a leader, from nothing but the follower's lineage and
 //! seq, whether the follower holds a prefix of its log (catch up), holds
 //! writes it does not have (the follower must drop them, or refuse), or is

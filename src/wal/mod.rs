@@ -610,16 +610,28 @@ impl Wal {
         if rec.seq != self.last_seq + 1 {
             return Err(out_of_order);
         }
-        if rec.op == Op::Fork {
-            return Err(WalError::BadFork(ForkError::Malformed));
-        }
-        // Every delete must find its key, checked before anything is
-        // applied, so a refused batch leaves the store as it was.
-        if changes(store, rec.entries()).contains(&false) {
-            return Err(out_of_order);
-        }
-        for entry in rec.entries() {
-            self.apply_entry(store, entry, rec.seq);
+        match rec.op {
+            Op::Put | Op::Delete => {
+                let entry = Entry {
+                    op: rec.op,
+                    key: rec.key,
+                    value: rec.value,
+                };
+                if !self.apply_entry(store, entry, rec.seq) {
+                    return Err(out_of_order);
+                }
+            }
+            Op::Batch => {
+                // Every delete must find its key, checked before anything
+                // is applied, so a refused batch leaves the store as it was.
+                if changes(store, rec.entries()).contains(&false) {
+                    return Err(out_of_order);
+                }
+                for entry in rec.entries() {
+                    self.apply_entry(store, entry, rec.seq);
+                }
+            }
+            Op::Fork => return Err(WalError::BadFork(ForkError::Malformed)),
         }
         self.pending.extend_from_slice(raw);
         self.last_seq = rec.seq;
@@ -1371,7 +1383,10 @@ pub fn accept_logged(
 /// Which of `entries` change `store` when applied in order: a put always
 /// does, a delete only if its key is there by then (the entries before it
 /// included).
-fn changes<'a>(store: &Store, entries: impl Iterator<Item = Entry<'a>>) -> Vec<bool> {
+fn changes<'a>(store: &Store, entries: impl Iterator<Item = Entry<'a>> + Clone) -> Vec<bool> {
+    if entries.clone().all(|e| e.op == Op::Put) {
+        return entries.map(|_| true).collect();
+    }
     // Keys the entries so far left present (true) or absent (false).
     let mut touched: std::collections::HashMap<&[u8], bool> = std::collections::HashMap::new();
     entries
