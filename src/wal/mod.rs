@@ -487,6 +487,22 @@ impl Wal {
         Ok(seq)
     }
 
+    /// Logs several writes (interim: one record each).
+    ///
+    /// # Errors
+    /// As [`Wal::append`].
+    pub fn append_batch(
+        &mut self,
+        store: &mut Store,
+        entries: &[(Op, &[u8], &[u8])],
+    ) -> Result<u64, WalError> {
+        let mut seq = self.last_seq;
+        for (op, key, value) in entries {
+            seq = self.append(store, *op, key, value)?;
+        }
+        Ok(seq)
+    }
+
     /// Logs and applies a record received from the leader, keeping its seq.
     /// `raw` is the record as the leader encoded it (and `rec` was decoded
     /// from, checksum verified): it is logged as is.
