@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 
 use super::conn::{Conn, Peer};
+use super::held::WriteReply;
 use super::node::Node;
 use crate::access::{self, AuthOutcome, Verdict};
 use crate::config::Role;
@@ -175,7 +176,7 @@ impl Node {
                     .chunks_exact(2)
                     .map(|pair| (Op::Put, pair[0], pair[1]))
                     .collect();
-                self.write_batch(conn, &entries, |out| out.extend_from_slice(OK));
+                self.write_batch(conn, &entries, WriteReply::Fixed(OK));
             }
             Command::Keys(pattern) => self.query(
                 conn,
@@ -323,10 +324,15 @@ impl Node {
             });
             return;
         }
-        self.write(conn, Op::Put, set.key, set.value, move |out| match old {
-            Some(old) => encode::bulk_or_null(out, proto, old.as_deref()),
-            None => out.extend_from_slice(OK),
-        });
+        let ok = match old {
+            Some(old) => {
+                let mut out = Vec::new();
+                encode::bulk_or_null(&mut out, proto, old.as_deref());
+                WriteReply::Encoded(out)
+            }
+            None => WriteReply::Fixed(OK),
+        };
+        self.write(conn, Op::Put, set.key, set.value, ok);
     }
 
     /// `DEL key...`: one write for every key present, answered with their
@@ -346,16 +352,13 @@ impl Node {
             return;
         }
         let entries: Vec<_> = present.iter().map(|&k| (Op::Delete, k, &b""[..])).collect();
-        self.write_batch(conn, &entries, |out| encode::integer(out, n));
+        let mut ok = Vec::new();
+        encode::integer(&mut ok, n);
+        self.write_batch(conn, &entries, WriteReply::Encoded(ok));
     }
 
     /// Logs several writes as one, all or nothing; one write as itself.
-    fn write_batch(
-        &mut self,
-        conn: &mut Conn,
-        entries: &[(Op, &[u8], &[u8])],
-        ok: impl FnOnce(&mut Vec<u8>),
-    ) {
+    fn write_batch(&mut self, conn: &mut Conn, entries: &[(Op, &[u8], &[u8])], ok: WriteReply) {
         if let [(op, key, value)] = entries {
             return self.write(conn, *op, key, value, ok);
         }
