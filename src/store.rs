@@ -681,17 +681,6 @@ impl Store {
     }
 
     /// The keys starting with `prefix`, in byte order.
-    /// Interim scan index.
-    pub fn build_scan_index(&mut self) {}
-
-    /// Interim: drops the scan index.
-    pub fn drop_scan_index(&mut self) {}
-
-    /// Interim: every key at once.
-    pub fn scan(&self, _cursor: u64, _count: usize) -> (u64, Vec<&[u8]>) {
-        (0, self.keys_with_prefix(b""))
-    }
-
     pub fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<&[u8]> {
         let mut keys: Vec<&[u8]> = self
             .iter()
