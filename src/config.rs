@@ -130,6 +130,10 @@ pub struct Cli {
     /// Longest request line, in bytes.
     #[arg(long, env = "KEYVAL_MAX_LINE_BYTES", default_value_t = 1_048_576)]
     pub max_line_bytes: usize,
+    /// Longest value on the Redis face, in bytes; a Redis request is at
+    /// most this plus --max-line-bytes long.
+    #[arg(long, env = "KEYVAL_MAX_VALUE_BYTES", default_value_t = 16_777_216)]
+    pub max_value_bytes: usize,
     /// Unread replies one client may hold, queued query replies included.
     #[arg(long, env = "KEYVAL_MAX_OUTPUT_BYTES", default_value_t = 67_108_864)]
     pub max_output_bytes: usize,
@@ -217,6 +221,7 @@ pub struct Config {
     /// accepted is closed (`docs/connections.md`).
     pub handshake_timeout_ms: u64,
     pub max_line_bytes: usize,
+    pub max_value_bytes: usize,
     pub max_output_bytes: usize,
     pub max_output_total_bytes: usize,
     pub compact_min_bytes: u64,
@@ -259,10 +264,14 @@ pub enum ConfigError {
     FollowerWithoutLeader,
     /// `--max-line-bytes` out of range.
     MaxLineBytes(usize),
+    MaxValueBytes(usize),
     /// `--max-output-bytes` below the smallest.
     MaxOutputBytes(usize),
     /// `--max-output-total-bytes` below `--max-output-bytes`.
-    OutputTotalBelowOne { total: usize, one: usize },
+    OutputTotalBelowOne {
+        total: usize,
+        one: usize,
+    },
     /// `--compact-ratio` below 1 or not a number.
     CompactRatio(f64),
     /// `--max-clients 0`.
@@ -270,14 +279,25 @@ pub enum ConfigError {
     /// `--handshake-timeout-ms 0`.
     NoHandshakeTime,
     /// `--sync-followers` above `--max-followers`.
-    SyncFollowersAboveMax { sync: usize, max: usize },
+    SyncFollowersAboveMax {
+        sync: usize,
+        max: usize,
+    },
     /// The `--secret-file` could not be read.
-    SecretFile { path: PathBuf, source: io::Error },
+    SecretFile {
+        path: PathBuf,
+        source: io::Error,
+    },
     /// The `--password-file` could not be read.
-    PasswordFile { path: PathBuf, source: io::Error },
+    PasswordFile {
+        path: PathBuf,
+        source: io::Error,
+    },
     /// An empty password, from this `--password-file` (`None`: from
     /// `KEYVAL_PASSWORD`).
-    EmptyPassword { file: Option<PathBuf> },
+    EmptyPassword {
+        file: Option<PathBuf>,
+    },
     /// `--role follower` without the shared secret.
     FollowerWithoutSecret,
 }
@@ -310,6 +330,10 @@ impl fmt::Display for ConfigError {
             ConfigError::FollowerWithoutLeader => {
                 write!(f, "--role follower needs --leader_host and --leader_port")
             }
+            ConfigError::MaxValueBytes(n) => write!(
+                f,
+                "--max-value-bytes {n}: must be between 1 and {MAX_VALUE_LIMIT}"
+            ),
             ConfigError::MaxLineBytes(n) => write!(
                 f,
                 "--max-line-bytes {n}: must be between 16 and {MAX_LINE_LIMIT}"
@@ -371,6 +395,10 @@ impl std::error::Error for ConfigError {
 /// capped at 256 MiB).
 const MAX_LINE_LIMIT: usize = 64 << 20;
 
+/// Largest `--max-value-bytes`: with a line's worth of headers, a request
+/// still fits one log record (`wal::record::MAX_BODY_LEN`).
+const MAX_VALUE_LIMIT: usize = 128 << 20;
+
 /// The smallest `--max-output-bytes`: room for a few ordinary replies.
 const MIN_OUTPUT_BYTES: usize = 4096;
 
@@ -417,6 +445,9 @@ impl Config {
         }
         if cli.max_line_bytes < 16 || cli.max_line_bytes > MAX_LINE_LIMIT {
             return Err(ConfigError::MaxLineBytes(cli.max_line_bytes));
+        }
+        if cli.max_value_bytes == 0 || cli.max_value_bytes > MAX_VALUE_LIMIT {
+            return Err(ConfigError::MaxValueBytes(cli.max_value_bytes));
         }
         if cli.max_output_bytes < MIN_OUTPUT_BYTES {
             return Err(ConfigError::MaxOutputBytes(cli.max_output_bytes));
@@ -465,6 +496,7 @@ impl Config {
             max_clients: cli.max_clients,
             handshake_timeout_ms: cli.handshake_timeout_ms,
             max_line_bytes: cli.max_line_bytes,
+            max_value_bytes: cli.max_value_bytes,
             max_output_bytes: cli.max_output_bytes,
             max_output_total_bytes: cli.max_output_total_bytes,
             compact_min_bytes: cli.compact_min_bytes,

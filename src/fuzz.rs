@@ -348,6 +348,7 @@ fn valid_frame(f: &mut Fuzz) -> Vec<u8> {
             epoch,
             want_snapshot: f.next() & 1 == 0,
             lineage,
+            port: (f.next() & 1 == 0).then(|| f.next() as u16),
         },
         1 => Frame::Ack { seq, epoch },
         2 => Frame::Plan(Plan {

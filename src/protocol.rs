@@ -378,6 +378,9 @@ pub enum Reply {
     /// A read on a connection opened to the leader, after this node
     /// stopped being the leader (see [`encode_not_leader`]).
     NotLeader,
+    /// `GET` of a value a line cannot carry (empty, or holding `\r` or
+    /// `\n`), written through the Redis face.
+    BinaryValue,
 }
 
 impl Reply {
@@ -405,8 +408,15 @@ impl Reply {
             Reply::CannotAcceptFollower => b"CANNOT_ACCEPT_FOLLOWER_CONNECTION\n",
             Reply::MaxSizeExceeded => b"MAX_SIZE_EXCEEDED\n",
             Reply::NotLeader => b"NOT_LEADER\n",
+            Reply::BinaryValue => b"BINARY_VALUE\n",
         }
     }
+}
+
+/// Whether `value` can be a `GET` reply line: not empty, no `\r` or `\n`
+/// (a `\r` anywhere could pass for the line end's, so it is refused too).
+pub fn line_safe(value: &[u8]) -> bool {
+    !value.is_empty() && !value.iter().any(|&b| b == b'\n' || b == b'\r')
 }
 
 /// What protected mode answers a client from another host before closing

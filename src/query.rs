@@ -8,6 +8,7 @@
 //! cannot disagree on order or format.
 
 use crate::protocol;
+use crate::resp::{encode, glob};
 use crate::store::Store;
 use crate::wal::record::{BatchEntries, Op};
 
@@ -20,6 +21,11 @@ pub enum Query {
     /// `KEYS [prefix]`: the count, then the keys starting with `prefix` in
     /// byte order.
     Keys { prefix: Box<[u8]> },
+    /// `KEYVAL.DIGEST` on the Redis face: the digest as a bulk string.
+    RedisDigest,
+    /// `KEYS pattern` on the Redis face: an array of the keys matching
+    /// the glob `pattern`, in byte order.
+    RedisKeys { pattern: Box<[u8]> },
 }
 
 impl Query {
@@ -30,6 +36,18 @@ impl Query {
             Query::Digest => protocol::encode_value(&mut out, store.digest().as_bytes()),
             Query::Keys { prefix } => {
                 protocol::encode_list(&mut out, store.keys_with_prefix(prefix).into_iter());
+            }
+            Query::RedisDigest => encode::bulk(&mut out, store.digest().as_bytes()),
+            Query::RedisKeys { pattern } => {
+                let keys: Vec<&[u8]> = store
+                    .keys_with_prefix(&glob::literal_prefix(pattern))
+                    .into_iter()
+                    .filter(|key| glob::matches(pattern, key))
+                    .collect();
+                encode::array(&mut out, keys.len());
+                for key in keys {
+                    encode::bulk(&mut out, key);
+                }
             }
         }
         out
@@ -43,6 +61,17 @@ impl Query {
         match self {
             // 64 hex digits and a newline.
             Query::Digest => 65,
+            // `$64\r\n`, the digits, `\r\n`.
+            Query::RedisDigest => 71,
+            Query::RedisKeys { .. } => {
+                let keys = store.len();
+                let bytes = usize::try_from(store.key_bytes()).unwrap_or(usize::MAX);
+                // `*<n>\r\n`, then per key `$<len>\r\n<key>\r\n` (a key's
+                // length has at most 4 digits).
+                24usize
+                    .saturating_add(bytes)
+                    .saturating_add(keys.saturating_mul(9))
+            }
             Query::Keys { .. } => {
                 let keys = store.len();
                 let bytes = usize::try_from(store.key_bytes()).unwrap_or(usize::MAX);
@@ -58,7 +87,8 @@ impl Query {
     pub fn name(&self) -> &'static str {
         match self {
             Query::Digest => "DIGEST",
-            Query::Keys { .. } => "KEYS",
+            Query::Keys { .. } | Query::RedisKeys { .. } => "KEYS",
+            Query::RedisDigest => "KEYVAL.DIGEST",
         }
     }
 
@@ -93,9 +123,14 @@ impl Fold {
                 }
             }
             (_, Op::Delete) => drop(self.store.remove(key)),
-            (Query::Digest, Op::Put) => self.store.set(key, value),
+            (Query::Digest | Query::RedisDigest, Op::Put) => self.store.set(key, value),
             (Query::Keys { prefix }, Op::Put) => {
                 if key.starts_with(prefix) {
+                    self.store.set(key, b"");
+                }
+            }
+            (Query::RedisKeys { pattern }, Op::Put) => {
+                if glob::matches(pattern, key) {
                     self.store.set(key, b"");
                 }
             }

@@ -383,6 +383,11 @@ impl Link {
         old
     }
 
+    /// Whether the link is up (`INFO master_link_status`, `ROLE`).
+    pub fn is_up(&self) -> bool {
+        self.status == Some(LinkStatus::Up)
+    }
+
     /// `INFO` lines about the link.
     pub fn info(&self, lines: &mut Vec<String>, last_seq: u64) {
         let status = match self.status {

@@ -42,6 +42,8 @@ pub struct Follower {
     /// The connection it is on (the loop's key).
     pub key: usize,
     pub addr: SocketAddr,
+    /// The port it listens on for clients, if it said (`SYNC`).
+    pub port: Option<u16>,
     /// Last seq it acknowledged as durable.
     pub acked: u64,
     /// It accepted its plan (sent its first `ACK`): counted as connected.
@@ -63,6 +65,14 @@ pub struct Follower {
     stall_mark: (u64, Instant),
     /// The highest probe round it confirmed.
     confirmed: u64,
+}
+
+impl Follower {
+    /// The port clients reach it on: the one it said it listens on, else
+    /// the port it connected from.
+    pub fn listen_port(&self) -> u16 {
+        self.port.unwrap_or(self.addr.port())
+    }
 }
 
 /// A follower's frame the leader cannot take: a protocol error, and the
@@ -179,6 +189,7 @@ impl Leader {
             Follower {
                 key,
                 addr,
+                port: None,
                 acked: 0,
                 accepted: false,
                 awaited: false,
@@ -221,6 +232,13 @@ impl Leader {
         match self.get(id, key) {
             Some(f) if !f.planned => Ok(()),
             _ => Err(StreamError::Unexpected("SYNC after the plan")),
+        }
+    }
+
+    /// The port follower `id` serves clients on, from its `SYNC`.
+    pub fn set_port(&mut self, id: u32, port: Option<u16>) {
+        if let Some(f) = self.followers.get_mut(&id) {
+            f.port = port;
         }
     }
 

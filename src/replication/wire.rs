@@ -10,7 +10,8 @@
 //!                  what the follower's log holds: its last seq, the highest
 //!                  epoch it knows, and its lineage (wal::lineage), oldest
 //!                  first; flags bit 0: its log may have lost records, send
-//!                  a snapshot
+//!                  a snapshot; bit 1: `port:u16` follows the lineage, the
+//!                  port it serves clients on (`INFO`, `ROLE`)
 //!   'A' ACK        seq:u64 epoch:u64               durable through seq (also the heartbeat)
 //!   'C' CONFIRM    round:u64 epoch:u64             the answer to PROBE `round`: this
 //!                                                  follower still follows the sender
@@ -109,6 +110,8 @@ pub enum Frame<'a> {
         /// The follower's log is suspect: only a snapshot will do.
         want_snapshot: bool,
         lineage: Vec<Segment>,
+        /// The port the follower serves clients on.
+        port: Option<u16>,
     },
     Ack {
         seq: u64,
@@ -192,10 +195,11 @@ impl Frame<'_> {
                 epoch,
                 want_snapshot,
                 lineage,
+                port,
             } => {
                 out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(&epoch.to_le_bytes());
-                out.push(u8::from(*want_snapshot));
+                out.push(u8::from(*want_snapshot) | (u8::from(port.is_some()) << 1));
                 let n = lineage.len().min(MAX_SEGMENTS);
                 out.extend_from_slice(&(n as u32).to_le_bytes());
                 // The newest segments matter; an absurdly long lineage
@@ -204,6 +208,9 @@ impl Frame<'_> {
                     out.extend_from_slice(&s.history);
                     out.extend_from_slice(&s.epoch.to_le_bytes());
                     out.extend_from_slice(&s.start.to_le_bytes());
+                }
+                if let Some(port) = port {
+                    out.extend_from_slice(&port.to_le_bytes());
                 }
             }
             Frame::End { seq } => out.extend_from_slice(&seq.to_le_bytes()),
@@ -280,7 +287,7 @@ impl Frame<'_> {
             return Err(WireError::BadLength);
         }
         if kind == b'S'
-            && (len < SYNC_FIXED_LEN || !(len - SYNC_FIXED_LEN).is_multiple_of(SEGMENT_LEN))
+            && (len < SYNC_FIXED_LEN || !matches!((len - SYNC_FIXED_LEN) % SEGMENT_LEN, 0 | 2))
         {
             return Err(WireError::BadLength);
         }
@@ -322,16 +329,19 @@ impl Frame<'_> {
 }
 
 fn decode_sync(p: &[u8]) -> Result<Frame<'_>, WireError> {
-    let want_snapshot = match p[16] {
-        0 => false,
-        1 => true,
-        _ => return Err(WireError::BadField),
-    };
-    let n = u32_at(p, 17) as usize;
-    if n == 0 || n > MAX_SEGMENTS || p.len() != SYNC_FIXED_LEN + n * SEGMENT_LEN {
+    let flags = p[16];
+    if flags & !3 != 0 {
         return Err(WireError::BadField);
     }
-    let lineage = p[SYNC_FIXED_LEN..]
+    let (want_snapshot, has_port) = (flags & 1 == 1, flags & 2 == 2);
+    let n = u32_at(p, 17) as usize;
+    let segments_end = SYNC_FIXED_LEN + n * SEGMENT_LEN;
+    let port_len = if has_port { 2 } else { 0 };
+    if n == 0 || n > MAX_SEGMENTS || p.len() != segments_end + port_len {
+        return Err(WireError::BadField);
+    }
+    let port = has_port.then(|| u16::from_le_bytes([p[segments_end], p[segments_end + 1]]));
+    let lineage = p[SYNC_FIXED_LEN..segments_end]
         .chunks_exact(SEGMENT_LEN)
         .map(|s| Segment {
             history: history(s),
@@ -344,6 +354,7 @@ fn decode_sync(p: &[u8]) -> Result<Frame<'_>, WireError> {
         epoch: u64_at(p, 8),
         want_snapshot,
         lineage,
+        port,
     })
 }
 
@@ -464,6 +475,18 @@ mod tests {
                         start: 5,
                     },
                 ],
+                port: None,
+            },
+            Frame::Sync {
+                seq: 8,
+                epoch: 2,
+                want_snapshot: false,
+                lineage: vec![Segment {
+                    history: [3; 16],
+                    epoch: 2,
+                    start: 0,
+                }],
+                port: Some(6380),
             },
             Frame::Ack { seq: 99, epoch: 3 },
             Frame::Plan(plan(Mode::CatchUp, Some(4))),

@@ -14,7 +14,8 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::held::{HeldReplies, Progress, Seen};
+use super::held::{Dialect, HeldReplies, Progress, Seen, WriteReply};
+use super::redis::RedisClient;
 use crate::protocol::Reply;
 use crate::reads::ReadMode;
 use crate::replication::handshake::Challenged;
@@ -65,6 +66,8 @@ pub enum Peer {
     AwaitHello,
     /// Said `HELLO CLIENT`.
     Client,
+    /// Sent a RESP array first: a Redis client (`docs/redis.md`).
+    Redis(Box<RedisClient>),
     /// A follower or an admin that was challenged and must send `AUTH`.
     Challenged(Box<Challenged>),
     /// On a leader: an authenticated follower with this id, fed from the
@@ -319,10 +322,20 @@ impl Conn {
         self.held.fill_query(id, reply)
     }
 
-    /// Holds the reply to write `seq` until [`Conn::release`] or
+    /// Holds the reply `ok` to write `seq` until [`Conn::release`] or
     /// [`Conn::expire`].
-    pub fn hold(&mut self, seq: u64, deadline: Option<Instant>) {
-        self.held.hold_write(seq, deadline);
+    pub fn hold(&mut self, seq: u64, deadline: Option<Instant>, ok: WriteReply) {
+        self.held.hold_write_with(seq, deadline, ok);
+    }
+
+    /// Holds a `WAIT`'s reply ([`HeldReplies::hold_replicas`]).
+    pub fn hold_replicas(&mut self, seq: u64, need: usize, deadline: Option<Instant>) {
+        self.held.hold_replicas(seq, need, deadline);
+    }
+
+    /// Spells this connection's failure replies as Redis errors.
+    pub fn speak_resp(&mut self) {
+        self.held.dialect = Dialect::Resp;
     }
 
     /// Releases held replies as far as `progress` allows
@@ -333,8 +346,8 @@ impl Conn {
 
     /// Answers held writes whose replication deadline passed
     /// ([`HeldReplies::expire`]).
-    pub fn expire(&mut self, now: Instant, local: u64) {
-        self.held.expire(&mut self.wbuf, now, local);
+    pub fn expire(&mut self, now: Instant, progress: &Progress) {
+        self.held.expire(&mut self.wbuf, now, progress);
     }
 
     /// The earliest held deadline that can fire ([`HeldReplies::next_deadline`]).
@@ -639,10 +652,8 @@ mod tests {
         assert!(conn.fill_query(1, vec![b'k'; reply_len]));
         assert_eq!(conn.pending_output(), reply_len);
         conn.release(&Progress {
-            acked: 0,
-            local: 0,
-            lost_from: None,
             leased: true,
+            ..Progress::default()
         });
         let reader = read_in_thread(client, reply_len as u64);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -32,8 +32,9 @@ pub fn line(node: &mut Node, conn: &mut Conn, key: usize, line: &[u8]) {
         Peer::Leader if node.repl.link.is_current(key) => node.link_line(conn, line),
         // A replaced link's lines are ignored until it closes.
         Peer::Leader => {}
-        // Frames, not lines, flow on these.
-        Peer::Follower(_) => {}
+        // Frames, not lines, flow on these; RESP commands on a Redis
+        // client's (`Node::redis_command`).
+        Peer::Follower(_) | Peer::Redis(_) => {}
     }
 }
 

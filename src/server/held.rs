@@ -21,16 +21,50 @@
 //!   [`HeldReplies::fill_query`] brings it in. From then on it waits like
 //!   a read, for the writes it may have seen to be durable.
 //!
+//! - the reply to a **`WAIT`** (Redis face), until enough followers
+//!   acknowledged the connection's last write, or its timeout passes; then
+//!   the number that did.
+//!
 //! After a disk error, writes from the first lost seq on are answered
-//! `ERROR`, and so are reads that may have seen one of them.
+//! `ERROR`, and so are reads that may have seen one of them. A write's
+//! own reply (`OK`, or on the Redis face `+OK`, a count, an old value) is
+//! encoded when the write is taken and goes out only if it succeeds; the
+//! failures are spelled in the connection's [`Dialect`].
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::protocol::Reply;
 
+/// How a connection's failure replies are spelled: the line protocol's
+/// words, or Redis errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    #[default]
+    Line,
+    Resp,
+}
+
+/// `ERROR` on the Redis face.
+pub const RESP_ERROR: &[u8] = b"-ERR not acknowledged: the write could not be made durable here, \
+or this node stopped leading before its followers held it\r\n";
+
+/// `REPLICATION_TIMEOUT` on the Redis face.
+pub const RESP_REPLICATION_TIMEOUT: &[u8] = b"-REPLICATION_TIMEOUT the write is durable on this \
+node, but fewer followers than --sync-followers confirmed it in time\r\n";
+
+impl Dialect {
+    fn failure(self, reply: Reply) -> &'static [u8] {
+        match (self, reply) {
+            (Dialect::Line, reply) => reply.as_bytes(),
+            (Dialect::Resp, Reply::ReplicationTimeout) => RESP_REPLICATION_TIMEOUT,
+            (Dialect::Resp, _) => RESP_ERROR,
+        }
+    }
+}
+
 /// How far the node's writes have got, for releasing held replies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Progress {
     /// Writes through this seq are answered `OK`: durable here and, with
     /// `--sync-followers N`, on N followers.
@@ -43,6 +77,19 @@ pub struct Progress {
     pub lost_from: Option<u64>,
     /// The leader's read lease holds: reads that wait for it may go.
     pub leased: bool,
+    /// On a leader, each connected follower's last acknowledged seq
+    /// (`WAIT` counts them).
+    pub follower_acks: Vec<u64>,
+}
+
+impl Progress {
+    /// Followers that acknowledged writes through `seq`.
+    pub fn replicas_at(&self, seq: u64) -> usize {
+        self.follower_acks
+            .iter()
+            .filter(|&&acked| acked >= seq)
+            .count()
+    }
 }
 
 /// What a read may have seen that it must not show yet.
@@ -91,9 +138,12 @@ struct Held {
 /// What kind of reply is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
-    /// A write: its reply is decided on release (`OK`, `ERROR`,
-    /// `REPLICATION_TIMEOUT`).
-    Write,
+    /// A write: `fixed`, then the first `own` bytes of `after`, are its
+    /// reply if it succeeds; else `ERROR` or `REPLICATION_TIMEOUT`.
+    Write { own: usize, fixed: &'static [u8] },
+    /// `WAIT`: answered with the number of followers that acknowledged
+    /// `seq` once there are `need` of them, or at the deadline.
+    Replicas { need: usize },
     /// A read: its reply is the first `own` bytes of `after`.
     Read { own: usize },
     /// A query whose reply job `id` is computing; it becomes a `Read` when
@@ -102,10 +152,31 @@ enum Wait {
     Query { id: u64, reserve: usize },
 }
 
+/// The reply to a write that succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteReply {
+    /// A fixed reply (`OK`, `+OK`): nothing to allocate.
+    Fixed(&'static [u8]),
+    /// Bytes encoded when the write was taken (an old value, a count).
+    Encoded(Vec<u8>),
+}
+
+/// How a held reply is answered.
+enum Answer {
+    /// With its own reply (a read's, or a write's that succeeded).
+    Own,
+    /// With a failure, in the connection's dialect.
+    Failure(Reply),
+    /// With a count (`WAIT`).
+    Count(usize),
+}
+
 /// The held replies of one connection, oldest first.
 #[derive(Default)]
 pub struct HeldReplies {
     queue: VecDeque<Held>,
+    /// How failures are spelled.
+    pub dialect: Dialect,
     /// Bytes held in `after` buffers.
     bytes: usize,
     /// Holds of [`Wait::Query`] whose reply has not come in.
@@ -179,13 +250,51 @@ impl HeldReplies {
         });
     }
 
-    /// Holds the reply to write `seq`; with a `deadline`, it is answered
-    /// `REPLICATION_TIMEOUT` if not acknowledged by then.
+    /// Holds the reply to write `seq` (`OK`); with a `deadline`, it is
+    /// answered `REPLICATION_TIMEOUT` if not acknowledged by then.
+    #[cfg(test)]
     pub fn hold_write(&mut self, seq: u64, deadline: Option<Instant>) {
+        self.hold_write_with(seq, deadline, WriteReply::Fixed(Reply::Ok.as_bytes()));
+    }
+
+    /// Holds the reply to write `seq` until the write is acknowledged;
+    /// with a `deadline`, it is answered `REPLICATION_TIMEOUT` instead if
+    /// not acknowledged by then.
+    pub fn hold_write_with(&mut self, seq: u64, deadline: Option<Instant>, ok: WriteReply) {
+        let (wait, after) = match ok {
+            WriteReply::Fixed(reply) => (
+                Wait::Write {
+                    own: 0,
+                    fixed: reply,
+                },
+                Vec::new(),
+            ),
+            WriteReply::Encoded(after) => (
+                Wait::Write {
+                    own: after.len(),
+                    fixed: b"",
+                },
+                after,
+            ),
+        };
+        self.bytes += after.len();
         self.queue.push_back(Held {
             seq,
-            wait: Wait::Write,
+            wait,
             until_acked: true,
+            needs_lease: false,
+            deadline,
+            after,
+        });
+    }
+
+    /// Holds a `WAIT`'s reply: the number of followers that acknowledged
+    /// writes through `seq`, once `need` of them did or at `deadline`.
+    pub fn hold_replicas(&mut self, seq: u64, need: usize, deadline: Option<Instant>) {
+        self.queue.push_back(Held {
+            seq,
+            wait: Wait::Replicas { need },
+            until_acked: false,
             needs_lease: false,
             deadline,
             after: Vec::new(),
@@ -243,24 +352,45 @@ impl HeldReplies {
     pub fn release(&mut self, out: &mut Vec<u8>, progress: &Progress) {
         while let Some(front) = self.queue.front() {
             let lost = progress.lost_from.is_some_and(|from| front.seq >= from);
-            let reply = match front.wait {
-                _ if lost => Some(Reply::Error),
-                Wait::Write if front.seq <= progress.acked => Some(Reply::Ok),
+            let answer = match front.wait {
+                _ if lost => Answer::Failure(Reply::Error),
+                Wait::Write { .. } if front.seq <= progress.acked => Answer::Own,
+                Wait::Replicas { need }
+                    if front.seq <= progress.local && progress.replicas_at(front.seq) >= need =>
+                {
+                    Answer::Count(progress.replicas_at(front.seq))
+                }
                 Wait::Read { .. } if front.needs_lease && !progress.leased => break,
-                Wait::Read { .. } if front.until_acked && front.seq <= progress.acked => None,
-                Wait::Read { .. } if !front.until_acked && front.seq <= progress.local => None,
-                Wait::Write | Wait::Read { .. } | Wait::Query { .. } => break,
+                Wait::Read { .. } if front.until_acked && front.seq <= progress.acked => {
+                    Answer::Own
+                }
+                Wait::Read { .. } if !front.until_acked && front.seq <= progress.local => {
+                    Answer::Own
+                }
+                Wait::Write { .. }
+                | Wait::Replicas { .. }
+                | Wait::Read { .. }
+                | Wait::Query { .. } => break,
             };
-            self.answer_front(out, reply);
+            self.answer_front(out, answer);
         }
     }
 
     /// Answers held writes whose deadline has passed with
-    /// `REPLICATION_TIMEOUT`, once they are durable here (`local`), which
-    /// that reply promises. Deadlines are in request order.
-    pub fn expire(&mut self, out: &mut Vec<u8>, now: Instant, local: u64) {
-        while self.next_deadline(local).is_some_and(|d| d <= now) {
-            self.answer_front(out, Some(Reply::ReplicationTimeout));
+    /// `REPLICATION_TIMEOUT`, once they are durable here
+    /// (`progress.local`), which that reply promises; a `WAIT` with the
+    /// followers it has. Deadlines are in request order.
+    pub fn expire(&mut self, out: &mut Vec<u8>, now: Instant, progress: &Progress) {
+        while let Some(front) = self
+            .queue
+            .front()
+            .filter(|_| self.next_deadline(progress.local).is_some_and(|d| d <= now))
+        {
+            let answer = match front.wait {
+                Wait::Replicas { .. } => Answer::Count(progress.replicas_at(front.seq)),
+                _ => Answer::Failure(Reply::ReplicationTimeout),
+            };
+            self.answer_front(out, answer);
         }
     }
 
@@ -274,15 +404,21 @@ impl HeldReplies {
             .and_then(|h| h.deadline)
     }
 
-    /// Answers the oldest held reply with `reply`, or for a read with
-    /// `None` with its own reply; then the replies held behind it.
-    fn answer_front(&mut self, out: &mut Vec<u8>, reply: Option<Reply>) {
+    /// Answers the oldest held reply as `answer` says; then the replies
+    /// held behind it.
+    fn answer_front(&mut self, out: &mut Vec<u8>, answer: Answer) {
         let Some(held) = self.queue.pop_front() else {
             return;
         };
         self.bytes -= held.after.len();
         let own = match held.wait {
-            Wait::Write => 0,
+            Wait::Replicas { .. } => 0,
+            Wait::Write { own, fixed } => {
+                if matches!(answer, Answer::Own) {
+                    out.extend_from_slice(fixed);
+                }
+                own
+            }
             Wait::Read { own } => own,
             Wait::Query { reserve, .. } => {
                 self.queries -= 1;
@@ -290,17 +426,21 @@ impl HeldReplies {
                 0
             }
         };
-        let behind = match reply {
-            Some(reply) => {
-                out.extend_from_slice(reply.as_bytes());
+        let behind = match answer {
+            Answer::Failure(reply) => {
+                out.extend_from_slice(self.dialect.failure(reply));
+                &held.after[own..]
+            }
+            Answer::Count(n) => {
+                crate::resp::encode::integer(out, n as i64);
                 &held.after[own..]
             }
             // Moved rather than copied when nothing is ahead of it.
-            None if out.is_empty() => {
+            Answer::Own if out.is_empty() => {
                 *out = held.after;
                 return;
             }
-            None => &held.after[..],
+            Answer::Own => &held.after[..],
         };
         out.extend_from_slice(behind);
     }
@@ -317,6 +457,7 @@ mod tests {
             local,
             lost_from,
             leased: true,
+            follower_acks: Vec::new(),
         }
     }
 
@@ -378,9 +519,17 @@ mod tests {
         held.release(&mut out, &progress(7, 9, None));
         assert_eq!(text(&out), "seen 7\n");
         // Past its deadline, the read is answered like its write.
-        held.expire(&mut out, now + Duration::from_millis(50), 9);
+        held.expire(
+            &mut out,
+            now + Duration::from_millis(50),
+            &progress(0, 9, None),
+        );
         assert_eq!(text(&out), "seen 7\n");
-        held.expire(&mut out, now + Duration::from_millis(100), 9);
+        held.expire(
+            &mut out,
+            now + Duration::from_millis(100),
+            &progress(0, 9, None),
+        );
         assert_eq!(text(&out), "seen 7\nREPLICATION_TIMEOUT\n");
         assert!(held.is_empty());
     }
@@ -431,13 +580,17 @@ mod tests {
         held.reply_with(&mut out, value("PONG"));
         held.hold_write(10, Some(t0 + Duration::from_secs(1)));
         assert_eq!(held.next_deadline(8), None);
-        held.expire(&mut out, t0, 8);
+        held.expire(&mut out, t0, &progress(0, 8, None));
         assert_eq!(text(&out), "");
         assert_eq!(held.next_deadline(9), Some(t0));
-        held.expire(&mut out, t0, 9);
+        held.expire(&mut out, t0, &progress(0, 9, None));
         assert_eq!(text(&out), "REPLICATION_TIMEOUT\nPONG\n");
         assert_eq!(held.next_deadline(9), None, "10 is not durable yet");
-        held.expire(&mut out, t0 + Duration::from_secs(2), 10);
+        held.expire(
+            &mut out,
+            t0 + Duration::from_secs(2),
+            &progress(0, 10, None),
+        );
         assert_eq!(
             text(&out),
             "REPLICATION_TIMEOUT\nPONG\nREPLICATION_TIMEOUT\n"
@@ -513,5 +666,51 @@ mod tests {
         assert_eq!(text(&out), "");
         held.release(&mut out, &progress(2, 2, None));
         assert_eq!(text(&out), "v\nPONG\n");
+    }
+
+    #[test]
+    fn a_write_goes_out_with_its_own_reply_or_a_failure_in_the_connection_dialect() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        held.dialect = Dialect::Resp;
+        held.hold_write_with(3, None, WriteReply::Encoded(b"$3\r\nold\r\n".to_vec()));
+        held.hold_write_with(4, None, WriteReply::Encoded(b":2\r\n".to_vec()));
+        held.reply_with(&mut out, |out| out.extend_from_slice(b"+PONG\r\n"));
+        held.release(&mut out, &progress(3, 3, Some(4)));
+        let mut want = b"$3\r\nold\r\n".to_vec();
+        want.extend_from_slice(RESP_ERROR);
+        want.extend_from_slice(b"+PONG\r\n");
+        assert_eq!(out, want);
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        held.hold_write_with(5, Some(t0), WriteReply::Fixed(b"+OK\r\n"));
+        held.expire(&mut out, t0, &progress(0, 5, None));
+        assert_eq!(out, RESP_REPLICATION_TIMEOUT);
+        assert_eq!(held.bytes(), 0);
+    }
+
+    #[test]
+    fn a_wait_counts_the_followers_that_hold_the_write_once_enough_do_or_at_its_deadline() {
+        let (mut held, mut out) = (HeldReplies::default(), Vec::new());
+        let t0 = Instant::now();
+        let acks = |local: u64, acks: &[u64]| Progress {
+            local,
+            acked: local,
+            follower_acks: acks.to_vec(),
+            ..Progress::default()
+        };
+        held.hold_replicas(7, 2, None);
+        held.reply_with(&mut out, |out| out.extend_from_slice(b"+PONG\r\n"));
+        held.release(&mut out, &acks(6, &[7, 7]));
+        assert_eq!(text(&out), "", "not durable here yet");
+        held.release(&mut out, &acks(7, &[7, 6]));
+        assert_eq!(text(&out), "", "one follower of two");
+        held.release(&mut out, &acks(7, &[8, 7, 1]));
+        assert_eq!(text(&out), ":2\r\n+PONG\r\n");
+        let mut out = Vec::new();
+        held.hold_replicas(9, 3, Some(t0));
+        assert_eq!(held.next_deadline(9), Some(t0));
+        held.expire(&mut out, t0, &acks(9, &[9, 2]));
+        assert_eq!(text(&out), ":1\r\n", "the deadline answers what it has");
+        assert!(held.is_empty());
     }
 }

@@ -37,6 +37,7 @@ mod jobs;
 mod limits;
 mod logthrottle;
 mod node;
+mod redis;
 mod replica;
 mod resolve;
 mod role;
@@ -61,6 +62,7 @@ use crate::config::Role;
 use crate::error::Error;
 use crate::protocol::{next_line, Line, Reply};
 use crate::replication::HEARTBEAT_INTERVAL;
+use crate::resp;
 use conn::{Conn, Peer, ReadStatus};
 use held::Progress;
 use limits::Budget;
@@ -124,6 +126,8 @@ pub struct Server {
     /// Connection slots, handshake deadlines, and accepting when out of
     /// descriptors (`slots`).
     slots: Slots,
+    /// The argument ranges of the RESP command being parsed, reused.
+    args: Vec<std::ops::Range<usize>>,
 }
 
 impl Server {
@@ -179,6 +183,7 @@ impl Server {
             resolver: Resolver::default(),
             pump_again: false,
             slots,
+            args: Vec::new(),
         })
     }
 
@@ -397,6 +402,58 @@ impl Server {
                 self.paused.push(key);
                 break;
             }
+            if matches!(conn.kind, Peer::AwaitHello) && rbuf[off] == b'*' {
+                // A RESP array first: a Redis client.
+                if self.slots.refuse_redis(conn) {
+                    break;
+                }
+                self.node.redis_welcome(conn);
+                self.slots.observe(key, &conn.kind);
+                if conn.closing {
+                    break;
+                }
+            }
+            if matches!(conn.kind, Peer::Redis(_)) {
+                let limits = resp::Limits {
+                    max_bulk: self.node.config.max_value_bytes,
+                    max_inline: max_line,
+                    max_request: self.node.config.max_value_bytes + max_line,
+                };
+                match resp::parse::parse(&rbuf[off..], &limits, &mut self.args) {
+                    Ok(resp::Parsed::Command { used }) => {
+                        let input = &rbuf[off..off + used];
+                        let args: Vec<&[u8]> =
+                            self.args.iter().map(|r| &input[r.clone()]).collect();
+                        self.node.clients = self.slots.table.count(slots::Class::Client);
+                        self.node.redis_command(conn, key, &args);
+                        if conn.deferred.is_some() {
+                            // As for a line: a query without room for its
+                            // reply stays unread until output drains.
+                            conn.paused = true;
+                            self.paused.push(key);
+                            break;
+                        }
+                        book(&mut self.node.budget, conn);
+                        off += used;
+                    }
+                    Ok(resp::Parsed::Skip { used }) => off += used,
+                    Ok(resp::Parsed::Incomplete) => {
+                        if conn.peer_eof {
+                            // Half a command and no more to come.
+                            off = rbuf.len();
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        debug!("{}: RESP protocol error: {e}", conn.peer);
+                        let text = format!("ERR Protocol error: {e}");
+                        conn.reply_with(|out| resp::encode::error(out, &text));
+                        conn.closing = true;
+                    }
+                }
+                scanned = 0;
+                continue;
+            }
             let rest = &rbuf[off..];
             if conn.discarding {
                 match rest.iter().position(|&b| b == b'\n') {
@@ -512,6 +569,13 @@ impl Server {
             local,
             lost_from: self.node.wal.lost_from().or(stepped_down),
             leased: self.node.leased(now),
+            follower_acks: self
+                .node
+                .repl
+                .leader
+                .connected()
+                .map(|(_, f)| f.acked)
+                .collect(),
         };
         self.waiting.sort_unstable();
         self.waiting.dedup();
@@ -521,7 +585,7 @@ impl Server {
                 continue;
             };
             conn.release(&progress);
-            conn.expire(now, local);
+            conn.expire(now, &progress);
             book(&mut self.node.budget, conn);
             if conn.has_held() {
                 still_waiting.push(key);

@@ -19,7 +19,7 @@ use log::{debug, error, info, warn};
 use mio::Waker;
 
 use super::conn::{Conn, Peer};
-use super::held::Seen;
+use super::held::{Seen, WriteReply};
 use super::jobs::{Answer, Jobs, INLINE_MAX_KEYS};
 use super::limits::Budget;
 use super::role::{role_word, RoleState};
@@ -36,6 +36,9 @@ use crate::store::Store;
 use crate::wal::compact::Compaction;
 use crate::wal::record::Op;
 use crate::wal::{FsyncPolicy, Wal};
+
+/// The line protocol's reply to a write that succeeded.
+const OK_LINE: WriteReply = WriteReply::Fixed(b"OK\n");
 
 /// Wait before retrying a compaction that failed.
 const COMPACTION_RETRY: Duration = Duration::from_secs(30);
@@ -100,7 +103,19 @@ pub struct Node {
     /// `--port 0`; set once bound): `FOLLOW` refuses this node's own
     /// address.
     pub listen_port: u16,
+    /// When the node opened (`INFO uptime_in_seconds`).
+    pub(super) started: Instant,
+    /// The last Redis client id given (`CLIENT ID`).
+    pub(super) next_client_id: u64,
+    /// Client connections now, as the loop last counted them (`INFO`).
+    pub clients: usize,
+    /// When the last `SCAN` came: the store's scan index is dropped after
+    /// [`SCAN_INDEX_IDLE`] without one.
+    pub(super) last_scan: Option<Instant>,
 }
+
+/// How long the store keeps its `SCAN` index after the last `SCAN`.
+const SCAN_INDEX_IDLE: Duration = Duration::from_secs(60);
 
 impl Node {
     /// Opens and replays the log named by the config.
@@ -197,6 +212,10 @@ impl Node {
             reads_held: false,
             quiet: None,
             listen_port: 0,
+            started: Instant::now(),
+            next_client_id: 0,
+            clients: 0,
+            last_scan: None,
         })
     }
 
@@ -309,10 +328,10 @@ impl Node {
             return;
         }
         match request {
-            Request::Put { key, value } => self.write(conn, Op::Put, key, value),
+            Request::Put { key, value } => self.write(conn, Op::Put, key, value, OK_LINE),
             Request::Delete { key } => {
                 if self.store.get(key).is_some() {
-                    self.write(conn, Op::Delete, key, b"");
+                    self.write(conn, Op::Delete, key, b"", OK_LINE);
                 } else {
                     let seen = self.read_barrier(Some(key));
                     conn.reply_seen(seen, |out| {
@@ -323,6 +342,9 @@ impl Node {
             Request::Get { key } => {
                 let seen = self.read_barrier(Some(key));
                 match self.store.get(key) {
+                    Some(value) if !protocol::line_safe(value) => conn.reply_seen(seen, |out| {
+                        out.extend_from_slice(Reply::BinaryValue.as_bytes())
+                    }),
                     Some(value) => conn.reply_seen(seen, |out| protocol::encode_value(out, value)),
                     None => conn.reply_seen(seen, |out| {
                         out.extend_from_slice(Reply::NotFound.as_bytes())
@@ -378,9 +400,9 @@ impl Node {
     /// most it can be ([`Query::reply_bound`]). Without room the request is
     /// not taken: `conn.deferred` tells the loop to leave the line unread
     /// until output drains.
-    fn query(&mut self, conn: &mut Conn, key: usize, query: Query) {
+    pub(super) fn query(&mut self, conn: &mut Conn, key: usize, query: Query) {
         conn.deferred = None;
-        let seen = self.read_barrier(None);
+        let seen = self.read_barrier_all();
         if self.store.len() <= INLINE_MAX_KEYS {
             let reply = query.answer(&self.store);
             conn.reply_seen(seen, |out| out.extend_from_slice(&reply));
@@ -410,20 +432,64 @@ impl Node {
         self.jobs.forget_conn(key);
     }
 
-    /// Logs and applies a write; its reply waits for the commit.
-    fn write(&mut self, conn: &mut Conn, op: Op, key: &[u8], value: &[u8]) {
+    /// Logs and applies a write; its reply `ok` waits for the commit (and
+    /// the output rule).
+    pub(super) fn write(
+        &mut self,
+        conn: &mut Conn,
+        op: Op,
+        key: &[u8],
+        value: &[u8],
+        ok: WriteReply,
+    ) {
         match self.wal.append(&mut self.store, op, key, value) {
             Ok(seq) => {
-                if self.reads_wait_for_acks() {
-                    self.unreleased.note(key, seq);
-                }
-                let policy = self.policy();
-                let wait = policy.followers > 0 && policy.timeout_ms > 0;
-                let deadline =
-                    wait.then(|| Instant::now() + Duration::from_millis(policy.timeout_ms));
-                conn.hold(seq, deadline);
+                self.note_unreleased(std::iter::once(key), seq);
+                self.hold_write(conn, seq, ok);
             }
-            Err(_) => conn.reply(Reply::Error),
+            Err(e) => self.write_failed(conn, &e),
+        }
+    }
+
+    /// On a sync leader, reads of `keys` wait for write `seq` to pass the
+    /// output rule.
+    pub(super) fn note_unreleased<'k>(&mut self, keys: impl Iterator<Item = &'k [u8]>, seq: u64) {
+        if self.reads_wait_for_acks() {
+            for key in keys {
+                self.unreleased.note(key, seq);
+            }
+        }
+    }
+
+    /// This process's `run_id`.
+    pub(super) fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Whether a compaction runs.
+    pub(super) fn is_compacting(&self) -> bool {
+        self.compaction.is_some()
+    }
+
+    /// Holds the reply to write `seq` until it is acknowledged, with the
+    /// output rule's deadline.
+    pub(super) fn hold_write(&mut self, conn: &mut Conn, seq: u64, ok: WriteReply) {
+        let policy = self.policy();
+        let wait = policy.followers > 0 && policy.timeout_ms > 0;
+        let deadline = wait.then(|| Instant::now() + Duration::from_millis(policy.timeout_ms));
+        if let Peer::Redis(client) = &mut conn.kind {
+            client.last_write = seq;
+        }
+        conn.hold(seq, deadline, ok);
+    }
+
+    /// A write the log refused: `ERROR` (`-ERR <why>` on the Redis face).
+    pub(super) fn write_failed(&self, conn: &mut Conn, why: &dyn std::fmt::Display) {
+        if matches!(conn.kind, Peer::Redis(_)) {
+            let text = format!("ERR write refused: {why}");
+            conn.reply_with(|out| crate::resp::encode::error(out, &text));
+        } else {
+            conn.reply(Reply::Error);
         }
     }
 
@@ -440,7 +506,7 @@ impl Node {
 
     /// Where a client should go instead of this node: its leader, on a
     /// follower that knows one.
-    fn known_leader(&self) -> Option<(&str, u16)> {
+    pub(super) fn known_leader(&self) -> Option<(&str, u16)> {
         match (&self.role.leader, self.role.role) {
             (Some(leader), Role::Follower) => Some((leader.host.as_str(), leader.port)),
             _ => None,
@@ -449,7 +515,7 @@ impl Node {
 
     /// Whether reads wait for the writes they show to pass the output
     /// rule: on a writable leader with `--sync-followers N ≥ 1`.
-    fn reads_wait_for_acks(&self) -> bool {
+    pub(super) fn reads_wait_for_acks(&self) -> bool {
         self.is_writable_leader() && self.policy().followers > 0
     }
 
@@ -465,15 +531,34 @@ impl Node {
     /// lately that they still follow this node, so no other leader can
     /// have acknowledged a write it would miss. Without the lease it waits
     /// for the next probe round's confirmations, sent at once.
-    fn read_barrier(&mut self, key: Option<&[u8]>) -> Option<Seen> {
+    pub(super) fn read_barrier(&mut self, key: Option<&[u8]>) -> Option<Seen> {
+        match key {
+            Some(key) => self.read_barrier_of(&[key]),
+            None => self.read_barrier_all(),
+        }
+    }
+
+    /// [`Node::read_barrier`] for a read of all of `keys`.
+    pub(super) fn read_barrier_of(&mut self, keys: &[&[u8]]) -> Option<Seen> {
         if !self.reads_wait_for_acks() {
             return self.durable_barrier();
         }
+        let seq = keys.iter().filter_map(|k| self.unreleased.seq_of(k)).max();
+        self.read_barrier_through(seq)
+    }
+
+    /// [`Node::read_barrier`] for a read of the whole data set.
+    pub(super) fn read_barrier_all(&mut self) -> Option<Seen> {
+        if !self.reads_wait_for_acks() {
+            return self.durable_barrier();
+        }
+        self.read_barrier_through(Some(self.wal.last_seq()))
+    }
+
+    /// A sync leader's barrier for a read that may show writes through
+    /// `seq`.
+    fn read_barrier_through(&mut self, seq: Option<u64>) -> Option<Seen> {
         let now = Instant::now();
-        let seq = match key {
-            Some(key) => self.unreleased.seq_of(key),
-            None => Some(self.wal.last_seq()),
-        };
         let unreleased = seq.filter(|&seq| seq > self.release_point(self.wal.ack_seq()));
         let leased = self.leased(now);
         if unreleased.is_none() && leased {
@@ -534,7 +619,7 @@ impl Node {
 
     /// What a read that may show every applied write must wait for: `Some`
     /// when writes up to the last are applied but not yet durable here.
-    fn durable_barrier(&self) -> Option<Seen> {
+    pub(super) fn durable_barrier(&self) -> Option<Seen> {
         let last = self.wal.last_seq();
         (last > self.wal.ack_seq()).then(|| Seen::local(last))
     }
@@ -575,8 +660,16 @@ impl Node {
         }
     }
 
-    /// Between-turn work: the everysec fsync and compaction.
+    /// Between-turn work: the everysec fsync, compaction, and dropping an
+    /// idle `SCAN` index.
     pub fn maintain(&mut self, now: Instant) {
+        if self
+            .last_scan
+            .is_some_and(|at| now.duration_since(at) >= SCAN_INDEX_IDLE)
+        {
+            self.last_scan = None;
+            self.store.drop_scan_index();
+        }
         if self.next_fsync.is_some_and(|at| now >= at) {
             self.next_fsync = Some(now + EVERYSEC);
             // The sync thread's report (or failure) arrives through the

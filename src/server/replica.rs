@@ -218,11 +218,13 @@ impl Node {
                 epoch,
                 want_snapshot,
                 lineage: segments,
+                port,
             } => {
                 self.repl
                     .leader
                     .may_plan(id, key)
                     .map_err(StreamFault::Follower)?;
+                self.repl.leader.set_port(id, port);
                 let follower = Lineage::from_segments(&segments).map_err(StreamFault::Lineage)?;
                 let plan = lineage::plan(
                     self.wal.lineage(),
@@ -561,6 +563,7 @@ impl Node {
                     epoch: self.known_epoch(),
                     want_snapshot: self.wal.snapshot_suspect(),
                     lineage: self.wal.lineage().segments().to_vec(),
+                    port: Some(self.listen_port),
                 }
                 .encode(conn.raw_out());
             }

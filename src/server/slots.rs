@@ -90,7 +90,7 @@ impl Class {
         match peer {
             Peer::AwaitHello => Some(Class::Hello),
             Peer::Challenged(_) => Some(Class::Auth),
-            Peer::Client => Some(Class::Client),
+            Peer::Client | Peer::Redis(_) => Some(Class::Client),
             Peer::Follower(_) => Some(Class::Follower),
             Peer::Admin => Some(Class::Admin),
             Peer::Leader => None,
@@ -366,6 +366,27 @@ impl Slots {
         if let Some(class) = Class::of(peer) {
             self.table.set_class(key, class);
         }
+    }
+
+    /// Answers a Redis client's first command that would pass
+    /// `--max-clients` with Redis's `-ERR max number of clients reached`
+    /// (and closes the connection).
+    ///
+    /// # Returns
+    /// Whether it did: the command must then not be executed.
+    pub fn refuse_redis(&self, conn: &mut Conn) -> bool {
+        if !self.table.clients_full() {
+            return false;
+        }
+        throttled!(
+            warn,
+            "refused-client",
+            "{}: refused, {} clients already (--max-clients)",
+            conn.peer,
+            self.table.count(Class::Client)
+        );
+        conn.refuse(b"-ERR max number of clients reached\r\n");
+        true
     }
 
     /// Answers a `HELLO CLIENT` that would pass `--max-clients` with
