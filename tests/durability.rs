@@ -5,7 +5,8 @@
 //! damage before the tail stops the node with an error naming the file and
 //! offset; compaction under concurrent writes loses nothing; `everysec` and
 //! `no` still persist; and a real disk error (`EFBIG` from `ulimit -f`)
-//! turns the node fail-stop without losing or inventing data.
+//! turns the node fail-stop without losing or inventing data. A log of
+//! format version 1 is upgraded in place; an unknown version is refused.
 //!
 //! The on-disk layout these tests poke at is in `src/wal/record.rs`: a
 //! 48-byte header, then records of 19 + key + value bytes.
@@ -23,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{keyval_bin, wait_until, Client, Node};
+use keyval::record::{Header, Op, Record};
 
 /// Size of the log file header.
 const HEADER_LEN: u64 = 48;
@@ -858,4 +860,69 @@ fn a_disk_error_makes_the_node_fail_stop_without_losing_or_inventing_data() {
     assert_eq!(c.call("GET brand-new"), "NOT_FOUND");
     assert_eq!(c.call("PUT k0 after the restart"), "OK");
     assert_eq!(c.call("GET k0"), "after the restart");
+}
+
+/// `header` as the 48 header bytes of format version `version`.
+fn header_of_version(header: &Header, version: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    header.encode(&mut bytes);
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..44]);
+    bytes[44..48].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// A log of format version 1 is served and upgraded to version 2 in
+/// place, before the node writes anything (its fork record); one of a
+/// version this build does not know stops the node with an error naming
+/// the file, the version found and the versions read, and is left as it
+/// was.
+#[test]
+fn a_version_1_log_is_upgraded_and_an_unknown_version_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("leader.log");
+    let header = Header {
+        history: [0x31; 16],
+        base_seq: 0,
+        epoch: 1,
+    };
+    let mut v1 = header_of_version(&header, 1);
+    for (seq, key, value) in [(1, "a", "one"), (2, "b", "two")] {
+        Record {
+            seq,
+            op: Op::Put,
+            key: key.as_bytes(),
+            value: value.as_bytes(),
+        }
+        .encode(&mut v1);
+    }
+    fs::write(&path, &v1).expect("write log");
+    let mut node = Node::start_in(dir.path(), &["--role", "leader"]);
+    node.wait_log("log format version 1 upgraded to 2");
+    assert_eq!(node.client().call("GET b"), "two");
+    node.signal("TERM");
+    assert!(node.wait_exit().success());
+    let upgraded = fs::read(&path).expect("read log");
+    assert_eq!(upgraded[..48], header_of_version(&header, 2)[..]);
+    assert_eq!(upgraded[48..v1.len()], v1[48..], "the records as they were");
+
+    let v3 = header_of_version(&header, 3);
+    fs::write(&path, &v3).expect("write log");
+    let (status, log) = match Node::try_start_in(dir.path(), &["--role", "leader"]) {
+        Ok(node) => panic!("started on a version 3 log; log:\n{}", node.log_text()),
+        Err(failure) => failure,
+    };
+    assert_eq!(status.code(), Some(1), "exit status {status}");
+    assert!(
+        log.lines().any(|l| l.contains(&format!(
+            "{}: offset 0: unsupported log format version 3 (this build reads versions 1 to 2",
+            path.display()
+        ))),
+        "no error line naming the file and the versions:\n{log}"
+    );
+    assert_eq!(
+        fs::read(&path).expect("read log"),
+        v3,
+        "the refused log was modified"
+    );
 }
