@@ -90,9 +90,9 @@ pub enum ProtocolError {
     /// [`Limits::max_bulk`]: `invalid bulk length`.
     InvalidBulkLength,
     /// An array element that is not a bulk string (`got` is its first
-    /// byte): `expected '$', got '<got>'`. A byte above 0x7f shows as
-    /// `\xNN`, since the text is a Rust string (Redis writes the raw
-    /// byte).
+    /// byte): `expected '$', got '<got>'`. `\r` and `\n` show as a
+    /// space, as in Redis's reply; a byte above 0x7f shows as `\xNN`,
+    /// since the text is a Rust string (Redis writes the raw byte).
     ExpectedBulk { got: u8 },
     /// An array's count line (`*<n>`) that does not end in `\r\n` within
     /// [`MAX_LENGTH_LINE`] bytes: `too big mbulk count string`.
@@ -117,6 +117,9 @@ impl fmt::Display for ProtocolError {
         match self {
             ProtocolError::InvalidMultibulkLength => f.write_str("invalid multibulk length"),
             ProtocolError::InvalidBulkLength => f.write_str("invalid bulk length"),
+            ProtocolError::ExpectedBulk { got: b'\r' | b'\n' } => {
+                f.write_str("expected '$', got ' '")
+            }
             ProtocolError::ExpectedBulk { got } if got.is_ascii() => {
                 write!(f, "expected '$', got '{}'", char::from(*got))
             }
@@ -853,6 +856,10 @@ mod tests {
             (
                 ProtocolError::ExpectedBulk { got: b'x' },
                 "expected '$', got 'x'",
+            ),
+            (
+                ProtocolError::ExpectedBulk { got: b'\r' },
+                "expected '$', got ' '",
             ),
             (
                 ProtocolError::ExpectedBulk { got: 0xfe },
