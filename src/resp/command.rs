@@ -53,7 +53,8 @@ pub enum Command<'a> {
     Scan(Scan<'a>),
     /// `DBSIZE`.
     DbSize,
-    /// `WAIT numreplicas timeout`.
+    /// `WAIT numreplicas timeout` (a negative count reads as 0: Redis
+    /// answers it at once, as it does 0).
     Wait { replicas: u64, timeout_ms: u64 },
     /// `ROLE`.
     Role,
@@ -439,9 +440,8 @@ pub fn parse_command<'a>(args: &'a [&'a [u8]]) -> Result<Command<'a>, CommandErr
         "client|id" => Ok(Command::Client(Client::Id)),
         "client|setinfo" => {
             let attribute = args[2];
-            if !attribute.eq_ignore_ascii_case(b"lib-name")
-                && !attribute.eq_ignore_ascii_case(b"lib-ver")
-            {
+            let name = c_str(attribute);
+            if !name.eq_ignore_ascii_case(b"lib-name") && !name.eq_ignore_ascii_case(b"lib-ver") {
                 return Err(CommandError::UnrecognizedOption(shown(
                     attribute,
                     usize::MAX,
@@ -465,25 +465,43 @@ fn is_container(command: &str) -> bool {
 }
 
 /// `SET key value [NX|XX] [GET]`, options in any order and any case.
+///
+/// The expiry options are read with Redis's grammar (`EX`, `PX`, `EXAT`
+/// and `PXAT` take a value, `KEEPTTL` none, and no two of them go
+/// together), so that what Redis calls a syntax error is one here too;
+/// what Redis would take with an expiry is [`CommandError::Expiry`].
 fn set<'a>(args: &'a [&'a [u8]]) -> Result<Command<'a>, CommandError> {
     let mut condition = None;
     let mut get = false;
-    for &option in &args[3..] {
+    // The expiry option seen, by its name.
+    let mut expiry: Option<&str> = None;
+    let mut at = 3;
+    while let Some(&option) = args.get(at) {
+        // Redis compares options as C strings.
+        let option = c_str(option);
         let is = |word: &str| option.eq_ignore_ascii_case(word.as_bytes());
+        let has_value = at + 1 < args.len();
+        let timed = ["EX", "PX", "EXAT", "PXAT"]
+            .into_iter()
+            .find(|&word| is(word) && has_value && expiry.is_none_or(|e| e == word));
         if is("NX") && condition != Some(Condition::Xx) {
             condition = Some(Condition::Nx);
         } else if is("XX") && condition != Some(Condition::Nx) {
             condition = Some(Condition::Xx);
         } else if is("GET") {
             get = true;
-        } else if ["EX", "PX", "EXAT", "PXAT", "KEEPTTL"]
-            .iter()
-            .any(|w| is(w))
-        {
-            return Err(CommandError::Expiry);
+        } else if is("KEEPTTL") && expiry.is_none_or(|e| e == "KEEPTTL") {
+            expiry = Some("KEEPTTL");
+        } else if let Some(word) = timed {
+            expiry = Some(word);
+            at += 1;
         } else {
             return Err(CommandError::Syntax);
         }
+        at += 1;
+    }
+    if expiry.is_some() {
+        return Err(CommandError::Expiry);
     }
     Ok(Command::Set(Set {
         key: key(args[1])?,
@@ -504,6 +522,7 @@ fn scan<'a>(args: &'a [&'a [u8]]) -> Result<Command<'a>, CommandError> {
     };
     let mut rest = &args[2..];
     while let [option, value, more @ ..] = rest {
+        let option = c_str(option);
         if option.eq_ignore_ascii_case(b"COUNT") {
             let count = integer(value).ok_or(CommandError::NotInteger)?;
             scan.count = usize::try_from(count)
@@ -539,6 +558,7 @@ fn hello<'a>(args: &'a [&'a [u8]]) -> Result<Command<'a>, CommandError> {
         _ => return Err(CommandError::NoProto),
     };
     while let [option, more @ ..] = rest {
+        let option = c_str(option);
         match more {
             [user, password, after @ ..] if option.eq_ignore_ascii_case(b"AUTH") => {
                 hello.auth = Some((*user, Redacted(password)));
@@ -803,11 +823,29 @@ mod tests {
             "SET k v EXAT 1",
             "SET k v pxat 1",
             "SET k v KeepTtl",
-            "SET k v EX",
             "SET k v NX ex 1",
+            "SET k v EX 10 EX 20",
+            "SET k v KEEPTTL KEEPTTL",
+            // Redis would refuse the value; keyval refuses expiry first.
+            "SET k v EX abc",
         ] {
             assert_eq!(error(line), "ERR expiry is not supported", "{line}");
         }
+        // Redis's grammar of expiry options: what it calls a syntax error.
+        for line in [
+            "SET k v EX",
+            "SET k v EX 10 PX 10",
+            "SET k v KEEPTTL EX 10",
+            "SET k v EX 10 KEEPTTL",
+            "SET k v EX 10 foo",
+        ] {
+            assert_eq!(error(line), "ERR syntax error", "{line}");
+        }
+        // Options are C strings to Redis.
+        assert_eq!(
+            parse_command(&[b"SET", b"k", b"v", b"nx\0z"]),
+            Ok(set(Some(Condition::Nx), false))
+        );
         // Redis's syntax error first, then keyval's key rule.
         assert_eq!(error("SET k\x01 v foo"), "ERR syntax error");
         assert_eq!(error("SET k\x01 v"), "ERR invalid key");
@@ -1168,6 +1206,11 @@ mod tests {
             "ERR value is not an integer or out of range"
         );
         assert_eq!(error("SCAN x COUNT 0"), "ERR invalid cursor");
+        // Options are C strings to Redis.
+        assert_eq!(
+            parse_command(&[b"SCAN", b"0", b"count\0x", b"5"]),
+            Ok(scan(0, None, 5))
+        );
     }
 
     #[test]
