@@ -21,8 +21,11 @@
 //!
 //! Redis matches recursively, one level per `*`. Here every element but
 //! `*` matches exactly one byte, so only the last `*` seen ever needs to
-//! take more bytes: the classic two-pointer matcher, at most
-//! `pattern.len() * text.len()` steps and no allocation.
+//! take more bytes: the classic two-pointer matcher. It never goes back
+//! past a `*` once it has passed it, and tries each text position once per
+//! `*`, so it reads each pattern byte at most once per text byte: at most
+//! `pattern.len() * text.len()` comparisons (for a short pattern, a few
+//! times the key's length), and no allocation.
 
 /// Whether `text` matches `pattern`.
 pub fn matches(pattern: &[u8], text: &[u8]) -> bool {

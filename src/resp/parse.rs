@@ -14,11 +14,14 @@
 //! buffer: nothing is copied.
 //!
 //! The rules follow Redis 7's `processMultibulkBuffer` and
-//! `processInlineBuffer` (`networking.c`), with three differences, all
-//! stricter: the byte after a length line's `\r` must be `\n`, a bulk
+//! `processInlineBuffer` (`networking.c`). Where they differ, this side
+//! is stricter: the byte after a length line's `\r` must be `\n`, a bulk
 //! string must be followed by `\r\n` (Redis skips whatever two bytes come
-//! next), and a length line may be at most [`MAX_LENGTH_LINE`] bytes
-//! (Redis allows 64 KiB, for a number of at most 20 digits).
+//! next), a length line may be at most [`MAX_LENGTH_LINE`] bytes (Redis
+//! allows 64 KiB, for a number of at most 20 digits), an element that
+//! does not start with `$` is refused at its first byte (Redis waits for
+//! its line), and a whole command is held to [`Limits::max_request`].
+//! Inline commands have no quoting (see [`parse`]).
 //!
 //! ```text
 //! *2\r\n$3\r\nGET\r\n$1\r\na\r\n     Command { used: 20 }, args [GET, a]
@@ -37,7 +40,8 @@
 use std::fmt;
 use std::ops::Range;
 
-/// Most elements in one command array (Redis's limit too).
+/// Most elements in one command array (Redis 6's limit; Redis 7 takes
+/// up to `INT_MAX`, which only memory bounds).
 pub const MAX_ARGS: usize = 1 << 20;
 
 /// Longest length line (`*<n>` or `$<n>`, without its `\r\n`): a number
