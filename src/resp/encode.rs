@@ -6,7 +6,7 @@
 //! integer  :3\r\n                 bulk     $5\r\nhello\r\n
 //! null     $-1\r\n (RESP2)        _\r\n (RESP3)
 //! array    *2\r\n...              map      *4\r\n... (RESP2)  %2\r\n... (RESP3)
-//! set      *n (RESP2) ~n (RESP3)  verbatim $n (RESP2)  =n\r\ntxt:... (RESP3)
+//! verbatim $n (RESP2)  =n\r\ntxt:... (RESP3)
 //! ```
 
 /// The protocol version a connection speaks (`HELLO 2|3`).
@@ -94,15 +94,6 @@ pub fn map(out: &mut Vec<u8>, proto: Proto, len: usize) {
     match proto {
         Proto::Resp2 => aggregate(out, b'*', 2 * len),
         Proto::Resp3 => aggregate(out, b'%', len),
-    }
-}
-
-/// The header of a set of `len` elements: `~<len>\r\n` in RESP3, an array
-/// in RESP2.
-pub fn set(out: &mut Vec<u8>, proto: Proto, len: usize) {
-    match proto {
-        Proto::Resp2 => aggregate(out, b'*', len),
-        Proto::Resp3 => aggregate(out, b'~', len),
     }
 }
 
@@ -222,8 +213,6 @@ mod tests {
         assert_eq!(bytes(|o| map(o, Proto::Resp2, 2)), b"*4\r\n");
         assert_eq!(bytes(|o| map(o, Proto::Resp3, 2)), b"%2\r\n");
         assert_eq!(bytes(|o| map(o, Proto::Resp3, 0)), b"%0\r\n");
-        assert_eq!(bytes(|o| set(o, Proto::Resp2, 5)), b"*5\r\n");
-        assert_eq!(bytes(|o| set(o, Proto::Resp3, 5)), b"~5\r\n");
         // A whole reply: HELLO's first pair.
         let reply = bytes(|o| {
             map(o, Proto::Resp3, 1);

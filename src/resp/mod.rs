@@ -26,6 +26,4 @@ pub mod encode;
 pub mod glob;
 pub mod parse;
 
-pub use command::{Command, CommandError};
-pub use encode::Proto;
-pub use parse::{Limits, Parsed, ProtocolError, Resume};
+pub use parse::{Limits, Parsed, Resume};

@@ -174,6 +174,7 @@ enum State {
 /// # Errors
 /// A [`ProtocolError`]: the connection must be closed after its reply.
 /// What `args` holds then is unspecified.
+#[cfg(test)]
 pub fn parse(
     buf: &[u8],
     limits: &Limits,
