@@ -523,6 +523,13 @@ fn prometheus_redis_exporter_reads_keyvals_info() {
     set_all(leader.addr, &pairs);
     wait_synced(&leader, &[&follower]);
     let seq = common::cluster::seq(&leader);
+    // The leader has the follower's ack of it.
+    let mut c = Resp::connect(leader.addr);
+    eventually("the leader to count the follower's ack", || {
+        let info = c.call(&["INFO", "replication"]);
+        let text = String::from_utf8_lossy(info.bytes()).into_owned();
+        text.contains(&format!(",offset={seq},")).then_some(())
+    });
 
     let eport = free_port();
     let mut exporter = Command::new(tool("prometheus-redis-exporter"));
