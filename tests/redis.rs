@@ -668,10 +668,19 @@ fn the_password_gates_every_command_but_auth_hello_auth_and_quit() {
         &["INFO"],
         &["CLIENT", "ID"],
         &["KEYVAL.DIGEST"],
-        &["nosuch"],
     ] {
         c.expect(&cmd(args), noauth);
     }
+    // As in Redis, a command that is not one, or has the wrong number of
+    // arguments, is told so before the password is asked for.
+    c.expect(
+        &cmd(&["nosuch"]),
+        b"-ERR unknown command 'nosuch', with args beginning with: \r\n",
+    );
+    c.expect(
+        &cmd(&["GET"]),
+        b"-ERR wrong number of arguments for 'get' command\r\n",
+    );
     // HELLO without AUTH is refused with its own text.
     match c.call(&["HELLO", "3"]) {
         Value::Error(text) => assert!(
