@@ -303,6 +303,9 @@ impl Resp {
             Ok([]) => {}
             Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
             Ok(more) => panic!("{what}: wanted the connection closed, got {}", show(more)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("{what}: wanted the connection closed; still open after {WAIT:?}")
+            }
             Err(e) => panic!("{what}: wanted the connection closed, got {e}"),
         }
     }
