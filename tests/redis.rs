@@ -1190,7 +1190,9 @@ fn mget_gen() -> Vec<u8> {
 fn node_generation(node: &Node) -> Option<u64> {
     let mut c = Resp::connect(node.addr);
     c.send_raw(&mget_gen());
-    generation(&c.reply()).unwrap_or_else(|gens| panic!("a mixed MSET: generations {gens:?}"))
+    generation(&c.reply()).unwrap_or_else(|gens| {
+        panic!("keys of one MSET or DEL in different states (None: absent): {gens:?}")
+    })
 }
 
 #[test]
@@ -1278,7 +1280,7 @@ fn mset_is_all_or_nothing_across_kill_9_and_on_a_follower() {
 }
 
 #[test]
-fn a_torn_mset_at_the_log_tail_is_dropped_whole() {
+fn a_torn_mset_or_del_at_the_log_tail_is_dropped_whole() {
     let mut node = Node::leader(&[]);
     let mut c = Resp::connect(node.addr);
     for gen in [1, 2] {
@@ -1289,12 +1291,7 @@ fn a_torn_mset_at_the_log_tail_is_dropped_whole() {
     node.kill9();
     // Cut the log in the middle of the last MSET, as a crash during its
     // write would (before it was acknowledged).
-    let log = node.data_dir.join("leader.log");
-    let file = OpenOptions::new().write(true).open(&log).expect("open log");
-    let len = file.metadata().expect("metadata").len();
-    file.set_len(len - (GEN_KEYS * GEN_VALUE / 2) as u64)
-        .expect("cut the log");
-    drop(file);
+    cut_log(&node, (GEN_KEYS * GEN_VALUE / 2) as u64);
     node.restart();
     assert_eq!(node.info_field("torn_tails_cut"), "1", "no tail was cut");
     assert_eq!(
@@ -1302,4 +1299,31 @@ fn a_torn_mset_at_the_log_tail_is_dropped_whole() {
         Some(1),
         "the torn MSET left part of itself"
     );
+
+    // The same for a DEL of several keys: its record is cut 10 bytes
+    // short (its keys alone take 96), and every key stays.
+    let mut c = Resp::connect(node.addr);
+    let keys: Vec<String> = (0..GEN_KEYS).map(gen_key).collect();
+    let args: Vec<&str> = std::iter::once("DEL")
+        .chain(keys.iter().map(String::as_str))
+        .collect();
+    c.expect(&cmd(&args), format!(":{GEN_KEYS}\r\n").as_bytes());
+    c.expect(&cmd(&["DBSIZE"]), b":0\r\n");
+    node.kill9();
+    cut_log(&node, 10);
+    node.restart();
+    assert_eq!(node.info_field("torn_tails_cut"), "1", "no tail was cut");
+    assert_eq!(
+        node_generation(&node),
+        Some(1),
+        "the torn DEL deleted part of its keys"
+    );
+}
+
+/// Cuts `bytes` off the end of a stopped node's log.
+fn cut_log(node: &Node, bytes: u64) {
+    let log = node.data_dir.join("leader.log");
+    let file = OpenOptions::new().write(true).open(&log).expect("open log");
+    let len = file.metadata().expect("metadata").len();
+    file.set_len(len - bytes).expect("cut the log");
 }
