@@ -426,9 +426,21 @@ impl Server {
                 match parsed {
                     Ok(resp::Parsed::Command { used }) => {
                         let input = &rbuf[off..off + used];
-                        let words: Vec<&[u8]> = args.iter().map(|r| &input[r.clone()]).collect();
+                        // Most commands have a few arguments: those need no
+                        // allocation.
+                        let mut few: [&[u8]; 4] = [&[]; 4];
+                        let many: Vec<&[u8]>;
+                        let words = if args.len() <= few.len() {
+                            for (word, r) in few.iter_mut().zip(&args) {
+                                *word = &input[r.clone()];
+                            }
+                            &few[..args.len()]
+                        } else {
+                            many = args.iter().map(|r| &input[r.clone()]).collect();
+                            &many[..]
+                        };
                         self.node.clients = self.slots.table.count(slots::Class::Client);
-                        self.node.redis_command(conn, key, &words);
+                        self.node.redis_command(conn, key, words);
                         if conn.deferred.is_some() {
                             // As for a line: a query without room for its
                             // reply stays unread until output drains.

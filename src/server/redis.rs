@@ -329,6 +329,9 @@ impl Node {
 
     /// `SET key value [NX|XX] [GET]`.
     fn set(&mut self, conn: &mut Conn, proto: Proto, set: Set<'_>) {
+        if set.condition.is_none() && !set.get {
+            return self.write(conn, Op::Put, set.key, set.value, WriteReply::Fixed(OK));
+        }
         let old = self.store.get(set.key);
         let blocked = match set.condition {
             Some(Condition::Nx) => old.is_some(),
