@@ -1030,6 +1030,7 @@ fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
         21 + 32 + 2,
         "one history in the lineage, then the port"
     );
+    assert_eq!(sync[16] & 2, 2, "the port flag");
     assert_eq!(
         hex::encode(&sync[21..37]),
         kept_history,
