@@ -1,7 +1,7 @@
 # keyval — build, test, run, benchmark, install.
 #   make          release build, binary also at build/keyval
 #   make run      a leader on port 5000, data in the current directory
-#   make test     fmt check, clippy -D warnings, every unit and integration test
+#   make test     fmt check, clippy -D warnings, the Redis tools the tests use, every test
 #   make install  install what make built (never builds): make && sudo make install
 #   make bench    the benchmark suite (minutes): keyval against Redis if redis-server is on PATH (by our load
 #                 generator, then by redis-benchmark), then replication
@@ -19,7 +19,7 @@ FUZZ_SECONDS    ?= 60
 # auto: redis-server from PATH if there is one; none; or a path
 REDIS_BIN       ?= auto
 
-.PHONY: all build test lint fmt run bench torture fuzz install clean toolchain
+.PHONY: all build test test-deps lint fmt run bench torture fuzz install clean toolchain
 
 all: build
 
@@ -38,7 +38,13 @@ lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: lint
+# redis-cli, redis-benchmark, redis-py, nutcracker and the exporter, from
+# Debian packages when missing (as root or through sudo); the tests fail,
+# naming the script, without them.
+test-deps:
+	sh scripts/test-deps.sh
+
+test: lint test-deps
 	$(CARGO) test --workspace --all-targets
 
 fmt: toolchain

@@ -1,8 +1,10 @@
 //! Fuzz loops for every decoder that reads bytes from outside: the client
-//! request parser ([`crate::protocol`]), the log record and header decoder
-//! ([`crate::wal::record`]), the replication frame decoder
-//! ([`crate::replication::wire`]) and the session record opener
-//! ([`crate::replication::session`]). Compiled only for tests.
+//! request parser ([`crate::protocol`]), the RESP command parser and
+//! command reader ([`crate::resp::parse`], [`crate::resp::command`]), the
+//! log record and header decoder ([`crate::wal::record`]), the
+//! replication frame decoder ([`crate::replication::wire`]) and the
+//! session record opener ([`crate::replication::session`]). Compiled only
+//! for tests.
 //!
 //! Each target feeds random valid encodings, mutations of them, and plain
 //! random bytes, and asserts that nothing panics and that the results are
@@ -20,10 +22,14 @@ use crate::protocol::{
 use crate::replication::auth::Prover;
 use crate::replication::session::{Opener, Session};
 use crate::replication::wire::{Frame, Mode, Plan, FRAME_HEADER_LEN};
-use crate::testutil::{fuzz, Fuzz};
+use crate::resp::command::{parse_command, Client, Command, CommandError, CommandInfo, Condition};
+use crate::resp::parse::{Limits, Parsed, ProtocolError, Resume};
+use crate::resp::{self};
+use crate::testutil::{fuzz, xorshift, Fuzz, Input};
 use crate::wal::lineage::Segment;
 use crate::wal::record::{Decoded, Header, Op, Record, HEADER_LEN, RECORD_PREFIX_LEN};
 use crate::wal::snapshot::Announced;
+use std::ops::Range;
 
 /// Bytes that matter to the line protocol, for insertions.
 const LINE_ALPHABET: &[u8] = b" \r\n\t\x00\x7f|:0123456789PUTGETDELEKYSHOCLIFNkv";
@@ -427,4 +433,488 @@ fn sealed_stream_opener() {
             }
         },
     );
+}
+
+/// Bytes that matter to RESP, for insertions.
+const RESP_ALPHABET: &[u8] = b"*$\r\n \t-0123456789:+\x00";
+
+/// The RESP encoding of a command's arguments: an array of bulk strings.
+fn resp_array<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        let arg = arg.as_ref();
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A random argument: binary bytes, a word, or RESP's own punctuation.
+fn resp_arg(f: &mut Fuzz) -> Vec<u8> {
+    match f.below(4) {
+        0 => f.bytes(40),
+        1 => key(f),
+        2 => (0..f.below(12)).map(|_| *f.pick(RESP_ALPHABET)).collect(),
+        _ => f
+            .pick(&[&b"GET"[..], b"SET", b"PING", b"", b"\r\n", b"$3", b"*1"])
+            .to_vec(),
+    }
+}
+
+/// One valid command, or something Redis skips, as a client sends it.
+fn valid_resp(f: &mut Fuzz) -> Vec<u8> {
+    match f.below(10) {
+        0..6 => {
+            let args: Vec<Vec<u8>> = (0..1 + f.below(4)).map(|_| resp_arg(f)).collect();
+            resp_array(&args)
+        }
+        6 | 7 => {
+            // An inline command: words without blanks, blanks between.
+            let mut line = Vec::new();
+            for _ in 0..1 + f.below(4) {
+                line.extend((0..f.below(3)).map(|_| *f.pick(b" \t")));
+                line.extend(key(f));
+            }
+            line.extend((0..f.below(2)).map(|_| b' '));
+            line.extend_from_slice(if f.next() & 1 == 0 { b"\n" } else { b"\r\n" });
+            if line[0] == b'*' {
+                // That would be an array.
+                line[0] = b'x';
+            }
+            line
+        }
+        _ => f
+            .pick(&[&b"\r\n"[..], b"\n", b" \t\r\n", b"*0\r\n", b"*-1\r\n"])
+            .to_vec(),
+    }
+}
+
+/// Limits for a fuzz input: roomy for a valid one (which must parse
+/// whole), otherwise often tight enough to hit, from the input's length.
+fn resp_limits(input: &Input) -> Limits {
+    let n = input.bytes.len();
+    if input.valid || n.is_multiple_of(2) {
+        Limits {
+            max_bulk: 1 << 20,
+            max_inline: 4096,
+            max_request: 1 << 22,
+        }
+    } else {
+        Limits {
+            max_bulk: n * 7 % 64,
+            max_inline: n * 5 % 80,
+            max_request: 1 + n * 11 % 200,
+        }
+    }
+}
+
+#[test]
+fn resp_parser() {
+    fuzz(
+        "resp",
+        |f| {
+            let mut bytes = Vec::new();
+            for _ in 0..1 + f.below(3) {
+                bytes.extend(valid_resp(f));
+            }
+            f.vary(bytes, 100, RESP_ALPHABET)
+        },
+        |input| {
+            let limits = resp_limits(input);
+            // Chunk boundaries for the resumable parser, from the input.
+            let mut cut_state = input.bytes.len() as u64 | 1;
+            let mut rest = &input.bytes[..];
+            let mut args = Vec::new();
+            loop {
+                let whole = resp::parse::parse(rest, &limits, &mut args);
+                check_resp_resume(rest, &limits, &whole, &args, &mut cut_state);
+                match whole {
+                    Ok(Parsed::Command { used }) => {
+                        assert!(used > 0 && used <= rest.len());
+                        assert!(!args.is_empty() && args.iter().all(|r| r.end <= used));
+                        let words: Vec<&[u8]> = args.iter().map(|r| &rest[r.clone()]).collect();
+                        if rest[0] == b'*' {
+                            // Lengths are canonical, so an accepted array is
+                            // exactly the encoding of what it gave.
+                            assert_eq!(resp_array(&words), rest[..used], "encode(parse(x)) != x");
+                        } else {
+                            assert_eq!(rest[used - 1], b'\n');
+                            for word in &words {
+                                assert!(!word.is_empty());
+                                assert!(!word.iter().any(|b| b" \t\r\n\x0b\x0c".contains(b)));
+                            }
+                        }
+                        check_resp_prefixes(&rest[..used], &limits);
+                        rest = &rest[used..];
+                    }
+                    Ok(Parsed::Skip { used }) => {
+                        assert!(used > 0 && used <= rest.len());
+                        check_resp_prefixes(&rest[..used], &limits);
+                        rest = &rest[used..];
+                    }
+                    Ok(Parsed::Incomplete) => {
+                        assert!(!input.valid || rest.is_empty(), "a valid command left over");
+                        break;
+                    }
+                    Err(e) => {
+                        assert!(!input.valid, "a valid command refused: {e}");
+                        assert!(!e.to_string().contains(['\r', '\n']));
+                        break;
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Every strict prefix of a command is incomplete.
+fn check_resp_prefixes(command: &[u8], limits: &Limits) {
+    let mut args = Vec::new();
+    for cut in 0..command.len() {
+        let got = resp::parse::parse(&command[..cut], limits, &mut args);
+        assert_eq!(got, Ok(Parsed::Incomplete), "prefix of {cut} bytes");
+    }
+}
+
+/// Fed in random chunks through one [`Resume`], `buf` gives what one call
+/// on all of it gave, and so does the first prefix that is not incomplete
+/// (what a parse says never changes with more bytes).
+fn check_resp_resume(
+    buf: &[u8],
+    limits: &Limits,
+    whole: &Result<Parsed, ProtocolError>,
+    whole_args: &[Range<usize>],
+    cut_state: &mut u64,
+) {
+    let mut resume = Resume::default();
+    let mut args = Vec::new();
+    let mut cut = 0;
+    loop {
+        cut = (cut + 1 + (xorshift(cut_state) % 8) as usize).min(buf.len());
+        let got = resp::parse::parse_resume(&buf[..cut], limits, &mut args, &mut resume);
+        if got != Ok(Parsed::Incomplete) || cut == buf.len() {
+            assert_eq!(&got, whole, "resumed at {cut} of {}", buf.len());
+            if let Ok(Parsed::Command { .. }) = got {
+                assert_eq!(args, whole_args);
+            }
+            break;
+        }
+    }
+}
+
+/// A valid command line for [`parse_command`], command words in random
+/// case.
+fn valid_command(f: &mut Fuzz) -> Vec<Vec<u8>> {
+    let k = key(f);
+    let word = |f: &mut Fuzz, w: &str| -> Vec<u8> {
+        w.bytes()
+            .map(|b| {
+                if f.next() & 1 == 0 {
+                    b.to_ascii_lowercase()
+                } else {
+                    b
+                }
+            })
+            .collect()
+    };
+    let name = |f: &mut Fuzz| -> Vec<u8> {
+        (0..f.below(10))
+            .map(|_| 0x21 + f.below(0x7f - 0x21) as u8)
+            .collect()
+    };
+    let number = |f: &mut Fuzz| (f.next() >> (1 + f.below(63))).to_string().into_bytes();
+    let args = match f.below(24) {
+        0 => vec![word(f, "GET"), k],
+        1 => {
+            let mut args = vec![word(f, "SET"), k, f.bytes(20)];
+            for _ in 0..f.below(3) {
+                let option = *f.pick(&["NX", "GET", "GET"]);
+                args.push(word(f, option));
+            }
+            args
+        }
+        2..5 => {
+            let command = *f.pick(&["MGET", "DEL", "EXISTS"]);
+            let mut args = vec![word(f, command), k];
+            args.extend((0..f.below(3)).map(|_| key(f)));
+            args
+        }
+        5 => {
+            let mut args = vec![word(f, "MSET")];
+            for _ in 0..1 + f.below(3) {
+                args.push(key(f));
+                args.push(f.bytes(10));
+            }
+            args
+        }
+        6 => vec![word(f, "KEYS"), f.bytes(10)],
+        7 => {
+            let mut args = vec![word(f, "SCAN"), number(f)];
+            for _ in 0..f.below(3) {
+                if f.next() & 1 == 0 {
+                    args.extend([word(f, "MATCH"), f.bytes(8)]);
+                } else {
+                    args.extend([
+                        word(f, "COUNT"),
+                        (1 + f.below(1000)).to_string().into_bytes(),
+                    ]);
+                }
+            }
+            args
+        }
+        8 => vec![word(f, "WAIT"), number(f), number(f)],
+        9 => {
+            let command = *f.pick(&["DBSIZE", "ROLE", "KEYVAL.DIGEST", "QUIT", "PING", "INFO"]);
+            vec![word(f, command)]
+        }
+        10 => vec![word(f, "INFO"), f.bytes(8), f.bytes(8)],
+        11 => vec![word(f, "PING"), f.bytes(8)],
+        12 => vec![word(f, "ECHO"), f.bytes(8)],
+        13 => {
+            let mut args = vec![word(f, "HELLO")];
+            if f.next() & 1 == 0 {
+                args.push(f.pick(&[&b"2"[..], b"3"]).to_vec());
+                for _ in 0..f.below(3) {
+                    if f.next() & 1 == 0 {
+                        args.extend([word(f, "AUTH"), f.bytes(8), f.bytes(8)]);
+                    } else {
+                        args.extend([word(f, "SETNAME"), name(f)]);
+                    }
+                }
+            }
+            args
+        }
+        14 => vec![word(f, "AUTH"), f.bytes(8)],
+        15 => vec![word(f, "AUTH"), f.bytes(8), f.bytes(8)],
+        16 => vec![word(f, "SELECT"), b"0".to_vec()],
+        17 => vec![word(f, "CONFIG"), word(f, "GET"), f.bytes(8)],
+        18 => vec![word(f, "COMMAND")],
+        19 => {
+            let sub = *f.pick(&["COUNT", "DOCS", "INFO", "LIST"]);
+            vec![word(f, "COMMAND"), word(f, sub)]
+        }
+        20 => vec![word(f, "CLIENT"), word(f, "SETNAME"), name(f)],
+        21 => {
+            let sub = *f.pick(&["GETNAME", "ID"]);
+            vec![word(f, "CLIENT"), word(f, sub)]
+        }
+        22 => {
+            let attribute = *f.pick(&["LIB-NAME", "LIB-VER"]);
+            vec![
+                word(f, "CLIENT"),
+                word(f, "SETINFO"),
+                word(f, attribute),
+                name(f),
+            ]
+        }
+        _ => vec![word(f, "QUIT"), f.bytes(8)],
+    };
+    args
+}
+
+/// Arguments that are close to commands but often wrong.
+fn near_command(f: &mut Fuzz) -> Vec<Vec<u8>> {
+    const WORDS: &[&[u8]] = &[
+        b"GET",
+        b"SET",
+        b"MSET",
+        b"SCAN",
+        b"WAIT",
+        b"SELECT",
+        b"HELLO",
+        b"AUTH",
+        b"CLIENT",
+        b"CONFIG",
+        b"COMMAND",
+        b"PING",
+        b"NX",
+        b"XX",
+        b"EX",
+        b"KEEPTTL",
+        b"COUNT",
+        b"MATCH",
+        b"SETNAME",
+        b"SETINFO",
+        b"LIB-NAME",
+        b"GETNAME",
+        b"DOCS",
+        b"-1",
+        b"0",
+        b"2",
+        b"3",
+        b"99999999999999999999",
+        b"",
+        b" ",
+        b"a b",
+        b"\0",
+        b"\r\n",
+        b"\xff",
+    ];
+    let mut args: Vec<Vec<u8>> = (0..f.below(6))
+        .map(|_| match f.below(4) {
+            0 => f.bytes(12),
+            1 => key(f),
+            _ => f.pick(WORDS).to_vec(),
+        })
+        .collect();
+    if f.below(10) == 0 {
+        args.push(vec![b'x'; 100 + f.below(200)]);
+    }
+    args
+}
+
+/// The canonical arguments of a command: parsing them gives it back.
+fn format_command(command: &Command<'_>) -> Vec<Vec<u8>> {
+    let words = |words: &[&[u8]]| words.iter().map(|w| w.to_vec()).collect::<Vec<_>>();
+    let with = |first: &[&[u8]], rest: &[&[u8]]| {
+        let mut args = words(first);
+        args.extend(words(rest));
+        args
+    };
+    match command {
+        Command::Ping(None) => words(&[b"PING"]),
+        Command::Ping(Some(message)) => words(&[b"PING", message]),
+        Command::Echo(message) => words(&[b"ECHO", message]),
+        Command::Quit => words(&[b"QUIT"]),
+        Command::Hello(hello) => {
+            let mut args = words(&[b"HELLO"]);
+            match hello.proto {
+                Some(proto) => args.push(proto.number().to_string().into_bytes()),
+                None => assert!(hello.auth.is_none() && hello.setname.is_none()),
+            }
+            if let Some((user, password)) = &hello.auth {
+                args.extend(words(&[b"AUTH", user, password.0]));
+            }
+            if let Some(name) = hello.setname {
+                args.extend(words(&[b"SETNAME", name]));
+            }
+            args
+        }
+        Command::Auth {
+            user: None,
+            password,
+        } => words(&[b"AUTH", password.0]),
+        Command::Auth {
+            user: Some(user),
+            password,
+        } => words(&[b"AUTH", user, password.0]),
+        Command::Select => words(&[b"SELECT", b"0"]),
+        Command::Client(Client::SetName(name)) => words(&[b"CLIENT", b"SETNAME", name]),
+        Command::Client(Client::GetName) => words(&[b"CLIENT", b"GETNAME"]),
+        Command::Client(Client::SetInfo) => words(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"x"]),
+        Command::Client(Client::Id) => words(&[b"CLIENT", b"ID"]),
+        Command::CommandInfo(CommandInfo::List) => words(&[b"COMMAND"]),
+        Command::CommandInfo(CommandInfo::Docs) => words(&[b"COMMAND", b"DOCS"]),
+        Command::CommandInfo(CommandInfo::Count) => words(&[b"COMMAND", b"COUNT"]),
+        Command::ConfigGet(patterns) => with(&[b"CONFIG", b"GET"], patterns),
+        Command::Set(set) => {
+            let mut args = words(&[b"SET", set.key, set.value]);
+            match set.condition {
+                Some(Condition::Nx) => args.push(b"NX".to_vec()),
+                Some(Condition::Xx) => args.push(b"XX".to_vec()),
+                None => {}
+            }
+            if set.get {
+                args.push(b"GET".to_vec());
+            }
+            args
+        }
+        Command::Get(key) => words(&[b"GET", key]),
+        Command::MGet(keys) => with(&[b"MGET"], keys),
+        Command::Del(keys) => with(&[b"DEL"], keys),
+        Command::Exists(keys) => with(&[b"EXISTS"], keys),
+        Command::MSet(pairs) => with(&[b"MSET"], pairs),
+        Command::Keys(pattern) => words(&[b"KEYS", pattern]),
+        Command::Scan(scan) => {
+            let mut args = words(&[b"SCAN", scan.cursor.to_string().as_bytes()]);
+            if let Some(pattern) = scan.pattern {
+                args.extend(words(&[b"MATCH", pattern]));
+            }
+            args.extend(words(&[b"COUNT", scan.count.to_string().as_bytes()]));
+            args
+        }
+        Command::DbSize => words(&[b"DBSIZE"]),
+        Command::Wait {
+            replicas,
+            timeout_ms,
+        } => words(&[
+            b"WAIT",
+            replicas.to_string().as_bytes(),
+            timeout_ms.to_string().as_bytes(),
+        ]),
+        Command::Role => words(&[b"ROLE"]),
+        Command::Info(sections) => with(&[b"INFO"], sections),
+        Command::Digest => words(&[b"KEYVAL.DIGEST"]),
+    }
+}
+
+#[test]
+fn command_reader() {
+    fuzz(
+        "command",
+        |f| {
+            // Arguments travel as a RESP array, so a failure prints as
+            // bytes and mutations reach the argument list.
+            let near = f.below(3) == 0;
+            let args = if near {
+                near_command(f)
+            } else {
+                valid_command(f)
+            };
+            let mut input = f.vary(resp_array(&args), 60, RESP_ALPHABET);
+            input.valid &= !near;
+            input
+        },
+        |input| {
+            let limits = resp_limits(input);
+            let mut ranges = Vec::new();
+            let Ok(Parsed::Command { .. }) = resp::parse::parse(&input.bytes, &limits, &mut ranges)
+            else {
+                assert!(!input.valid, "a valid command did not parse");
+                return;
+            };
+            let args: Vec<&[u8]> = ranges.iter().map(|r| &input.bytes[r.clone()]).collect();
+            match parse_command(&args) {
+                Ok(command) => check_command(&command),
+                Err(e) => {
+                    assert!(!input.valid, "a valid command refused: {e}");
+                    let text = e.to_string();
+                    assert!(text.starts_with("ERR ") || text.starts_with("NOPROTO "));
+                    assert!(!text.contains(['\r', '\n']), "{text:?}");
+                    if let CommandError::Unknown { name, args } = &e {
+                        // 128 bytes each, a byte shown as at most 3.
+                        assert!(name.len() <= 3 * 128 && args.len() <= 3 * (128 + 3));
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// What must hold for a command that parsed: its keys follow the rules,
+/// and its canonical arguments parse to the same command.
+fn check_command(command: &Command<'_>) {
+    let keys: &[&[u8]] = match command {
+        Command::Get(key) => &[key],
+        Command::Set(set) => &[set.key],
+        Command::MGet(keys) | Command::Del(keys) | Command::Exists(keys) => keys,
+        Command::MSet(pairs) => {
+            assert!(pairs.len().is_multiple_of(2));
+            pairs
+                .iter()
+                .step_by(2)
+                .for_each(|key| assert!(check_key(key).is_ok()));
+            &[]
+        }
+        Command::Scan(scan) => {
+            assert!(scan.count >= 1);
+            &[]
+        }
+        _ => &[],
+    };
+    assert!(keys.iter().all(|key| check_key(key).is_ok()));
+    let again = format_command(command);
+    let again: Vec<&[u8]> = again.iter().map(Vec::as_slice).collect();
+    assert_eq!(parse_command(&again).as_ref(), Ok(command));
 }

@@ -1023,7 +1023,12 @@ fn a_follower_killed_mid_snapshot_keeps_its_old_log() {
     peer.begin_session("keyval-leader", "keyval-follower", "2", &fnonce, &lnonce);
     let (kind, sync) = peer.frame();
     assert_eq!(kind, b'S');
-    assert_eq!(sync.len(), 21 + 32, "one history in the lineage");
+    assert_eq!(
+        sync.len(),
+        21 + 32 + 2,
+        "one history in the lineage, then the port"
+    );
+    assert_eq!(sync[16] & 2, 2, "the port flag");
     assert_eq!(
         hex::encode(&sync[21..37]),
         kept_history,

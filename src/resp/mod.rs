@@ -13,7 +13,8 @@
 //! ```
 //!
 //! - [`parse`]: splits the input into commands (arrays of bulk strings,
-//!   or inline lines), bounded before anything is allocated.
+//!   or inline lines), bounded before anything is allocated;
+//!   [`parse::parse_resume`] goes on where an incomplete command stopped.
 //! - [`command`]: turns a command's arguments into a typed [`Command`],
 //!   with Redis's error texts.
 //! - [`encode`]: RESP2 and RESP3 replies.
@@ -25,6 +26,4 @@ pub mod encode;
 pub mod glob;
 pub mod parse;
 
-pub use command::{Command, CommandError};
-pub use encode::Proto;
-pub use parse::{Limits, Parsed, ProtocolError};
+pub use parse::{Limits, Parsed, Resume};

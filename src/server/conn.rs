@@ -14,7 +14,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::Interest;
 
-use super::held::{Dialect, HeldReplies, Progress, Seen};
+use super::held::{Dialect, HeldReplies, Progress, Seen, WriteReply};
 use super::redis::RedisClient;
 use crate::protocol::Reply;
 use crate::reads::ReadMode;
@@ -322,10 +322,10 @@ impl Conn {
         self.held.fill_query(id, reply)
     }
 
-    /// Holds the reply to write `seq`, which `encode` appends, until
-    /// [`Conn::release`] or [`Conn::expire`].
-    pub fn hold(&mut self, seq: u64, deadline: Option<Instant>, encode: impl FnOnce(&mut Vec<u8>)) {
-        self.held.hold_write_with(seq, deadline, encode);
+    /// Holds the reply `ok` to write `seq` until [`Conn::release`] or
+    /// [`Conn::expire`].
+    pub fn hold(&mut self, seq: u64, deadline: Option<Instant>, ok: WriteReply) {
+        self.held.hold_write_with(seq, deadline, ok);
     }
 
     /// Holds a `WAIT`'s reply ([`HeldReplies::hold_replicas`]).

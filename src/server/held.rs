@@ -138,9 +138,9 @@ struct Held {
 /// What kind of reply is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
-    /// A write: the first `own` bytes of `after` are its reply if it
-    /// succeeds; else `ERROR` or `REPLICATION_TIMEOUT`.
-    Write { own: usize },
+    /// A write: `fixed`, then the first `own` bytes of `after`, are its
+    /// reply if it succeeds; else `ERROR` or `REPLICATION_TIMEOUT`.
+    Write { own: usize, fixed: &'static [u8] },
     /// `WAIT`: answered with the number of followers that acknowledged
     /// `seq` once there are `need` of them, or at the deadline.
     Replicas { need: usize },
@@ -150,6 +150,15 @@ enum Wait {
     /// the reply comes in. Until then `reserve` bytes, the largest its reply
     /// can be, count as held (see `super::limits`).
     Query { id: u64, reserve: usize },
+}
+
+/// The reply to a write that succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteReply {
+    /// A fixed reply (`OK`, `+OK`): nothing to allocate.
+    Fixed(&'static [u8]),
+    /// Bytes encoded when the write was taken (an old value, a count).
+    Encoded(Vec<u8>),
 }
 
 /// How a held reply is answered.
@@ -245,26 +254,33 @@ impl HeldReplies {
     /// answered `REPLICATION_TIMEOUT` if not acknowledged by then.
     #[cfg(test)]
     pub fn hold_write(&mut self, seq: u64, deadline: Option<Instant>) {
-        self.hold_write_with(seq, deadline, |out| {
-            out.extend_from_slice(Reply::Ok.as_bytes())
-        });
+        self.hold_write_with(seq, deadline, WriteReply::Fixed(Reply::Ok.as_bytes()));
     }
 
-    /// Holds the reply to write `seq`, which `encode` appends, until the
-    /// write is acknowledged; with a `deadline`, it is answered
-    /// `REPLICATION_TIMEOUT` instead if not acknowledged by then.
-    pub fn hold_write_with(
-        &mut self,
-        seq: u64,
-        deadline: Option<Instant>,
-        encode: impl FnOnce(&mut Vec<u8>),
-    ) {
-        let mut after = Vec::new();
-        encode(&mut after);
+    /// Holds the reply to write `seq` until the write is acknowledged;
+    /// with a `deadline`, it is answered `REPLICATION_TIMEOUT` instead if
+    /// not acknowledged by then.
+    pub fn hold_write_with(&mut self, seq: u64, deadline: Option<Instant>, ok: WriteReply) {
+        let (wait, after) = match ok {
+            WriteReply::Fixed(reply) => (
+                Wait::Write {
+                    own: 0,
+                    fixed: reply,
+                },
+                Vec::new(),
+            ),
+            WriteReply::Encoded(after) => (
+                Wait::Write {
+                    own: after.len(),
+                    fixed: b"",
+                },
+                after,
+            ),
+        };
         self.bytes += after.len();
         self.queue.push_back(Held {
             seq,
-            wait: Wait::Write { own: after.len() },
+            wait,
             until_acked: true,
             needs_lease: false,
             deadline,
@@ -397,7 +413,13 @@ impl HeldReplies {
         self.bytes -= held.after.len();
         let own = match held.wait {
             Wait::Replicas { .. } => 0,
-            Wait::Write { own } | Wait::Read { own } => own,
+            Wait::Write { own, fixed } => {
+                if matches!(answer, Answer::Own) {
+                    out.extend_from_slice(fixed);
+                }
+                own
+            }
+            Wait::Read { own } => own,
             Wait::Query { reserve, .. } => {
                 self.queries -= 1;
                 self.reserved -= reserve;
@@ -468,8 +490,7 @@ mod tests {
         held.reply_seen(&mut out, Some(Seen::local(5)), value("v5"));
         held.hold_write(6, None);
         assert_eq!(held.len(), 3);
-        // The writes' own replies are held too.
-        assert_eq!(held.bytes(), "OK\nPONG\nv5\nOK\n".len());
+        assert_eq!(held.bytes(), "PONG\nv5\n".len());
         held.release(&mut out, &progress(4, 4, None));
         assert_eq!(text(&out), "");
         held.release(&mut out, &progress(5, 5, None));
@@ -592,7 +613,7 @@ mod tests {
         assert!(held.fill_query(7, b"digest\n".to_vec()));
         assert_eq!(held.queries(), 0);
         assert_eq!(held.reserved(), 0, "the reply replaces its reservation");
-        assert_eq!(held.bytes(), "digest\nPONG\nOK\nafter\n".len());
+        assert_eq!(held.bytes(), "digest\nPONG\nafter\n".len());
         held.release(&mut out, &progress(3, 3, None));
         assert_eq!(text(&out), "before\ndigest\nPONG\nOK\nafter\n");
         assert!(held.is_empty());
@@ -651,8 +672,8 @@ mod tests {
     fn a_write_goes_out_with_its_own_reply_or_a_failure_in_the_connection_dialect() {
         let (mut held, mut out) = (HeldReplies::default(), Vec::new());
         held.dialect = Dialect::Resp;
-        held.hold_write_with(3, None, |out| out.extend_from_slice(b"$3\r\nold\r\n"));
-        held.hold_write_with(4, None, |out| out.extend_from_slice(b":2\r\n"));
+        held.hold_write_with(3, None, WriteReply::Encoded(b"$3\r\nold\r\n".to_vec()));
+        held.hold_write_with(4, None, WriteReply::Encoded(b":2\r\n".to_vec()));
         held.reply_with(&mut out, |out| out.extend_from_slice(b"+PONG\r\n"));
         held.release(&mut out, &progress(3, 3, Some(4)));
         let mut want = b"$3\r\nold\r\n".to_vec();
@@ -661,7 +682,7 @@ mod tests {
         assert_eq!(out, want);
         let t0 = Instant::now();
         let mut out = Vec::new();
-        held.hold_write_with(5, Some(t0), |out| out.extend_from_slice(b"+OK\r\n"));
+        held.hold_write_with(5, Some(t0), WriteReply::Fixed(b"+OK\r\n"));
         held.expire(&mut out, t0, &progress(0, 5, None));
         assert_eq!(out, RESP_REPLICATION_TIMEOUT);
         assert_eq!(held.bytes(), 0);

@@ -126,8 +126,6 @@ pub struct Server {
     /// Connection slots, handshake deadlines, and accepting when out of
     /// descriptors (`slots`).
     slots: Slots,
-    /// The argument ranges of the RESP command being parsed, reused.
-    args: Vec<std::ops::Range<usize>>,
 }
 
 impl Server {
@@ -183,7 +181,6 @@ impl Server {
             resolver: Resolver::default(),
             pump_again: false,
             slots,
-            args: Vec::new(),
         })
     }
 
@@ -413,28 +410,48 @@ impl Server {
                     break;
                 }
             }
-            if matches!(conn.kind, Peer::Redis(_)) {
+            if let Peer::Redis(client) = &mut conn.kind {
                 let limits = resp::Limits {
                     max_bulk: self.node.config.max_value_bytes,
                     max_inline: max_line,
                     max_request: self.node.config.max_value_bytes + max_line,
                 };
-                match resp::parse::parse(&rbuf[off..], &limits, &mut self.args) {
+                // The command's arguments so far and where its parse
+                // stopped stay with the connection while it trickles in.
+                let mut args = std::mem::take(&mut client.args);
+                let mut resume = client.resume;
+                let parsed =
+                    resp::parse::parse_resume(&rbuf[off..], &limits, &mut args, &mut resume);
+                let mut stop = false;
+                match parsed {
                     Ok(resp::Parsed::Command { used }) => {
                         let input = &rbuf[off..off + used];
-                        let args: Vec<&[u8]> =
-                            self.args.iter().map(|r| &input[r.clone()]).collect();
+                        // Most commands have a few arguments: those need no
+                        // allocation.
+                        let mut few: [&[u8]; 4] = [&[]; 4];
+                        let many: Vec<&[u8]>;
+                        let words = if args.len() <= few.len() {
+                            for (word, r) in few.iter_mut().zip(&args) {
+                                *word = &input[r.clone()];
+                            }
+                            &few[..args.len()]
+                        } else {
+                            many = args.iter().map(|r| &input[r.clone()]).collect();
+                            &many[..]
+                        };
                         self.node.clients = self.slots.table.count(slots::Class::Client);
-                        self.node.redis_command(conn, key, &args);
+                        self.node.redis_command(conn, key, words);
                         if conn.deferred.is_some() {
                             // As for a line: a query without room for its
                             // reply stays unread until output drains.
                             conn.paused = true;
                             self.paused.push(key);
-                            break;
+                            resume = resp::Resume::default();
+                            stop = true;
+                        } else {
+                            book(&mut self.node.budget, conn);
+                            off += used;
                         }
-                        book(&mut self.node.budget, conn);
-                        off += used;
                     }
                     Ok(resp::Parsed::Skip { used }) => off += used,
                     Ok(resp::Parsed::Incomplete) => {
@@ -442,7 +459,7 @@ impl Server {
                             // Half a command and no more to come.
                             off = rbuf.len();
                         }
-                        break;
+                        stop = true;
                     }
                     Err(e) => {
                         debug!("{}: RESP protocol error: {e}", conn.peer);
@@ -451,7 +468,14 @@ impl Server {
                         conn.closing = true;
                     }
                 }
+                if let Peer::Redis(client) = &mut conn.kind {
+                    client.args = args;
+                    client.resume = resume;
+                }
                 scanned = 0;
+                if stop {
+                    break;
+                }
                 continue;
             }
             let rest = &rbuf[off..];

@@ -19,7 +19,7 @@ use log::{debug, error, info, warn};
 use mio::Waker;
 
 use super::conn::{Conn, Peer};
-use super::held::Seen;
+use super::held::{Seen, WriteReply};
 use super::jobs::{Answer, Jobs, INLINE_MAX_KEYS};
 use super::limits::Budget;
 use super::role::{role_word, RoleState};
@@ -37,6 +37,9 @@ use crate::wal::compact::Compaction;
 use crate::wal::record::Op;
 use crate::wal::{FsyncPolicy, Wal};
 
+/// The line protocol's reply to a write that succeeded.
+const OK_LINE: WriteReply = WriteReply::Fixed(b"OK\n");
+
 /// Wait before retrying a compaction that failed.
 const COMPACTION_RETRY: Duration = Duration::from_secs(30);
 
@@ -49,11 +52,6 @@ const EVERYSEC: Duration = Duration::from_secs(1);
 /// time: fsyncing every batch at once cost the leader about a quarter of
 /// its writes per second.
 const DEFERRED_SYNC: Duration = Duration::from_millis(10);
-
-/// The line protocol's reply to a write that succeeded.
-fn ok_line(out: &mut Vec<u8>) {
-    out.extend_from_slice(Reply::Ok.as_bytes());
-}
 
 /// Everything a request can act on.
 pub struct Node {
@@ -330,10 +328,10 @@ impl Node {
             return;
         }
         match request {
-            Request::Put { key, value } => self.write(conn, Op::Put, key, value, ok_line),
+            Request::Put { key, value } => self.write(conn, Op::Put, key, value, OK_LINE),
             Request::Delete { key } => {
                 if self.store.get(key).is_some() {
-                    self.write(conn, Op::Delete, key, b"", ok_line);
+                    self.write(conn, Op::Delete, key, b"", OK_LINE);
                 } else {
                     let seen = self.read_barrier(Some(key));
                     conn.reply_seen(seen, |out| {
@@ -434,15 +432,15 @@ impl Node {
         self.jobs.forget_conn(key);
     }
 
-    /// Logs and applies a write; its reply, which `ok` appends, waits for
-    /// the commit (and the output rule).
+    /// Logs and applies a write; its reply `ok` waits for the commit (and
+    /// the output rule).
     pub(super) fn write(
         &mut self,
         conn: &mut Conn,
         op: Op,
         key: &[u8],
         value: &[u8],
-        ok: impl FnOnce(&mut Vec<u8>),
+        ok: WriteReply,
     ) {
         match self.wal.append(&mut self.store, op, key, value) {
             Ok(seq) => {
@@ -475,7 +473,7 @@ impl Node {
 
     /// Holds the reply to write `seq` until it is acknowledged, with the
     /// output rule's deadline.
-    pub(super) fn hold_write(&mut self, conn: &mut Conn, seq: u64, ok: impl FnOnce(&mut Vec<u8>)) {
+    pub(super) fn hold_write(&mut self, conn: &mut Conn, seq: u64, ok: WriteReply) {
         let policy = self.policy();
         let wait = policy.followers > 0 && policy.timeout_ms > 0;
         let deadline = wait.then(|| Instant::now() + Duration::from_millis(policy.timeout_ms));

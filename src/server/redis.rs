@@ -14,19 +14,24 @@
 //! ```
 
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use log::debug;
 
 use super::conn::{Conn, Peer};
+use super::held::WriteReply;
 use super::node::Node;
 use crate::access::{self, AuthOutcome, Verdict};
 use crate::config::Role;
 use crate::query::Query;
 use crate::reads::ReadMode;
-use crate::resp::command::{self, Client, Command, CommandInfo, Condition, Hello, Scan, Set};
+use crate::resp::command::{
+    self, Client, Command, CommandError, CommandInfo, Condition, Hello, Scan, Set,
+};
 use crate::resp::encode::{self, Proto, OK};
 use crate::resp::glob;
+use crate::resp::Resume;
 use crate::wal::record::Op;
 use crate::wal::FsyncPolicy;
 
@@ -57,6 +62,11 @@ pub struct RedisClient {
     /// The seq of this connection's last write: what `WAIT` counts
     /// followers for.
     pub last_write: u64,
+    /// The argument ranges of the command being read, kept while it is
+    /// incomplete (with `resume`, so it is not read again from its start).
+    pub args: Vec<Range<usize>>,
+    /// Where parsing of an incomplete command stopped.
+    pub resume: Resume,
 }
 
 impl Node {
@@ -84,11 +94,22 @@ impl Node {
     /// Runs one command (`args[0]` is its name) from the Redis client on
     /// connection `key`.
     pub fn redis_command(&mut self, conn: &mut Conn, key: usize, args: &[&[u8]]) {
+        let password_set = self.config.password.is_some();
         let command = match command::parse_command(args) {
             Ok(command) => command,
+            // Like Redis: an unknown command or a wrong count is said
+            // first; past that, a client behind the gate learns nothing
+            // about its arguments.
+            Err(e)
+                if password_set
+                    && !conn.authenticated
+                    && !matches!(e, CommandError::Unknown { .. } | CommandError::Arity(_))
+                    && !opens_gate(args) =>
+            {
+                return reply_error(conn, NOAUTH)
+            }
             Err(e) => return reply_error(conn, &e.to_string()),
         };
-        let password_set = self.config.password.is_some();
         let kind = match &command {
             // HELLO opens the gate only when it carries AUTH.
             Command::Hello(Hello { auth: None, .. }) => access::Kind::Gated,
@@ -175,7 +196,7 @@ impl Node {
                     .chunks_exact(2)
                     .map(|pair| (Op::Put, pair[0], pair[1]))
                     .collect();
-                self.write_batch(conn, &entries, |out| out.extend_from_slice(OK));
+                self.write_batch(conn, &entries, WriteReply::Fixed(OK));
             }
             Command::Keys(pattern) => self.query(
                 conn,
@@ -308,6 +329,9 @@ impl Node {
 
     /// `SET key value [NX|XX] [GET]`.
     fn set(&mut self, conn: &mut Conn, proto: Proto, set: Set<'_>) {
+        if set.condition.is_none() && !set.get {
+            return self.write(conn, Op::Put, set.key, set.value, WriteReply::Fixed(OK));
+        }
         let old = self.store.get(set.key);
         let blocked = match set.condition {
             Some(Condition::Nx) => old.is_some(),
@@ -323,10 +347,15 @@ impl Node {
             });
             return;
         }
-        self.write(conn, Op::Put, set.key, set.value, move |out| match old {
-            Some(old) => encode::bulk_or_null(out, proto, old.as_deref()),
-            None => out.extend_from_slice(OK),
-        });
+        let ok = match old {
+            Some(old) => {
+                let mut out = Vec::new();
+                encode::bulk_or_null(&mut out, proto, old.as_deref());
+                WriteReply::Encoded(out)
+            }
+            None => WriteReply::Fixed(OK),
+        };
+        self.write(conn, Op::Put, set.key, set.value, ok);
     }
 
     /// `DEL key...`: one write for every key present, answered with their
@@ -346,16 +375,13 @@ impl Node {
             return;
         }
         let entries: Vec<_> = present.iter().map(|&k| (Op::Delete, k, &b""[..])).collect();
-        self.write_batch(conn, &entries, |out| encode::integer(out, n));
+        let mut ok = Vec::new();
+        encode::integer(&mut ok, n);
+        self.write_batch(conn, &entries, WriteReply::Encoded(ok));
     }
 
     /// Logs several writes as one, all or nothing; one write as itself.
-    fn write_batch(
-        &mut self,
-        conn: &mut Conn,
-        entries: &[(Op, &[u8], &[u8])],
-        ok: impl FnOnce(&mut Vec<u8>),
-    ) {
+    fn write_batch(&mut self, conn: &mut Conn, entries: &[(Op, &[u8], &[u8])], ok: WriteReply) {
         if let [(op, key, value)] = entries {
             return self.write(conn, *op, key, value, ok);
         }
@@ -592,6 +618,15 @@ fn client_command(conn: &mut Conn, proto: Proto, command: Client<'_>) {
             conn.reply_with(|out| encode::integer(out, id));
         }
     }
+}
+
+/// Whether the command named by `args[0]` may run before `AUTH`.
+fn opens_gate(args: &[&[u8]]) -> bool {
+    args.first().is_some_and(|name| {
+        [&b"auth"[..], b"hello", b"quit"]
+            .iter()
+            .any(|open| name.eq_ignore_ascii_case(open))
+    })
 }
 
 /// An error reply; the connection stays open.

@@ -3,6 +3,8 @@
 //! over TCP the way `nc` would. The process guard, the reading of its
 //! output, the port discovery and the line client are `keyval-testkit`'s,
 //! shared with the tools; what is here turns their errors into panics.
+//! [`cluster`] adds followers and their waits, [`redis`] a RESP client and
+//! the Redis tools the Redis-face tests drive keyval with.
 //!
 //! Every wait is bounded and polls; nothing sleeps to synchronise. A
 //! [`Node`] kills and reaps its process when dropped.
@@ -10,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
