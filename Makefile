@@ -3,7 +3,8 @@
 #   make run      a leader on port 5000, data in the current directory
 #   make test     fmt check, clippy -D warnings, the Redis tools the tests use, every test
 #   make install  install what make built (never builds): make && sudo make install
-#   make bench    the benchmark suite (minutes): keyval against Redis if redis-server is on PATH, then replication
+#   make bench    the benchmark suite (minutes): keyval against Redis if redis-server is on PATH (by our load
+#                 generator, then by redis-benchmark), then replication
 #   make torture  fault injection for TORTURE_SECONDS (default 600); SEED=n reruns a seed
 #   make fuzz     the decoder fuzz loops, FUZZ_SECONDS (default 60) per target
 

@@ -135,10 +135,10 @@ struct SuiteArgs {
     #[arg(long)]
     case_secs: Option<f64>,
     /// Rounds of each comparison: keyval's standard cases and Redis's in
-    /// turn (keyval first in odd rounds), the leader alone and both
-    /// replicating leaders, the snapshot and a plain copy; the tables give
-    /// medians and the range of the per-round ratios (default 3, or 1 with
-    /// --quick).
+    /// turn (keyval first in odd rounds), the same by redis-benchmark, the
+    /// leader alone and both replicating leaders, the snapshot and a plain
+    /// copy; the tables give medians and the range of the per-round ratios
+    /// (default 3, or 1 with --quick).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100))]
     rounds: Option<usize>,
     /// Run only this part of the suite.

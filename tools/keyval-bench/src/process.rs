@@ -372,7 +372,7 @@ fn resolve_redis_on(spec: &str, path: Option<OsString>) -> Result<Option<PathBuf
 
 /// `name` as an executable file: a path if it has a `/`, else the first
 /// match in the directories of `path`.
-fn find_executable(name: &str, path: Option<OsString>) -> Option<PathBuf> {
+pub fn find_executable(name: &str, path: Option<OsString>) -> Option<PathBuf> {
     if name.contains('/') {
         let p = PathBuf::from(name);
         return p.is_file().then_some(p);

@@ -3,9 +3,11 @@
 //! fresh Redis instances) in rounds, the side that goes first alternating,
 //! prints a comparison table of medians and per-round ratios, and runs
 //! the extra cases: GET latency during compaction, restart time of a
-//! 1M-key log, and resident memory for 1M keys. The replication cases
-//! (leader alone vs. with followers, lag, snapshot, catch-up) live in
-//! [`replication`] and run last.
+//! 1M-key log, and resident memory for 1M keys. Then the same comparison
+//! with Redis's own load generator, `redis-benchmark` (see
+//! [`redis_benchmark`]). The replication cases (leader alone vs. with
+//! followers, lag, snapshot, catch-up) live in [`replication`] and run
+//! last.
 //!
 //! Servers live in [`Server`] values whose [`crate::process::Process`]
 //! kills the child on drop, so every exit path (including `?`) reaps them.
@@ -27,6 +29,7 @@ use crate::load::{self, Driver, Limit, LoadConfig, LoadReport, Workload};
 use crate::process::{self, RedisPersistence, Server};
 use crate::wire::Protocol;
 
+mod redis_benchmark;
 mod replication;
 
 /// Connections used by every suite case.
@@ -59,6 +62,8 @@ pub enum Part {
     Standard,
     /// The 1M-key cases: compaction, restart, memory.
     Extras,
+    /// SET and GET by `redis-benchmark`, against keyval and Redis.
+    RedisBenchmark,
     /// Leader alone vs. with followers, lag, snapshot, catch-up.
     Replication,
 }
@@ -74,7 +79,8 @@ pub struct SuiteOptions {
     pub quick: bool,
     /// Length of each measured case.
     pub case_duration: Duration,
-    /// Rounds of the standard and replication comparisons (at least 1).
+    /// Rounds of the standard, redis-benchmark and replication comparisons
+    /// (at least 1).
     pub rounds: usize,
     /// Run only this part (every part, in order, when `None`).
     pub only: Option<Part>,
@@ -223,12 +229,27 @@ pub fn run(opts: &SuiteOptions) -> io::Result<()> {
         ));
     }
     let mut failed = false;
-    if opts.runs(Part::Standard) || opts.runs(Part::Extras) {
+    let with_redis = [Part::Standard, Part::Extras, Part::RedisBenchmark];
+    if with_redis.iter().any(|&p| opts.runs(p)) {
         // Before any case runs: a Redis named but missing fails at once.
         let redis = process::resolve_redis(&opts.redis_bin)
             .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
         println!("{}", redis_line(&opts.redis_bin, redis.as_deref()));
-        failed |= run_standard_and_extras(opts, redis.as_deref()).is_err();
+        if opts.runs(Part::Standard) || opts.runs(Part::Extras) {
+            failed |= run_standard_and_extras(opts, redis.as_deref()).is_err();
+        }
+        if opts.runs(Part::RedisBenchmark) {
+            if opts.only.is_none() {
+                println!();
+            }
+            failed |= redis_benchmark::run(
+                &opts.keyval_bin,
+                &opts.redis_bin,
+                redis.as_deref(),
+                opts.rounds,
+            )
+            .is_err();
+        }
     }
     if opts.runs(Part::Replication) {
         let shrink = if opts.quick { QUICK_SHRINK } else { 1 };
