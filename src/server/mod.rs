@@ -84,6 +84,10 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 /// rest.
 const READS_PER_TURN: usize = 16;
 
+/// After a turn that had events, how long the loop polls without
+/// sleeping before it blocks.
+const SPIN: Duration = Duration::from_micros(50);
+
 /// How often the loop checks on a host name lookup in progress.
 const RESOLVE_POLL: Duration = Duration::from_millis(20);
 
@@ -196,9 +200,19 @@ impl Server {
     pub fn run(mut self) -> Result<(), Error> {
         systemd::notify("READY=1");
         let mut events = Events::with_capacity(1024);
+        let mut busy_until = Instant::now();
         loop {
-            let timeout = self.poll_timeout(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let now = Instant::now();
+            let timeout = self.poll_timeout(now);
+            let result = if now < busy_until && timeout != Some(Duration::ZERO) {
+                self.spin_poll(&mut events, busy_until, timeout)
+            } else {
+                self.poll.poll(&mut events, timeout)
+            };
+            if !events.is_empty() {
+                busy_until = Instant::now() + SPIN;
+            }
+            if let Err(e) = result {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -231,6 +245,26 @@ impl Server {
                 return self.finish_shutdown();
             }
         }
+    }
+
+    /// Polls without sleeping until `until`, then sleeps as `poll` would.
+    fn spin_poll(
+        &mut self,
+        events: &mut Events,
+        until: Instant,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        loop {
+            self.poll.poll(events, Some(Duration::ZERO))?;
+            if !events.is_empty() || Instant::now() >= until {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        if events.is_empty() {
+            self.poll.poll(events, timeout)?;
+        }
+        Ok(())
     }
 
     /// The poll timeout: zero when work is queued, else until the nearest
