@@ -772,6 +772,25 @@ fn past_max_clients_a_redis_client_is_refused_and_closed() {
     });
 }
 
+#[test]
+fn half_a_first_command_is_a_handshake_that_times_out_and_holds_no_client_slot() {
+    let node = Node::leader(&["--max-clients", "1", "--handshake-timeout-ms", "300"]);
+    let started = Instant::now();
+    // The start of a RESP array, then silence: not a client yet.
+    let mut silent = Resp::connect(node.addr);
+    silent.send_raw(b"*2\r\n$3\r\nGET\r\n");
+    // The one client slot is still free.
+    let mut client = Resp::connect(node.addr);
+    client.expect(&cmd(&["PING"]), b"+PONG\r\n");
+    silent.expect_closed("a first command never finished");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    client.expect(&cmd(&["PING"]), b"+PONG\r\n");
+}
+
 // ---------------------------------------------------------------------------
 // INFO and SCAN
 

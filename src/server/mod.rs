@@ -434,15 +434,10 @@ impl Server {
                 break;
             }
             if matches!(conn.kind, Peer::AwaitHello) && rbuf[off] == b'*' {
-                // A RESP array first: a Redis client.
-                if self.slots.refuse_redis(conn) {
-                    break;
-                }
-                self.node.redis_welcome(conn);
-                self.slots.observe(key, &conn.kind);
-                if conn.closing {
-                    break;
-                }
+                // A RESP array first: a Redis client, welcomed (and
+                // counted as one) once its first command is whole.
+                conn.kind = Peer::Redis(Box::default());
+                conn.speak_resp();
             }
             if let Peer::Redis(client) = &mut conn.kind {
                 let limits = resp::Limits {
@@ -458,6 +453,14 @@ impl Server {
                     resp::parse::parse_resume(&rbuf[off..], &limits, &mut args, &mut resume);
                 let mut stop = false;
                 match parsed {
+                    Ok(resp::Parsed::Command { .. }) if !client.welcomed => {
+                        // Its handshake ends here: a slot, protected mode.
+                        if !self.slots.refuse_redis(conn) {
+                            self.node.redis_welcome(conn);
+                            self.slots.observe(key, &conn.kind);
+                        }
+                        stop = conn.closing;
+                    }
                     Ok(resp::Parsed::Command { used }) => {
                         let input = &rbuf[off..off + used];
                         // Most commands have a few arguments: those need no
@@ -503,6 +506,10 @@ impl Server {
                     }
                 }
                 if let Peer::Redis(client) = &mut conn.kind {
+                    // A command of many arguments leaves no large buffer.
+                    if args.capacity() > 1024 && resume == resp::Resume::default() {
+                        args = Vec::new();
+                    }
                     client.args = args;
                     client.resume = resume;
                 }

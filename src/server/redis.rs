@@ -67,11 +67,15 @@ pub struct RedisClient {
     pub args: Vec<Range<usize>>,
     /// Where parsing of an incomplete command stopped.
     pub resume: Resume,
+    /// Its first command came whole and it was let in: until then it is
+    /// still in its handshake (`--handshake-timeout-ms`).
+    pub welcomed: bool,
 }
 
 impl Node {
-    /// A connection sent a RESP array first: it becomes a Redis client,
-    /// unless protected mode turns it away (`-DENIED`, then close).
+    /// A Redis client's first command is whole: it is welcomed as a
+    /// client, unless protected mode turns it away (`-DENIED`, then
+    /// close).
     pub fn redis_welcome(&mut self, conn: &mut Conn) {
         let password_set = self.config.password.is_some();
         if access::protected_refuses(self.config.protected_mode, password_set, conn.peer.ip()) {
@@ -83,12 +87,11 @@ impl Node {
             return;
         }
         self.next_client_id += 1;
-        conn.kind = Peer::Redis(Box::new(RedisClient {
-            id: self.next_client_id,
-            ..RedisClient::default()
-        }));
+        if let Peer::Redis(client) = &mut conn.kind {
+            client.id = self.next_client_id;
+            client.welcomed = true;
+        }
         conn.read_mode = ReadMode::at_hello(self.is_writable_leader());
-        conn.speak_resp();
     }
 
     /// Runs one command (`args[0]` is its name) from the Redis client on

@@ -90,6 +90,7 @@ impl Class {
         match peer {
             Peer::AwaitHello => Some(Class::Hello),
             Peer::Challenged(_) => Some(Class::Auth),
+            Peer::Redis(client) if !client.welcomed => Some(Class::Hello),
             Peer::Client | Peer::Redis(_) => Some(Class::Client),
             Peer::Follower(_) => Some(Class::Follower),
             Peer::Admin => Some(Class::Admin),
