@@ -791,6 +791,36 @@ fn half_a_first_command_is_a_handshake_that_times_out_and_holds_no_client_slot()
     client.expect(&cmd(&["PING"]), b"+PONG\r\n");
 }
 
+#[test]
+fn a_sync_leader_holds_redis_reads_like_line_reads_and_a_fenced_one_sends_them_away() {
+    // `--sync-followers 1` and no follower: nothing passes the output rule.
+    let node = Node::leader(&["--sync-followers", "1", "--sync-timeout-ms", "300"]);
+    let mut writer = Resp::connect(node.addr);
+    let mut reader = Resp::connect(node.addr);
+    let started = Instant::now();
+    writer.send_raw(&cmd(&["SET", "k", "v"]));
+    // The write is applied here but not acknowledged: a read of it waits,
+    // and times out like the write.
+    reader.send_raw(&cmd(&["GET", "k"]));
+    let timeout = Value::Error(
+        "REPLICATION_TIMEOUT the write is durable on this node, but fewer followers than \
+         --sync-followers confirmed it in time"
+            .into(),
+    );
+    assert_eq!(writer.reply(), timeout);
+    assert_eq!(reader.reply(), timeout);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Fenced, the node no longer leads: a read on a connection opened to
+    // it as the leader is sent away, a write is refused.
+    let fenced = common::ctl(node.addr.port(), &["fence"]);
+    assert!(fenced.status.success(), "fence: {fenced:?}");
+    reader.expect(&cmd(&["GET", "k"]), b"-NOT_LEADER\r\n");
+    reader.expect(
+        &cmd(&["SET", "k", "w"]),
+        b"-READONLY You can't write against a read only replica.\r\n",
+    );
+}
+
 // ---------------------------------------------------------------------------
 // INFO and SCAN
 
