@@ -13,6 +13,7 @@
 //! WAIT 1 100     -> held until 1 follower acked this connection's last write
 //! ```
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -486,7 +487,7 @@ impl Node {
                 })
         };
         let mut text = String::new();
-        let mut section = |title: &str, fields: Vec<(&str, String)>| {
+        let mut section = |title: &str, fields: Vec<(Cow<'static, str>, String)>| {
             if !wanted(&title.to_ascii_lowercase()) {
                 return;
             }
@@ -501,7 +502,7 @@ impl Node {
         let uptime = self.started.elapsed().as_secs();
         section(
             "Server",
-            vec![
+            named(vec![
                 ("redis_version", REDIS_VERSION.to_string()),
                 ("keyval_version", env!("CARGO_PKG_VERSION").to_string()),
                 ("redis_mode", "standalone".to_string()),
@@ -512,20 +513,20 @@ impl Node {
                 ("tcp_port", self.listen_port.to_string()),
                 ("uptime_in_seconds", uptime.to_string()),
                 ("uptime_in_days", (uptime / 86_400).to_string()),
-            ],
+            ]),
         );
         section(
             "Clients",
-            vec![
+            named(vec![
                 ("connected_clients", self.clients.to_string()),
                 ("maxclients", self.config.max_clients.to_string()),
                 ("blocked_clients", "0".to_string()),
-            ],
+            ]),
         );
         let status = if self.wal.has_failed() { "err" } else { "ok" };
         section(
             "Persistence",
-            vec![
+            named(vec![
                 ("loading", "0".to_string()),
                 ("aof_enabled", "1".to_string()),
                 (
@@ -534,43 +535,40 @@ impl Node {
                 ),
                 ("aof_last_write_status", status.to_string()),
                 ("aof_current_size", self.wal.len_bytes().to_string()),
-            ],
+            ]),
         );
         section("Replication", self.replication_fields());
         section(
             "Keyspace",
-            vec![(
+            named(vec![(
                 "db0",
                 format!("keys={},expires=0,avg_ttl=0", self.store.len()),
-            )],
+            )]),
         );
         text
     }
 
     /// `INFO replication`.
-    fn replication_fields(&self) -> Vec<(&'static str, String)> {
+    fn replication_fields(&self) -> Vec<(Cow<'static, str>, String)> {
         let seq = self.wal.last_seq();
         match self.role.role {
             Role::Leader => {
                 let followers: Vec<_> = self.repl.leader.connected().collect();
-                let mut fields = vec![
+                let mut fields = named(vec![
                     ("role", "master".to_string()),
                     ("connected_slaves", followers.len().to_string()),
-                ];
-                let slaves: Vec<String> = followers
-                    .iter()
-                    .map(|(_, f)| {
-                        format!(
-                            "ip={},port={},state=online,offset={},lag={}",
-                            f.addr.ip(),
-                            f.listen_port(),
-                            f.acked,
-                            seq.saturating_sub(f.acked)
-                        )
-                    })
-                    .collect();
-                fields.extend(SLAVE_FIELDS.iter().copied().zip(slaves));
-                fields.push(("master_repl_offset", seq.to_string()));
+                ]);
+                for (i, (_, f)) in followers.iter().enumerate() {
+                    let value = format!(
+                        "ip={},port={},state=online,offset={},lag={}",
+                        f.addr.ip(),
+                        f.listen_port(),
+                        f.acked,
+                        seq.saturating_sub(f.acked)
+                    );
+                    fields.push((format!("slave{i}").into(), value));
+                }
+                fields.push(("master_repl_offset".into(), seq.to_string()));
                 fields
             }
             Role::Follower => {
@@ -580,7 +578,7 @@ impl Node {
                     .as_ref()
                     .map_or((String::new(), 0), |l| (l.host.clone(), l.port));
                 let link = if self.repl.link.is_up() { "up" } else { "down" };
-                vec![
+                named(vec![
                     ("role", "slave".to_string()),
                     ("master_host", host),
                     ("master_port", port.to_string()),
@@ -588,18 +586,19 @@ impl Node {
                     ("slave_repl_offset", seq.to_string()),
                     ("master_repl_offset", seq.to_string()),
                     ("connected_slaves", "0".to_string()),
-                ]
+                ])
             }
         }
     }
 }
 
-/// `slave<i>` field names for `INFO replication` (at most this many
-/// followers are listed).
-const SLAVE_FIELDS: [&str; 16] = [
-    "slave0", "slave1", "slave2", "slave3", "slave4", "slave5", "slave6", "slave7", "slave8",
-    "slave9", "slave10", "slave11", "slave12", "slave13", "slave14", "slave15",
-];
+/// `INFO` fields with fixed names.
+fn named(fields: Vec<(&'static str, String)>) -> Vec<(Cow<'static, str>, String)> {
+    fields
+        .into_iter()
+        .map(|(name, value)| (Cow::Borrowed(name), value))
+        .collect()
+}
 
 /// `CLIENT SETNAME|GETNAME|SETINFO|ID`.
 fn client_command(conn: &mut Conn, proto: Proto, command: Client<'_>) {
