@@ -1,8 +1,9 @@
 //! Slow and silent clients against the real binary (`docs/limits.md`): clients
 //! that pipeline `KEYS` or large `GET`s and never read cost the node no
 //! more than `--max-output-bytes` each and `--max-output-total-bytes` in
-//! all, a fresh client is still served meanwhile, and one connection's
-//! flood of `DIGEST`s does not hold up another's.
+//! all (Redis clients as much as line-protocol ones), a fresh client is
+//! still served meanwhile, and one connection's flood of `DIGEST`s does
+//! not hold up another's.
 //!
 //! The limits are passed through their environment twins, so the same
 //! test runs against a build without them (which ignores the variables).
@@ -246,6 +247,53 @@ fn many_clients_not_reading_large_gets_stay_within_the_global_budget() {
     assert_eq!(fresh.call("PING"), "PONG");
     assert_eq!(fresh.call("GET big3").len(), value.len());
     assert_eq!(fresh.call("PUT k 1"), "OK");
+    drop(silent);
+    wait_until("the budget to drain", || {
+        info_num(&node, "output_bytes") == 0
+    });
+}
+
+#[test]
+fn redis_clients_not_reading_large_gets_stay_within_the_budget_too() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (conn_max, total_max) = (4 * MIB, 8 * MIB);
+    let node = leader(
+        dir.path(),
+        &[
+            ("KEYVAL_MAX_OUTPUT_BYTES", conn_max.to_string()),
+            ("KEYVAL_MAX_OUTPUT_TOTAL_BYTES", total_max.to_string()),
+        ],
+    );
+    let value = "v".repeat(1_000_000);
+    load(&node, 8, |i| format!("big{i}"), &value);
+    let clients = 20;
+    let mut silent: Vec<std::net::TcpStream> = (0..clients)
+        .map(|_| std::net::TcpStream::connect(node.addr).expect("connect"))
+        .collect();
+    for (n, c) in silent.iter_mut().enumerate() {
+        let gets: Vec<u8> = (0..64)
+            .flat_map(|i| {
+                let key = format!("big{}", (n + i) % 8);
+                format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).into_bytes()
+            })
+            .collect();
+        c.write_all(&gets).expect("send");
+    }
+    settled_peak(&node, || true);
+    let booked = info_num(&node, "output_bytes");
+    // A RESP reply of the value is its bulk header, the value and CRLF.
+    let reply = value.len() as u64 + 16;
+    assert!(
+        booked <= total_max + clients as u64 * reply,
+        "{booked} bytes of unread output booked for Redis clients"
+    );
+    assert!(
+        info_num(&node, "output_paused") > 0,
+        "no Redis client was paused"
+    );
+    let mut fresh = node.client();
+    assert_eq!(fresh.call("PING"), "PONG");
     drop(silent);
     wait_until("the budget to drain", || {
         info_num(&node, "output_bytes") == 0
