@@ -1328,6 +1328,66 @@ fn mset_is_all_or_nothing_across_kill_9_and_on_a_follower() {
     assert!(reads > 10, "only {reads} reads on the follower");
 }
 
+/// A failover keeps every acknowledged MSET, whole, and the promoted
+/// follower takes MSETs. (Which bytes reach a follower before its leader
+/// dies is timing; that a batch is one record, applied whole or not at
+/// all, is pinned by the torn-tail test below and the log's unit tests.)
+#[test]
+fn an_acknowledged_mset_survives_a_failover_whole() {
+    let port = free_port();
+    let mut leader = leader_on(port, &["--sync-followers", "1"]);
+    // Promoted, it leads alone: it must not wait for followers of its own.
+    let follower = start_follower(port, 2, &["--sync-followers", "0"]);
+    wait_followers(&leader, 1);
+    // A writer keeps MSETs streaming to the follower; with
+    // `--sync-followers 1` an acknowledged one is on the follower.
+    let acked = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let acked = acked.clone();
+        let mut c = Resp::connect(leader.addr);
+        thread::spawn(move || {
+            const DEPTH: u64 = 4;
+            let mut next = 1;
+            loop {
+                while next <= acked.load(Ordering::SeqCst) + DEPTH {
+                    if c.try_send_raw(&mset_gen(next)).is_err() {
+                        return;
+                    }
+                    next += 1;
+                }
+                match c.try_reply() {
+                    Ok(Value::Simple(ok)) if ok == "OK" => {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(other) => panic!("MSET answered {other:?}"),
+                    Err(_) => return,
+                }
+            }
+        })
+    };
+    wait_until("40 acknowledged MSETs", || {
+        acked.load(Ordering::SeqCst) >= 40
+    });
+    leader.kill9();
+    writer.join().expect("writer");
+    let last_acked = acked.load(Ordering::SeqCst);
+    let promoted = common::ctl(follower.addr.port(), &["promote"]);
+    assert!(promoted.status.success(), "promote: {promoted:?}");
+    wait_until("the follower to lead", || {
+        follower.info_field("role") == "leader"
+    });
+    let gen = node_generation(&follower).expect("a mixed MSET on the new leader");
+    assert!(
+        gen >= last_acked,
+        "generation {gen} on the new leader, {last_acked} acknowledged"
+    );
+    // It takes MSETs as a leader.
+    let mut c = Resp::connect(follower.addr);
+    c.send_raw(&mset_gen(gen + 1));
+    c.expect_reply(b"+OK\r\n", "MSET on the new leader");
+    assert_eq!(node_generation(&follower), Some(gen + 1));
+}
+
 #[test]
 fn a_torn_mset_or_del_at_the_log_tail_is_dropped_whole() {
     let mut node = Node::leader(&[]);
