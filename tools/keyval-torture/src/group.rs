@@ -11,17 +11,21 @@
 //! (indeterminate) reconnects to the harness's leader address; an `MGET`
 //! answered `-NOT_LEADER <host:port>` moves it where the node said.
 //!
-//! The reader sends only `MGET`s, to a node picked at random among the
-//! running ones (followers included, where a batch that arrived in parts
-//! would show), and moves to another every [`READS_PER_NODE`] reads or
-//! when the connection fails.
+//! The reader sends only `MGET`s, straight over RESP, to a node picked at
+//! random among the running ones (followers included, where a batch that
+//! arrived in parts would show), and moves to another every
+//! [`READS_PER_NODE`] reads or when sent away. When its connection breaks
+//! (the node was killed, most likely) it waits up to [`REJOIN_WAIT`] for
+//! that node to run again and reads it first: what a node replayed from
+//! its log shows before it catches up. Its `MGET`s count as on a leader
+//! connection when the node was the harness's leader at connection time.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fastrand::Rng;
 
@@ -33,9 +37,14 @@ use crate::resp::{Reply, RespClient};
 use crate::workload::{self, current, LeaderAddr, RECONNECT_PAUSE, REPLY_TIMEOUT};
 
 /// Reads the reader sends to one node before it picks another.
-const READS_PER_NODE: u32 = 50;
+const READS_PER_NODE: u32 = 20;
 /// Pause between the reader's MGETs.
-const READER_PACE: Duration = Duration::from_millis(2);
+const READER_PACE: Duration = Duration::from_millis(1);
+/// How long the reader waits for a node whose connection broke to come
+/// back (it was killed, most likely), to read it as soon as it restarts.
+const REJOIN_WAIT: Duration = Duration::from_secs(5);
+/// Pause between the reader's attempts to connect.
+const REJOIN_PAUSE: Duration = Duration::from_millis(2);
 
 /// What the group's client threads share.
 #[derive(Clone)]
@@ -193,25 +202,48 @@ impl Group {
 
     fn run_reader(&self, mut rng: Rng) -> History {
         let mut history = History::default();
+        // The node whose connection broke, and until when to wait for it.
+        let mut back_to: Option<(u32, Instant)> = None;
         while !self.stop.load(Ordering::Relaxed) {
-            let running = lock(&self.cluster).running();
-            let conn = match running.get(rng.usize(..running.len().max(1))) {
-                Some(&(_, addr)) => open(addr).ok(),
-                None => None,
+            let (running, leader) = {
+                let c = lock(&self.cluster);
+                (c.running(), c.leader())
             };
+            let pick = match back_to {
+                Some((id, until)) if Instant::now() < until => {
+                    running.iter().find(|(n, _)| *n == id).copied()
+                }
+                _ => {
+                    back_to = None;
+                    running.get(rng.usize(..running.len().max(1))).copied()
+                }
+            };
+            let conn = pick.and_then(|(node, addr)| {
+                let client = RespClient::connect(addr, REPLY_TIMEOUT).ok()?;
+                Some(Conn {
+                    client,
+                    node,
+                    via_leader: node == leader,
+                })
+            });
             let Some(mut c) = conn else {
-                thread::sleep(RECONNECT_PAUSE);
+                thread::sleep(REJOIN_PAUSE);
                 continue;
             };
+            back_to = None;
             for _ in 0..READS_PER_NODE {
                 if self.stop.load(Ordering::Relaxed) {
                     break;
                 }
-                thread::sleep(READER_PACE);
                 match mget(&mut c, self.clock) {
                     Read::Got(m) => history.mgets.push(m),
-                    Read::Away(_) | Read::Lost => break,
+                    Read::Away(_) => break,
+                    Read::Lost => {
+                        back_to = Some((c.node, Instant::now() + REJOIN_WAIT));
+                        break;
+                    }
                 }
+                thread::sleep(READER_PACE);
             }
         }
         history
