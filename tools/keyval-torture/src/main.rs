@@ -10,17 +10,21 @@
 //! `keyval-ctl`, `workload` the clients, `nemesis` the faults, `monitor`
 //! the sampling, `tally` the nodes' event counters, `checker` the
 //! verdict, and `linear` the linearizability search it runs with
-//! `--linearizable-reads`.
+//! `--linearizable-reads`; `group` runs the MSET group's RESP clients
+//! (over `resp`) and `mset` holds their history to MSET's atomicity.
 
 mod checker;
 mod client;
 mod cluster;
 mod ctl;
+mod group;
 mod history;
 mod linear;
 mod monitor;
+mod mset;
 mod nemesis;
 mod proxy;
+mod resp;
 mod scenario;
 mod tally;
 mod workload;

@@ -78,7 +78,8 @@ pub enum Fault {
     KillLeader,
     /// kill -9 a follower, restart it after a moment.
     KillFollower,
-    /// kill -9 a follower, cut a few bytes off its log, restart it.
+    /// kill -9 a follower, cut a few bytes off its log, restart it behind
+    /// a cut link for a moment (it serves what it replayed), heal the link.
     TornFollower,
     /// SIGSTOP a node, SIGCONT it later.
     Pause,
@@ -499,8 +500,29 @@ impl Nemesis {
             self.note(format!("cut {cut} bytes off the log of node {id}"));
         }
         self.nap(down);
-        lock(&self.shared.cluster).restart(id)?;
-        self.note(format!("restarted node {id}"));
+        if !tear {
+            lock(&self.shared.cluster).restart(id)?;
+            self.note(format!("restarted node {id}"));
+            return Ok(true);
+        }
+        // A torn follower restarts behind a cut link for a moment, so what
+        // it replayed from its log is what it serves until it catches up.
+        let hold = self.millis(100, 1000);
+        let set = |c: &Cluster, mode| -> Result<(), String> {
+            c.node(id)?.proxy.set_mode(mode);
+            Ok(())
+        };
+        set(&lock(&self.shared.cluster), LinkMode::Cut)?;
+        let restarted = lock(&self.shared.cluster).restart(id);
+        if restarted.is_ok() {
+            self.note(format!(
+                "restarted node {id} behind a cut link for {hold:?}"
+            ));
+            self.nap(hold);
+        }
+        set(&lock(&self.shared.cluster), LinkMode::Pass)?;
+        restarted?;
+        self.note(format!("link of node {id}: healed"));
         Ok(true)
     }
 

@@ -12,6 +12,10 @@
 //! successor lacked are excused before the check; they are listed in
 //! `excused.txt` in the run directory and counted in the report.
 //!
+//! Beside the line clients, the MSET group's RESP clients ([`crate::group`])
+//! write and read eight keys together; [`mset::check`] holds what they saw
+//! and what every node holds at the end to MSET's atomicity.
+//!
 //! With `--linearizable-reads` (sync mode) the checker also holds every
 //! key's history, reads on leader connections included, to
 //! linearizability, within [`SEARCH_TIME`] for all keys.
@@ -32,9 +36,11 @@ use crate::checker::{self, FailoverKind, Leadership, NodeState, Rules, Violation
 use crate::client::{self, field};
 use crate::cluster::{read_from, Cluster, Settings, LEADER_ID};
 use crate::ctl::Ctl;
+use crate::group::Group;
 use crate::history::{Clock, Kind, Op, Outcome};
 use crate::linear::Limits;
 use crate::monitor::{self, Monitor};
+use crate::mset;
 use crate::nemesis::{self, lock, Fault, Nemesis, Profile};
 use crate::tally::{self, Tally};
 use crate::workload::{Mix, Workload};
@@ -191,6 +197,13 @@ fn run_with(
         stop: Arc::new(AtomicBool::new(false)),
     };
     let clients = workload.spawn(opts.clients, rng);
+    let group = Group {
+        leader: Arc::clone(&leader),
+        cluster: Arc::clone(cluster),
+        clock,
+        stop: Arc::clone(&workload.stop),
+    }
+    .spawn(rng);
     let tally: tally::Shared = Arc::default();
     let monitor = Monitor::start(Arc::clone(cluster), clock, Arc::clone(&tally));
     let nemesis = Nemesis::new(
@@ -227,6 +240,16 @@ fn run_with(
         }
     }
     ops.extend(faults.ops.iter().cloned());
+    let mut group_history = mset::History::default();
+    for g in group {
+        match g.join() {
+            Ok(mut h) => {
+                group_history.msets.append(&mut h.msets);
+                group_history.mgets.append(&mut h.mgets);
+            }
+            Err(_) => out.problems.push("an MSET group thread panicked".into()),
+        }
+    }
     let seen = monitor.finish();
     log::info!("workload stopped after {} ops; healing", ops.len());
 
@@ -291,6 +314,28 @@ fn run_with(
         log::info!("checked in {:.1} s", started.elapsed().as_secs_f64());
         v
     };
+    // The MSET group: the final contents of every node (leader first),
+    // and of every node promoted after a loss, as read then.
+    let mut finals: Vec<(String, &std::collections::BTreeMap<String, String>)> =
+        states.iter().map(|n| (n.name.clone(), &n.data)).collect();
+    for f in &faults.failovers {
+        if let Some(data) = &f.promoted {
+            finals.push((
+                format!(
+                    "node {} when promoted at {:.3} s",
+                    f.new,
+                    f.start as f64 / 1e6
+                ),
+                data,
+            ));
+        }
+    }
+    if states.is_empty() {
+        finals.clear();
+    }
+    let (group_summary, group_problems) =
+        mset::check(&group_history, &finals, sync_followers > 0, opts.seed);
+    problems.extend(group_problems);
     out.counters = counters(
         opts,
         rules,
@@ -322,6 +367,7 @@ fn run_with(
             " (listed in excused.txt in the run directory)"
         }
     );
+    let _ = writeln!(out.counters, "{}", group_summary.line());
     let passed = problems.is_empty() && violations.is_empty();
     if !passed {
         out.evidence = evidence(&ops, &violations, &faults, cluster);

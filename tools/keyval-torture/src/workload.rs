@@ -47,7 +47,7 @@ use crate::history::{key_name, redirect, Clock, Kind, Op, Outcome, ValueId};
 /// SIGSTOP the nemesis holds plus the sync timeout.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between attempts to reach a leader that is down.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+pub const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 /// Requests a burst keeps in flight.
 const BURST_PIPELINE: usize = 32;
 /// Pause between the requests of a pure reader: it still reads a few
@@ -106,10 +106,10 @@ pub struct Workload {
 
 /// A client's connection: the node's id, and whether it said it was a
 /// leader taking writes when the connection opened.
-struct Conn {
-    client: LineClient,
-    node: u32,
-    via_leader: bool,
+pub struct Conn {
+    pub client: LineClient,
+    pub node: u32,
+    pub via_leader: bool,
 }
 
 impl Workload {
@@ -257,7 +257,7 @@ impl Workload {
 ///
 /// # Errors
 /// When it cannot be reached, or its `INFO` has no numeric `id`.
-fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
+pub fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
     let mut client = LineClient::connect_client(addr, REPLY_TIMEOUT)?;
     let info = client.info()?;
     let node = field(&info, "id")
@@ -273,7 +273,7 @@ fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
 
 /// Random value padding: usually short, sometimes (always for bursts) a
 /// few KiB so the logs grow and compaction has work.
-fn padding(rng: &mut Rng, large: bool) -> String {
+pub fn padding(rng: &mut Rng, large: bool) -> String {
     let len = if large || rng.u32(..10) == 0 {
         rng.usize(200..2000)
     } else {
