@@ -433,7 +433,11 @@ mod tests {
         ]);
         let mut child = Process::spawn("sh", cmd).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while child.find_output("three").is_none() && Instant::now() < deadline {
+        // stdout and stderr are read by threads of their own: wait for the
+        // last line of each.
+        while (child.find_output("three").is_none() || child.find_output("catching up").is_none())
+            && Instant::now() < deadline
+        {
             thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(
