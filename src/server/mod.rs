@@ -62,7 +62,6 @@ use crate::config::Role;
 use crate::error::Error;
 use crate::protocol::{next_line, Line, Reply};
 use crate::replication::HEARTBEAT_INTERVAL;
-use crate::resp;
 use conn::{Conn, Peer, ReadStatus};
 use held::Progress;
 use limits::Budget;
@@ -439,82 +438,18 @@ impl Server {
                 conn.kind = Peer::Redis(Box::default());
                 conn.speak_resp();
             }
-            if let Peer::Redis(client) = &mut conn.kind {
-                let limits = resp::Limits {
-                    max_bulk: self.node.config.max_value_bytes,
-                    max_inline: max_line,
-                    max_request: self.node.config.max_value_bytes + max_line,
-                };
-                // The command's arguments so far and where its parse
-                // stopped stay with the connection while it trickles in.
-                let mut args = std::mem::take(&mut client.args);
-                let mut resume = client.resume;
-                let parsed =
-                    resp::parse::parse_resume(&rbuf[off..], &limits, &mut args, &mut resume);
-                let mut stop = false;
-                match parsed {
-                    Ok(resp::Parsed::Command { .. }) if !client.welcomed => {
-                        // Its handshake ends here: a slot, protected mode.
-                        if !self.slots.refuse_redis(conn) {
-                            self.node.redis_welcome(conn);
-                            self.slots.observe(key, &conn.kind);
-                        }
-                        stop = conn.closing;
-                    }
-                    Ok(resp::Parsed::Command { used }) => {
-                        let input = &rbuf[off..off + used];
-                        // Most commands have a few arguments: those need no
-                        // allocation.
-                        let mut few: [&[u8]; 4] = [&[]; 4];
-                        let many: Vec<&[u8]>;
-                        let words = if args.len() <= few.len() {
-                            for (word, r) in few.iter_mut().zip(&args) {
-                                *word = &input[r.clone()];
-                            }
-                            &few[..args.len()]
-                        } else {
-                            many = args.iter().map(|r| &input[r.clone()]).collect();
-                            &many[..]
-                        };
-                        self.node.clients = self.slots.table.count(slots::Class::Client);
-                        self.node.redis_command(conn, key, words);
-                        if conn.deferred.is_some() {
-                            // As for a line: a query without room for its
-                            // reply stays unread until output drains.
-                            conn.paused = true;
-                            self.paused.push(key);
-                            resume = resp::Resume::default();
-                            stop = true;
-                        } else {
-                            book(&mut self.node.budget, conn);
-                            off += used;
-                        }
-                    }
-                    Ok(resp::Parsed::Skip { used }) => off += used,
-                    Ok(resp::Parsed::Incomplete) => {
-                        if conn.peer_eof {
-                            // Half a command and no more to come.
-                            off = rbuf.len();
-                        }
-                        stop = true;
-                    }
-                    Err(e) => {
-                        debug!("{}: RESP protocol error: {e}", conn.peer);
-                        let text = format!("ERR Protocol error: {e}");
-                        conn.reply_with(|out| resp::encode::error(out, &text));
-                        conn.closing = true;
-                    }
-                }
-                if let Peer::Redis(client) = &mut conn.kind {
-                    // A command of many arguments leaves no large buffer.
-                    if args.capacity() > 1024 && resume == resp::Resume::default() {
-                        args = Vec::new();
-                    }
-                    client.args = args;
-                    client.resume = resume;
-                }
+            if matches!(conn.kind, Peer::Redis(_)) {
+                let step = dispatch::resp(&mut self.node, &self.slots, conn, key, &rbuf[off..]);
+                off += step.used;
                 scanned = 0;
-                if stop {
+                book(&mut self.node.budget, conn);
+                if step.paused {
+                    // As for a line: a query without room for its reply
+                    // stays unread until output drains.
+                    conn.paused = true;
+                    self.paused.push(key);
+                }
+                if step.stop {
                     break;
                 }
                 continue;
