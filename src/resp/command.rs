@@ -614,13 +614,7 @@ fn cursor(text: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
-    let mut value: u64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
+    let value = super::parse::digits_value(digits)?;
     Some(if negative {
         value.wrapping_neg()
     } else {

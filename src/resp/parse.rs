@@ -401,6 +401,17 @@ fn length_line(buf: &[u8], at: usize) -> LengthLine {
     }
 }
 
+/// The value of a run of decimal digits (and nothing else), within 64
+/// bits.
+pub(super) fn digits_value(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |value, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
 /// Reads a decimal integer as Redis's `string2ll` does: an optional `-`,
 /// then digits without a leading zero (`0` alone is fine, `-0` is not),
 /// no `+`, no spaces, within `i64`.
@@ -413,13 +424,7 @@ pub(super) fn integer(text: &[u8]) -> Option<i64> {
     if !matches!(digits.first(), Some(b'1'..=b'9')) || digits.len() > 19 {
         return None;
     }
-    let mut value: u64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
+    let value = digits_value(digits)?;
     if negative {
         0i64.checked_sub_unsigned(value)
     } else {
