@@ -36,6 +36,16 @@ fn exchange(c: &mut Resp, table: &[(&[&str], &[u8])]) {
     }
 }
 
+/// Checks the reply is a protocol error (its text after the prefix is
+/// keyval's) and the connection closes after it.
+fn expect_protocol_error(c: &mut Resp, what: &str) {
+    match c.reply() {
+        Value::Error(text) => assert!(text.starts_with("ERR Protocol error: "), "{text}"),
+        other => panic!("{what}: {other:?}"),
+    }
+    c.expect_closed(what);
+}
+
 /// A bulk string's bytes on the wire.
 fn bulk(bytes: &[u8]) -> Vec<u8> {
     let mut out = format!("${}\r\n", bytes.len()).into_bytes();
@@ -431,11 +441,7 @@ fn protocol_errors_are_answered_then_the_connection_closes() {
     // A bulk not followed by \r\n: an error (its text is keyval's).
     let mut c = Resp::connect(node.addr);
     c.send_raw(b"*1\r\n$4\r\nPINGxx\r\n");
-    match c.reply() {
-        Value::Error(text) => assert!(text.starts_with("ERR Protocol error: "), "{text}"),
-        other => panic!("a bulk without its \\r\\n: {other:?}"),
-    }
-    c.expect_closed("a bulk without its \\r\\n");
+    expect_protocol_error(&mut c, "a bulk without its \\r\\n");
     // At the limits themselves the node waits for the rest.
     let at_limits: [&[u8]; 2] = [
         b"*1048576\r\n",
@@ -475,11 +481,7 @@ fn max_value_bytes_bounds_values_and_requests() {
         args.push(&biggest);
     }
     c.send_raw(&encode(&args));
-    match c.reply() {
-        Value::Error(text) => assert!(text.starts_with("ERR Protocol error: "), "{text}"),
-        other => panic!("an 8 KiB request: {other:?}"),
-    }
-    c.expect_closed("an 8 KiB request");
+    expect_protocol_error(&mut c, "an 8 KiB request");
     // An inline line past --max-line-bytes.
     let mut c = Resp::connect(node.addr);
     c.expect(&cmd(&["PING"]), b"+PONG\r\n");
@@ -487,11 +489,7 @@ fn max_value_bytes_bounds_values_and_requests() {
     line.extend(vec![b'x'; 5000]);
     line.extend_from_slice(b"\r\n");
     c.send_raw(&line);
-    match c.reply() {
-        Value::Error(text) => assert!(text.starts_with("ERR Protocol error: "), "{text}"),
-        other => panic!("a 5,000-byte inline line: {other:?}"),
-    }
-    c.expect_closed("a 5,000-byte inline line");
+    expect_protocol_error(&mut c, "a 5,000-byte inline line");
     // Nothing of those was written.
     let mut c = Resp::connect(node.addr);
     c.expect(&cmd(&["DBSIZE"]), b":1\r\n");
