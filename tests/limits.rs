@@ -42,6 +42,18 @@ fn leader(dir: &Path, env: &[(&str, String)]) -> Node {
         .unwrap_or_else(|(status, log)| panic!("keyval exited with {status}; log:\n{log}"))
 }
 
+/// A leader held to `conn_max` unread output bytes per client and
+/// `total_max` in all.
+fn budgeted_leader(dir: &Path, conn_max: u64, total_max: u64) -> Node {
+    leader(
+        dir,
+        &[
+            ("KEYVAL_MAX_OUTPUT_BYTES", conn_max.to_string()),
+            ("KEYVAL_MAX_OUTPUT_TOTAL_BYTES", total_max.to_string()),
+        ],
+    )
+}
+
 /// PUTs `key(i)` = `value` for every i in `0..n`, pipelined: a thread
 /// writes while this one reads the `OK`s.
 fn load(node: &Node, n: usize, key: impl Fn(usize) -> String, value: &str) {
@@ -91,13 +103,7 @@ fn clients_pipelining_keys_without_reading_hold_only_their_limits() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     let (conn_max, total_max) = (16 * MIB, 32 * MIB);
-    let node = leader(
-        dir.path(),
-        &[
-            ("KEYVAL_MAX_OUTPUT_BYTES", conn_max.to_string()),
-            ("KEYVAL_MAX_OUTPUT_TOTAL_BYTES", total_max.to_string()),
-        ],
-    );
+    let node = budgeted_leader(dir.path(), conn_max, total_max);
     // A `KEYS` reply of about 10 MB.
     let keys = 50_000;
     load(&node, keys, long_key, "v");
@@ -202,13 +208,7 @@ fn many_clients_not_reading_large_gets_stay_within_the_global_budget() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     let (conn_max, total_max) = (4 * MIB, 8 * MIB);
-    let node = leader(
-        dir.path(),
-        &[
-            ("KEYVAL_MAX_OUTPUT_BYTES", conn_max.to_string()),
-            ("KEYVAL_MAX_OUTPUT_TOTAL_BYTES", total_max.to_string()),
-        ],
-    );
+    let node = budgeted_leader(dir.path(), conn_max, total_max);
     let value = "v".repeat(1_000_000);
     load(&node, 8, |i| format!("big{i}"), &value);
     let before = settled_peak(&node, || true);
@@ -258,13 +258,7 @@ fn redis_clients_not_reading_large_gets_stay_within_the_budget_too() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     let (conn_max, total_max) = (4 * MIB, 8 * MIB);
-    let node = leader(
-        dir.path(),
-        &[
-            ("KEYVAL_MAX_OUTPUT_BYTES", conn_max.to_string()),
-            ("KEYVAL_MAX_OUTPUT_TOTAL_BYTES", total_max.to_string()),
-        ],
-    );
+    let node = budgeted_leader(dir.path(), conn_max, total_max);
     let value = "v".repeat(1_000_000);
     load(&node, 8, |i| format!("big{i}"), &value);
     let clients = 20;
