@@ -569,13 +569,13 @@ impl Server {
             local,
             lost_from: self.node.wal.lost_from().or(stepped_down),
             leased: self.node.leased(now),
-            follower_acks: self
-                .node
-                .repl
-                .leader
-                .connected()
-                .map(|(_, f)| f.acked)
-                .collect(),
+            // Only held replies read them (`WAIT`).
+            follower_acks: if self.waiting.is_empty() {
+                Vec::new()
+            } else {
+                let leader = &self.node.repl.leader;
+                leader.connected().map(|(_, f)| f.acked).collect()
+            },
         };
         self.waiting.sort_unstable();
         self.waiting.dedup();
